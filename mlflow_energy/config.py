@@ -1,0 +1,181 @@
+"""InferenceConfig: one text-to-image inference configuration, validated before anything runs.
+
+Example:
+    >>> from mlflow_energy.config import InferenceConfig
+    >>> cfg = InferenceConfig(model="tiny-sd2", height=64, width=64, steps=2)
+    >>> cfg.validate().precision
+    'fp32'
+    >>> len(cfg.config_hash())
+    16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_energy.errors import ConfigError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+SCHEDULER_DEFAULT = "default"
+
+# Fields that change what is measured; `repeats`/`warmup` change how well, so they are
+# left out of the hash: a rerun with more repeats is the same config.
+_HASHED_FIELDS = (
+    "model", "weights", "height", "width", "steps", "guidance_scale", "precision",
+    "batch_size", "device", "scheduler", "seed",
+)
+
+
+def _device_kind(device: str) -> str:
+    return device.split(":", 1)[0]
+
+
+def _device_precisions(device: str) -> tuple[str, ...]:
+    """Precisions a device can run the pipelines in."""
+    kind = _device_kind(device)
+    if kind == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            major, _ = torch.cuda.get_device_capability(device)
+            return ("fp32", "fp16", "bf16") if major >= 8 else ("fp32", "fp16")
+        return PRECISIONS  # checked again when the device is opened
+    if kind == "cpu":
+        # fp16 convolutions and attention are not implemented (or unusably slow) on CPU.
+        return ("fp32", "bf16")
+    if kind == "mps":
+        return ("fp32", "fp16")
+    return ("fp32",)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """One inference configuration of a text-to-image diffusion pipeline.
+
+    Attributes:
+        model: family name (``sd2``, ``flux.1-dev``, ``tiny-sd2``, ...); see
+            :func:`mlflow_energy.families.family_names`.
+        weights: ``"random"`` (random weights from the released architecture) or a local
+            directory or hub id passed to ``from_pretrained``.
+        height, width: image size in pixels; a multiple of the family's latent x patch size.
+        steps: denoising steps (>= 1).
+        guidance_scale: classifier-free guidance scale; ``None`` takes the family default.
+            With CFG families a scale > 1 runs the denoiser twice per step.
+        precision: ``fp32``, ``fp16`` or ``bf16``.
+        batch_size: images per pipeline call; every logged value is per image.
+        device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
+        scheduler: ``default`` (the pipeline's own) or a diffusers scheduler class name.
+        seed: generator seed of the latents.
+        repeats: measured runs; values are the mean over repeats.
+        warmup: unmeasured runs before the measured ones.
+    """
+
+    model: str
+    height: int | None = None
+    width: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    weights: str = "random"
+    precision: str = "fp32"
+    batch_size: int = 1
+    device: str = "cpu"
+    scheduler: str = SCHEDULER_DEFAULT
+    seed: int = 0
+    repeats: int = 1
+    warmup: int = 1
+    prompt: str = field(default="a photograph of an astronaut riding a horse", compare=False)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> InferenceConfig:
+        """Check every field and fill family defaults; return the completed config.
+
+        Raises:
+            ConfigError: naming the first bad field, its value and what is allowed.
+        """
+        from mlflow_energy.families import family_names, get_family
+
+        if self.model not in family_names():
+            raise ConfigError("model", self.model, "one of " + ", ".join(family_names()))
+        fam = get_family(self.model)
+        _check_int("steps", self.steps, minimum=1, allow_none=True)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("repeats", self.repeats, minimum=1)
+        _check_int("warmup", self.warmup, minimum=0)
+        _check_int("seed", self.seed, minimum=0)
+        multiple = fam.pixel_multiple
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            _check_int(name, value, minimum=multiple, allow_none=True)
+            if value is not None and value % multiple:
+                raise ConfigError(name, value, f"a positive multiple of {multiple} for {self.model}")
+        if self.guidance_scale is not None and not (
+            isinstance(self.guidance_scale, (int, float)) and self.guidance_scale >= 0
+        ):
+            raise ConfigError("guidance_scale", self.guidance_scale, "a number >= 0")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", self.precision, "one of " + ", ".join(PRECISIONS))
+        if not isinstance(self.device, str) or _device_kind(self.device) not in ("cpu", "cuda", "mps"):
+            raise ConfigError("device", self.device, "cpu, cuda, cuda:N or mps")
+        allowed = _device_precisions(self.device)
+        if self.precision not in allowed:
+            raise ConfigError(
+                "precision", self.precision, f"one of {', '.join(allowed)} on device {self.device}"
+            )
+        if not self.weights:
+            raise ConfigError("weights", self.weights, "'random', a local directory or a hub id")
+        if not isinstance(self.scheduler, str) or not self.scheduler:
+            raise ConfigError("scheduler", self.scheduler, f"'{SCHEDULER_DEFAULT}' or a diffusers scheduler class name")
+        if self.scheduler != SCHEDULER_DEFAULT:
+            import diffusers
+
+            if not self.scheduler.endswith("Scheduler") or not hasattr(diffusers, self.scheduler):
+                raise ConfigError(
+                    "scheduler", self.scheduler, f"'{SCHEDULER_DEFAULT}' or a diffusers scheduler class name"
+                )
+        return dataclasses.replace(
+            self,
+            height=self.height or fam.default_resolution,
+            width=self.width or fam.default_resolution,
+            steps=self.steps or fam.default_steps,
+            guidance_scale=fam.default_guidance_scale if self.guidance_scale is None else float(self.guidance_scale),
+        )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def cfg(self) -> bool:
+        """True when the denoiser runs on two samples per step (classifier-free guidance)."""
+        from mlflow_energy.families import get_family
+
+        return get_family(self.model).uses_cfg(self.guidance_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
+        """Build from a dict; unknown keys raise a :class:`ConfigError` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(unknown[0], data[unknown[0]], "one of the fields " + ", ".join(sorted(names)))
+        return cls(**data)
+
+    def config_hash(self) -> str:
+        """Stable 16-hex-digit hash of what is measured (not of repeats, warm-up or prompt)."""
+        payload = {k: getattr(self, k) for k in _HASHED_FIELDS}
+        if payload["guidance_scale"] is not None:
+            payload["guidance_scale"] = float(payload["guidance_scale"])
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(name, value, f"an integer >= {minimum}")

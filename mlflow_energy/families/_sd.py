@@ -1,0 +1,44 @@
+"""Phase adapter for ``StableDiffusionPipeline`` (SD 1.5, SD 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._base import Family
+from mlflow_energy.families._tokenizers import word_tokenizer
+
+
+class StableDiffusionAdapter:
+    def tokenizers(self, family: Family) -> dict[str, Any]:
+        return {"tokenizer": word_tokenizer(family.text_lengths["text_encoder"], bos="<|startoftext|>")}
+
+    def encode(self, pipe: Any, cfg: InferenceConfig) -> dict[str, Any]:
+        prompt_embeds, negative = pipe.encode_prompt(
+            [cfg.prompt] * cfg.batch_size,
+            pipe._execution_device,
+            1,
+            cfg.cfg,
+            negative_prompt=[""] * cfg.batch_size if cfg.cfg else None,
+        )
+        return {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative}
+
+    def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
+        return pipe(
+            height=cfg.height,
+            width=cfg.width,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=generator,
+            output_type="latent",
+            **embeds,
+        ).images
+
+    def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        return (image.float() / 2 + 0.5).clamp(0, 1)
+
+
+ADAPTER = StableDiffusionAdapter()
