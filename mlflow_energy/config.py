@@ -102,6 +102,8 @@ class InferenceConfig:
             raise ConfigError("model", self.model, "one of " + ", ".join(family_names()))
         fam = get_family(self.model)
         _check_int("steps", self.steps, minimum=1, allow_none=True)
+        if self.steps is not None and self.steps < fam.min_steps:
+            raise ConfigError("steps", self.steps, f"an integer >= {fam.min_steps} for {self.model}")
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("repeats", self.repeats, minimum=1)
         _check_int("warmup", self.warmup, minimum=0)

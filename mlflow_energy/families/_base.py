@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -21,6 +22,15 @@ from mlflow_energy.errors import ConfigError
 
 CfgMode = Literal["true", "distilled", "none"]
 TINY_PREFIX = "tiny-"
+
+# Pipelines that check a fixed pixel multiple of their own, whatever their VAE (tiny VAEs
+# downsample by less than the released ones, so this check can be the binding one).
+_PIPELINE_PIXEL_MULTIPLE = {
+    "StableDiffusionPipeline": 8,
+    "StableDiffusionXLPipeline": 8,
+    "PixArtSigmaPipeline": 8,
+    "SanaPipeline": 32,
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Family:
         adapter: name of the phase adapter (``sd``, ``sdxl``, ``sd3``, ``flux``, ``qwen``,
             ``pixart``); ``None`` for families that have FLOPs but are not measured here.
         base: the full-size family name (itself for a full-size family).
+        min_steps: the fewest denoising steps the released scheduler runs correctly.
     """
 
     name: str
@@ -59,6 +70,7 @@ class Family:
     extras: Mapping[str, Any] = field(default_factory=dict)
     adapter: str | None = None
     base: str = ""
+    min_steps: int = 1
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -67,8 +79,13 @@ class Family:
 
     @property
     def pixel_multiple(self) -> int:
-        """Height and width must be a multiple of this (latent downsample x patch size)."""
-        return self.latent_downsample * (self.patch_size or 1)
+        """Height and width must be a multiple of this.
+
+        The latent downsample x patch size, and a multiple of what the pipeline itself checks
+        (SD, SDXL and PixArt pipelines require multiples of 8 even with a tiny VAE).
+        """
+        own = self.latent_downsample * (self.patch_size or 1)
+        return math.lcm(own, _PIPELINE_PIXEL_MULTIPLE.get(self.pipeline_class, 1))
 
     @property
     def measurable(self) -> bool:
@@ -92,6 +109,26 @@ class Family:
     def passes(self, guidance_scale: float | None) -> int:
         """Denoiser samples per step and image: 2 with classifier-free guidance, else 1."""
         return 2 if self.uses_cfg(guidance_scale) else 1
+
+    def denoiser_calls(self, steps: int, scheduler: str | None = None) -> int:
+        """Denoiser evaluations per sample pass for ``steps`` steps: the scheduler's timesteps.
+
+        Equal to ``steps`` for most schedulers; PNDM (SD 1.5) evaluates ``steps + 1`` times
+        (its PLMS warm-up repeats the first step), Heun ``2 * steps - 1``. ``scheduler``
+        names another diffusers scheduler class, configured from this family's config.
+
+        Example:
+            >>> from mlflow_energy.families import get_family
+            >>> get_family("sd1.5").denoiser_calls(50), get_family("sd2").denoiser_calls(50)
+            (51, 50)
+        """
+        import diffusers
+
+        cls = getattr(diffusers, scheduler or self.scheduler["class"])
+        sched = cls.from_config(dict(self.scheduler.get("config", {})))
+        kwargs = {"mu": 0.0} if sched.config.get("use_dynamic_shifting") else {}
+        sched.set_timesteps(steps, **kwargs)
+        return len(sched.timesteps)
 
     def config_of(self, component: str) -> dict[str, Any]:
         """A deep copy of one component's architecture config."""
@@ -127,6 +164,7 @@ def family_from_data(
     default_guidance_scale: float,
     adapter: str | None,
     scheduler: Mapping[str, Any] | None = None,
+    min_steps: int = 1,
 ) -> Family:
     """Build the full-size :class:`Family` from its shipped architecture file."""
     data = load_architecture(name)
@@ -146,6 +184,7 @@ def family_from_data(
         extras={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         adapter=adapter,
         base=name,
+        min_steps=min_steps,
     )
 
 

@@ -61,6 +61,18 @@ def _init_(module: torch.nn.Module, generator: torch.Generator | None) -> None:
             p.fill_(1.0)
 
 
+def _tied_parameters(model: torch.nn.Module) -> dict[str, str]:
+    """``{alias: first name}`` for every parameter reachable under more than one name."""
+    first: dict[int, str] = {}
+    ties: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            ties[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return ties
+
+
 def materialize_random(
     class_path: str, config: dict[str, Any], device: str | torch.device, dtype: torch.dtype, seed: int = 0
 ) -> torch.nn.Module:
@@ -70,8 +82,16 @@ def materialize_random(
     with init_empty_weights(include_buffers=False):
         model = construct(class_path, config)
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    ties = _tied_parameters(model)
     model = model.to(dtype=dtype) if dtype != torch.float32 else model
     model = model.to_empty(device=device)
+    # to_empty gives each use of a shared parameter its own tensor: tie them again. Transformers
+    # models skip tying while empty (T5's shared/encoder embeddings), so let them tie now.
+    for alias, source in ties.items():
+        owner, _, attr = alias.rpartition(".")
+        setattr(model.get_submodule(owner), attr, model.get_parameter(source))
+    if callable(getattr(model, "tie_weights", None)):
+        model.tie_weights()
     with torch.no_grad():
         for name, value in buffers.items():
             buf = model.get_buffer(name)
