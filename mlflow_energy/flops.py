@@ -1,0 +1,309 @@
+"""Analytical FLOPs per inference phase, for every model family, without building a model.
+
+Closed forms walk each component's architecture config (text encoders, UNet or DiT, VAE
+decoder) and count what the forward pass the pipeline calls computes, with the convention of
+``torch.utils.flop_counter.FlopCounterMode``: one FLOP is one multiply or one add, so a matmul
+``(m, k) @ (k, n)`` is ``2 m k n``. Matmuls, convolutions and attention are counted; norms,
+softmax, activations, RoPE and scheduler arithmetic are not. The tests check every family
+against the meta-device counter.
+
+Per image: ``text_encode`` (the negative prompt too when the pipeline runs classifier-free
+guidance), ``denoise`` = denoiser calls (= steps; steps + 1 for SD 1.5's PNDM) x passes (2 with CFG, else 1) x one call,
+``decode`` (one VAE decode), ``total`` and ``denoise_per_step``. Every term is linear in the
+batch size, so per-image values do not depend on it.
+
+Example:
+    >>> from mlflow_energy.config import InferenceConfig
+    >>> from mlflow_energy.flops import config_flops
+    >>> f = config_flops(InferenceConfig(model="sd2", height=768, width=768, steps=50))
+    >>> round(f["total"] / 1e12)
+    221
+    >>> f["denoise"] == 50 * f["denoise_per_step"]
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlflow_energy import _flops_blocks as blocks
+from mlflow_energy.config import SCHEDULER_DEFAULT
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.families import Family, get_family
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlflow_energy.config import InferenceConfig
+
+PHASES: tuple[str, ...] = ("text_encode", "denoise", "decode", "total", "denoise_per_step")
+FRAME_INPUTS: tuple[str, ...] = ("model", "height", "width", "steps", "guidance_scale", "batch_size")
+FRAME_OUTPUTS: tuple[str, ...] = tuple(f"flops_{p}" for p in PHASES)
+
+# Qwen-Image: the chat-template prefix the pipeline runs through the encoder and then drops.
+_QWEN_TEMPLATE_TOKENS = 34
+
+
+def _denoiser_text_tokens(family: Family) -> int:
+    """Text tokens the denoiser attends to for one prompt, as the family's pipeline builds them."""
+    lengths = family.text_lengths
+    pipe = family.pipeline_class
+    if pipe.startswith("StableDiffusion3"):
+        # CLIP-L and CLIP-G (77, concatenated on channels) then T5, concatenated on the sequence.
+        return int(lengths.get("transformer_joint", lengths["text_encoder"] + lengths["text_encoder_3"]))
+    if pipe.startswith("Flux"):
+        return int(lengths["text_encoder_2"])  # T5 sequence; CLIP gives only the pooled vector
+    if pipe.startswith("QwenImage"):
+        return int(lengths.get("transformer_text_tokens", lengths["text_encoder"] - _QWEN_TEMPLATE_TOKENS))
+    return int(lengths["text_encoder"])  # SD, SDXL (both CLIPs at 77), PixArt, Sana
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-family constants: what each phase runs, with its closed form."""
+
+    family: Family
+    text_per_prompt: float  # every text encoder, one prompt
+    denoise_fn: blocks.DenoiseFn
+    denoise_cfg: Mapping[str, Any]
+    denoise_text: int
+    decode_fn: blocks.DecodeFn
+    decode_cfg: Mapping[str, Any]
+
+
+def _component_fn(family: Family, component: str) -> tuple[str, Any, Mapping[str, Any]]:
+    spec = family.components[component]
+    cls, cfg = spec["class"], spec["config"]
+    for role, table in (("text", blocks.TEXT_ENCODERS), ("denoise", blocks.DENOISERS), ("decode", blocks.DECODERS)):
+        if cls in table:
+            return role, table[cls], cfg
+    raise NotImplementedError(f"no closed-form FLOPs for {cls} ({family.name}.{component})")
+
+
+@functools.cache
+def _plan(name: str) -> _Plan:
+    family = get_family(name)
+    text = 0.0
+    denoise = decode = None
+    for comp in sorted(family.components):
+        role, fn, cfg = _component_fn(family, comp)
+        if role == "text":
+            text += float(fn(cfg, family.text_lengths[comp], 1))
+        elif role == "denoise":
+            denoise = (fn, cfg)
+        else:
+            decode = (fn, cfg)
+    if denoise is None or decode is None:
+        raise NotImplementedError(f"{name}: a denoiser and a VAE are needed for phase FLOPs")
+    return _Plan(family, text, denoise[0], denoise[1], _denoiser_text_tokens(family), decode[0], decode[1])
+
+
+def _check_size(family: Family, field: str, value: Any) -> int:
+    multiple = family.pixel_multiple
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < multiple or value % multiple:
+        raise ConfigError(field, value, f"a positive multiple of {multiple} for {family.name}")
+    return int(value)
+
+
+def _family(family: Family | str) -> Family:
+    return get_family(family) if isinstance(family, str) else family
+
+
+# ---------------------------------------------------------------------- public API
+def component_flops(family: Family | str, component: str, *, height: int, width: int, batch_size: int = 1) -> float:
+    """FLOPs of one forward call of one component for ``batch_size`` samples.
+
+    Text encoders: ``batch_size`` prompts at the family's text length (``height`` and ``width``
+    are checked but do not matter). Denoiser (``unet`` / ``transformer``): one call on
+    ``batch_size`` latents of a ``height`` x ``width`` image. ``vae``: one decode.
+
+    Raises:
+        ConfigError: unknown family or component, a size that is not a multiple of the
+            family's pixel multiple, or a batch size below 1.
+
+    Example:
+        >>> round(component_flops("sd2", "text_encoder", height=768, width=768) / 1e9, 1)
+        45.1
+        >>> a = component_flops("flux.1-dev", "transformer", height=1024, width=1024)
+        >>> b = component_flops("flux.1-dev", "transformer", height=1024, width=1024, batch_size=2)
+        >>> b == 2 * a
+        True
+    """
+    fam = _family(family)
+    if component not in fam.components:
+        raise ConfigError("component", component, "one of " + ", ".join(sorted(fam.components)))
+    h, w = _check_size(fam, "height", height), _check_size(fam, "width", width)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError("batch_size", batch_size, "an integer >= 1")
+    role, fn, cfg = _component_fn(fam, component)
+    lh, lw = h // fam.latent_downsample, w // fam.latent_downsample
+    if role == "text":
+        return float(fn(cfg, fam.text_lengths[component], batch_size))
+    if role == "denoise":
+        return float(fn(cfg, lh, lw, _denoiser_text_tokens(fam), batch_size))
+    return float(fn(cfg, lh, lw, batch_size))
+
+
+def config_flops(cfg: InferenceConfig) -> dict[str, float]:
+    """FLOPs per image of each phase of one inference configuration.
+
+    Returns ``{"text_encode", "denoise", "decode", "total", "denoise_per_step"}``. ``cfg`` is
+    validated (family defaults filled in) first.
+
+    Raises:
+        ConfigError: from :meth:`InferenceConfig.validate`.
+
+    Example:
+        >>> from mlflow_energy.config import InferenceConfig
+        >>> f = config_flops(InferenceConfig(model="flux.1-schnell", height=1024, width=1024, steps=4))
+        >>> sorted(f)
+        ['decode', 'denoise', 'denoise_per_step', 'text_encode', 'total']
+        >>> round(f["denoise"] / 1e12)
+        278
+    """
+    cfg = cfg.validate()
+    plan = _plan(cfg.model)
+    fam = plan.family
+    lh, lw = cfg.height // fam.latent_downsample, cfg.width // fam.latent_downsample
+    passes = fam.passes(cfg.guidance_scale)
+    per_call = float(plan.denoise_fn(plan.denoise_cfg, lh, lw, plan.denoise_text, 1))
+    text = plan.text_per_prompt * (2 if fam.uses_cfg(cfg.guidance_scale) else 1)
+    per_step = passes * per_call
+    scheduler = None if cfg.scheduler == SCHEDULER_DEFAULT else cfg.scheduler
+    denoise = _denoiser_calls(cfg.model, cfg.steps, scheduler) * per_step
+    decode = float(plan.decode_fn(plan.decode_cfg, lh, lw, 1))
+    return {
+        "text_encode": text,
+        "denoise": denoise,
+        "decode": decode,
+        "total": text + denoise + decode,
+        "denoise_per_step": per_step,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _denoiser_calls(model: str, steps: int, scheduler: str | None) -> int:
+    """Denoiser evaluations for ``steps`` steps: the scheduler's timesteps (PNDM: steps + 1)."""
+    return get_family(model).denoiser_calls(steps, scheduler)
+
+
+def flops_metrics(cfg: InferenceConfig) -> dict[str, float]:
+    """:func:`config_flops` keyed by the run-schema metric names (``flops/<phase>``).
+
+    Example:
+        >>> from mlflow_energy.config import InferenceConfig
+        >>> sorted(flops_metrics(InferenceConfig(model="tiny-sd2")))[0]
+        'flops/decode'
+    """
+    from mlflow_energy.schema import flops_key
+
+    return {flops_key(phase): value for phase, value in config_flops(cfg).items()}
+
+
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as float64 (NaN where missing; all NaN when the column is absent)."""
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    try:
+        return np.asarray(df[name].to_numpy(dtype=float, na_value=np.nan), dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(name, df[name].iloc[0], "a numeric column") from None
+
+
+def _bad(rows: np.ndarray, values: np.ndarray, field: str, allowed: str) -> None:
+    if rows.any():
+        value = values[np.argmax(rows)]
+        value = int(value) if float(value).is_integer() else float(value)
+        raise ConfigError(field, value, allowed)
+
+
+def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Vectorised :func:`config_flops`: adds ``flops_<phase>`` columns (FLOP per image).
+
+    Input columns: ``model``, ``height``, ``width``, ``steps``, ``guidance_scale``,
+    ``batch_size``. Missing columns or missing values take the family defaults (batch size 1).
+    Rows are grouped by model; each group is evaluated with numpy over its distinct image sizes.
+
+    Raises:
+        ConfigError: an unknown model, or a size, step count, guidance scale or batch size
+            that :meth:`InferenceConfig.validate` would refuse (the first bad value is named).
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"model": ["sd2", "flux.1-dev"], "height": [768, 1024], "width": [768, 1024],
+        ...                    "steps": [50, 28], "guidance_scale": [7.5, 3.5], "batch_size": [1, 1]})
+        >>> out = flops_frame(df)
+        >>> [round(x / 1e12) for x in out["flops_total"]]
+        [221, 2098]
+    """
+    out = df.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
+    n = len(df)
+    results = {col: np.zeros(n, dtype=float) for col in FRAME_OUTPUTS}
+    if n:
+        if "model" not in df.columns:
+            raise ConfigError("model", None, "a 'model' column of family names")
+        columns = {c: _column(df, c) for c in FRAME_INPUTS[1:]}
+        codes, names = _factorize(df["model"])
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        for code, name in enumerate(names):
+            idx = order[bounds[code]:bounds[code + 1]]
+            _frame_group(str(name), {c: v[idx] for c, v in columns.items()}, idx, results)
+    for col in FRAME_OUTPUTS:
+        out[col] = results[col]
+    return out
+
+
+def _factorize(models: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    import pandas as pd
+
+    codes, uniques = pd.factorize(models, use_na_sentinel=False)
+    return np.asarray(codes), list(uniques)
+
+
+def _frame_group(name: str, cols: dict[str, np.ndarray], idx: np.ndarray, results: dict[str, np.ndarray]) -> None:
+    plan = _plan(name)
+    fam = plan.family
+
+    def filled(column: str, default: float) -> np.ndarray:
+        values = cols[column]
+        return np.where(np.isnan(values), default, values)
+
+    height = filled("height", fam.default_resolution)
+    width = filled("width", fam.default_resolution)
+    steps = filled("steps", fam.default_steps)
+    scale = filled("guidance_scale", fam.default_guidance_scale)
+    batch = filled("batch_size", 1)
+    multiple = fam.pixel_multiple
+    for field, values in (("height", height), ("width", width)):
+        _bad((values < multiple) | (values % multiple != 0), values, field,
+             f"a positive multiple of {multiple} for {name}")
+    _bad((steps < 1) | (steps % 1 != 0), steps, "steps", "an integer >= 1")
+    _bad(scale < 0, scale, "guidance_scale", "a number >= 0")
+    _bad((batch < 1) | (batch % 1 != 0), batch, "batch_size", "an integer >= 1")
+
+    # Evaluate the closed forms once per distinct latent size (sweeps repeat a few sizes).
+    ld = fam.latent_downsample
+    lh_all, lw_all = height.astype(np.int64) // ld, width.astype(np.int64) // ld
+    key = lh_all * (int(lw_all.max()) + 1) + lw_all
+    uniq, inverse = np.unique(key, return_inverse=True)
+    lh, lw = uniq // (int(lw_all.max()) + 1), uniq % (int(lw_all.max()) + 1)
+    per_call = np.broadcast_to(plan.denoise_fn(plan.denoise_cfg, lh, lw, plan.denoise_text, 1), lh.shape)[inverse]
+    decode = np.broadcast_to(plan.decode_fn(plan.decode_cfg, lh, lw, 1), lh.shape)[inverse]
+    cfg_on = (scale > 1.0) if fam.cfg == "true" else np.zeros(len(scale), dtype=bool)
+    passes = np.where(cfg_on, 2.0, 1.0)
+    per_step = passes * per_call
+    distinct, where = np.unique(steps.astype(np.int64), return_inverse=True)
+    calls = np.array([_denoiser_calls(name, int(n), None) for n in distinct], dtype=float)[where]
+    denoise = calls * per_step
+    text = passes * plan.text_per_prompt
+    results["flops_text_encode"][idx] = text
+    results["flops_denoise"][idx] = denoise
+    results["flops_decode"][idx] = decode
+    results["flops_total"][idx] = text + denoise + decode
+    results["flops_denoise_per_step"][idx] = per_step
