@@ -70,6 +70,10 @@ M_FLOPS_DENOISE_PER_STEP = flops_key("denoise_per_step")
 # How far the phase sum is from the whole-inference window: (sum - whole) / whole.
 M_PHASE_SUM_GAP = "energy/phase_sum_gap_frac"
 M_ENERGY_WHOLE = "energy/whole_window_j"
+# Sweep parent runs: configs measured, failed, skipped (already FINISHED) in this invocation.
+M_SWEEP_DONE = "sweep/configs_done"
+M_SWEEP_FAILED = "sweep/configs_failed"
+M_SWEEP_SKIPPED = "sweep/configs_skipped"
 
 M_QUALITY_PSNR = "quality/psnr_db"
 M_QUALITY_SSIM = "quality/ssim"
@@ -94,6 +98,8 @@ T_FAILURE = "mlflow_energy.failure"  # one line: why a config failed
 T_SWEEP_SPEC = "mlflow_energy.sweep_spec"
 T_DRIVER = "mlflow_energy.driver_version"
 T_POWER_LIMIT = "mlflow_energy.power_limit_w"
+T_ESTIMATE_TDP = "mlflow_energy.estimate_tdp_w"  # the TDP an estimate-meter run assumed
+T_SHARD = "mlflow_energy.shard"  # "I/N" of a sharded sweep
 T_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag for nested runs
 T_RUN_NAME = "mlflow.runName"
 
@@ -117,6 +123,7 @@ A_CONFIG_JSON = "config.json"
 A_IMAGE_PNG = "image.png"
 A_POWER_TIMELINE_CSV = "power_timeline.csv"
 A_MEASUREMENT_JSON = "measurement.json"
+A_SWEEP_SPEC = "sweep_spec.yaml"
 
 # --- predictor contract -----------------------------------------------------------------
 PREDICTOR_INPUTS: tuple[str, ...] = (
@@ -127,3 +134,82 @@ PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_text_encode_j", "energy_denoise_j", "energy_decode_j", "energy_total_j",
     "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
 )
+
+# --- fit runs, predictor extras, carbon (fit.py, predictor.py, carbon.py, mlenergy.py) ---------
+# Optional predictor inputs for hardware missing from the spec table (all three together).
+PREDICTOR_HARDWARE_INPUTS: tuple[str, ...] = ("hardware_tdp_w", "hardware_tflops", "hardware_mem_bw_gb_s")
+M_CARBON_INTENSITY = "carbon/intensity_g_per_kwh"  # the grid intensity a carbon/co2e_g value used
+P_CARBON_REGION = "carbon_region"  # WORLD, an ISO alpha-3 country code or a cloud region
+P_FIT_EXPERIMENT = "fit_experiment"
+P_FIT_N_RUNS = "fit_n_runs"
+P_FIT_SOURCES = "fit_energy_sources"
+P_FIT_PHASES = "fit_phases"
+P_FIT_REGISTERED_MODEL = "registered_model"
+T_MLENERGY_ROW = "mlflow_energy.source_row"  # external rows: the file the value comes from
+A_FIT_GROUPS_CSV = "fit/power_law_groups.csv"
+A_FIT_CV_CSV = "fit/cv_predictions.csv"
+A_FIT_CV_SUMMARY_CSV = "fit/cv_summary.csv"
+A_FIT_SOURCE_RUNS = "fit/source_run_ids.txt"
+A_FIT_PLOTS_DIR = "plots"
+REGISTERED_ALIAS_CHAMPION = "champion"
+
+
+def fit_key(scope: str, phase: str, stat: str) -> str:
+    """``fit/<scope>/<phase>/<stat>``: a power-law statistic (``scope``: ``global`` or a hardware slug)."""
+    return f"fit/{scope}/{phase}/{stat}"
+
+
+def cv_key(scheme: str, phase: str, stat: str) -> str:
+    """``cv/<scheme>/<phase>/<stat>``: a cross-validation statistic (``scheme``: loco, lofo, loho)."""
+    return f"cv/{scheme}/{phase}/{stat}"
+
+# --- search (search.py, quality.py) ---------------------------------------------------------
+# Optional predictor output: seconds per image; predict-mode latency constraints need it (or an
+# assumed average power).
+PREDICTOR_OPTIONAL_OUTPUTS: tuple[str, ...] = ("time_total_s",)
+P_SEARCH_MODE = "search_mode"  # predict or measure
+P_SEARCH_TRIALS = "search_trials"
+P_SEARCH_SEED = "search_seed"
+P_SEARCH_SAMPLER = "search_sampler"
+P_SEARCH_OBJECTIVES = "search_objectives"  # e.g. "energy_total_j:minimize,quality_psnr_db:maximize"
+P_SEARCH_STUDY = "study_name"
+P_SEARCH_STORAGE = "study_storage"  # password removed
+P_SEARCH_MODEL_URI = "predictor_uri"
+P_SEARCH_QUALITY_URI = "quality_model_uri"
+P_SEARCH_HARDWARE = "hardware"
+P_SEARCH_AVG_POWER = "assumed_avg_power_w"  # predict mode: latency = energy / this power
+P_REFERENCE_STEPS = "reference_steps"
+T_STUDY_NAME = "mlflow_energy.study_name"
+T_TRIAL_NUMBER = "mlflow_energy.trial_number"
+SOURCE_PREDICTOR = "estimate:predictor"  # energy_source of predict-mode trial runs
+M_SEARCH_FEASIBLE = "search/feasible"  # trial: 1 when every constraint holds
+M_SEARCH_N_TRIALS = "search/n_trials"  # parent: complete trials in the study
+M_SEARCH_N_FEASIBLE = "search/n_feasible"
+M_SEARCH_DEFAULT_ENERGY = "search/default_energy_total_j"  # the best family's default config
+M_SEARCH_SAVED_J = "search/energy_saved_j"  # default - best, J per image
+M_SEARCH_SAVED_FRAC = "search/energy_saved_frac"  # (default - best) / default
+A_SEARCH_SPACE_JSON = "search/space.json"
+A_SEARCH_TRIALS_CSV = "search/trials.csv"
+A_PARETO_CSV = "search/pareto_front.csv"
+A_PARETO_PNG = "search/pareto_front.png"
+A_OPTUNA_PLOTS_DIR = "search/optuna"
+
+
+def constraint_param(name: str) -> str:
+    """``constraint_<name>``: a search constraint's bound (parent-run param)."""
+    return f"constraint_{name}"
+
+
+def constraint_metric(name: str) -> str:
+    """``constraint/<name>``: a trial's relative violation (<= 0: the constraint holds)."""
+    return f"constraint/{name}"
+
+
+def best_param(param: str) -> str:
+    """``best_<param>``: the best config's value of a run param (parent run)."""
+    return f"best_{param}"
+
+
+def best_metric(metric: str) -> str:
+    """``best_<metric with / as _>``: the best config's metric (parent run)."""
+    return "best_" + metric.replace("/", "_")

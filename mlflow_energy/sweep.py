@@ -1,0 +1,475 @@
+"""Sweeps: a YAML grid of inference configs, measured as child runs of one parent run.
+
+Spec format (``projects/cpu-demo.yaml`` is a complete example)::
+
+    name: cpu-demo                  # parent run name (default: the file name)
+    experiment: mlflow-energy-demo  # default experiment (``--experiment`` wins)
+    device: cpu                     # one device per sweep
+    weights: random                 # or a local directory / hub id
+    repeats: 2
+    warmup: 1
+    seed: 0
+    grid:                           # the cross product of these lists
+      model: [tiny-sd2]
+      resolution: [32, 64]          # square sizes; or "HxW" strings / [H, W] pairs
+      steps: [2, 4]
+      guidance_scale: [1.0, null]   # null: the family default
+      precision: [fp32]
+      batch_size: [1]
+      scheduler: [default]
+    overrides:                      # per model: replaces grid lists (and weights)
+      tiny-sd2: {steps: [2]}
+
+Configs are ordered so that those sharing a pipeline (model, weights, precision, device)
+run back to back: one build per group. A config that fails (bad value for its family,
+out of memory, any error) becomes a FAILED child run tagged with the reason and the sweep
+goes on. A config already FINISHED in the experiment on the same hardware (by config
+hash) is skipped, so an interrupted sweep resumes where it stopped. ``shard=(i, n)``
+keeps the configs whose hash is ``i`` modulo ``n``: n workers split a sweep exactly.
+
+Example:
+    >>> from mlflow_energy.sweep import SweepSpec
+    >>> spec = SweepSpec.from_dict({"grid": {"model": ["tiny-sd2"], "resolution": [32, 64], "steps": [1, 2]}})
+    >>> len(spec.configs())
+    4
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_energy import schema
+from mlflow_energy.config import PRECISIONS, SCHEDULER_DEFAULT, InferenceConfig
+from mlflow_energy.errors import ConfigError
+
+GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler")
+OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
+TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description")
+
+
+def _as_list(field_name: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(field_name, value, "a non-empty list")
+        return list(value)
+    return [value]
+
+
+def _int_list(field_name: str, values: Sequence[Any], minimum: int) -> list[int]:
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ConfigError(field_name, v, f"integers >= {minimum}")
+    return list(values)
+
+
+def _resolution(field_name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
+    if isinstance(value, int):
+        h = w = value
+    elif isinstance(value, str) and "x" in value:
+        parts = value.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
+        h, w = (int(p) for p in parts)
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        h, w = value
+    else:
+        raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
+    if h < 1 or w < 1:
+        raise ConfigError(field_name, value, "positive sizes")
+    return int(h), int(w)
+
+
+def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) -> dict[str, list[Any]]:
+    if not isinstance(axes, Mapping):
+        raise ConfigError(prefix, axes, "a mapping of " + ", ".join(allowed))
+    out: dict[str, list[Any]] = {}
+    for key, raw in axes.items():
+        name = f"{prefix}.{key}"
+        if key not in allowed:
+            raise ConfigError(name, raw, "one of the keys " + ", ".join(allowed))
+        if key == "weights":
+            if not isinstance(raw, str) or not raw:
+                raise ConfigError(name, raw, "'random', a local directory or a hub id")
+            out[key] = [raw]
+            continue
+        values = _as_list(name, raw)
+        if key == "resolution":
+            values = [_resolution(name, v) for v in values]
+        elif key in ("steps", "batch_size"):
+            values = _int_list(name, values, 1)
+        elif key == "guidance_scale":
+            for v in values:
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                    raise ConfigError(name, v, "numbers >= 0 or null (the family default)")
+            values = [None if v is None else float(v) for v in values]
+        elif key == "precision":
+            for v in values:
+                if v not in PRECISIONS:
+                    raise ConfigError(name, v, "one of " + ", ".join(PRECISIONS))
+        elif key in ("model", "scheduler"):
+            for v in values:
+                if not isinstance(v, str) or not v:
+                    raise ConfigError(name, v, "names (strings)")
+        out[key] = values
+    return out
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep spec (see the module doc for the YAML format)."""
+
+    grid: dict[str, list[Any]]
+    overrides: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    name: str = "sweep"
+    experiment: str | None = None
+    device: str = "cpu"
+    weights: str = "random"
+    repeats: int = 1
+    warmup: int = 1
+    seed: int = 0
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "") -> SweepSpec:
+        """Check a parsed spec; a bad value raises a one-line :class:`ConfigError` naming it."""
+        from mlflow_energy.families import family_names
+
+        if not isinstance(data, Mapping):
+            raise ConfigError("spec", type(data).__name__, "a YAML mapping with a 'grid' key")
+        for key in data:
+            if key not in TOP_KEYS:
+                raise ConfigError(key, data[key], "one of the keys " + ", ".join(TOP_KEYS))
+        if "grid" not in data:
+            raise ConfigError("grid", None, "a mapping with at least 'model'")
+        grid = _check_axes("grid", data["grid"], GRID_KEYS)
+        if "model" not in grid:
+            raise ConfigError("grid.model", None, "a list of family names")
+        known = family_names()
+        for model in grid["model"]:
+            if model not in known:
+                raise ConfigError("grid.model", model, "one of " + ", ".join(known))
+        overrides_raw = data.get("overrides") or {}
+        if not isinstance(overrides_raw, Mapping):
+            raise ConfigError("overrides", overrides_raw, "a mapping of model name to grid lists")
+        overrides = {}
+        for model, axes in overrides_raw.items():
+            if model not in grid["model"]:
+                raise ConfigError("overrides", model, "a model listed in grid.model")
+            overrides[model] = _check_axes(f"overrides.{model}", axes, OVERRIDE_KEYS)
+        kwargs: dict[str, Any] = {}
+        for key, minimum in (("repeats", 1), ("warmup", 0), ("seed", 0)):
+            if key in data:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                    raise ConfigError(key, v, f"an integer >= {minimum}")
+                kwargs[key] = v
+        for key in ("device", "weights", "experiment", "name"):
+            if key in data and data[key] is not None:
+                if not isinstance(data[key], str) or not data[key]:
+                    raise ConfigError(key, data[key], "a non-empty string")
+                kwargs[key] = data[key]
+        kwargs.setdefault("name", name)
+        return cls(grid=grid, overrides=overrides, source=source, **kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> SweepSpec:
+        """Read and check a YAML spec file."""
+        import yaml
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError("spec", path, "an existing YAML file")
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                line = getattr(getattr(exc, "problem_mark", None), "line", None)
+                where = f" (line {line + 1})" if line is not None else ""
+                raise ConfigError("spec", path, f"valid YAML{where}") from None
+        name = os.path.splitext(os.path.basename(path))[0]
+        with open(path, encoding="utf-8") as fh:
+            source = fh.read()
+        return cls.from_dict(data or {}, name=name, source=source)
+
+    def configs(self) -> list[InferenceConfig]:
+        """Every config of the grid (unvalidated), grouped by pipeline (model, weights, precision)."""
+        out = []
+        for model in self.grid["model"]:
+            axes = {**self.grid, **self.overrides.get(model, {})}
+            weights = axes.get("weights", [self.weights])[0]
+            for res, steps, guidance, precision, batch, sched in itertools.product(
+                axes.get("resolution", [(None, None)]),
+                axes.get("steps", [None]),
+                axes.get("guidance_scale", [None]),
+                axes.get("precision", ["fp32"]),
+                axes.get("batch_size", [1]),
+                axes.get("scheduler", [SCHEDULER_DEFAULT]),
+            ):
+                out.append(
+                    InferenceConfig(
+                        model=model, height=res[0], width=res[1], steps=steps, guidance_scale=guidance,
+                        weights=weights, precision=precision, batch_size=batch, device=self.device,
+                        scheduler=sched, seed=self.seed, repeats=self.repeats, warmup=self.warmup,
+                    )
+                )
+        return sorted(out, key=_order_key)
+
+
+def _order_key(cfg: InferenceConfig) -> tuple[Any, ...]:
+    return (
+        cfg.model, cfg.weights, cfg.precision, cfg.device, cfg.scheduler,
+        cfg.height or 0, cfg.width or 0, cfg.steps or 0, -1.0 if cfg.guidance_scale is None else cfg.guidance_scale,
+        cfg.batch_size,
+    )
+
+
+def resolved(cfg: InferenceConfig) -> InferenceConfig:
+    """``cfg`` validated, or as it is when it does not validate (its failure shows when run)."""
+    try:
+        return cfg.validate()
+    except ConfigError:
+        return cfg
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``None`` or ``""`` -> ``None``.
+
+    Example:
+        >>> parse_shard("1/4")
+        (1, 4)
+    """
+    if not text:
+        return None
+    allowed = "I/N with integers 0 <= I < N (e.g. 0/4)"
+    i, sep, n = str(text).partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ConfigError("shard", text, allowed)
+    index, count = int(i), int(n)
+    if count < 1 or index >= count:
+        raise ConfigError("shard", text, allowed)
+    return index, count
+
+
+def in_shard(cfg: InferenceConfig, shard: tuple[int, int] | None) -> bool:
+    """True when ``cfg`` belongs to shard ``(i, n)``: its config hash modulo ``n`` is ``i``."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int(resolved(cfg).config_hash(), 16) % count == index
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`ConfigError` for a device this machine does not have."""
+    import torch
+
+    kind = device.split(":", 1)[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device", device, "a device this machine has (no CUDA GPU here: use cpu)")
+        _, _, idx = device.partition(":")
+        if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
+            raise ConfigError("device", device, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("device", device, "a device this machine has (no MPS here: use cpu)")
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did."""
+
+    parent_run_id: str | None
+    total: int
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[InferenceConfig, str]] = field(default_factory=list)
+    skipped: int = 0
+    measured: int = 0
+    energy_j: float = 0.0
+
+
+def run_sweep(
+    spec: SweepSpec | str | os.PathLike[str],
+    *,
+    experiment: str | None = None,
+    shard: tuple[int, int] | str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    tracking: bool = True,
+    meter: Any | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Measure every config of a sweep, resuming and sharding as described in the module doc.
+
+    Args:
+        spec: a :class:`SweepSpec` or the path of a YAML spec.
+        experiment: experiment name; default the spec's, else the tracking default.
+        shard: ``(i, n)`` or ``"i/n"``: measure only shard ``i`` of ``n``.
+        output: also append one JSONL record per measured config to this file.
+        tracking: log to MLflow (``False`` with ``output``: no MLflow needed).
+        meter: energy meter; default :func:`mlflow_energy.meters.auto_meter` for the device.
+        progress: show a tqdm progress bar.
+
+    Example:
+        >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
+        >>> result.total, len(result.done), len(result.failed)  # doctest: +SKIP
+        (12, 12, 0)
+    """
+    from tqdm.auto import tqdm
+
+    from mlflow_energy.export import JsonlSink
+    from mlflow_energy.meters import auto_meter
+    from mlflow_energy.runner import PipelineCache, free_device_memory, measure
+
+    if not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_yaml(spec)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if not tracking and output is None:
+        raise ConfigError("output", None, "a JSONL file when MLflow tracking is off")
+    check_device(spec.device)
+    experiment = experiment or spec.experiment
+    configs = [c for c in spec.configs() if in_shard(c, shard)]
+    sink = JsonlSink(output) if output is not None else None
+
+    own_meter = meter is None
+    meter = meter or auto_meter(spec.device)
+    result = SweepResult(parent_run_id=None, total=len(configs))
+    tracker = _Tracker(experiment, spec, shard) if tracking else None
+    cache = PipelineCache()
+    status = "FAILED"
+    bar = None
+    try:
+        if tracker is not None:
+            result.parent_run_id = tracker.start()
+        done_keys = tracker.finished_keys() if tracker is not None else set()
+        if sink is not None:
+            done_keys |= sink.keys()
+        bar = tqdm(total=len(configs), desc=spec.name, unit="config", disable=not progress, dynamic_ncols=True)
+        for cfg in configs:
+            cfg = resolved(cfg)
+            if (cfg.config_hash(), meter.hardware) in done_keys:
+                result.skipped += 1
+                bar.update(1)
+                bar.set_postfix(_postfix(result))
+                continue
+            try:
+                valid = cfg.validate()
+                m = measure(valid, meter=meter, pipeline=cache.get(valid))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # any failure of one config: record it, go on
+                from mlflow_energy.tracking import one_line
+
+                reason = one_line(exc)
+                result.failed.append((cfg, reason))
+                if tracker is not None:
+                    tracker.fail(cfg, exc, meter)
+                if not isinstance(exc, ConfigError):
+                    cache.clear()
+                else:
+                    free_device_memory()
+                bar.update(1)
+                bar.set_postfix(_postfix(result))
+                continue
+            result.measured += 1
+            result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
+            if tracker is not None:
+                result.done.append(tracker.log(m))
+            if sink is not None:
+                sink.write(m)
+            done_keys.add((valid.config_hash(), meter.hardware))
+            bar.update(1)
+            bar.set_postfix(_postfix(result))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        cache.clear()
+        if own_meter:
+            meter.close()
+        if tracker is not None and result.parent_run_id is not None:
+            tracker.finish(result, status)
+    return result
+
+
+def _postfix(result: SweepResult) -> dict[str, Any]:
+    post: dict[str, Any] = {"energy": f"{result.energy_j:.4g} J"}
+    if result.failed:
+        post["failed"] = len(result.failed)
+    if result.skipped:
+        post["skipped"] = result.skipped
+    return post
+
+
+class _Tracker:
+    """The MLflow side of a sweep: the parent run and its children."""
+
+    def __init__(self, experiment: str | None, spec: SweepSpec, shard: tuple[int, int] | None) -> None:
+        from mlflow_energy import tracking
+
+        self.t = tracking
+        self.exp_id = tracking.experiment_id(experiment)
+        self.spec = spec
+        self.shard = shard
+        self.run_id: str | None = None
+
+    def start(self) -> str:
+        tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: self.t._version()}
+        name = self.spec.name
+        if self.shard is not None:
+            tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"
+            name += f"-shard{self.shard[0]}of{self.shard[1]}"
+        self.run_id = self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name, tags=tags)
+        if self.spec.source:
+            self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC)
+        return self.run_id
+
+    def finished_keys(self) -> set[tuple[str, str]]:
+        return self.t.finished_keys(self.exp_id)
+
+    def log(self, m: Any) -> str:
+        exp = self.t.client().get_experiment(self.exp_id).name
+        return self.t.log_measurement(m, experiment=exp, parent_run_id=self.run_id)
+
+    def fail(self, cfg: InferenceConfig, exc: BaseException, meter: Any) -> None:
+        exp = self.t.client().get_experiment(self.exp_id).name
+        self.t.log_failure(
+            cfg, exc, experiment=exp, parent_run_id=self.run_id, hardware=meter.hardware,
+            energy_source=meter.source,
+        )
+
+    def finish(self, result: SweepResult, status: str) -> None:
+        assert self.run_id is not None
+        try:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.t.client().log_batch(
+                self.run_id,
+                metrics=[
+                    Metric(schema.M_SWEEP_DONE, float(result.measured), now, 0),
+                    Metric(schema.M_SWEEP_FAILED, float(len(result.failed)), now, 0),
+                    Metric(schema.M_SWEEP_SKIPPED, float(result.skipped), now, 0),
+                ],
+            )
+        finally:
+            self.t.end_run(self.run_id, status)
+
+
+def expand(spec: SweepSpec, shard: tuple[int, int] | None = None) -> list[InferenceConfig]:
+    """The configs of ``spec`` in run order, restricted to ``shard``."""
+    return [c for c in spec.configs() if in_shard(c, shard)]
+
+
+__all__ = ["SweepResult", "SweepSpec", "check_device", "expand", "in_shard", "parse_shard", "run_sweep"]

@@ -1,0 +1,387 @@
+"""Measurements as MLflow runs, and runs back as a DataFrame.
+
+One inference config is one run (the run schema in :mod:`mlflow_energy.schema`): params,
+per-image metrics, tags, the config as ``config.json``, a small ``image.png`` of the first
+image, and on a GPU the power timeline as ``power_timeline.csv``.
+
+The tracking URI is MLflow's: ``MLFLOW_TRACKING_URI``, else MLflow's default
+(``sqlite:///mlflow.db`` in the working directory with MLflow 3). The experiment is, in
+order: the ``experiment`` argument, ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_EXPERIMENT_NAME``
+(set by ``mlflow run``), else :data:`DEFAULT_EXPERIMENT`. Launched by ``mlflow run``
+(``MLFLOW_RUN_ID`` set), runs are nested under the project's run when they share its
+experiment.
+
+Example:
+    >>> from mlflow_energy.config import InferenceConfig
+    >>> from mlflow_energy.runner import measure
+    >>> from mlflow_energy.tracking import load_runs, log_measurement
+    >>> run_id = log_measurement(measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1)),
+    ...                          experiment="demo")  # doctest: +SKIP
+    >>> load_runs("demo")[["run_id", "model", "energy/total_j"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from mlflow_energy.runner import Measurement
+
+#: Experiment used when none is named and MLflow's environment names none.
+DEFAULT_EXPERIMENT = "mlflow-energy"
+#: Longest side of the logged ``image.png``.
+IMAGE_MAX_SIDE = 256
+
+_INT_PARAMS = (
+    schema.P_HEIGHT, schema.P_WIDTH, schema.P_STEPS, schema.P_BATCH_SIZE, schema.P_SEED,
+    schema.P_REPEATS, schema.P_WARMUP,
+)
+_FLOAT_PARAMS = (schema.P_GUIDANCE_SCALE,)
+_BOOL_PARAMS = (schema.P_CFG,)
+
+
+def client() -> MlflowClient:
+    """An :class:`mlflow.MlflowClient` on the current tracking URI."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def experiment_id(experiment: str | None = None, *, create: bool = True) -> str:
+    """The id of the experiment named ``experiment`` (created if missing), or of the ambient one.
+
+    Example:
+        >>> experiment_id("my-energy-runs")  # doctest: +SKIP
+        '1'
+    """
+    c = client()
+    if not experiment:
+        env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if env_id:
+            return env_id
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    exp = c.get_experiment_by_name(experiment)
+    if exp is not None:
+        if exp.lifecycle_stage != "active":
+            raise ConfigError(
+                "experiment", experiment, "an active experiment (it is deleted: restore it or choose another name)"
+            )
+        return exp.experiment_id
+    if not create:
+        names = sorted(e.name for e in c.search_experiments())
+        raise ConfigError("experiment", experiment, "an existing experiment: " + (", ".join(names) or "none yet"))
+    return c.create_experiment(experiment)
+
+
+def ambient_parent(exp_id: str) -> str | None:
+    """The run ``mlflow run`` launched us in (``MLFLOW_RUN_ID``), when it is in experiment ``exp_id``."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    try:
+        run = client().get_run(run_id)
+    except Exception:
+        return None
+    if run.info.experiment_id != exp_id or run.info.status != "RUNNING":
+        return None
+    return run_id
+
+
+def start_run(
+    exp_id: str,
+    *,
+    kind: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Create a RUNNING run (nested under ``parent_run_id``, else under the ambient project run)."""
+    all_tags = {schema.T_KIND: kind}
+    all_tags.update(tags or {})
+    parent = parent_run_id or ambient_parent(exp_id)
+    if parent:
+        all_tags[schema.T_PARENT_RUN_ID] = parent
+    run = client().create_run(exp_id, run_name=run_name, tags=all_tags)
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Terminate a run with ``status`` (FINISHED, FAILED or KILLED)."""
+    client().set_terminated(run_id, status=status)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line (for the failure tag)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    line = f"{type(exc).__name__}: {text}"
+    return line[:480]
+
+
+def _log_fields(run_id: str, params: dict[str, str], metrics: dict[str, float], tags: dict[str, str]) -> None:
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
+
+
+def _image_of(images: Any) -> Any:
+    from PIL import Image
+
+    first = images[0].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    img = Image.fromarray(first)
+    if max(img.size) > IMAGE_MAX_SIDE:
+        img.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE))
+    return img
+
+
+def log_artifacts(run_id: str, m: Measurement) -> None:
+    """Log ``config.json``, ``image.png`` and (when measured) ``power_timeline.csv`` to a run."""
+    c = client()
+    config = m.config.to_dict()
+    config["config_hash"] = m.config.config_hash()
+    c.log_dict(run_id, config, schema.A_CONFIG_JSON)
+    if m.images is not None and len(m.images):
+        c.log_image(run_id, _image_of(m.images), artifact_file=schema.A_IMAGE_PNG)
+    if m.timeline is not None and len(m.timeline):
+        c.log_text(run_id, m.timeline.to_csv(index=False), schema.A_POWER_TIMELINE_CSV)
+
+
+def log_measurement(
+    m: Measurement,
+    *,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log a :class:`~mlflow_energy.runner.Measurement` as one FINISHED run; return its id.
+
+    Args:
+        m: the measurement.
+        experiment: experiment name (created if missing); default: see the module doc.
+        parent_run_id: nest the run under this run (a sweep).
+        run_name: default ``<model>-<height>x<width>-<steps>st-<precision>-b<batch>``.
+
+    Example:
+        >>> from mlflow_energy.config import InferenceConfig
+        >>> from mlflow_energy.runner import measure
+        >>> log_measurement(measure(InferenceConfig(model="tiny-sd2", steps=1)), experiment="demo")  # doctest: +SKIP
+        'a1b2c3...'
+    """
+    from mlflow_energy.export import run_metrics, run_params, run_tags
+
+    exp_id = experiment_id(experiment)
+    run_id = start_run(
+        exp_id, kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
+        parent_run_id=parent_run_id,
+    )
+    status = "FAILED"
+    try:
+        _log_fields(run_id, run_params(m), run_metrics(m), run_tags(m))
+        log_artifacts(run_id, m)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        end_run(run_id, status)
+    return run_id
+
+
+def default_run_name(cfg: Any) -> str:
+    """``<model>-<height>x<width>-<steps>st-g<guidance>-<precision>-b<batch>``."""
+    guidance = "" if cfg.guidance_scale is None else f"-g{cfg.guidance_scale:g}"
+    return f"{cfg.model}-{cfg.height}x{cfg.width}-{cfg.steps}st{guidance}-{cfg.precision}-b{cfg.batch_size}"
+
+
+def log_failure(
+    cfg: Any,
+    exc: BaseException,
+    *,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    hardware: str | None = None,
+    energy_source: str | None = None,
+) -> str:
+    """Log a config that could not be measured as a FAILED run with the reason (one line)."""
+    exp_id = experiment_id(experiment)
+    tags = {
+        schema.T_FAILURE: one_line(exc),
+        schema.T_CONFIG_HASH: cfg.config_hash(),
+        schema.T_VERSION: _version(),
+    }
+    if hardware:
+        tags[schema.T_HARDWARE] = hardware
+    if energy_source:
+        tags[schema.T_ENERGY_SOURCE] = energy_source
+    run_id = start_run(
+        exp_id, kind=schema.KIND_MEASUREMENT, run_name=default_run_name(cfg), parent_run_id=parent_run_id, tags=tags
+    )
+    try:
+        params = {k: str(v) for k, v in cfg.to_dict().items() if k in schema.RUN_PARAMS and v is not None}
+        client().log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+    finally:
+        end_run(run_id, "FAILED")
+    return run_id
+
+
+def _param(key: str, value: str) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, value)
+
+
+def _version() -> str:
+    from mlflow_energy import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- reading
+def _search(exp_ids: Sequence[str], filter_string: str) -> list[Any]:
+    c = client()
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = c.search_runs(list(exp_ids), filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finished_keys(exp_id: str) -> set[tuple[str, str]]:
+    """``(config_hash, hardware)`` of the FINISHED measurement runs of an experiment."""
+    runs = _search([exp_id], f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}' and attributes.status = 'FINISHED'")
+    return {(r.data.tags.get(schema.T_CONFIG_HASH, ""), r.data.tags.get(schema.T_HARDWARE, "")) for r in runs}
+
+
+def log_records(records: Iterable[dict[str, Any]], *, experiment: str | None = None) -> tuple[list[str], int]:
+    """Log JSONL export records as FINISHED runs, skipping (config hash, hardware) already there."""
+    from mlflow_energy.export import record_key
+
+    exp_id = experiment_id(experiment)
+    seen = finished_keys(exp_id)
+    new_ids: list[str] = []
+    skipped = 0
+    for record in records:
+        key = record_key(record)
+        if key in seen:
+            skipped += 1
+            continue
+        tags = dict(record["tags"])
+        kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
+        config = record.get("config")
+        name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
+        run_id = start_run(exp_id, kind=kind, run_name=name, tags={})
+        status = "FAILED"
+        try:
+            _log_fields(run_id, record["params"], record["metrics"], tags)
+            if isinstance(config, dict):
+                client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            end_run(run_id, status)
+        seen.add(key)
+        new_ids.append(run_id)
+    return new_ids, skipped
+
+
+class _Cfg:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return None
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    for col in _INT_PARAMS:
+        if col in df:
+            values = pd.to_numeric(df[col], errors="coerce")
+            df[col] = values.astype("int64") if values.notna().all() else values.astype("Int64")
+    for col in _FLOAT_PARAMS:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in _BOOL_PARAMS:
+        if col in df:
+            df[col] = df[col].map({"true": True, "false": False, "True": True, "False": False})
+    return df
+
+
+def load_runs(
+    experiment: str,
+    *,
+    kinds: Sequence[str] = (schema.KIND_MEASUREMENT,),
+    status: str | None = "FINISHED",
+) -> pd.DataFrame:
+    """The runs of ``experiment`` as a DataFrame: one row per run.
+
+    Columns: ``run_id``, ``status``, ``parent_run_id``; the params under their schema names,
+    typed (``height`` int, ``guidance_scale`` float, ``cfg`` bool, ...); the metrics under
+    their schema names (``energy/total_j``, ...); the ``mlflow_energy.*`` tags without the
+    prefix (``energy_source``, ``hardware``, ``config_hash``, ``kind``, ...).
+
+    Args:
+        experiment: experiment name (must exist).
+        kinds: run kinds to keep (``measurement``, ``sweep``, ...).
+        status: keep runs with this status (``None``: every status).
+
+    Raises:
+        ConfigError: for an unknown experiment, listing the known ones.
+
+    Example:
+        >>> df = load_runs("mlflow-energy")  # doctest: +SKIP
+        >>> df.groupby("model")["energy/total_j"].mean()  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    exp_id = experiment_id(experiment, create=False)
+    rows = []
+    for kind in kinds:
+        filt = f"tags.`{schema.T_KIND}` = '{kind}'"
+        if status:
+            filt += f" and attributes.status = '{status}'"
+        for run in _search([exp_id], filt):
+            row: dict[str, Any] = {
+                "run_id": run.info.run_id,
+                "status": run.info.status,
+                "start_time": run.info.start_time,
+                "parent_run_id": run.data.tags.get(schema.T_PARENT_RUN_ID),
+            }
+            row.update(run.data.params)
+            row.update(run.data.metrics)
+            for key, value in run.data.tags.items():
+                if key.startswith(schema.TAG_PREFIX):
+                    row[key[len(schema.TAG_PREFIX):]] = value
+            rows.append(row)
+    base = ["run_id", "status", "start_time", "parent_run_id", *schema.RUN_PARAMS, *schema.RUN_METRICS,
+            *(t[len(schema.TAG_PREFIX):] for t in schema.RUN_TAGS)]
+    df = pd.DataFrame(rows)
+    for col in base:
+        if col not in df:
+            df[col] = pd.Series(dtype="object")
+    rest = [c for c in df.columns if c not in base]
+    df = df[base + rest]
+    if len(df):
+        df = _typed(df)
+    return df.reset_index(drop=True)

@@ -1,0 +1,159 @@
+"""Energy meters: the labelled estimate, and the Zeus path over fake NVML / RAPL counters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError, MlflowEnergyError
+from mlflow_energy.meters import DEFAULT_CPU_TDP_W, EstimateMeter, ZeusMeter, auto_meter, cpu_model_name
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        x += 1
+
+
+def test_estimate_is_labelled_and_never_zero_for_work():
+    meter = EstimateMeter()
+    meter.begin_window("w")
+    _busy(0.05)
+    energy, seconds = meter.end_window("w")
+    assert meter.source == "estimate:cpu-tdp"
+    assert meter.source.startswith(schema.SOURCE_ESTIMATE_PREFIX)
+    assert meter.tdp_w == DEFAULT_CPU_TDP_W == 85.0
+    assert seconds >= 0.05
+    assert energy > 0.0
+    # At most the whole TDP over the window (utilisation is clipped to 1).
+    assert energy <= meter.tdp_w * seconds + 1e-9
+    assert meter.hardware == cpu_model_name() and meter.hardware
+    assert meter.tags() == {schema.T_ESTIMATE_TDP: "85"}
+
+
+def test_estimate_scales_with_tdp_and_cores():
+    # One core of a 1-core machine fully busy: power = TDP.
+    meter = EstimateMeter(tdp_w=100.0, cores=1)
+    meter.begin_window("w")
+    _busy(0.1)
+    energy, seconds = meter.end_window("w")
+    assert 0.5 * 100.0 * seconds < energy <= 100.0 * seconds + 1e-9
+    # The same work counted over 1000 cores is a thousandth of the power.
+    many = EstimateMeter(tdp_w=100.0, cores=1000)
+    many.begin_window("w")
+    _busy(0.1)
+    energy_many, seconds_many = many.end_window("w")
+    assert energy_many <= 100.0 * seconds_many / 1000 + 1e-9
+
+
+def test_estimate_tdp_from_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENERGY_CPU_TDP_W", "65")
+    assert EstimateMeter().tdp_w == 65.0
+    monkeypatch.setenv("MLFLOW_ENERGY_CPU_TDP_W", "lots")
+    with pytest.raises(ConfigError, match="MLFLOW_ENERGY_CPU_TDP_W"):
+        EstimateMeter()
+    with pytest.raises(ConfigError, match="tdp_w"):
+        EstimateMeter(tdp_w=-1.0)
+
+
+def test_windows_nest_and_must_be_open():
+    meter = EstimateMeter()
+    meter.begin_window("whole")
+    meter.begin_window("a")
+    _busy(0.02)
+    a, _ = meter.end_window("a")
+    meter.begin_window("b")
+    _busy(0.02)
+    b, _ = meter.end_window("b")
+    whole, _ = meter.end_window("whole")
+    assert whole >= max(a, b)
+    with pytest.raises(ValueError, match="not open"):
+        meter.end_window("whole")
+    meter.begin_window("x")
+    with pytest.raises(ValueError, match="already open"):
+        meter.begin_window("x")
+
+
+def test_zeus_nvml_with_fake_gpu(fake_gpu):
+    meter = ZeusMeter("cuda")
+    try:
+        assert meter.source == schema.SOURCE_ZEUS_NVML == "zeus:nvml"
+        assert meter.hardware == "NVIDIA Fake GPU 80GB"
+        meter.begin_window("whole")
+        meter.begin_window("phase")
+        time.sleep(0.3)
+        phase, phase_s = meter.end_window("phase")
+        whole, whole_s = meter.end_window("whole")
+        # The fake counter grows at 150 W: energy = 150 W x window time (ms counter resolution).
+        assert phase == pytest.approx(150.0 * phase_s, abs=0.2)
+        assert whole == pytest.approx(150.0 * whole_s, abs=0.2)
+        assert whole >= phase > 0
+        assert meter.tags()[schema.T_POWER_LIMIT] == "300"
+        timeline = meter.timeline()
+        assert list(timeline.columns) == ["timestamp_s", "power_w", "window"]
+        assert len(timeline) >= 1
+        assert set(timeline["power_w"]) == {150.0}
+        assert set(timeline["window"]) <= {"whole", "phase"}
+        meter.reset_timeline()
+        assert len(meter.timeline()) == 0
+    finally:
+        meter.close()
+
+
+def test_zeus_short_window_is_approximated_not_zero(fake_gpu_factory):
+    # A counter that never moves: Zeus approximates power x time (approx_instant_energy).
+    gpus = fake_gpu_factory(mode="step", step_j=0.0, watts=200.0)
+    meter = ZeusMeter("cuda:0")
+    try:
+        meter.begin_window("short")
+        time.sleep(0.05)
+        energy, seconds = meter.end_window("short")
+        assert gpus.reads == 2
+        assert energy == pytest.approx(200.0 * seconds, rel=0.2)
+        assert energy > 0
+    finally:
+        meter.close()
+
+
+def test_zeus_rapl_with_fake_cpu_counter(fake_rapl):
+    meter = ZeusMeter("cpu")
+    assert meter.source == "zeus:rapl"
+    assert meter.hardware == cpu_model_name()
+    meter.begin_window("w")
+    time.sleep(0.1)
+    energy, seconds = meter.end_window("w")
+    assert energy == pytest.approx(40.0 * seconds, rel=0.05)
+    assert meter.timeline() is None
+    assert auto_meter("cpu").source == "zeus:rapl"
+
+
+def test_auto_meter_falls_back_to_labelled_estimate(no_rapl):
+    meter = auto_meter("cpu")
+    assert isinstance(meter, EstimateMeter)
+    assert meter.source == "estimate:cpu-tdp"
+    assert isinstance(auto_meter("mps"), EstimateMeter)
+
+
+def test_auto_meter_on_cuda_uses_zeus(fake_gpu):
+    meter = auto_meter("cuda")
+    try:
+        assert isinstance(meter, ZeusMeter) and meter.source == "zeus:nvml"
+    finally:
+        meter.close()
+
+
+def test_zeus_without_gpu_says_what_to_check(no_rapl, monkeypatch):
+    import zeus.monitor.energy as zeus_energy
+    from zeus.device.gpu.common import ZeusGPUInitError
+
+    def no_gpus(*args, **kwargs):
+        raise ZeusGPUInitError("no NVML")
+
+    monkeypatch.setattr(zeus_energy, "get_gpus", no_gpus)
+    with pytest.raises(MlflowEnergyError, match="sees 0 GPU"):
+        ZeusMeter("cuda")
+    with pytest.raises(MlflowEnergyError, match="RAPL"):
+        ZeusMeter("cpu")

@@ -1,0 +1,213 @@
+"""Sweeps: spec checks, grouping, shards, failures as FAILED runs, resume without duplicates."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.meters import ZeusMeter
+from mlflow_energy.sweep import SweepSpec, expand, in_shard, parse_shard, run_sweep
+
+SMALL = {
+    "name": "small",
+    "device": "cpu",
+    "repeats": 1,
+    "warmup": 0,
+    "grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": [1, 2], "guidance_scale": [1.0]},
+}
+
+
+def _runs(experiment: str) -> list:
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _by_kind(runs: list, kind: str) -> list:
+    return [r for r in runs if r.data.tags.get(schema.T_KIND) == kind]
+
+
+# ------------------------------------------------------------------------- spec
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"grid": {"model": ["tiny-sd2"], "steps": [0]}}, "grid.steps=0"),
+        ({"grid": {"model": ["nope"]}}, "grid.model='nope'"),
+        ({"grid": {"model": ["tiny-sd2"], "resolution": ["big"]}}, "grid.resolution='big'"),
+        ({"grid": {"model": ["tiny-sd2"], "precision": ["fp8"]}}, "grid.precision='fp8'"),
+        ({"grid": {"model": ["tiny-sd2"], "guidance_scale": [-1]}}, "grid.guidance_scale=-1"),
+        ({"grid": {"model": ["tiny-sd2"], "batch_size": []}}, "grid.batch_size=[]"),
+        ({"grid": {"model": ["tiny-sd2"], "colour": [1]}}, "grid.colour"),
+        ({"grid": {"model": ["tiny-sd2"]}, "repeats": 0}, "repeats=0"),
+        ({"grid": {"model": ["tiny-sd2"]}, "overrides": {"tiny-sdxl": {"steps": [1]}}}, "overrides='tiny-sdxl'"),
+        ({"grid": {"steps": [1]}}, "grid.model"),
+        ({"models": ["tiny-sd2"]}, "models="),
+    ],
+)
+def test_bad_spec_values_name_the_field(data, field):
+    with pytest.raises(ConfigError) as info:
+        SweepSpec.from_dict(data)
+    message = str(info.value)
+    assert field in message
+    assert "\n" not in message
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("grid: [unclosed\n")
+    with pytest.raises(ConfigError, match="valid YAML"):
+        SweepSpec.from_yaml(path)
+    with pytest.raises(ConfigError, match="existing YAML file"):
+        SweepSpec.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_grid_overrides_and_grouping():
+    spec = SweepSpec.from_dict(
+        {
+            "grid": {
+                "model": ["tiny-sdxl", "tiny-sd2"],
+                "resolution": [32, "32x64", [64, 32]],
+                "steps": [1, 2],
+                "precision": ["fp32", "bf16"],
+            },
+            "overrides": {"tiny-sdxl": {"steps": [3], "weights": "some/dir"}},
+        }
+    )
+    configs = spec.configs()
+    assert len(configs) == 3 * 2 * 2 + 3 * 1 * 2
+    sdxl = [c for c in configs if c.model == "tiny-sdxl"]
+    assert {c.steps for c in sdxl} == {3} and {c.weights for c in sdxl} == {"some/dir"}
+    assert {(c.height, c.width) for c in configs} == {(32, 32), (32, 64), (64, 32)}
+    # Configs sharing a pipeline (model, weights, precision, device) are contiguous: one build each.
+    keys = [(c.model, c.weights, c.precision, c.device) for c in configs]
+    groups = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(groups) == len(set(keys)) == 4
+
+
+def test_shards_cover_every_config_exactly_once():
+    spec = SweepSpec.from_dict(
+        {"grid": {"model": ["tiny-sd2", "tiny-sdxl"], "resolution": [32, 64, 96], "steps": [1, 2, 3, 4],
+                  "guidance_scale": [1.0, None], "batch_size": [1, 2]}}
+    )
+    every = [c.config_hash() for c in expand(spec)]
+    assert len(set(every)) == len(every) == 2 * 3 * 4 * 2 * 2
+    for n in (1, 2, 3, 7):
+        parts = [expand(spec, (i, n)) for i in range(n)]
+        seen = Counter(c.config_hash() for part in parts for c in part)
+        assert set(seen.values()) == {1}
+        assert sum(len(p) for p in parts) == len(every)
+        assert sorted(c.config_hash() for p in parts for c in p) == sorted(every)
+        # Deterministic: the same split every time.
+        assert [c.config_hash() for c in expand(spec, (0, n))] == [c.config_hash() for c in parts[0]]
+    assert all(in_shard(c, None) for c in expand(spec))
+
+
+@pytest.mark.parametrize("text", ["2/2", "a/3", "1", "-1/2", "1/0"])
+def test_bad_shard(text):
+    with pytest.raises(ConfigError, match="shard="):
+        parse_shard(text)
+
+
+def test_parse_shard():
+    assert parse_shard("0/1") == (0, 1)
+    assert parse_shard(" 3/8") == (3, 8)
+    assert parse_shard(None) is None
+
+
+def test_shipped_specs_are_valid():
+    demo = SweepSpec.from_yaml("projects/cpu-demo.yaml")
+    paper = SweepSpec.from_yaml("projects/paper-grid.yaml")
+    from mlflow_energy.families import family_names, get_family
+
+    tiny = {n for n in family_names() if n.startswith("tiny-") and get_family(n).measurable}
+    assert set(demo.grid["model"]) == tiny
+    assert demo.device == "cpu"
+    assert {"sd2", "sd3.5-medium", "flux.1-dev", "qwen-image"} <= set(paper.grid["model"])
+    assert paper.device == "cuda"
+    sizes = {c.height for c in paper.configs()}
+    assert min(sizes) == 256 and max(sizes) == 1024
+    steps = {c.steps for c in paper.configs()}
+    assert min(steps) == 10 and max(steps) == 50
+    assert {"fp16", "fp32"} <= {c.precision for c in paper.configs()}
+    assert {True, False} <= {c.validate().cfg for c in paper.configs() if c.model == "sd2"}
+
+
+# ------------------------------------------------------------------------- running
+def test_sweep_failure_becomes_failed_run_and_sweep_goes_on(tracking_uri, no_rapl):
+    data = {**SMALL, "grid": {**SMALL["grid"], "resolution": [32, 36]}}  # 36 is no multiple of 8
+    result = run_sweep(SweepSpec.from_dict(data), experiment="sw", progress=False)
+    assert result.total == 4 and result.measured == 2 and len(result.failed) == 2
+    runs = _runs("sw")
+    parents = _by_kind(runs, "sweep")
+    children = _by_kind(runs, "measurement")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.metrics[schema.M_SWEEP_DONE] == 2
+    assert parents[0].data.metrics[schema.M_SWEEP_FAILED] == 2
+    assert all(r.data.tags[schema.T_PARENT_RUN_ID] == parents[0].info.run_id for r in children)
+    failed = [r for r in children if r.info.status == "FAILED"]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(failed) == 2 and len(finished) == 2
+    for r in failed:
+        reason = r.data.tags[schema.T_FAILURE]
+        assert "height=36" in reason and "\n" not in reason
+        assert r.data.params["height"] == "36"
+    assert {r.data.params["height"] for r in finished} == {"32"}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_rerun_resumes_without_duplicates(tracking_uri, no_rapl):
+    spec = SweepSpec.from_dict(SMALL)
+    first = run_sweep(spec, experiment="rs", progress=False, shard=(0, 2))
+    wider = SweepSpec.from_dict({**SMALL, "grid": {**SMALL["grid"], "steps": [1, 2, 3]}})
+    second = run_sweep(wider, experiment="rs", progress=False)
+    assert second.skipped == first.measured
+    assert second.measured == 3 - first.measured
+    third = run_sweep(wider, experiment="rs", progress=False)
+    assert third.measured == 0 and third.skipped == 3
+    children = [r for r in _by_kind(_runs("rs"), "measurement") if r.info.status == "FINISHED"]
+    hashes = [r.data.tags[schema.T_CONFIG_HASH] for r in children]
+    assert len(hashes) == len(set(hashes)) == 3
+    assert len(_by_kind(_runs("rs"), "sweep")) == 3
+
+
+def test_same_config_on_other_hardware_is_measured_again(tracking_uri, no_rapl, fake_gpu):
+    spec = SweepSpec.from_dict({**SMALL, "grid": {**SMALL["grid"], "steps": [1]}})
+    run_sweep(spec, experiment="hw", progress=False)
+    meter = ZeusMeter("cuda")
+    try:
+        again = run_sweep(spec, experiment="hw", progress=False, meter=meter)
+    finally:
+        meter.close()
+    assert again.measured == 1 and again.skipped == 0
+    hardware = {r.data.tags[schema.T_HARDWARE] for r in _by_kind(_runs("hw"), "measurement")}
+    assert "NVIDIA Fake GPU 80GB" in hardware and len(hardware) == 2
+
+
+def test_interrupt_leaves_no_run_running(tracking_uri, fake_gpu_factory):
+    # Ctrl-C while the second config is measured (its counter reads raise KeyboardInterrupt).
+    fake_gpu_factory(mode="step", interrupt_after=11)
+    meter = ZeusMeter("cuda")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(SweepSpec.from_dict(SMALL), experiment="ki", progress=False, meter=meter)
+    finally:
+        meter.close()
+    runs = _runs("ki")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert [r.info.status for r in _by_kind(runs, "sweep")] == ["KILLED"]
+    assert [r.info.status for r in _by_kind(runs, "measurement")] == ["FINISHED"]
+
+
+def test_sweep_to_jsonl_without_mlflow(tmp_path, no_rapl):
+    out = tmp_path / "m.jsonl"
+    result = run_sweep(SweepSpec.from_dict(SMALL), tracking=False, output=out, progress=False)
+    assert result.parent_run_id is None and result.measured == 2
+    assert len(out.read_text().splitlines()) == 2
+    again = run_sweep(SweepSpec.from_dict(SMALL), tracking=False, output=out, progress=False)
+    assert again.skipped == 2 and len(out.read_text().splitlines()) == 2
+    with pytest.raises(ConfigError, match="output"):
+        run_sweep(SweepSpec.from_dict(SMALL), tracking=False, progress=False)
