@@ -1,0 +1,117 @@
+"""Predictor throughput and REST latency.
+
+In-process: rows per second of ``model.predict`` on a 10,000-row frame (best of 3).
+REST: ``mlflow models serve --env-manager local`` on a loopback port, 200 single-row POSTs to
+/invocations; p50 and p95 latency in milliseconds.
+
+Usage (after ``mlflow-energy import-mlenergy --experiment mlenergy`` and
+``mlflow-energy fit --experiment mlenergy --registered-model mlenergy-energy``):
+
+    python benchmarks/predict_bench.py --model-uri models:/mlenergy-energy@champion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROW = {"model": "sdxl", "height": 1024, "width": 1024, "steps": 30, "guidance_scale": 5.0, "precision": "fp16",
+       "batch_size": 1, "hardware": "NVIDIA H100 80GB HBM3"}
+
+
+def rows(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    models = np.array(["sd2", "sdxl", "sd1.5", "ssd-1b", "sd3-medium"])
+    sizes = np.array([512, 768, 1024])
+    return pd.DataFrame({
+        "model": rng.choice(models, n), "height": rng.choice(sizes, n).astype("int64"),
+        "width": rng.choice(sizes, n).astype("int64"), "steps": rng.integers(10, 51, n).astype("int64"),
+        "guidance_scale": rng.choice([1.0, 5.0, 7.5], n), "precision": "fp16",
+        "batch_size": rng.choice([1, 2, 4, 8], n).astype("int64"),
+        "hardware": rng.choice(["H100-SXM5-80GB", "A100-SXM4-40GB"], n),
+    })
+
+
+def in_process(uri: str, n: int) -> float:
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(uri)
+    frame = rows(n)
+    model.predict(frame.head(10))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        out = model.predict(frame)
+        best = min(best, time.perf_counter() - t0)
+    assert len(out) == n
+    return n / best
+
+
+def rest(uri: str, requests_n: int) -> tuple[float, float]:
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
+         "-p", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the model server did not start")
+            time.sleep(1)
+        payload = json.dumps({"dataframe_records": [ROW]})
+        headers = {"Content-Type": "application/json"}
+        with requests.Session() as session:
+            for _ in range(5):
+                session.post(f"{base}/invocations", data=payload, headers=headers, timeout=60).raise_for_status()
+            lat = []
+            for _ in range(requests_n):
+                t0 = time.perf_counter()
+                session.post(f"{base}/invocations", data=payload, headers=headers, timeout=60).raise_for_status()
+                lat.append(time.perf_counter() - t0)
+        return float(np.percentile(lat, 50) * 1e3), float(np.percentile(lat, 95) * 1e3)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-uri", default="models:/mlenergy-energy@champion")
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--no-rest", action="store_true")
+    a = p.parse_args()
+    rps = in_process(a.model_uri, a.rows)
+    print(f"in-process predict: {rps:,.0f} rows/s ({a.rows} rows, best of 3)")
+    if not a.no_rest:
+        p50, p95 = rest(a.model_uri, a.requests)
+        print(f"REST /invocations, 1 row per request, {a.requests} requests: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

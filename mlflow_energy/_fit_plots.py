@@ -1,0 +1,99 @@
+"""Plots of a fit, written as PNG files (matplotlib, Agg backend): log-log energy vs FLOPs with the
+fitted line per family, predicted vs measured (cross-validated), residuals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlflow_energy import schema
+
+if TYPE_CHECKING:
+    from mlflow_energy.fit import FitResult
+
+
+def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
+    """Write the plots of ``result`` into ``out_dir``; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = result.frame
+    written: list[Path] = []
+    for phase, pm in result.model.phases.items():
+        col = f"energy_{phase}"
+        have = frame[frame[col].notna()]
+        hws = sorted(have["hardware"].unique())
+        fig, axes = plt.subplots(1, len(hws), figsize=(5.5 * len(hws), 4.5), squeeze=False)
+        for ax, hw in zip(axes[0], hws, strict=True):
+            sub = have[have["hardware"] == hw]
+            for fam, g in sub.groupby("model"):
+                x = g[f"flops_{phase}"].to_numpy(dtype=float)
+                pts = ax.scatter(x, g[col], s=18, label=fam)
+                lo, hi = np.log(x.min()), np.log(x.max())
+                xs = np.linspace(lo - 0.1, hi + 0.1, 20)
+                base = np.array([pm.base(fam, hw, xi)[0] for xi in xs])
+                ax.plot(np.exp(xs), np.exp(base), color=pts.get_facecolor()[0], lw=1.2)
+            cross = pm.cross.get(hw)
+            if cross is not None:
+                xall = np.log(sub[f"flops_{phase}"].to_numpy(dtype=float))
+                xs = np.linspace(xall.min() - 0.2, xall.max() + 0.2, 20)
+                ax.plot(np.exp(xs), np.exp(cross.log_predict(xs)), "k--", lw=1,
+                        label=f"cross-family b={cross.b:.2f}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"FLOP per image ({phase})")
+            ax.set_ylabel("J per image")
+            ax.set_title(hw, fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"energy_vs_flops_{phase}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    pred = result.cv_predictions
+    tot = pred[pred["phase"] == schema.PHASE_TOTAL] if len(pred) else pred
+    if len(tot):
+        schemes = list(dict.fromkeys(tot["scheme"]))
+        fig, axes = plt.subplots(1, len(schemes), figsize=(5 * len(schemes), 4.5), squeeze=False)
+        for ax, scheme in zip(axes[0], schemes, strict=True):
+            g = tot[tot["scheme"] == scheme]
+            ax.scatter(g["measured_j"], g["law_j"], s=14, alpha=0.6, label="power law")
+            ax.scatter(g["measured_j"], g["corrected_j"], s=14, alpha=0.6, label="law + corrector")
+            lo, hi = g[["measured_j", "law_j", "corrected_j"]].min().min(), g[["measured_j", "law_j", "corrected_j"]].max().max()
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("measured J per image")
+            ax.set_ylabel("predicted J per image (held out)")
+            ax.set_title(f"{scheme}: total", fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "predicted_vs_measured.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+        fig, axes = plt.subplots(1, len(schemes), figsize=(5 * len(schemes), 4), squeeze=False)
+        for ax, scheme in zip(axes[0], schemes, strict=True):
+            g = tot[tot["scheme"] == scheme]
+            ax.scatter(g["measured_j"], np.log(g["law_j"] / g["measured_j"]), s=14, alpha=0.6, label="power law")
+            ax.scatter(g["measured_j"], np.log(g["corrected_j"] / g["measured_j"]), s=14, alpha=0.6,
+                       label="law + corrector")
+            ax.axhline(0.0, color="k", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_xlabel("measured J per image")
+            ax.set_ylabel("log(predicted / measured)")
+            ax.set_title(f"{scheme}: residuals of the total", fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "residuals.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,232 @@
+"""The energy-law fit on synthetic runs with a known law, read back from a real MLflow store."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.fit import (
+    check_sources,
+    cross_validate,
+    fit_energy_model,
+    fit_line,
+    normalise_runs,
+    runs_frame,
+)
+
+FAMILIES = ("tiny-sd2", "tiny-sdxl", "tiny-sd1.5")
+HARDWARE = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB")
+# Per-hardware joules per FLOP at 1 TFLOP and the true slope of every phase.
+TRUE_B = {"text_encode": 0.7, "denoise": 0.9, "decode": 0.8}
+HW_SCALE = {"NVIDIA H100 80GB HBM3": 1.0, "NVIDIA A100-SXM4-40GB": 1.8}
+BATCH_EXPONENT = -0.3  # energy per image falls with batch size: the law cannot see it
+
+
+def synthetic_runs(*, families=FAMILIES, hardware=HARDWARE, sizes=(32, 48, 64), steps=(1, 2, 4, 8),
+                   batches=(1, 4), noise=0.03, seed=0, source="zeus:nvml", phases=True) -> pd.DataFrame:
+    """Runs as ``tracking.load_runs`` returns them (schema names), energy from a known law."""
+    from mlflow_energy.flops import flops_frame
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fam in families:
+        for hw in hardware:
+            for size in sizes:
+                for st in steps:
+                    for bs in batches:
+                        rows.append({"model": fam, "height": size, "width": size, "steps": st, "batch_size": bs,
+                                     "guidance_scale": 7.5, "precision": "fp16", "hardware": hw})
+    df = pd.DataFrame(rows)
+    fl = flops_frame(df[["model", "height", "width", "steps", "guidance_scale", "batch_size"]])
+    out = []
+    for i, r in df.iterrows():
+        fam_scale = 1.0 + 0.2 * FAMILIES.index(r["model"])
+        energies = {}
+        for phase, b in TRUE_B.items():
+            f = fl[f"flops_{phase}"].iloc[i]
+            energies[phase] = (HW_SCALE[r["hardware"]] * fam_scale * 1e-9 * f**b
+                               * r["batch_size"] ** BATCH_EXPONENT * math.exp(rng.normal(0, noise)))
+        row = {
+            "run_id": f"run{i:04d}", schema.P_MODEL: r["model"], schema.P_HEIGHT: r["height"],
+            schema.P_WIDTH: r["width"], schema.P_STEPS: r["steps"], schema.P_GUIDANCE_SCALE: r["guidance_scale"],
+            schema.P_PRECISION: r["precision"], schema.P_BATCH_SIZE: r["batch_size"],
+            schema.M_ENERGY_TOTAL: sum(energies.values()),
+            "hardware": r["hardware"], "energy_source": source,
+            "config_hash": f"{r['model']}-{r['height']}-{r['steps']}-{r['batch_size']}",
+        }
+        if phases:
+            row.update({schema.energy_key(p): e for p, e in energies.items()})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def log_runs(frame: pd.DataFrame, experiment: str) -> list[str]:
+    """Log ``synthetic_runs`` rows as FINISHED measurement runs (params, metrics, tags per schema)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient()
+    exp = mlflow.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    ids = []
+    now = int(time.time() * 1000)
+    for _, r in frame.iterrows():
+        run = client.create_run(exp_id)
+        params = [Param(k, str(r[k])) for k in (schema.P_MODEL, schema.P_HEIGHT, schema.P_WIDTH, schema.P_STEPS,
+                                                schema.P_GUIDANCE_SCALE, schema.P_PRECISION, schema.P_BATCH_SIZE)]
+        metrics = [Metric(k, float(r[k]), now, 0) for k in (schema.M_ENERGY_TOTAL, *map(schema.energy_key, TRUE_B))
+                   if k in r and pd.notna(r[k])]
+        tags = [RunTag(schema.T_KIND, schema.KIND_MEASUREMENT), RunTag(schema.T_HARDWARE, r["hardware"]),
+                RunTag(schema.T_ENERGY_SOURCE, r["energy_source"]), RunTag(schema.T_CONFIG_HASH, r["config_hash"])]
+        client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids.append(run.info.run_id)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    frame = normalise_runs(synthetic_runs())
+    return fit_energy_model(frame, n_boot=200, max_folds=12)
+
+
+def test_fit_line_recovers_a_known_slope_with_a_covering_interval():
+    rng = np.random.default_rng(1)
+    x = np.log(np.geomspace(1e10, 1e13, 30))
+    y = math.log(2e-10) + 0.85 * x + rng.normal(0, 0.05, len(x))
+    law = fit_line(x, y, n_boot=200, rng=rng)
+    assert abs(law.b - 0.85) < 0.03
+    assert law.b_low < 0.85 < law.b_high
+    assert law.b_high - law.b_low < 0.1
+    assert law.r2 > 0.99 and law.mape < 0.1
+
+
+def test_group_laws_recover_the_true_slopes(fitted):
+    laws = fitted.laws
+    text = laws[(laws["level"] == "family_hardware") & (laws["phase"] == "text_encode")]
+    # text-encoder FLOPs do not depend on size or steps: nothing to fit within a family, said so
+    assert text["b"].isna().all() and text["note"].str.contains("do not vary").all()
+    for phase in ("denoise", "decode"):
+        b = TRUE_B[phase]
+        groups = laws[(laws["level"] == "family_hardware") & (laws["phase"] == phase)]
+        assert len(groups) == len(FAMILIES) * len(HARDWARE)
+        assert groups["b"].notna().all()
+        # the batch effect is noise to the law: the slope stays close, the interval covers it
+        assert (groups["b"] - b).abs().max() < 0.1, groups[["group", "b"]]
+        assert ((groups["b_low"] < b) & (b < groups["b_high"])).mean() >= 0.8
+        pooled = laws[(laws["level"] == "hardware_family_offset") & (laws["phase"] == phase)]
+        assert pooled["note"].str.contains("within_family").all()
+        assert (pooled["b"] - b).abs().max() < 0.05
+    assert set(fitted.model.phases) == {"text_encode", "denoise", "decode", "total"}
+
+
+def test_cross_validation_reports_every_scheme_and_the_corrector_learns_the_batch_effect(fitted):
+    s = fitted.cv_summary.set_index(["scheme", "phase"])
+    for scheme in ("loco", "lofo", "loho"):
+        row = s.loc[(scheme, "total")]
+        assert row["n"] > 0
+        assert row["spearman_corrected"] > (0.7 if scheme == "loho" else 0.9)
+    loco = s.loc[("loco", "total")]
+    # per-image energy falls as batch^-0.3, which FLOPs per image cannot show: the corrector sees batch size
+    assert loco["mape_corrected"] < 0.6 * loco["mape_law"], loco
+    assert all(v > 0 for v in fitted.model.interval.values())
+
+
+def test_groups_with_fewer_than_three_runs_are_reported_not_fitted():
+    frame = synthetic_runs(families=("tiny-sd2",), hardware=HARDWARE[:1], sizes=(32, 64), steps=(1, 4),
+                           batches=(1,))
+    small = synthetic_runs(families=("tiny-sdxl",), hardware=HARDWARE[:1], sizes=(32, 64), steps=(2,), batches=(1,),
+                           seed=3)
+    small["run_id"] = small["run_id"] + "b"
+    result = fit_energy_model(normalise_runs(pd.concat([frame, small], ignore_index=True)), n_boot=50, max_folds=5)
+    row = result.laws[(result.laws["group"].str.startswith("tiny-sdxl|")) & (result.laws["phase"] == "total")
+                      & (result.laws["level"] == "family_hardware")].iloc[0]
+    assert row["n"] == 2 and math.isnan(row["b"]) and "fewer than 3" in row["note"]
+
+
+def test_total_only_runs_fit_and_leave_phase_models_out():
+    frame = normalise_runs(synthetic_runs(phases=False, families=FAMILIES[:2], sizes=(32, 64), steps=(1, 4)))
+    result = fit_energy_model(frame, n_boot=50, max_folds=6)
+    assert list(result.model.phases) == ["total"]
+    assert set(result.cv_summary["phase"]) == {"total"}
+    from mlflow_energy.predictor import predict_frame
+
+    out = predict_frame(result.model, pd.DataFrame([{"model": "tiny-sd2", "height": 48, "width": 48, "steps": 2,
+                                                     "guidance_scale": 7.5, "precision": "fp16", "batch_size": 1,
+                                                     "hardware": "H100"}]))
+    phases = out[["energy_text_encode_j", "energy_denoise_j", "energy_decode_j"]].iloc[0]
+    assert phases.notna().all() and phases.sum() == pytest.approx(out["energy_total_j"][0])
+    assert phases["energy_denoise_j"] > phases["energy_text_encode_j"]  # split by FLOP share
+
+
+def test_mixed_energy_sources_are_refused_unless_allowed():
+    a = synthetic_runs(families=FAMILIES[:1], hardware=HARDWARE[:1], sizes=(32,), steps=(1, 2))
+    b = a.assign(energy_source="estimate:cpu-tdp", run_id=a["run_id"] + "e")
+    frame = normalise_runs(pd.concat([a, b], ignore_index=True))
+    with pytest.raises(ConfigError, match="--allow-mixed-sources"):
+        check_sources(frame)
+    assert check_sources(frame, allow_mixed=True) == ["estimate:cpu-tdp", "zeus:nvml"]
+    nvml_rapl = normalise_runs(pd.concat([a, a.assign(energy_source="zeus:rapl")], ignore_index=True))
+    assert len(check_sources(nvml_rapl)) == 2  # both Zeus counters: one category
+
+
+def test_leave_one_family_out_predicts_an_unseen_family_from_the_cross_family_law():
+    frame = normalise_runs(synthetic_runs(families=FAMILIES, hardware=HARDWARE[:1], noise=0.01))
+    from mlflow_energy.fit import compute_flops
+
+    pred, summary = cross_validate(compute_flops(frame), schemes=("lofo",), max_folds=10)
+    assert set(pred["model"]) == set(FAMILIES)
+    row = summary.set_index("phase").loc["total"]
+    assert row["spearman_corrected"] > 0.9
+    assert row["mape_corrected"] < 0.5
+
+
+def test_fit_command_end_to_end(tracking_uri):
+    frame = synthetic_runs(families=FAMILIES[:2], sizes=(32, 64), steps=(1, 4), batches=(1, 4))
+    ids = log_runs(frame, "synthetic")
+    read = runs_frame("synthetic")
+    assert len(read) == len(ids) and set(read["hardware"]) == {"H100 SXM5 80GB", "A100 SXM4 40GB/80GB"}
+    result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "synthetic", "--registered-model", "energy",
+                                             "--bootstrap", "50", "--max-folds", "4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "loco" in result.output and "models:/energy@champion" in result.output
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("energy", "champion")
+    run = client.get_run(mv.run_id)
+    assert run.data.tags[schema.T_KIND] == schema.KIND_FIT
+    assert run.data.metrics[schema.cv_key("lofo", "total", "mape_corrected")] >= 0
+    assert run.data.metrics[schema.fit_key("overall", "denoise", "b")] == pytest.approx(TRUE_B["denoise"], abs=0.1)
+    arts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    assert {"plots/energy_vs_flops_total.png", "plots/predicted_vs_measured.png", "plots/residuals.png"} <= arts
+    groups = client.download_artifacts(mv.run_id, schema.A_FIT_GROUPS_CSV)
+    assert len(pd.read_csv(groups)) > 0
+    source_ids = open(client.download_artifacts(mv.run_id, schema.A_FIT_SOURCE_RUNS)).read().split()
+    assert sorted(source_ids) == sorted(ids)
+    assert len(run.inputs.dataset_inputs) == 1
+    # a second fit moves the alias to the new version
+    again = CliRunner().invoke(main_cli(), ["fit", "--experiment", "synthetic", "--registered-model", "energy",
+                                            "--bootstrap", "0", "--max-folds", "3", "--no-plots"])
+    assert again.exit_code == 0, again.output
+    assert int(client.get_model_version_by_alias("energy", "champion").version) == int(mv.version) + 1
+
+
+def test_fit_command_refuses_mixed_sources_with_one_line(tracking_uri):
+    a = synthetic_runs(families=FAMILIES[:1], hardware=HARDWARE[:1], sizes=(32,), steps=(1, 2))
+    log_runs(pd.concat([a, a.assign(energy_source="external:mlenergy-v2")], ignore_index=True), "mixed")
+    result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "mixed", "--registered-model", "m"])
+    assert result.exit_code == 2
+    assert "--allow-mixed-sources" in result.output and "Traceback" not in result.output
+
+
+def main_cli():
+    from mlflow_energy.cli import main
+
+    return main

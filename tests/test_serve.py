@@ -1,0 +1,101 @@
+"""`mlflow models serve` of the registered predictor: a real server on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_predictor import NAME, register_synthetic, row  # noqa: E402
+
+requests = pytest.importorskip("requests")
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("serve")
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        uri = register_synthetic(tmp)
+    finally:
+        os.chdir(old)
+        mlflow.set_tracking_uri("")
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError("server exited: " + (tmp / "server.log").read_text()[-3000:])
+            try:
+                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not answer /ping: " + (tmp / "server.log").read_text()[-3000:])
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def post(base: str, records: list[dict]) -> requests.Response:
+    return requests.post(f"{base}/invocations", json={"dataframe_records": records}, timeout=60)
+
+
+def test_prediction_over_rest(server):
+    r = post(server, [row(), row(model="tiny-sdxl", hardware="H100", carbon_intensity_g_per_kwh=100.0)])
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 2
+    assert preds[0]["energy_total_j_low"] < preds[0]["energy_total_j"] < preds[0]["energy_total_j_high"]
+    assert preds[1]["co2e_g"] == pytest.approx(preds[1]["energy_total_j"] / 3.6e6 * 100.0)
+
+
+@pytest.mark.parametrize(
+    ("record", "needle"),
+    [
+        ({k: v for k, v in row().items() if k != "steps"}, "steps"),
+        (row(model="kandinsky-3"), "kandinsky-3"),
+        (row(steps=-3), "steps=-3"),
+    ],
+    ids=["missing-column", "unknown-family", "negative-steps"],
+)
+def test_bad_payloads_get_a_4xx_naming_the_problem(server, record, needle):
+    r = post(server, [record])
+    assert 400 <= r.status_code < 500, r.text
+    assert needle in r.json()["message"]
