@@ -101,6 +101,14 @@ def materialize_random(
     return model.eval().requires_grad_(False)
 
 
+def _has_dtype_resolver() -> bool:
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_pipeline(
     family: Family,
     *,
@@ -119,7 +127,9 @@ def build_pipeline(
     dtype = DTYPES[precision]
     pipe_cls = import_class("diffusers." + family.pipeline_class)
     if weights != "random":
-        return pipe_cls.from_pretrained(weights, torch_dtype=dtype).to(device)
+        # diffusers >= 0.42 names the argument `dtype` (`torch_dtype` is deprecated there).
+        name = "dtype" if _has_dtype_resolver() else "torch_dtype"
+        return pipe_cls.from_pretrained(weights, **{name: dtype}).to(device)
     parts: dict[str, Any] = {
         name: materialize_random(spec["class"], dict(spec["config"]), device, dtype, seed=seed + i)
         for i, (name, spec) in enumerate(sorted(family.components.items()))
