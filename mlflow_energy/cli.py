@@ -150,6 +150,13 @@ def measure_command(model: str, weights: str, height: str | None, width: str | N
     except MlflowEnergyError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except Exception as exc:  # out of memory, a kernel error: record it, nothing is lost
+        from mlflow_energy.tracking import log_failure, one_line
+
+        failed = log_failure(cfg, exc, experiment=_opt(experiment)) if tracking else None
+        where = f" (FAILED run {failed})" if failed else ""
+        click.echo(f"Error: {cfg.model} could not be measured: {one_line(exc)}{where}", err=True)
+        sys.exit(1)
     _print_measurement(m, run_id)
     if _opt(output):
         click.echo(f"appended to {_opt(output)}")
@@ -383,6 +390,20 @@ def flops_command(model: str, height: str | None, width: str | None, steps: str 
         value = component_flops(fam, comp, height=cfg.height, width=cfg.width)
         click.echo(f"  {comp:<16} {value:>12.4e} {value / 1e12:>12.4f}")
     click.echo("matmuls, convolutions and attention only: norms, softmax, activations, RoPE not counted")
+
+# --- families ----------------------------------------------------------------------------------
+@main.command("families")
+@click.option("--tiny/--no-tiny", default=False, show_default=True, help="Also list the tiny variants.")
+def families_command(tiny: bool) -> None:
+    """List the model families with their pipeline defaults."""
+    from mlflow_energy.families import family_names, get_family
+
+    click.echo(f"{'family':<22} {'pipeline':<28} {'steps':>5} {'px':>5} {'guidance':>8}  cfg        multiple  measured")
+    for name in family_names(tiny=tiny):
+        f = get_family(name)
+        click.echo(f"{name:<22} {f.pipeline_class:<28} {f.default_steps:>5} {f.default_resolution:>5} "
+                   f"{f.default_guidance_scale:>8g}  {f.cfg:<10} {f.pixel_multiple:>8}  {'yes' if f.measurable else 'no'}")
+
 
 # <<< commands end >>>
 

@@ -117,3 +117,25 @@ def test_sweep_and_ingest_bad_input(args, expected, monkeypatch):
     assert result.exit_code == 2
     assert expected in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_measure_that_fails_at_run_time_leaves_a_failed_run_with_the_reason(tracking_uri: str, tmp_path) -> None:
+    missing = tmp_path / "no-such-pipeline"
+    result = _invoke(["measure", *SMALL, "--weights", str(missing), "--experiment", "fails"])
+    assert result.exit_code == 1
+    assert "could not be measured" in result.output and "FAILED run" in result.output
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("fails")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags[schema.T_FAILURE]
+    assert runs[0].data.params[schema.P_WEIGHTS] == str(missing)
+
+
+def test_families_lists_every_full_size_family() -> None:
+    from mlflow_energy.families import family_names
+
+    result = _invoke(["families"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.splitlines()[1:]]
+    assert listed == family_names(tiny=False)
