@@ -113,6 +113,14 @@ def test_denoise_counts_the_schedulers_real_calls() -> None:
     assert list(frame["flops_denoise"] / frame["flops_denoise_per_step"]) == [51.0, 50.0]
 
 
+def test_frame_counts_the_same_denoiser_calls_as_the_scheduler_at_every_step_count() -> None:
+    steps = list(range(1, 61))
+    for model in ("sd1.5", "sd2", "flux.1-schnell"):
+        frame = flops_frame(pd.DataFrame({"model": model, "height": 512, "width": 512, "steps": steps}))
+        calls = frame["flops_denoise"] / frame["flops_denoise_per_step"]
+        assert list(calls) == [get_family(model).denoiser_calls(n) for n in steps]
+
+
 def test_guidance_rules_per_family() -> None:
     base = {"height": 1024, "width": 1024, "steps": 10}
     dev = config_flops(InferenceConfig(model="flux.1-dev", guidance_scale=3.5, **base))
