@@ -35,18 +35,22 @@ def test_estimate_is_labelled_and_never_zero_for_work():
 
 
 def test_estimate_scales_with_tdp_and_cores():
-    # One core of a 1-core machine fully busy: power = TDP.
-    meter = EstimateMeter(tdp_w=100.0, cores=1)
-    meter.begin_window("w")
+    # Meters over the same busy window: the estimate is TDP x this process's CPU share of the
+    # machine, so 3x the TDP is 3x the energy, the same work counted over 1000x the cores is
+    # 1000x less, and it never exceeds TDP x the share one thread can take (1 of 2 cores).
+    meters = {
+        "base": EstimateMeter(tdp_w=100.0, cores=2),
+        "hot": EstimateMeter(tdp_w=300.0, cores=2),
+        "many": EstimateMeter(tdp_w=100.0, cores=2000),
+    }
+    for meter in meters.values():
+        meter.begin_window("w")
     _busy(0.1)
-    energy, seconds = meter.end_window("w")
-    assert 0.5 * 100.0 * seconds < energy <= 100.0 * seconds + 1e-9
-    # The same work counted over 1000 cores is a thousandth of the power.
-    many = EstimateMeter(tdp_w=100.0, cores=1000)
-    many.begin_window("w")
-    _busy(0.1)
-    energy_many, seconds_many = many.end_window("w")
-    assert energy_many <= 100.0 * seconds_many / 1000 + 1e-9
+    results = {name: meter.end_window("w") for name, meter in reversed(meters.items())}
+    energy, seconds = results["base"]
+    assert 0.0 < energy <= 100.0 * seconds * 0.5 + 1e-9
+    assert results["hot"][0] == pytest.approx(3 * energy, rel=0.05)
+    assert results["many"][0] == pytest.approx(energy / 1000, rel=0.05)
 
 
 def test_estimate_tdp_from_environment(monkeypatch):
