@@ -91,9 +91,10 @@ def test_zeus_nvml_with_fake_gpu(fake_gpu):
         time.sleep(0.3)
         phase, phase_s = meter.end_window("phase")
         whole, whole_s = meter.end_window("whole")
-        # The fake counter grows at 150 W: energy = 150 W x window time (ms counter resolution).
-        assert phase == pytest.approx(150.0 * phase_s, abs=0.2)
-        assert whole == pytest.approx(150.0 * whole_s, abs=0.2)
+        # The fake counter grows at 150 W: energy = 150 W x window time. The counter and Zeus's
+        # timestamps are read at slightly different moments: allow 2% (6 ms of a 0.3 s window).
+        assert phase == pytest.approx(150.0 * phase_s, rel=0.02)
+        assert whole == pytest.approx(150.0 * whole_s, rel=0.02)
         assert whole >= phase > 0
         assert meter.tags()[schema.T_POWER_LIMIT] == "300"
         timeline = meter.timeline()
