@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
 
@@ -42,24 +43,22 @@ class PixArtSigmaAdapter:
         return embeds
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
-        return pipe(
-            height=cfg.height,
-            width=cfg.width,
-            num_inference_steps=cfg.steps,
+        return denoise_to_latents(
+            pipe,
+            cfg,
+            generator,
             guidance_scale=cfg.guidance_scale,
-            generator=generator,
-            output_type="latent",
             negative_prompt=None,  # the negative embeddings come from encode()
             use_resolution_binning=False,
             clean_caption=False,
             max_sequence_length=self._t5_length(pipe),
             **embeds,
-        ).images
+        )
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
         vae = pipe.vae
         image = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return to_unit_images(image)
 
 
 ADAPTER = PixArtSigmaAdapter()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
 
@@ -59,15 +60,7 @@ class QwenImageAdapter:
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
         with _quiet_pipeline():
-            return pipe(
-                height=cfg.height,
-                width=cfg.width,
-                num_inference_steps=cfg.steps,
-                true_cfg_scale=cfg.guidance_scale,
-                generator=generator,
-                output_type="latent",
-                **embeds,
-            ).images
+            return denoise_to_latents(pipe, cfg, generator, true_cfg_scale=cfg.guidance_scale, **embeds)
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
         vae = pipe.vae
@@ -77,7 +70,7 @@ class QwenImageAdapter:
         std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
         latents = latents * std + mean
         image = vae.decode(latents, return_dict=False)[0][:, :, 0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return to_unit_images(image)
 
 
 ADAPTER = QwenImageAdapter()

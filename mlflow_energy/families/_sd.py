@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
 
@@ -26,19 +27,11 @@ class StableDiffusionAdapter:
         return {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative}
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
-        return pipe(
-            height=cfg.height,
-            width=cfg.width,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=generator,
-            output_type="latent",
-            **embeds,
-        ).images
+        return denoise_to_latents(pipe, cfg, generator, guidance_scale=cfg.guidance_scale, **embeds)
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return to_unit_images(image)
 
 
 ADAPTER = StableDiffusionAdapter()

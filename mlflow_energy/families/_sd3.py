@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
 
@@ -49,22 +50,15 @@ class StableDiffusion3Adapter:
         return embeds
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
-        return pipe(
-            height=cfg.height,
-            width=cfg.width,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=generator,
-            output_type="latent",
-            max_sequence_length=self._t5_length(pipe),
-            **embeds,
-        ).images
+        return denoise_to_latents(
+            pipe, cfg, generator, guidance_scale=cfg.guidance_scale, max_sequence_length=self._t5_length(pipe), **embeds
+        )
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
         vae = pipe.vae
         latents = latents / vae.config.scaling_factor + vae.config.shift_factor
         image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return to_unit_images(image)
 
 
 ADAPTER = StableDiffusion3Adapter()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from mlflow_energy.config import InferenceConfig
+from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
 
@@ -38,15 +39,7 @@ class StableDiffusionXLAdapter:
         return embeds
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
-        return pipe(
-            height=cfg.height,
-            width=cfg.width,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=generator,
-            output_type="latent",
-            **embeds,
-        ).images
+        return denoise_to_latents(pipe, cfg, generator, guidance_scale=cfg.guidance_scale, **embeds)
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
         vae = pipe.vae
@@ -67,7 +60,7 @@ class StableDiffusionXLAdapter:
         image = vae.decode(latents, return_dict=False)[0]
         if needs_upcasting:
             vae.to(dtype=torch.float16)
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return to_unit_images(image)
 
 
 ADAPTER = StableDiffusionXLAdapter()
