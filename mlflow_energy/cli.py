@@ -200,7 +200,7 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
 @one_line_errors
 def ingest_command(file: str, experiment: str | None) -> None:
     """Log the measurements of a JSONL FILE (from --output) as MLflow runs; skips those already there."""
-    from mlflow_energy.export import ingest
+    from mlflow_energy.tracking import ingest
 
     new_ids, skipped = ingest(file, experiment=_opt(experiment))
     click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")

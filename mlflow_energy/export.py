@@ -2,7 +2,8 @@
 
 A GPU host with no route to the tracking server measures with ``--output FILE.jsonl``
 (this module does not need MLflow); ``mlflow-energy ingest FILE.jsonl`` logs the records
-as runs later, skipping those already logged (same config hash and hardware).
+as runs later through :func:`mlflow_energy.tracking.ingest`, skipping those already logged
+(same config hash and hardware).
 
 One line of the file is one measured config::
 
@@ -199,24 +200,6 @@ def _check_record(record: Any, where: str) -> None:
     for k, v in record["metrics"].items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ConfigError(f"{where} metrics.{k}", v, "a finite number")
-
-
-def ingest(
-    path: str | os.PathLike[str], *, experiment: str | None = None
-) -> tuple[list[str], int]:
-    """Log the records of a JSONL export as MLflow runs; skip those already logged.
-
-    A record is already logged when a FINISHED measurement run of the experiment has the
-    same config hash and hardware. Returns ``(new run ids, records skipped)``.
-
-    Example:
-        >>> ingest("measurements.jsonl", experiment="gpu-lab")  # doctest: +SKIP
-        (['3f2a...', ...], 0)
-    """
-    from mlflow_energy import tracking
-
-    records = read_jsonl(path)
-    return tracking.log_records(records, experiment=experiment)
 
 
 def iter_records(measurements: Iterable[Measurement]) -> Iterable[dict[str, Any]]:

@@ -385,3 +385,20 @@ def load_runs(
     if len(df):
         df = _typed(df)
     return df.reset_index(drop=True)
+
+
+def ingest(
+    path: str | os.PathLike[str], *, experiment: str | None = None
+) -> tuple[list[str], int]:
+    """Log the records of a JSONL export as MLflow runs; skip those already logged.
+
+    A record is already logged when a FINISHED measurement run of the experiment has the
+    same config hash and hardware. Returns ``(new run ids, records skipped)``.
+
+    Example:
+        >>> ingest("measurements.jsonl", experiment="gpu-lab")  # doctest: +SKIP
+        (['3f2a...', ...], 0)
+    """
+    from mlflow_energy.export import read_jsonl
+
+    return log_records(read_jsonl(path), experiment=experiment)

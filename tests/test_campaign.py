@@ -228,7 +228,7 @@ def test_tiny_campaign_end_to_end_without_mlflow_then_resume_and_ingest(tmp_path
     # Later, anywhere: ingest logs the records as runs, once.
     from mlflow import MlflowClient
 
-    from mlflow_energy.export import ingest
+    from mlflow_energy.tracking import ingest
 
     new, skipped_n = ingest(jsonl[0], experiment="campaign")
     assert (len(new), skipped_n) == (len(records), 0)

@@ -11,10 +11,10 @@ from mlflow import MlflowClient
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.export import JsonlSink, ingest, read_jsonl, to_record
+from mlflow_energy.export import JsonlSink, read_jsonl, to_record
 from mlflow_energy.meters import ZeusMeter
 from mlflow_energy.runner import measure
-from mlflow_energy.tracking import load_runs
+from mlflow_energy.tracking import ingest, load_runs
 
 
 def test_export_module_does_not_import_mlflow():
