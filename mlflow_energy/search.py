@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -466,16 +467,28 @@ def _sampler(seed: int | None, n_constraints: int) -> Any:
     return optuna.samplers.TPESampler(**kwargs)
 
 
+_STORAGE_ATTEMPTS = 5
+
+
 def _storage(url: str | None) -> Any:
     if not url:
         return None
     import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (ImportError, ValueError) as exc:
-        raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
+        except (IntegrityError, OperationalError):
+            # Workers that start together on a new database race to create Optuna's schema;
+            # the loser finds it made by the winner on the next attempt.
+            if attempt == _STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def search(
