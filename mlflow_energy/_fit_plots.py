@@ -4,7 +4,7 @@ fitted line per family, predicted vs measured (cross-validated), residuals."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,16 @@ from mlflow_energy import schema
 
 if TYPE_CHECKING:
     from mlflow_energy.fit import FitResult
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write at 110 dpi and close one figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
@@ -50,11 +60,7 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             ax.set_ylabel("J per image")
             ax.set_title(hw, fontsize=9)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"energy_vs_flops_{phase}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"energy_vs_flops_{phase}.png"))
 
     pred = result.cv_predictions
     tot = pred[pred["phase"] == schema.PHASE_TOTAL] if len(pred) else pred
@@ -73,11 +79,7 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             ax.set_ylabel("predicted J per image (held out)")
             ax.set_title(f"{scheme}: total", fontsize=9)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "predicted_vs_measured.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / "predicted_vs_measured.png"))
 
         fig, axes = plt.subplots(1, len(schemes), figsize=(5 * len(schemes), 4), squeeze=False)
         for ax, scheme in zip(axes[0], schemes, strict=True):
@@ -91,9 +93,5 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             ax.set_ylabel("log(predicted / measured)")
             ax.set_title(f"{scheme}: residuals of the total", fontsize=9)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "residuals.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / "residuals.png"))
     return written
