@@ -22,8 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlflow_energy import schema
@@ -87,10 +88,10 @@ def ambient_parent(exp_id: str) -> str | None:
     if not run_id:
         return None
     try:
-        run = client().get_run(run_id)
+        ambient = client().get_run(run_id)
     except Exception:
         return None
-    if run.info.experiment_id != exp_id or run.info.status != "RUNNING":
+    if ambient.info.experiment_id != exp_id or ambient.info.status != "RUNNING":
         return None
     return run_id
 
@@ -109,13 +110,37 @@ def start_run(
     parent = parent_run_id or ambient_parent(exp_id)
     if parent:
         all_tags[schema.T_PARENT_RUN_ID] = parent
-    run = client().create_run(exp_id, run_name=run_name, tags=all_tags)
-    return run.info.run_id
+    return client().create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Terminate a run with ``status`` (FINISHED, FAILED or KILLED)."""
     client().set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def run(
+    exp_id: str,
+    *,
+    kind: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A run for the block: FINISHED when it completes, KILLED on Ctrl-C, FAILED on an error.
+
+    No run is left RUNNING, whatever the block raises.
+    """
+    run_id = start_run(exp_id, kind=kind, run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        end_run(run_id, status)
 
 
 def one_line(exc: BaseException) -> str:
@@ -184,21 +209,12 @@ def log_measurement(
     """
     from mlflow_energy.export import run_metrics, run_params, run_tags
 
-    exp_id = experiment_id(experiment)
-    run_id = start_run(
-        exp_id, kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
+    with run(
+        experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
         parent_run_id=parent_run_id,
-    )
-    status = "FAILED"
-    try:
+    ) as run_id:
         _log_fields(run_id, run_params(m), run_metrics(m), run_tags(m))
         log_artifacts(run_id, m)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        end_run(run_id, status)
     return run_id
 
 
@@ -287,18 +303,10 @@ def log_records(records: Iterable[dict[str, Any]], *, experiment: str | None = N
         kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
         config = record.get("config")
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
-        run_id = start_run(exp_id, kind=kind, run_name=name, tags={})
-        status = "FAILED"
-        try:
+        with run(exp_id, kind=kind, run_name=name) as run_id:
             _log_fields(run_id, record["params"], record["metrics"], tags)
             if isinstance(config, dict):
                 client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            end_run(run_id, status)
         seen.add(key)
         new_ids.append(run_id)
     return new_ids, skipped
