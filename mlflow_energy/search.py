@@ -94,6 +94,18 @@ class Evaluator(Protocol):
 
 
 # ---------------------------------------------------------------------- predict mode
+def _only_hardware(model: Any) -> str:
+    """The hardware of an energy model fitted on exactly one; else ask for ``--hardware``."""
+    try:
+        known = sorted(model.unwrap_python_model()._model.hardware)
+    except AttributeError:  # not our energy model: it cannot say
+        known = []
+    if len(known) != 1:
+        allowed = "one of " + ", ".join(known) if known else "the GPU to predict for"
+        raise ConfigError("hardware", None, f"{allowed} (--hardware H100)")
+    return known[0]
+
+
 class PredictEvaluator:
     """Scores configs with a predictor: any object with ``.predict(df)`` following the predictor contract.
 
@@ -135,9 +147,13 @@ class PredictEvaluator:
 
     @classmethod
     def from_uri(
-        cls, model_uri: str, hardware: str, *, quality_model_uri: str | None = None, avg_power_w: float | None = None
+        cls, model_uri: str, hardware: str | None, *, quality_model_uri: str | None = None,
+        avg_power_w: float | None = None,
     ) -> PredictEvaluator:
-        """Load the registered energy model (and optionally a quality model) by URI."""
+        """Load the registered energy model (and optionally a quality model) by URI.
+
+        ``hardware=None`` takes the one hardware the energy model was fitted on, if it knows one.
+        """
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
@@ -151,8 +167,8 @@ class PredictEvaluator:
             except (MlflowException, OSError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError(field_name, uri, f"a loadable MLflow model URI ({first[:200]})") from None
-        return cls(models[0], hardware, quality_model=models[1], avg_power_w=avg_power_w, model_uri=model_uri,
-                   quality_model_uri=quality_model_uri)
+        return cls(models[0], hardware or _only_hardware(models[0]), quality_model=models[1],
+                   avg_power_w=avg_power_w, model_uri=model_uri, quality_model_uri=quality_model_uri)
 
     def _frame(self, cfgs: Sequence[InferenceConfig]) -> pd.DataFrame:
         return pd.DataFrame({
@@ -698,20 +714,6 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _only_hardware(model_uri: str) -> str:
-    """The hardware of an energy model fitted on exactly one; else ask for ``--hardware``."""
-    import mlflow.pyfunc
-
-    try:
-        known = sorted(mlflow.pyfunc.load_model(model_uri).unwrap_python_model()._model.hardware)
-    except Exception:  # not our energy model, or not loadable: from_uri says why
-        known = []
-    if len(known) != 1:
-        allowed = "one of " + ", ".join(known) if known else "the GPU to predict for"
-        raise ConfigError("hardware", None, f"{allowed} (--hardware H100)")
-    return known[0]
-
-
 def search_from_options(
     dims: dict[str, Sequence[str]], constraints: dict[str, Any], options: dict[str, Any], spec: str | None = None
 ) -> SearchResult:
@@ -737,7 +739,7 @@ def search_from_options(
         if not opts["model_uri"]:
             raise ConfigError("model_uri", None, "the registered energy model (--model-uri models:/NAME@champion)")
         evaluator: Evaluator = PredictEvaluator.from_uri(
-            opts["model_uri"], opts["hardware"] or _only_hardware(opts["model_uri"]),
+            opts["model_uri"], opts["hardware"],
             quality_model_uri=opts["quality_model_uri"], avg_power_w=opts["avg_power_w"],
         )
         experiments = opts["quality_experiment"]

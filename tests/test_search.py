@@ -263,3 +263,14 @@ def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:
     lines = infeasible.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: no feasible config") and "min_steps" in lines[0]
     assert "Traceback" not in infeasible.output
+
+    # No --hardware: a model fitted on one GPU predicts for that GPU.
+    no_hw = tmp_path / "space-no-hardware.yaml"
+    no_hw.write_text(spec.read_text().replace("  hardware: H100\n", ""))
+    implied = runner.invoke(main, ["search", "--spec", str(no_hw), "--model-uri", "models:/energy@champion",
+                                   "--precision", "fp16", "--experiment", "implied", "--no-plots"])
+    assert implied.exit_code == 0, implied.output
+    (parent,) = _runs("implied", schema.KIND_SEARCH)
+    from mlflow_energy.hardware import canonical_hardware
+
+    assert parent.data.params[schema.P_SEARCH_HARDWARE] == canonical_hardware("NVIDIA H100 80GB HBM3")
