@@ -204,13 +204,6 @@ def _run_once(pipe: Any, adapter: Any, cfg: InferenceConfig, meter: EnergyMeter 
     return results, images
 
 
-def config_flops(cfg: InferenceConfig) -> dict[str, float]:
-    """FLOP per image of ``cfg`` (``text_encode``, ``denoise``, ``decode``, ``total``, ``denoise_per_step``)."""
-    from mlflow_energy.flops import config_flops as _config_flops
-
-    return {k: float(v) for k, v in _config_flops(cfg).items()}
-
-
 def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline: Any | None = None) -> Measurement:
     """Measure ``cfg``: warm-up runs, then ``repeats`` runs with phase windows; per-image values.
 
@@ -228,6 +221,7 @@ def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline:
         True
     """
     from mlflow_energy.families import _adapter, get_family
+    from mlflow_energy.flops import config_flops
 
     cfg = cfg.validate()
     fam = get_family(cfg.model)
