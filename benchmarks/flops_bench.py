@@ -17,11 +17,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from mlflow_energy._flops_meta import count_component
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.families import family_names, get_family
 from mlflow_energy.families._build import build_on_meta
-from mlflow_energy.flops import _denoiser_text_tokens, component_flops, config_flops, flops_frame
+from mlflow_energy.flops import component_flops, config_flops, flops_frame
+from mlflow_energy.flops.count import _denoiser_text_tokens
+from mlflow_energy.flops.reference import count_component
 
 
 def meta_config_flops(family: str, height: int, width: int) -> tuple[dict[str, float], float, float]:
@@ -86,7 +87,7 @@ def elementwise_estimate(family: str, height: int, width: int) -> dict[str, tupl
                 self.total += _WEIGHT.get(name, 1) * max(n_out, n_in)
             return out
 
-    from mlflow_energy._flops_meta import _decoder_call, _denoiser_call, _text_call
+    from mlflow_energy.flops.reference import _decoder_call, _denoiser_call, _text_call
 
     fam = get_family(family)
     lh, lw = height // fam.latent_downsample, width // fam.latent_downsample

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mlflow_energy._flops_meta import count_component
 from mlflow_energy.cli import main
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
@@ -22,12 +21,13 @@ from mlflow_energy.families._build import build_on_meta
 from mlflow_energy.flops import (
     FRAME_OUTPUTS,
     PHASES,
-    _denoiser_text_tokens,
     component_flops,
     config_flops,
     flops_frame,
     flops_metrics,
 )
+from mlflow_energy.flops.count import _denoiser_text_tokens
+from mlflow_energy.flops.reference import count_component
 from mlflow_energy.schema import FLOPS_PHASES, flops_key
 
 TOLERANCE = 0.005  # the closed forms must agree with the counter within 0.5 %

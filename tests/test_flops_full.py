@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_energy._flops_meta import count_component
 from mlflow_energy.families import family_names, get_family
 from mlflow_energy.families._build import build_on_meta
-from mlflow_energy.flops import _denoiser_text_tokens, component_flops
+from mlflow_energy.flops.count import _denoiser_text_tokens, component_flops
+from mlflow_energy.flops.reference import count_component
 
 TOLERANCE = 0.005
 SIZES = [(256, 256), (512, 512), (768, 768), (1024, 1024), (768, 1344)]

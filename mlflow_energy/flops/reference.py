@@ -3,7 +3,7 @@
 Builds the component from its architecture config with every tensor on ``meta`` (no memory,
 no weights) and counts one forward pass with ``torch.utils.flop_counter.FlopCounterMode``,
 calling it the way its diffusers pipeline does. This is the ground truth the closed forms in
-:mod:`mlflow_energy.flops` are tested against, and what ``benchmarks/flops_bench.py`` times.
+:mod:`mlflow_energy.flops.count` are tested against, and what ``benchmarks/flops_bench.py`` times.
 
 Counting on ``meta`` matters: on real CPU tensors ``scaled_dot_product_attention`` dispatches
 to a kernel with no FLOP formula, so attention would count as 0.

@@ -14,7 +14,7 @@ batch size, so per-image values do not depend on it.
 
 Example:
     >>> from mlflow_energy.config import InferenceConfig
-    >>> from mlflow_energy.flops import config_flops
+    >>> from mlflow_energy.flops.count import config_flops
     >>> f = config_flops(InferenceConfig(model="sd2", height=768, width=768, steps=50))
     >>> round(f["total"] / 1e12)
     221
@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlflow_energy import _flops_blocks as blocks
 from mlflow_energy.config import SCHEDULER_DEFAULT
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.families import Family, get_family
+from mlflow_energy.flops.decoders import DECODERS, DecodeFn
+from mlflow_energy.flops.denoisers import DENOISERS, DenoiseFn
+from mlflow_energy.flops.text_encoders import TEXT_ENCODERS
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from mlflow_energy.config import InferenceConfig
 
@@ -69,17 +70,17 @@ class _Plan:
 
     family: Family
     text_per_prompt: float  # every text encoder, one prompt
-    denoise_fn: blocks.DenoiseFn
+    denoise_fn: DenoiseFn
     denoise_cfg: Mapping[str, Any]
     denoise_text: int
-    decode_fn: blocks.DecodeFn
+    decode_fn: DecodeFn
     decode_cfg: Mapping[str, Any]
 
 
 def _component_fn(family: Family, component: str) -> tuple[str, Any, Mapping[str, Any]]:
     spec = family.components[component]
     cls, cfg = spec["class"], spec["config"]
-    for role, table in (("text", blocks.TEXT_ENCODERS), ("denoise", blocks.DENOISERS), ("decode", blocks.DECODERS)):
+    for role, table in (("text", TEXT_ENCODERS), ("denoise", DENOISERS), ("decode", DECODERS)):
         if cls in table:
             return role, table[cls], cfg
     raise NotImplementedError(f"no closed-form FLOPs for {cls} ({family.name}.{component})")
@@ -223,112 +224,3 @@ def flops_metrics(cfg: InferenceConfig) -> dict[str, float]:
     from mlflow_energy.schema import flops_key
 
     return {flops_key(phase): value for phase, value in config_flops(cfg).items()}
-
-
-def _column(df: pd.DataFrame, name: str) -> np.ndarray:
-    """A column as float64 (NaN where missing; all NaN when the column is absent)."""
-    if name not in df.columns:
-        return np.full(len(df), np.nan)
-    try:
-        return np.asarray(df[name].to_numpy(dtype=float, na_value=np.nan), dtype=float)
-    except (TypeError, ValueError):
-        raise ConfigError(name, df[name].iloc[0], "a numeric column") from None
-
-
-def _bad(rows: np.ndarray, values: np.ndarray, field: str, allowed: str) -> None:
-    if rows.any():
-        value = values[np.argmax(rows)]
-        value = int(value) if float(value).is_integer() else float(value)
-        raise ConfigError(field, value, allowed)
-
-
-def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Vectorised :func:`config_flops`: adds ``flops_<phase>`` columns (FLOP per image).
-
-    Input columns: ``model``, ``height``, ``width``, ``steps``, ``guidance_scale``,
-    ``batch_size``. Missing columns or missing values take the family defaults (batch size 1).
-    Rows are grouped by model; each group is evaluated with numpy over its distinct image sizes.
-
-    Raises:
-        ConfigError: an unknown model, or a size, step count, guidance scale or batch size
-            that :meth:`InferenceConfig.validate` would refuse (the first bad value is named).
-
-    Example:
-        >>> import pandas as pd
-        >>> df = pd.DataFrame({"model": ["sd2", "flux.1-dev"], "height": [768, 1024], "width": [768, 1024],
-        ...                    "steps": [50, 28], "guidance_scale": [7.5, 3.5], "batch_size": [1, 1]})
-        >>> out = flops_frame(df)
-        >>> [round(x / 1e12) for x in out["flops_total"]]
-        [221, 2098]
-    """
-    out = df.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
-    n = len(df)
-    results = {col: np.zeros(n, dtype=float) for col in FRAME_OUTPUTS}
-    if n:
-        if "model" not in df.columns:
-            raise ConfigError("model", None, "a 'model' column of family names")
-        columns = {c: _column(df, c) for c in FRAME_INPUTS[1:]}
-        codes, names = _factorize(df["model"])
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-        for code, name in enumerate(names):
-            idx = order[bounds[code]:bounds[code + 1]]
-            _frame_group(str(name), {c: v[idx] for c, v in columns.items()}, idx, results)
-    for col in FRAME_OUTPUTS:
-        out[col] = results[col]
-    return out
-
-
-def _factorize(models: pd.Series) -> tuple[np.ndarray, list[Any]]:
-    import pandas as pd
-
-    codes, uniques = pd.factorize(models, use_na_sentinel=False)
-    return np.asarray(codes), list(uniques)
-
-
-def _frame_group(name: str, cols: dict[str, np.ndarray], idx: np.ndarray, results: dict[str, np.ndarray]) -> None:
-    plan = _plan(name)
-    fam = plan.family
-
-    def filled(column: str, default: float) -> np.ndarray:
-        values = cols[column]
-        return np.where(np.isnan(values), default, values)
-
-    height = filled("height", fam.default_resolution)
-    width = filled("width", fam.default_resolution)
-    steps = filled("steps", fam.default_steps)
-    scale = filled("guidance_scale", fam.default_guidance_scale)
-    batch = filled("batch_size", 1)
-    multiple = fam.pixel_multiple
-    for field, values in (("height", height), ("width", width)):
-        _bad((values < multiple) | (values % multiple != 0), values, field,
-             f"a positive multiple of {multiple} for {name}")
-    _bad((steps < 1) | (steps % 1 != 0), steps, "steps", "an integer >= 1")
-    _bad(scale < 0, scale, "guidance_scale", "a number >= 0")
-    _bad((batch < 1) | (batch % 1 != 0), batch, "batch_size", "an integer >= 1")
-
-    # Evaluate the closed forms once per distinct latent size (sweeps repeat a few sizes).
-    ld = fam.latent_downsample
-    lh_all, lw_all = height.astype(np.int64) // ld, width.astype(np.int64) // ld
-    key = lh_all * (int(lw_all.max()) + 1) + lw_all
-    uniq, inverse = np.unique(key, return_inverse=True)
-    lh, lw = uniq // (int(lw_all.max()) + 1), uniq % (int(lw_all.max()) + 1)
-    per_call = np.broadcast_to(plan.denoise_fn(plan.denoise_cfg, lh, lw, plan.denoise_text, 1), lh.shape)[inverse]
-    decode = np.broadcast_to(plan.decode_fn(plan.decode_cfg, lh, lw, 1), lh.shape)[inverse]
-    cfg_on = (scale > 1.0) if fam.cfg == "true" else np.zeros(len(scale), dtype=bool)
-    passes = np.where(cfg_on, 2.0, 1.0)
-    per_step = passes * per_call
-    calls = np.empty_like(steps)
-    line = _calls_line(name)
-    exact = np.ones(len(steps), dtype=bool) if line is None else steps < _LINE_PROBES[0]
-    if line is not None:
-        calls[~exact] = line[0] * steps[~exact] + line[1]
-    for n in np.unique(steps[exact]):
-        calls[steps == n] = _denoiser_calls(name, int(n), None)
-    denoise = calls * per_step
-    text = passes * plan.text_per_prompt
-    results["flops_text_encode"][idx] = text
-    results["flops_denoise"][idx] = denoise
-    results["flops_decode"][idx] = decode
-    results["flops_total"][idx] = text + denoise + decode
-    results["flops_denoise_per_step"][idx] = per_step
