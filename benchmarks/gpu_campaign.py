@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             if not torch.cuda.is_available():
                 return _fail(f"device={spec.device!r} is not available: no CUDA GPU visible (check nvidia-smi), "
                              "or use --tiny --device cpu")
-            from mlflow_energy.meters import ZeusMeter
+            from mlflow_energy.measure.meters import ZeusMeter
 
             meter = ZeusMeter(spec.device)
         else:
-            from mlflow_energy.meters import EstimateMeter
+            from mlflow_energy.measure.meters import EstimateMeter
 
             meter = EstimateMeter()
         try:

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Build and measure each family; return one row per family."""
     from mlflow_energy.config import InferenceConfig
     from mlflow_energy.families import get_family
-    from mlflow_energy.meters import auto_meter
-    from mlflow_energy.runner import PipelineCache, measure
+    from mlflow_energy.measure.meters import auto_meter
+    from mlflow_energy.measure.runner import PipelineCache, measure
 
     meter = auto_meter(args.device)
     cache = PipelineCache()

@@ -182,7 +182,7 @@ class CampaignSpec:
         family_overhead_s: seconds to build and free one family's pipeline.
         startup_s: seconds before the first build (imports, CUDA context, Zeus).
         peak_tflops: dense peak of the device in TFLOP/s; ``None`` looks the GPU up in the
-            spec table (:mod:`mlflow_energy.hardware`).
+            spec table (:mod:`mlflow_energy.measure.hardware`).
     """
 
     families: tuple[str, ...] = MEASURED_FAMILIES
@@ -565,7 +565,7 @@ def peak_flops_of(device_name: str, spec: CampaignSpec) -> float:
     if spec.peak_tflops is not None:
         return float(spec.peak_tflops) * 1e12
     try:
-        from mlflow_energy.hardware import find_gpu
+        from mlflow_energy.measure.hardware import find_gpu
     except ImportError:  # pragma: no cover - the package ships hardware.py
         find_gpu = None
     if find_gpu is not None:
@@ -584,7 +584,7 @@ def device_name(device: str) -> str:
         import torch
 
         return str(torch.cuda.get_device_name(torch.device(device)))
-    from mlflow_energy.meters import cpu_model_name
+    from mlflow_energy.measure.meters import cpu_model_name
 
     return cpu_model_name()
 
@@ -715,7 +715,7 @@ def run_campaign(
     ``started`` is the :func:`time.monotonic` reading the budget counts from (default: now).
     """
     from mlflow_energy.export import JsonlSink
-    from mlflow_energy.runner import PipelineCache, measure
+    from mlflow_energy.measure.runner import PipelineCache, measure
 
     spec = plan.spec
     t0 = clock() if started is None else started

@@ -131,7 +131,7 @@ def measure_command(model: str, weights: str, height: str | None, width: str | N
     if not tracking and not _opt(output):
         raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
     try:
-        from mlflow_energy.runner import measure
+        from mlflow_energy.measure.runner import measure
         from mlflow_energy.sweep import check_device
 
         check_device(cfg.device)

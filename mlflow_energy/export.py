@@ -34,7 +34,7 @@ from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlflow_energy.runner import Measurement
+    from mlflow_energy.measure.runner import Measurement
 
 RECORD_FORMAT = "mlflow-energy/measurement"
 RECORD_VERSION = 1
@@ -107,7 +107,7 @@ def to_record(m: Measurement) -> dict[str, Any]:
 
     Example:
         >>> from mlflow_energy.config import InferenceConfig
-        >>> from mlflow_energy.runner import measure
+        >>> from mlflow_energy.measure.runner import measure
         >>> rec = to_record(measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1, warmup=0)))
         >>> rec["params"]["model"], "energy/total_j" in rec["metrics"]
         ('tiny-sd2', True)

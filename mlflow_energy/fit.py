@@ -86,7 +86,7 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     (canonical name), ``hardware_raw``, ``energy_source``, ``config_hash``, ``energy_<phase>``
     (J per image, NaN where the run does not carry the phase).
     """
-    from mlflow_energy.hardware import canonical_hardware
+    from mlflow_energy.measure.hardware import canonical_hardware
 
     out = pd.DataFrame(index=raw.index)
     out["run_id"] = raw["run_id"] if "run_id" in raw.columns else [f"row{i}" for i in range(len(raw))]
@@ -295,7 +295,7 @@ def with_log_jpf(frame: pd.DataFrame, hardware: dict[str, dict[str, float]]) -> 
 
 def hardware_descriptors_of(names: Iterable[str]) -> dict[str, dict[str, float]]:
     """Spec-table descriptors of canonical hardware names (NaN for hardware not in the table)."""
-    from mlflow_energy.hardware import find_gpu
+    from mlflow_energy.measure.hardware import find_gpu
 
     out = {}
     for name in names:

@@ -67,7 +67,7 @@ def prepare_inputs(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
         ConfigError: naming the row, the column, the value and what is allowed.
     """
     from mlflow_energy.families import family_names, get_family
-    from mlflow_energy.hardware import canonical_hardware, find_gpu
+    from mlflow_energy.measure.hardware import canonical_hardware, find_gpu
 
     if not isinstance(df, pd.DataFrame):
         df = pd.DataFrame(df)

@@ -179,17 +179,17 @@ def render(cfg: InferenceConfig, pipeline: Any = None) -> torch.Tensor:
     """Generate the images of ``cfg`` (no measurement): ``(B, 3, H, W)`` in ``[0, 1]`` on the CPU.
 
     Runs the family's phase adapter (encode, denoise, decode) with a generator seeded by
-    ``cfg.seed``, as :func:`mlflow_energy.runner.measure` does, so the images match the runner's.
-    ``pipeline`` reuses a built pipeline (:class:`mlflow_energy.runner.PipelineCache`).
+    ``cfg.seed``, as :func:`mlflow_energy.measure.runner.measure` does, so the images match the runner's.
+    ``pipeline`` reuses a built pipeline (:class:`mlflow_energy.measure.runner.PipelineCache`).
 
     Example:
         >>> from mlflow_energy.config import InferenceConfig
         >>> render(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=2)).shape
         torch.Size([1, 3, 32, 32])
     """
-    from mlflow_energy import runner
     from mlflow_energy.families import get_family
     from mlflow_energy.families._adapter import get_adapter
+    from mlflow_energy.measure import runner
 
     cfg = cfg.validate()
     pipe = pipeline if pipeline is not None else runner.build_pipeline(cfg)

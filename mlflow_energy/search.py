@@ -275,7 +275,7 @@ class MeasureEvaluator:
         prompt: str | None = None,
         meter: Any = None,
     ) -> None:
-        from mlflow_energy.runner import PipelineCache
+        from mlflow_energy.measure.runner import PipelineCache
 
         if isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 1:
             raise ConfigError("reference_steps", reference_steps, "an integer >= 1")
@@ -310,7 +310,7 @@ class MeasureEvaluator:
     def evaluate(self, cfg: InferenceConfig) -> Evaluation:
         from mlflow_energy import quality, tracking
         from mlflow_energy.export import run_metrics
-        from mlflow_energy.runner import measure
+        from mlflow_energy.measure.runner import measure
 
         key = cfg.config_hash()
         if key in self._done:  # the sampler proposed a config measured already: reuse, log a new trial run
@@ -329,7 +329,7 @@ class MeasureEvaluator:
     def _meter(self) -> Any:
         """One meter for the whole search (opening one per measurement costs seconds)."""
         if self.meter is None:
-            from mlflow_energy.meters import auto_meter
+            from mlflow_energy.measure.meters import auto_meter
 
             self.meter, self._own_meter = auto_meter(self.device), True
         return self.meter
@@ -681,7 +681,7 @@ def _summarise(
 def _default_energy(evaluator: Evaluator, default: InferenceConfig) -> float:
     if isinstance(evaluator, PredictEvaluator):
         return float(evaluator.predict([default])[schema.M_ENERGY_TOTAL].iloc[0])
-    from mlflow_energy.runner import measure
+    from mlflow_energy.measure.runner import measure
 
     m = measure(default, meter=evaluator._meter(), pipeline=evaluator.cache.get(default))  # type: ignore[attr-defined]
     return float(m.energy_j[schema.PHASE_TOTAL])

@@ -312,7 +312,7 @@ def run_sweep(
         shard: ``(i, n)`` or ``"i/n"``: measure only shard ``i`` of ``n``.
         output: also append one JSONL record per measured config to this file.
         tracking: log to MLflow (``False`` with ``output``: no MLflow needed).
-        meter: energy meter; default :func:`mlflow_energy.meters.auto_meter` for the device.
+        meter: energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
         progress: show a tqdm progress bar.
 
     Example:
@@ -323,8 +323,8 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     from mlflow_energy.export import JsonlSink
-    from mlflow_energy.meters import auto_meter
-    from mlflow_energy.runner import PipelineCache, free_device_memory, measure
+    from mlflow_energy.measure.meters import auto_meter
+    from mlflow_energy.measure.runner import PipelineCache, free_device_memory, measure
 
     if not isinstance(spec, SweepSpec):
         spec = SweepSpec.from_yaml(spec)

@@ -13,7 +13,7 @@ experiment.
 
 Example:
     >>> from mlflow_energy.config import InferenceConfig
-    >>> from mlflow_energy.runner import measure
+    >>> from mlflow_energy.measure.runner import measure
     >>> from mlflow_energy.tracking import load_runs, log_measurement
     >>> run_id = log_measurement(measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1)),
     ...                          experiment="demo")  # doctest: +SKIP
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from mlflow import MlflowClient
 
-    from mlflow_energy.runner import Measurement
+    from mlflow_energy.measure.runner import Measurement
 
 #: Experiment used when none is named and MLflow's environment names none.
 DEFAULT_EXPERIMENT = "mlflow-energy"
@@ -193,7 +193,7 @@ def log_measurement(
     parent_run_id: str | None = None,
     run_name: str | None = None,
 ) -> str:
-    """Log a :class:`~mlflow_energy.runner.Measurement` as one FINISHED run; return its id.
+    """Log a :class:`~mlflow_energy.measure.runner.Measurement` as one FINISHED run; return its id.
 
     Args:
         m: the measurement.
@@ -203,7 +203,7 @@ def log_measurement(
 
     Example:
         >>> from mlflow_energy.config import InferenceConfig
-        >>> from mlflow_energy.runner import measure
+        >>> from mlflow_energy.measure.runner import measure
         >>> log_measurement(measure(InferenceConfig(model="tiny-sd2", steps=1)), experiment="demo")  # doctest: +SKIP
         'a1b2c3...'
     """

@@ -238,7 +238,7 @@ def test_tiny_campaign_end_to_end_without_mlflow_then_resume_and_ingest(tmp_path
 
 
 def test_campaign_out_of_time_skips_without_building(tmp_path: Path) -> None:
-    from mlflow_energy.meters import EstimateMeter
+    from mlflow_energy.measure.meters import EstimateMeter
 
     spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
                         budget_s=100.0, config_overhead_s=1.0, family_overhead_s=1.0, startup_s=0.0)
@@ -256,7 +256,7 @@ def test_campaign_out_of_time_skips_without_building(tmp_path: Path) -> None:
 def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Path, fake_gpu) -> None:
     """A (fake-counter) NVML GPU meter over a tiny CPU pipeline: what the JSONL and meta say about the GPU."""
     from mlflow_energy.export import read_jsonl
-    from mlflow_energy.meters import ZeusMeter
+    from mlflow_energy.measure.meters import ZeusMeter
 
     spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
                         repeats=1, budget_s=1e6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.hardware import canonical_hardware, find_gpu, gpu_specs, lookup_gpu
+from mlflow_energy.measure.hardware import canonical_hardware, find_gpu, gpu_specs, lookup_gpu
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError, MlflowEnergyError
-from mlflow_energy.meters import DEFAULT_CPU_TDP_W, EstimateMeter, ZeusMeter, auto_meter, cpu_model_name
+from mlflow_energy.measure.meters import DEFAULT_CPU_TDP_W, EstimateMeter, ZeusMeter, auto_meter, cpu_model_name
 
 
 def _busy(seconds: float) -> None:

@@ -67,7 +67,7 @@ def test_shape_mismatch_is_a_config_error() -> None:
 
 
 def test_more_steps_give_higher_fidelity_on_a_tiny_family() -> None:
-    from mlflow_energy.runner import PipelineCache
+    from mlflow_energy.measure.runner import PipelineCache
 
     base = InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1)
     pipe = PipelineCache().get(base.validate())

@@ -7,8 +7,8 @@ import torch
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.meters import ZeusMeter
-from mlflow_energy.runner import Measurement, PipelineCache, measure, set_scheduler
+from mlflow_energy.measure.meters import ZeusMeter
+from mlflow_energy.measure.runner import Measurement, PipelineCache, measure, set_scheduler
 
 
 def _tiny_measurable() -> list[str]:

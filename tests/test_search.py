@@ -271,6 +271,6 @@ def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:
                                    "--precision", "fp16", "--experiment", "implied", "--no-plots"])
     assert implied.exit_code == 0, implied.output
     (parent,) = _runs("implied", schema.KIND_SEARCH)
-    from mlflow_energy.hardware import canonical_hardware
+    from mlflow_energy.measure.hardware import canonical_hardware
 
     assert parent.data.params[schema.P_SEARCH_HARDWARE] == canonical_hardware("NVIDIA H100 80GB HBM3")

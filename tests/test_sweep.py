@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.meters import ZeusMeter
+from mlflow_energy.measure.meters import ZeusMeter
 from mlflow_energy.sweep import SweepSpec, expand, in_shard, parse_shard, run_sweep
 
 SMALL = {

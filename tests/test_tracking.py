@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from mlflow_energy import __version__, schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.meters import ZeusMeter
-from mlflow_energy.runner import measure
+from mlflow_energy.measure.meters import ZeusMeter
+from mlflow_energy.measure.runner import measure
 from mlflow_energy.tracking import DEFAULT_EXPERIMENT, load_runs, log_measurement
 
 

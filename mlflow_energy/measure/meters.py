@@ -24,7 +24,7 @@ Which meter measures what (the ``energy_source`` tag of every run):
     such, never a silent zero.
 
 Example:
-    >>> from mlflow_energy.meters import EstimateMeter
+    >>> from mlflow_energy.measure.meters import EstimateMeter
     >>> meter = EstimateMeter(tdp_w=85.0)
     >>> meter.begin_window("work")
     >>> _ = sum(i * i for i in range(100_000))
@@ -257,7 +257,7 @@ class ZeusMeter(EnergyMeter):
             :func:`auto_meter`, which falls back to :class:`EstimateMeter`.
 
     Example:
-        >>> from mlflow_energy.meters import ZeusMeter
+        >>> from mlflow_energy.measure.meters import ZeusMeter
         >>> meter = ZeusMeter("cuda")  # doctest: +SKIP
         >>> meter.source, meter.hardware  # doctest: +SKIP
         ('zeus:nvml', 'NVIDIA H100 80GB HBM3')

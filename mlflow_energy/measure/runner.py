@@ -7,7 +7,7 @@ mean over repeats; the phase sum is compared with the whole window.
 
 Example:
     >>> from mlflow_energy.config import InferenceConfig
-    >>> from mlflow_energy.runner import measure
+    >>> from mlflow_energy.measure.runner import measure
     >>> m = measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=2, repeats=1, warmup=0))
     >>> sorted(m.energy_j)
     ['decode', 'denoise', 'text_encode', 'total']
@@ -28,7 +28,7 @@ import torch
 from mlflow_energy import schema
 from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.meters import EnergyMeter, auto_meter
+from mlflow_energy.measure.meters import EnergyMeter, auto_meter
 
 WHOLE = "whole"
 _DEFAULT_SCHEDULER_ATTR = "_mlflow_energy_default_scheduler"
@@ -209,7 +209,7 @@ def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline:
 
     Args:
         cfg: the config (validated here; bad values raise :class:`ConfigError`).
-        meter: the energy meter; default :func:`mlflow_energy.meters.auto_meter` for the device.
+        meter: the energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
         pipeline: an already built pipeline of ``cfg``'s family, device and precision
             (see :class:`PipelineCache`); default: build one.
 

@@ -9,7 +9,7 @@ Names are matched the way drivers, clouds and benchmark files spell them: ``"H10
 ``"NVIDIA H100 80GB HBM3"`` (what NVML reports), ``"H100-SXM5-80GB"``, ``"A100-SXM4-40GB"``.
 
 Example:
-    >>> from mlflow_energy.hardware import lookup_gpu
+    >>> from mlflow_energy.measure.hardware import lookup_gpu
     >>> spec = lookup_gpu("NVIDIA H100 80GB HBM3")
     >>> spec.name, spec.tdp_w, spec.dense_fp16_tflops
     ('H100 SXM5 80GB', 700.0, 989.4)
@@ -28,7 +28,7 @@ from pathlib import Path
 from mlflow_energy.errors import ConfigError
 
 # package data, found next to this file (works for wheels and editable installs alike)
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SPECS_FILE = "gpu_specs.csv"
 
 
@@ -74,7 +74,7 @@ def gpu_specs() -> tuple[GpuSpec, ...]:
     """All rows of the shipped table, in file order.
 
     Example:
-        >>> from mlflow_energy.hardware import gpu_specs
+        >>> from mlflow_energy.measure.hardware import gpu_specs
         >>> any(s.gpu == "B200" for s in gpu_specs())
         True
     """
@@ -114,7 +114,7 @@ def find_gpu(name: str) -> GpuSpec | None:
     first row of the chip (the SXM/flagship variant).
 
     Example:
-        >>> from mlflow_energy.hardware import find_gpu
+        >>> from mlflow_energy.measure.hardware import find_gpu
         >>> find_gpu("NVIDIA H100 PCIe").tdp_w
         350.0
         >>> find_gpu("Intel Xeon Platinum 8480") is None
@@ -160,7 +160,7 @@ def canonical_hardware(name: str) -> str:
     """The name the fit groups by: the spec variant when the GPU is known, else ``name`` as given.
 
     Example:
-        >>> from mlflow_energy.hardware import canonical_hardware
+        >>> from mlflow_energy.measure.hardware import canonical_hardware
         >>> canonical_hardware("H100-SXM5-80GB") == canonical_hardware("NVIDIA H100 80GB HBM3")
         True
         >>> canonical_hardware("cpu: AMD EPYC 7763")

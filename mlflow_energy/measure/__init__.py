@@ -1,0 +1,55 @@
+"""Measuring one inference config: energy meters, hardware, the phase-split runner.
+
+Owns: turning an :class:`~mlflow_energy.config.InferenceConfig` into a
+:class:`Measurement` (energy, time and FLOPs per phase), on any device.
+Modules:
+    meters    :class:`EnergyMeter` and its kinds: Zeus (NVML, RAPL) and the labelled CPU estimate
+    hardware  GPU spec table (peak FLOP/s, memory bandwidth, TDP) and hardware-name lookup
+    runner    builds the pipeline, times and meters each phase, repeats, returns a Measurement
+May import: the shared ground (``config``, ``errors``, ``schema``, ``carbon``), ``families``, ``flops``.
+Never imports MLflow: logging a measurement is :mod:`mlflow_energy.tracking`'s job.
+
+Example:
+    >>> from mlflow_energy.config import InferenceConfig
+    >>> from mlflow_energy.measure import measure
+    >>> m = measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=2, repeats=1, warmup=0))
+    >>> m.energy_j["total"] > 0, m.energy_source.split(":")[0] in ("zeus", "estimate")
+    (True, True)
+"""
+
+from mlflow_energy._imports import lazy_exports
+
+__all__ = [
+    "EnergyMeter",
+    "EstimateMeter",
+    "GpuSpec",
+    "Measurement",
+    "PipelineCache",
+    "ZeusMeter",
+    "auto_meter",
+    "canonical_hardware",
+    "cpu_model_name",
+    "find_gpu",
+    "gpu_specs",
+    "lookup_gpu",
+    "measure",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "EnergyMeter": "meters",
+        "EstimateMeter": "meters",
+        "ZeusMeter": "meters",
+        "auto_meter": "meters",
+        "cpu_model_name": "meters",
+        "GpuSpec": "hardware",
+        "canonical_hardware": "hardware",
+        "find_gpu": "hardware",
+        "gpu_specs": "hardware",
+        "lookup_gpu": "hardware",
+        "Measurement": "runner",
+        "PipelineCache": "runner",
+        "measure": "runner",
+    },
+)
