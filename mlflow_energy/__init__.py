@@ -7,14 +7,8 @@ Example:
     4
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
+from mlflow_energy._version import __version__
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError, MlflowEnergyError
-
-try:
-    __version__ = version("mlflow-energy")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__"]

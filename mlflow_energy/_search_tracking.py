@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from mlflow_energy import schema, tracking
+from mlflow_energy._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -100,7 +101,7 @@ class TrialLogger:
             schema.T_PARENT_RUN_ID: self.parent_run_id,
             schema.T_STUDY_NAME: self.study_name,
             schema.T_TRIAL_NUMBER: trial.number,
-            schema.T_VERSION: tracking._version(),
+            schema.T_VERSION: __version__,
         }
         if attrs.get(UA_SOURCE):
             tags[schema.T_ENERGY_SOURCE] = attrs[UA_SOURCE]
@@ -133,7 +134,7 @@ class TrialLogger:
 def start_parent(exp_id: str, study_name: str, params: dict[str, Any]) -> str:
     run_id = tracking.start_run(
         exp_id, kind=schema.KIND_SEARCH, run_name=study_name,
-        tags={schema.T_STUDY_NAME: study_name, schema.T_VERSION: tracking._version()},
+        tags={schema.T_STUDY_NAME: study_name, schema.T_VERSION: __version__},
     )
     _log(run_id, params, {}, {})
     return run_id

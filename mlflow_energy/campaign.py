@@ -18,7 +18,7 @@ runs anywhere, without a GPU:
 
 :func:`run_campaign` then measures the plan with the runner, one family at a time (built
 once, freed before the next), printing one table row per config as it goes and appending
-one JSON record per config (:mod:`mlflow_energy.export`) to a JSONL file, with a small
+one JSON record per config (:mod:`mlflow_energy.tracking.jsonl`) to a JSONL file, with a small
 ``.meta.json`` beside it (GPU, driver, power limit, software versions, command line). No
 MLflow is imported: ``mlflow-energy ingest FILE.jsonl`` logs the records as runs later.
 
@@ -714,8 +714,8 @@ def run_campaign(
     rerunning resumes. A config that fails is reported on one line and the campaign goes on.
     ``started`` is the :func:`time.monotonic` reading the budget counts from (default: now).
     """
-    from mlflow_energy.export import JsonlSink
     from mlflow_energy.measure.runner import PipelineCache, measure
+    from mlflow_energy.tracking.jsonl import JsonlSink
 
     spec = plan.spec
     t0 = clock() if started is None else started

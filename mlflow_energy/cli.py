@@ -138,7 +138,7 @@ def measure_command(model: str, weights: str, height: str | None, width: str | N
         m = measure(cfg)
         run_id = None
         if _opt(output):
-            from mlflow_energy.export import JsonlSink
+            from mlflow_energy.tracking.jsonl import JsonlSink
 
             JsonlSink(_opt(output)).write(m)
         if tracking:
@@ -254,7 +254,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 @one_line_errors
 def import_mlenergy_command(csv: str | None, experiment: str, carbon_intensity: str | None) -> None:
     """Log the ML.ENERGY leaderboard v2 text-to-image rows as runs (default CSV: the packaged copy)."""
-    from mlflow_energy.mlenergy import import_mlenergy
+    from mlflow_energy.tracking.mlenergy import import_mlenergy
 
     intensity: str | float | None = carbon_intensity
     if carbon_intensity is not None:

@@ -309,8 +309,8 @@ class MeasureEvaluator:
 
     def evaluate(self, cfg: InferenceConfig) -> Evaluation:
         from mlflow_energy import quality, tracking
-        from mlflow_energy.export import run_metrics
         from mlflow_energy.measure.runner import measure
+        from mlflow_energy.tracking.jsonl import run_metrics
 
         key = cfg.config_hash()
         if key in self._done:  # the sampler proposed a config measured already: reuse, log a new trial run

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_energy import schema
+from mlflow_energy._version import __version__
 from mlflow_energy.config import PRECISIONS, SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
 
@@ -322,9 +323,9 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from mlflow_energy.export import JsonlSink
     from mlflow_energy.measure.meters import auto_meter
     from mlflow_energy.measure.runner import PipelineCache, free_device_memory, measure
+    from mlflow_energy.tracking.jsonl import JsonlSink
 
     if not isinstance(spec, SweepSpec):
         spec = SweepSpec.from_yaml(spec)
@@ -423,7 +424,7 @@ class _Tracker:
         self.run_id: str | None = None
 
     def start(self) -> str:
-        tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: self.t._version()}
+        tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
         name = self.spec.name
         if self.shard is not None:
             tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"

@@ -197,7 +197,7 @@ def test_tiny_campaign_end_to_end_without_mlflow_then_resume_and_ingest(tmp_path
     metas = sorted(out.glob("*.meta.json"))
     assert len(jsonl) == 1 and len(metas) == 1 and metas[0].name == jsonl[0].name.replace(".jsonl", ".meta.json")
 
-    from mlflow_energy.export import read_jsonl
+    from mlflow_energy.tracking.jsonl import read_jsonl
 
     records = read_jsonl(jsonl[0])
     meta = json.loads(metas[0].read_text())
@@ -255,8 +255,8 @@ def test_campaign_out_of_time_skips_without_building(tmp_path: Path) -> None:
 
 def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Path, fake_gpu) -> None:
     """A (fake-counter) NVML GPU meter over a tiny CPU pipeline: what the JSONL and meta say about the GPU."""
-    from mlflow_energy.export import read_jsonl
     from mlflow_energy.measure.meters import ZeusMeter
+    from mlflow_energy.tracking.jsonl import read_jsonl
 
     spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
                         repeats=1, budget_s=1e6)

@@ -11,14 +11,14 @@ from mlflow import MlflowClient
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.export import JsonlSink, read_jsonl, to_record
 from mlflow_energy.measure.meters import ZeusMeter
 from mlflow_energy.measure.runner import measure
 from mlflow_energy.tracking import ingest, load_runs
+from mlflow_energy.tracking.jsonl import JsonlSink, read_jsonl, to_record
 
 
 def test_export_module_does_not_import_mlflow():
-    code = "import sys, mlflow_energy.export, mlflow_energy.measure.runner; print('mlflow' in sys.modules)"
+    code = "import sys, mlflow_energy.tracking.jsonl, mlflow_energy.measure.runner; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

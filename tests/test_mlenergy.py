@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_energy import schema
-from mlflow_energy.mlenergy import MODEL_FAMILIES, SOURCE, default_csv, hardware_name, read_rows
+from mlflow_energy.tracking.mlenergy import MODEL_FAMILIES, SOURCE, default_csv, hardware_name, read_rows
 
 
 def test_packaged_csv_maps_every_model_but_kandinsky():

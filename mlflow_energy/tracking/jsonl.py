@@ -2,7 +2,7 @@
 
 A GPU host with no route to the tracking server measures with ``--output FILE.jsonl``
 (this module does not need MLflow); ``mlflow-energy ingest FILE.jsonl`` logs the records
-as runs later through :func:`mlflow_energy.tracking.ingest`, skipping those already logged
+as runs later through :func:`mlflow_energy.tracking.runs.ingest`, skipping those already logged
 (same config hash and hardware).
 
 One line of the file is one measured config::
@@ -15,7 +15,7 @@ One line of the file is one measured config::
 
 Example:
     >>> import json, tempfile, os
-    >>> from mlflow_energy.export import read_jsonl
+    >>> from mlflow_energy.tracking.jsonl import read_jsonl
     >>> path = os.path.join(tempfile.mkdtemp(), "m.jsonl")
     >>> _ = open(path, "w").write("")
     >>> read_jsonl(path)
@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mlflow_energy import schema
+from mlflow_energy._version import __version__
 from mlflow_energy.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,11 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RECORD_FORMAT = "mlflow-energy/measurement"
 RECORD_VERSION = 1
 
-
-def _version() -> str:
-    from mlflow_energy import __version__
-
-    return __version__
 
 
 def _param_value(value: Any) -> str:
@@ -95,7 +91,7 @@ def run_tags(m: Measurement, *, kind: str = schema.KIND_MEASUREMENT) -> dict[str
         schema.T_ENERGY_SOURCE: m.energy_source,
         schema.T_HARDWARE: m.hardware,
         schema.T_CONFIG_HASH: m.config.config_hash(),
-        schema.T_VERSION: _version(),
+        schema.T_VERSION: __version__,
         schema.T_KIND: kind,
     }
     tags.update({k: str(v) for k, v in m.extra_tags.items()})

@@ -9,7 +9,7 @@ no family here (Kandinsky) are skipped and counted. Importing twice logs nothing
 identified by its config hash and hardware.
 
 Example:
-    >>> from mlflow_energy.mlenergy import import_mlenergy
+    >>> from mlflow_energy.tracking.mlenergy import import_mlenergy
     >>> report = import_mlenergy(experiment="mlenergy")          # doctest: +SKIP
     >>> report.logged, report.skipped_no_family                  # doctest: +SKIP
     (73, 13)
@@ -24,11 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from mlflow_energy import schema
+from mlflow_energy._version import __version__
 from mlflow_energy.errors import ConfigError
 
 SOURCE = "external:mlenergy-v2"
 # package data, found next to this file (works for wheels and editable installs alike)
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DATA_FILE = "mlenergy_v2_text_to_image.csv"
 
 #: Hub ids of the leaderboard to family names (see the data README): Openjourney v4 is an SD 1.5
@@ -54,14 +55,6 @@ class ImportReport:
     skipped_models: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
 
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mlflow-energy")
-    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
-        return "0.0.0+unknown"
 
 
 def default_csv() -> Path:
@@ -153,7 +146,7 @@ def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,
             metrics[schema.M_POWER_AVG] = float(row["avg_power_w"])
         tags = {
             schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_ENERGY_SOURCE: SOURCE, schema.T_HARDWARE: hardware,
-            schema.T_CONFIG_HASH: key[0], schema.T_VERSION: _package_version(),
+            schema.T_CONFIG_HASH: key[0], schema.T_VERSION: __version__,
             schema.T_MLENERGY_ROW: str(row.get("source_path", ""))[:500],
             schema.T_RUN_NAME: f"{row['model'].split('/')[-1]}-bs{cfg.batch_size}-{hardware}",
         }

@@ -1,4 +1,4 @@
-"""Measurements as MLflow runs, and runs back as a DataFrame.
+"""Measurements as MLflow runs: the client, experiments, the run lifecycle, logging.
 
 One inference config is one run (the run schema in :mod:`mlflow_energy.schema`): params,
 per-image metrics, tags, the config as ``config.json``, a small ``image.png`` of the first
@@ -13,7 +13,7 @@ experiment.
 
 Example:
     >>> from mlflow_energy.config import InferenceConfig
-    >>> from mlflow_energy.measure.runner import measure
+    >>> from mlflow_energy.measure import measure
     >>> from mlflow_energy.tracking import load_runs, log_measurement
     >>> run_id = log_measurement(measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1)),
     ...                          experiment="demo")  # doctest: +SKIP
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlflow_energy import schema
+from mlflow_energy._version import __version__
 from mlflow_energy.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
     from mlflow import MlflowClient
 
     from mlflow_energy.measure.runner import Measurement
@@ -41,12 +41,6 @@ DEFAULT_EXPERIMENT = "mlflow-energy"
 #: Longest side of the logged ``image.png``.
 IMAGE_MAX_SIDE = 256
 
-_INT_PARAMS = (
-    schema.P_HEIGHT, schema.P_WIDTH, schema.P_STEPS, schema.P_BATCH_SIZE, schema.P_SEED,
-    schema.P_REPEATS, schema.P_WARMUP,
-)
-_FLOAT_PARAMS = (schema.P_GUIDANCE_SCALE,)
-_BOOL_PARAMS = (schema.P_CFG,)
 
 
 def client() -> MlflowClient:
@@ -207,7 +201,7 @@ def log_measurement(
         >>> log_measurement(measure(InferenceConfig(model="tiny-sd2", steps=1)), experiment="demo")  # doctest: +SKIP
         'a1b2c3...'
     """
-    from mlflow_energy.export import run_metrics, run_params, run_tags
+    from mlflow_energy.tracking.jsonl import run_metrics, run_params, run_tags
 
     with run(
         experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
@@ -238,7 +232,7 @@ def log_failure(
     tags = {
         schema.T_FAILURE: one_line(exc),
         schema.T_CONFIG_HASH: cfg.config_hash(),
-        schema.T_VERSION: _version(),
+        schema.T_VERSION: __version__,
     }
     if hardware:
         tags[schema.T_HARDWARE] = hardware
@@ -261,152 +255,3 @@ def _param(key: str, value: str) -> Any:
     return Param(key, value)
 
 
-def _version() -> str:
-    from mlflow_energy import __version__
-
-    return __version__
-
-
-# --------------------------------------------------------------------------- reading
-def _search(exp_ids: Sequence[str], filter_string: str) -> list[Any]:
-    c = client()
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = c.search_runs(list(exp_ids), filter_string=filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def finished_keys(exp_id: str) -> set[tuple[str, str]]:
-    """``(config_hash, hardware)`` of the FINISHED measurement runs of an experiment."""
-    runs = _search([exp_id], f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}' and attributes.status = 'FINISHED'")
-    return {(r.data.tags.get(schema.T_CONFIG_HASH, ""), r.data.tags.get(schema.T_HARDWARE, "")) for r in runs}
-
-
-def log_records(records: Iterable[dict[str, Any]], *, experiment: str | None = None) -> tuple[list[str], int]:
-    """Log JSONL export records as FINISHED runs, skipping (config hash, hardware) already there."""
-    from mlflow_energy.export import record_key
-
-    exp_id = experiment_id(experiment)
-    seen = finished_keys(exp_id)
-    new_ids: list[str] = []
-    skipped = 0
-    for record in records:
-        key = record_key(record)
-        if key in seen:
-            skipped += 1
-            continue
-        tags = dict(record["tags"])
-        kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
-        config = record.get("config")
-        name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
-        with run(exp_id, kind=kind, run_name=name) as run_id:
-            _log_fields(run_id, record["params"], record["metrics"], tags)
-            if isinstance(config, dict):
-                client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
-        seen.add(key)
-        new_ids.append(run_id)
-    return new_ids, skipped
-
-
-class _Cfg:
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.__dict__.update(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return None
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
-    for col in _INT_PARAMS:
-        if col in df:
-            values = pd.to_numeric(df[col], errors="coerce")
-            df[col] = values.astype("int64") if values.notna().all() else values.astype("Int64")
-    for col in _FLOAT_PARAMS:
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    for col in _BOOL_PARAMS:
-        if col in df:
-            df[col] = df[col].map({"true": True, "false": False, "True": True, "False": False})
-    return df
-
-
-def load_runs(
-    experiment: str,
-    *,
-    kinds: Sequence[str] = (schema.KIND_MEASUREMENT,),
-    status: str | None = "FINISHED",
-) -> pd.DataFrame:
-    """The runs of ``experiment`` as a DataFrame: one row per run.
-
-    Columns: ``run_id``, ``status``, ``parent_run_id``; the params under their schema names,
-    typed (``height`` int, ``guidance_scale`` float, ``cfg`` bool, ...); the metrics under
-    their schema names (``energy/total_j``, ...); the ``mlflow_energy.*`` tags without the
-    prefix (``energy_source``, ``hardware``, ``config_hash``, ``kind``, ...).
-
-    Args:
-        experiment: experiment name (must exist).
-        kinds: run kinds to keep (``measurement``, ``sweep``, ...).
-        status: keep runs with this status (``None``: every status).
-
-    Raises:
-        ConfigError: for an unknown experiment, listing the known ones.
-
-    Example:
-        >>> df = load_runs("mlflow-energy")  # doctest: +SKIP
-        >>> df.groupby("model")["energy/total_j"].mean()  # doctest: +SKIP
-    """
-    import pandas as pd
-
-    exp_id = experiment_id(experiment, create=False)
-    rows = []
-    for kind in kinds:
-        filt = f"tags.`{schema.T_KIND}` = '{kind}'"
-        if status:
-            filt += f" and attributes.status = '{status}'"
-        for run in _search([exp_id], filt):
-            row: dict[str, Any] = {
-                "run_id": run.info.run_id,
-                "status": run.info.status,
-                "start_time": run.info.start_time,
-                "parent_run_id": run.data.tags.get(schema.T_PARENT_RUN_ID),
-            }
-            row.update(run.data.params)
-            row.update(run.data.metrics)
-            for key, value in run.data.tags.items():
-                if key.startswith(schema.TAG_PREFIX):
-                    row[key[len(schema.TAG_PREFIX):]] = value
-            rows.append(row)
-    base = ["run_id", "status", "start_time", "parent_run_id", *schema.RUN_PARAMS, *schema.RUN_METRICS,
-            *(t[len(schema.TAG_PREFIX):] for t in schema.RUN_TAGS)]
-    df = pd.DataFrame(rows)
-    for col in base:
-        if col not in df:
-            df[col] = pd.Series(dtype="object")
-    rest = [c for c in df.columns if c not in base]
-    df = df[base + rest]
-    if len(df):
-        df = _typed(df)
-    return df.reset_index(drop=True)
-
-
-def ingest(
-    path: str | os.PathLike[str], *, experiment: str | None = None
-) -> tuple[list[str], int]:
-    """Log the records of a JSONL export as MLflow runs; skip those already logged.
-
-    A record is already logged when a FINISHED measurement run of the experiment has the
-    same config hash and hardware. Returns ``(new run ids, records skipped)``.
-
-    Example:
-        >>> ingest("measurements.jsonl", experiment="gpu-lab")  # doctest: +SKIP
-        (['3f2a...', ...], 0)
-    """
-    from mlflow_energy.export import read_jsonl
-
-    return log_records(read_jsonl(path), experiment=experiment)
