@@ -34,8 +34,8 @@ _START = time.monotonic()
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this tree's package, installed or not
 
-from mlflow_energy import campaign  # noqa: E402  (light: no torch, no MLflow)
 from mlflow_energy.errors import MlflowEnergyError  # noqa: E402
+from mlflow_energy.sweep import campaign  # noqa: E402  (light: no torch, no MLflow)
 
 DEFAULT_SPEC = ROOT / "projects" / "gpu-campaign.yaml"
 DEFAULT_OUT = ROOT / "data" / "measurements"

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     from mlflow_energy.errors import ConfigError
-    from mlflow_energy.sweep import check_device
+    from mlflow_energy.measure.device import check_device
 
     try:
         check_device(args.device)

@@ -131,8 +131,8 @@ def measure_command(model: str, weights: str, height: str | None, width: str | N
     if not tracking and not _opt(output):
         raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
     try:
+        from mlflow_energy.measure.device import check_device
         from mlflow_energy.measure.runner import measure
-        from mlflow_energy.sweep import check_device
 
         check_device(cfg.device)
         m = measure(cfg)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_energy import campaign
-from mlflow_energy.campaign import CampaignSpec, ConfigPlan, fit_budget, plan_campaign
 from mlflow_energy.errors import ConfigError
+from mlflow_energy.sweep import campaign
+from mlflow_energy.sweep.campaign import CampaignSpec, ConfigPlan, fit_budget, plan_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_campaign.py"

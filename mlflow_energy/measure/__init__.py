@@ -3,6 +3,7 @@
 Owns: turning an :class:`~mlflow_energy.config.InferenceConfig` into a
 :class:`Measurement` (energy, time and FLOPs per phase), on any device.
 Modules:
+    device    whether the machine has the device a config asks for
     meters    :class:`EnergyMeter` and its kinds: Zeus (NVML, RAPL) and the labelled CPU estimate
     hardware  GPU spec table (peak FLOP/s, memory bandwidth, TDP) and hardware-name lookup
     runner    builds the pipeline, times and meters each phase, repeats, returns a Measurement
@@ -27,6 +28,7 @@ __all__ = [
     "PipelineCache",
     "ZeusMeter",
     "auto_meter",
+    "check_device",
     "canonical_hardware",
     "cpu_model_name",
     "find_gpu",
@@ -42,6 +44,7 @@ __getattr__, __dir__ = lazy_exports(
         "EstimateMeter": "meters",
         "ZeusMeter": "meters",
         "auto_meter": "meters",
+        "check_device": "device",
         "cpu_model_name": "meters",
         "GpuSpec": "hardware",
         "canonical_hardware": "hardware",

@@ -23,7 +23,7 @@ one JSON record per config (:mod:`mlflow_energy.tracking.jsonl`) to a JSONL file
 MLflow is imported: ``mlflow-energy ingest FILE.jsonl`` logs the records as runs later.
 
 Example:
-    >>> from mlflow_energy.campaign import ConfigPlan, fit_budget, predict_seconds
+    >>> from mlflow_energy.sweep.campaign import ConfigPlan, fit_budget, predict_seconds
     >>> predict_seconds(3.5e14, peak_flops=1e15, efficiency=0.35, overhead_s=2.0)
     3.0
     >>> items = [ConfigPlan(key=f"c{i}", family="f", predicted_s=float(s)) for i, s in enumerate([5, 1, 9, 3])]
@@ -109,7 +109,7 @@ def check_dependencies(device: str = "cuda", pipeline_classes: Iterable[str] = (
     ``cpu`` neither Zeus nor NVML is needed (the estimate meter measures).
 
     Example:
-        >>> from mlflow_energy.campaign import check_dependencies
+        >>> from mlflow_energy.sweep.campaign import check_dependencies
         >>> check_dependencies("cpu")
         []
     """
@@ -150,7 +150,7 @@ def missing_message(missing: Sequence[MissingModule]) -> str:
     """One line naming the missing packages and the commands that install them offline.
 
     Example:
-        >>> from mlflow_energy.campaign import MissingModule, missing_message
+        >>> from mlflow_energy.sweep.campaign import MissingModule, missing_message
         >>> missing_message([MissingModule("zeus.monitor", "zeus", "No module named 'zeus'")])[:58]
         "Error: missing package 'zeus' (No module named 'zeus'): on"
     """
@@ -242,7 +242,7 @@ def spec_from_dict(data: Mapping[str, Any], *, tiny: bool = False) -> CampaignSp
     counts, CPU device, a CPU peak) and the families become their ``tiny-`` variants.
 
     Example:
-        >>> from mlflow_energy.campaign import spec_from_dict
+        >>> from mlflow_energy.sweep.campaign import spec_from_dict
         >>> spec = spec_from_dict({"families": ["sd2"], "tiny": {"resolutions": [32, 64]}}, tiny=True)
         >>> spec.families, spec.resolutions
         (('tiny-sd2',), (32, 64))
@@ -306,7 +306,7 @@ def expand_grid(spec: CampaignSpec) -> list[InferenceConfig]:
         ConfigError: for an unknown family or a resolution the family cannot run.
 
     Example:
-        >>> from mlflow_energy.campaign import CampaignSpec, expand_grid
+        >>> from mlflow_energy.sweep.campaign import CampaignSpec, expand_grid
         >>> spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(2, "default"), device="cpu",
         ...                     precision="fp32")
         >>> [(c.model, c.height, c.steps) for c in expand_grid(spec)]
@@ -419,7 +419,7 @@ def fit_budget(
     longer than a dropped one). Returns ``(kept, dropped)``, each cheapest first.
 
     Example:
-        >>> from mlflow_energy.campaign import ConfigPlan, fit_budget
+        >>> from mlflow_energy.sweep.campaign import ConfigPlan, fit_budget
         >>> items = [ConfigPlan("a", "x", 2.0), ConfigPlan("b", "y", 2.0), ConfigPlan("c", "x", 4.0)]
         >>> kept, dropped = fit_budget(items, 10.0, family_overhead_s=1.0)
         >>> [p.key for p in kept], [p.key for p in dropped]
@@ -445,7 +445,7 @@ def run_order(kept: Sequence[ConfigPlan]) -> list[ConfigPlan]:
     """Run order: families by their kept time (cheapest first), each family's configs cheapest first.
 
     Example:
-        >>> from mlflow_energy.campaign import ConfigPlan, run_order
+        >>> from mlflow_energy.sweep.campaign import ConfigPlan, run_order
         >>> items = [ConfigPlan("x2", "x", 5.0), ConfigPlan("y1", "y", 3.0), ConfigPlan("x1", "x", 1.0)]
         >>> [p.key for p in run_order(items)]
         ['y1', 'x1', 'x2']
@@ -538,7 +538,7 @@ def plan_campaign(
     ``flops_fn`` defaults to :func:`mlflow_energy.flops.config_flops` (analytical, no device).
 
     Example:
-        >>> from mlflow_energy.campaign import CampaignSpec, plan_campaign
+        >>> from mlflow_energy.sweep.campaign import CampaignSpec, plan_campaign
         >>> spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32, 64), steps=(1, "default"),
         ...                     device="cpu", precision="fp32", budget_s=1e6)
         >>> plan = plan_campaign(spec, peak_flops=1e11)

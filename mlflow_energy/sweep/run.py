@@ -1,0 +1,214 @@
+"""Running a sweep: every config of a spec measured as a child run of one parent run.
+
+A config that fails (bad value for its family, out of memory, any error) becomes a FAILED
+child run tagged with the reason and the sweep goes on. A config already FINISHED in the
+experiment on the same hardware (by config hash) is skipped, so an interrupted sweep
+resumes where it stopped.
+
+Example:
+    >>> from mlflow_energy.sweep import run_sweep
+    >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
+    >>> result.measured, len(result.failed)  # doctest: +SKIP
+    (48, 0)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_energy import schema
+from mlflow_energy._version import __version__
+from mlflow_energy.config import InferenceConfig
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.measure.device import check_device
+from mlflow_energy.sweep.spec import SweepSpec, in_shard, parse_shard, resolved
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did."""
+
+    parent_run_id: str | None
+    total: int
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[InferenceConfig, str]] = field(default_factory=list)
+    skipped: int = 0
+    measured: int = 0
+    energy_j: float = 0.0
+
+
+def run_sweep(
+    spec: SweepSpec | str | os.PathLike[str],
+    *,
+    experiment: str | None = None,
+    shard: tuple[int, int] | str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    tracking: bool = True,
+    meter: Any | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Measure every config of a sweep, resuming and sharding as described in the module doc.
+
+    Args:
+        spec: a :class:`SweepSpec` or the path of a YAML spec.
+        experiment: experiment name; default the spec's, else the tracking default.
+        shard: ``(i, n)`` or ``"i/n"``: measure only shard ``i`` of ``n``.
+        output: also append one JSONL record per measured config to this file.
+        tracking: log to MLflow (``False`` with ``output``: no MLflow needed).
+        meter: energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
+        progress: show a tqdm progress bar.
+
+    Example:
+        >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
+        >>> result.total, len(result.done), len(result.failed)  # doctest: +SKIP
+        (12, 12, 0)
+    """
+    from tqdm.auto import tqdm
+
+    from mlflow_energy.measure.meters import auto_meter
+    from mlflow_energy.measure.runner import PipelineCache, free_device_memory, measure
+    from mlflow_energy.tracking.jsonl import JsonlSink
+
+    if not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_yaml(spec)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if not tracking and output is None:
+        raise ConfigError("output", None, "a JSONL file when MLflow tracking is off")
+    check_device(spec.device)
+    experiment = experiment or spec.experiment
+    configs = [c for c in spec.configs() if in_shard(c, shard)]
+    sink = JsonlSink(output) if output is not None else None
+
+    own_meter = meter is None
+    meter = meter or auto_meter(spec.device)
+    result = SweepResult(parent_run_id=None, total=len(configs))
+    tracker = _Tracker(experiment, spec, shard) if tracking else None
+    cache = PipelineCache()
+    status = "FAILED"
+    bar = None
+    try:
+        if tracker is not None:
+            result.parent_run_id = tracker.start()
+        done_keys = tracker.finished_keys() if tracker is not None else set()
+        if sink is not None:
+            done_keys |= sink.keys()
+        bar = tqdm(total=len(configs), desc=spec.name, unit="config", disable=not progress, dynamic_ncols=True)
+        for cfg in configs:
+            cfg = resolved(cfg)
+            if (cfg.config_hash(), meter.hardware) in done_keys:
+                result.skipped += 1
+                bar.update(1)
+                bar.set_postfix(_postfix(result))
+                continue
+            try:
+                valid = cfg.validate()
+                m = measure(valid, meter=meter, pipeline=cache.get(valid))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # any failure of one config: record it, go on
+                from mlflow_energy.tracking import one_line
+
+                reason = one_line(exc)
+                result.failed.append((cfg, reason))
+                if tracker is not None:
+                    tracker.fail(cfg, exc, meter)
+                if not isinstance(exc, ConfigError):
+                    cache.clear()
+                else:
+                    free_device_memory()
+                bar.update(1)
+                bar.set_postfix(_postfix(result))
+                continue
+            result.measured += 1
+            result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
+            if tracker is not None:
+                result.done.append(tracker.log(m))
+            if sink is not None:
+                sink.write(m)
+            done_keys.add((valid.config_hash(), meter.hardware))
+            bar.update(1)
+            bar.set_postfix(_postfix(result))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        cache.clear()
+        if own_meter:
+            meter.close()
+        if tracker is not None and result.parent_run_id is not None:
+            tracker.finish(result, status)
+    return result
+
+
+def _postfix(result: SweepResult) -> dict[str, Any]:
+    post: dict[str, Any] = {"energy": f"{result.energy_j:.4g} J"}
+    if result.failed:
+        post["failed"] = len(result.failed)
+    if result.skipped:
+        post["skipped"] = result.skipped
+    return post
+
+
+class _Tracker:
+    """The MLflow side of a sweep: the parent run and its children."""
+
+    def __init__(self, experiment: str | None, spec: SweepSpec, shard: tuple[int, int] | None) -> None:
+        from mlflow_energy import tracking
+
+        self.t = tracking
+        self.exp_id = tracking.experiment_id(experiment)
+        self.spec = spec
+        self.shard = shard
+        self.run_id: str | None = None
+
+    def start(self) -> str:
+        tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
+        name = self.spec.name
+        if self.shard is not None:
+            tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"
+            name += f"-shard{self.shard[0]}of{self.shard[1]}"
+        self.run_id = self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name, tags=tags)
+        if self.spec.source:
+            self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC)
+        return self.run_id
+
+    def finished_keys(self) -> set[tuple[str, str]]:
+        return self.t.finished_keys(self.exp_id)
+
+    def log(self, m: Any) -> str:
+        exp = self.t.client().get_experiment(self.exp_id).name
+        return self.t.log_measurement(m, experiment=exp, parent_run_id=self.run_id)
+
+    def fail(self, cfg: InferenceConfig, exc: BaseException, meter: Any) -> None:
+        exp = self.t.client().get_experiment(self.exp_id).name
+        self.t.log_failure(
+            cfg, exc, experiment=exp, parent_run_id=self.run_id, hardware=meter.hardware,
+            energy_source=meter.source,
+        )
+
+    def finish(self, result: SweepResult, status: str) -> None:
+        assert self.run_id is not None
+        try:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.t.client().log_batch(
+                self.run_id,
+                metrics=[
+                    Metric(schema.M_SWEEP_DONE, float(result.measured), now, 0),
+                    Metric(schema.M_SWEEP_FAILED, float(len(result.failed)), now, 0),
+                    Metric(schema.M_SWEEP_SKIPPED, float(result.skipped), now, 0),
+                ],
+            )
+        finally:
+            self.t.end_run(self.run_id, status)
+
+
