@@ -11,7 +11,7 @@ import numpy as np
 from mlflow_energy import schema
 
 if TYPE_CHECKING:
-    from mlflow_energy.fit import FitResult
+    from mlflow_energy.fit.result import FitResult
 
 
 def _save(fig: Any, path: Path) -> Path:

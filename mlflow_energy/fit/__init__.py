@@ -1,0 +1,68 @@
+"""Fit the energy scaling law from measurement runs: power law per phase, a LightGBM residual
+corrector, grouped cross-validation and plots.
+
+Per phase (``text_encode``, ``denoise``, ``decode`` and the whole-pipeline ``total``) the law is
+``log E = log a + b log FLOPs`` (natural logs, joules and FLOP per image), fitted
+
+- per (family, hardware) group (slope with a bootstrap confidence interval, R2, MAPE);
+- pooled per hardware with a per-family offset (the slope shared by the families);
+- pooled per hardware with one intercept (the cross-family law an unseen family gets);
+- pooled over everything (the law an unseen GPU gets, before the corrector).
+
+A prediction uses the most specific law available for its (family, hardware), then the corrector
+adds what the law misses (batch size, precision, memory-bound shapes, hardware) from features
+that carry over to unseen families and GPUs. Cross-validation refits everything per fold:
+leave-one-config-out within (family, hardware), leave-one-family-out, leave-one-hardware-out.
+
+Owns: runs -> frame -> features -> laws + corrector -> evaluation -> a logged fit.
+Modules:
+    frame       runs to a fitting frame; source checks
+    features    FLOPs, architecture and hardware descriptors (nothing names a family or a GPU)
+    law         the power law: least squares, bootstrap slopes, per-family offsets
+    model       :class:`EnergyModel`: per-phase laws and the residual corrector
+    validation  grouped cross-validation and conformal interval widths
+    result      :func:`fit_energy_model`, the one call that does all of the above
+    report      the fit as an MLflow run, and as a text summary
+    plots       energy vs FLOPs, predicted vs measured, residuals
+May import: the shared ground, ``families``, ``flops``, ``measure.hardware``, ``tracking``.
+
+Example:
+    >>> from mlflow_energy.fit import FIT_PHASES, fit_energy_model, runs_frame
+    >>> FIT_PHASES
+    ('text_encode', 'denoise', 'decode', 'total')
+    >>> result = fit_energy_model(runs_frame("mlenergy"))  # doctest: +SKIP
+    >>> print(result.cv_summary)                          # doctest: +SKIP
+"""
+
+from mlflow_energy._imports import lazy_exports
+
+_EXPORTS = {
+    "FIT_PHASES": "frame",
+    "INPUT_COLUMNS": "frame",
+    "check_sources": "frame",
+    "normalise_runs": "frame",
+    "runs_frame": "frame",
+    "source_category": "frame",
+    "FEATURES": "features",
+    "architecture_descriptors": "features",
+    "compute_flops": "features",
+    "feature_frame": "features",
+    "PowerLaw": "law",
+    "fit_line": "law",
+    "fit_offsets": "law",
+    "EnergyModel": "model",
+    "PhaseModel": "model",
+    "fit_core": "model",
+    "CV_SCHEMES": "validation",
+    "cross_validate": "validation",
+    "interval_widths": "validation",
+    "FitResult": "result",
+    "fit_energy_model": "result",
+    "law_table": "result",
+    "format_summary": "report",
+    "log_fit": "report",
+    "make_plots": "plots",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

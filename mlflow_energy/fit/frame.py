@@ -1,0 +1,128 @@
+"""Runs to a fitting frame: one row per measurement, per-image energy and time per phase, sources checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+
+FIT_PHASES: tuple[str, ...] = (*schema.PHASES, schema.PHASE_TOTAL)
+INPUT_COLUMNS = ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size")
+
+
+# ============================================================================ reading runs
+def _col(df: pd.DataFrame, name: str, prefix: str) -> pd.Series | None:
+    keys = [name, f"{prefix}.{name}"]
+    if name.startswith(schema.TAG_PREFIX):  # tracking.load_runs drops the tag prefix
+        keys.append(name[len(schema.TAG_PREFIX):])
+    for key in keys:
+        if key in df.columns:
+            return df[key]
+    return None
+
+
+def source_category(source: str) -> str:
+    """What may be fitted together: every Zeus counter is one category; each estimate method and
+    each external dataset is its own."""
+    source = str(source or "unknown")
+    return "zeus" if source.startswith("zeus:") else source
+
+
+def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with the columns the fit uses, from ``mlflow.search_runs`` output
+    (``params.*``/``metrics.*``/``tags.*``) or from a frame already keyed by schema names.
+
+    Output columns: ``run_id``, the predictor inputs (``model`` ... ``batch_size``), ``hardware``
+    (canonical name), ``hardware_raw``, ``energy_source``, ``config_hash``, ``energy_<phase>``
+    (J per image, NaN where the run does not carry the phase).
+    """
+    from mlflow_energy.measure.hardware import canonical_hardware
+
+    out = pd.DataFrame(index=raw.index)
+    out["run_id"] = raw["run_id"] if "run_id" in raw.columns else [f"row{i}" for i in range(len(raw))]
+    for name in (schema.P_MODEL, schema.P_PRECISION):
+        col = _col(raw, name, "params")
+        if col is None:
+            raise ConfigError(name, None, f"runs that carry the param '{name}' (see the run schema)")
+        out[name] = col.astype(str)
+    for name in (schema.P_HEIGHT, schema.P_WIDTH, schema.P_STEPS, schema.P_BATCH_SIZE):
+        col = _col(raw, name, "params")
+        if col is None:
+            raise ConfigError(name, None, f"runs that carry the param '{name}' (see the run schema)")
+        out[name] = pd.to_numeric(col, errors="coerce")
+    g = _col(raw, schema.P_GUIDANCE_SCALE, "params")
+    out["guidance_scale"] = pd.to_numeric(g, errors="coerce") if g is not None else np.nan
+    hw = _col(raw, schema.T_HARDWARE, "tags")
+    out["hardware_raw"] = hw.astype(str) if hw is not None else "unknown"
+    out["hardware"] = [canonical_hardware(h) for h in out["hardware_raw"]]
+    src = _col(raw, schema.T_ENERGY_SOURCE, "tags")
+    out["energy_source"] = src.astype(str) if src is not None else "unknown"
+    ch = _col(raw, schema.T_CONFIG_HASH, "tags")
+    out["config_hash"] = ch.astype(str) if ch is not None else out["run_id"]
+    for phase in FIT_PHASES:
+        col = _col(raw, schema.energy_key(phase), "metrics")
+        out[f"energy_{phase}"] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
+    phase_sum = out[[f"energy_{p}" for p in schema.PHASES]].sum(axis=1, min_count=len(schema.PHASES))
+    out["energy_total"] = out["energy_total"].fillna(phase_sum)
+    for phase in schema.FLOPS_PHASES:
+        col = _col(raw, schema.flops_key(phase), "metrics")
+        out[f"logged_flops_{phase}"] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
+    bad = out[["height", "width", "steps", "batch_size"]].isna().any(axis=1) | ~(out["energy_total"] > 0)
+    out = out.loc[~bad].copy()
+    for name in ("height", "width", "steps", "batch_size"):
+        out[name] = out[name].astype(int)
+    return out.reset_index(drop=True)
+
+
+def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREMENT,)) -> pd.DataFrame:
+    """Read FINISHED measurement runs of ``experiment`` back as the fit's frame.
+
+    Uses ``mlflow_energy.tracking.load_runs`` when that module is installed, else
+    ``mlflow.search_runs``; see :func:`normalise_runs` for the columns.
+
+    Raises:
+        ConfigError: when the experiment does not exist or holds no measurement runs.
+    """
+    import mlflow
+
+    raw: pd.DataFrame | None = None
+    try:
+        from mlflow_energy.tracking import load_runs  # type: ignore[attr-defined]
+    except ImportError:
+        load_runs = None
+    if load_runs is not None:
+        raw = load_runs(experiment, kinds=tuple(kinds), status="FINISHED")
+    else:
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            raise ConfigError("experiment", experiment, "the name of an existing MLflow experiment")
+        kinds_sql = ", ".join(f"'{k}'" for k in kinds)
+        raw = mlflow.search_runs(
+            experiment_ids=[exp.experiment_id],
+            filter_string=f"tags.`{schema.T_KIND}` IN ({kinds_sql}) AND attributes.status = 'FINISHED'",
+            max_results=100_000,
+        )
+        raw = raw.rename(columns={"run_id": "run_id"})
+    if raw is None or len(raw) == 0:
+        raise ConfigError("experiment", experiment, "an experiment with FINISHED measurement runs")
+    return normalise_runs(raw)
+
+
+def check_sources(frame: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:
+    """The energy sources in ``frame``; refuse to mix categories unless ``allow_mixed``.
+
+    Raises:
+        ConfigError: when runs of a Zeus measurement, an estimate or an external dataset are mixed.
+    """
+    sources = sorted(set(frame["energy_source"]))
+    cats = sorted({source_category(s) for s in sources})
+    if len(cats) > 1 and not allow_mixed:
+        raise ConfigError(
+            "energy_source", ", ".join(sources),
+            "runs of one energy source (filter the runs, or pass --allow-mixed-sources to fit them together)",
+        )
+    return sources

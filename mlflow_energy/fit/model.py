@@ -1,0 +1,235 @@
+"""The energy model: per phase, the most specific law available plus a LightGBM residual corrector."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.fit.features import FEATURES, feature_frame, hardware_descriptors_of, with_log_jpf
+from mlflow_energy.fit.frame import FIT_PHASES
+from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
+
+CORRECTOR_MIN_ROWS = 8
+
+
+# Off: scaling the cross-hardware law by each GPU's TDP / peak FLOP/s made leave-one-hardware-out
+# worse on the ML.ENERGY data (MAPE 23% -> 40%): boards run below TDP and below peak differently.
+# The TDP, FLOP/s and bandwidth stay corrector features.
+ROOFLINE_PRIOR = False
+STATE_VERSION = 1
+
+
+# ============================================================================ the model
+@dataclass
+class PhaseModel:
+    """The laws and the corrector of one phase."""
+
+    phase: str
+    group: dict[str, PowerLaw]  # key "family|hardware"
+    pooled: dict[str, PowerLaw]  # per hardware, with per-family offsets
+    cross: dict[str, PowerLaw]  # per hardware, one intercept
+    overall: PowerLaw
+    corrector: Any = None  # lightgbm.Booster or None
+
+    def base(self, model: str, hardware: str, log_flops: float, log_jpf: float = float("nan")) -> tuple[float, str]:
+        key = f"{model}|{hardware}"
+        if key in self.group:
+            return float(self.group[key].log_predict(log_flops)), "group"
+        if hardware in self.pooled and model in self.pooled[hardware].offsets:
+            return float(self.pooled[hardware].log_predict(log_flops, model)), "family_offset"
+        if hardware in self.cross:
+            return float(self.cross[hardware].log_predict(log_flops)), "hardware"
+        shift = log_jpf if self.overall.roofline and math.isfinite(log_jpf) else 0.0
+        return float(self.overall.log_predict(log_flops)) + shift, "overall"
+
+    def base_vec(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        x = np.log(frame[f"flops_{self.phase}"].astype(float).clip(lower=1.0)).to_numpy()
+        jpf = frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else np.full(len(frame), np.nan)
+        out = [self.base(m, h, xi, j) for m, h, xi, j in zip(frame["model"], frame["hardware"], x, jpf, strict=True)]
+        return np.array([o[0] for o in out]), [o[1] for o in out]
+
+    def correction(self, features: pd.DataFrame) -> np.ndarray:
+        if self.corrector is None or len(features) == 0:
+            return np.zeros(len(features))
+        return np.asarray(self.corrector.predict(features[list(FEATURES)].to_numpy(dtype=float)), dtype=float)
+
+
+def _lgb_params(n: int, seed: int) -> dict[str, Any]:
+    return {
+        "objective": "regression", "learning_rate": 0.05, "num_leaves": 8, "max_depth": 4,
+        "min_data_in_leaf": max(2, min(20, n // 10)), "min_data_in_bin": 1, "lambda_l2": 1.0,
+        "feature_fraction": 0.9, "bagging_fraction": 1.0, "verbosity": -1, "seed": seed,
+        "deterministic": True, "num_threads": 1, "force_row_wise": True,
+        # linear leaves: a little better on held-out configs of the ML.ENERGY data (LOCO MAPE 5.0% -> 4.0%)
+        "linear_tree": True, "linear_lambda": 1.0,
+    }
+
+
+def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot: int = 0,
+              n_estimators: int = 100, seed: int = 0, corrector: bool = True) -> PhaseModel | None:
+    """Fit the laws and the corrector of one phase on the rows that carry it (None: no rows)."""
+    col = f"energy_{phase}"
+    rows = frame[col].notna() & (frame[col] > 0) & frame[f"flops_{phase}"].notna() & (frame[f"flops_{phase}"] > 0)
+    df = frame.loc[rows]
+    if len(df) < MIN_POINTS:
+        return None
+    rng = np.random.default_rng(seed)
+    x = np.log(df[f"flops_{phase}"].to_numpy(dtype=float))
+    y = np.log(df[col].to_numpy(dtype=float))
+    fams = df["model"].to_numpy(dtype=str)
+    hws = df["hardware"].to_numpy(dtype=str)
+    groups: dict[str, PowerLaw] = {}
+    for (fam, hw), idx in df.groupby(["model", "hardware"]).indices.items():
+        if len(idx) >= MIN_POINTS and np.ptp(x[idx]) >= MIN_LOG_SPREAD:
+            groups[f"{fam}|{hw}"] = fit_line(x[idx], y[idx], n_boot=n_boot, rng=rng)
+    cross: dict[str, PowerLaw] = {}
+    pooled: dict[str, PowerLaw] = {}
+    for hw in np.unique(hws):
+        m = hws == hw
+        if np.ptp(x[m]) >= MIN_LOG_SPREAD and m.sum() >= MIN_POINTS:
+            cross[hw] = fit_line(x[m], y[m], n_boot=n_boot, rng=rng)
+        else:  # one FLOP count on this GPU: a constant J/FLOP with the overall slope, set below
+            cross[hw] = PowerLaw(float("nan"), float("nan"), int(m.sum()), slope_from="overall")
+    jpf = df["log_jpf"].to_numpy(dtype=float) if "log_jpf" in df.columns else np.full(len(df), np.nan)
+    if ROOFLINE_PRIOR and np.isfinite(jpf).all():
+        # every GPU has specs: fit the law of energy over the best-case J/FLOP, so a GPU never seen
+        # starts from its own roofline (the corrector refines it)
+        overall = fit_line(x, y - jpf, n_boot=n_boot, rng=rng)
+        overall.roofline = True
+    else:
+        overall = fit_line(x, y, n_boot=n_boot, rng=rng)
+    for hw, law in cross.items():
+        if law.slope_from == "overall":
+            m = hws == hw
+            law.b = overall.b
+            law.log_a = float(np.mean(y[m] - overall.b * x[m]))
+            _stats(law, x[m], y[m])
+        m = hws == hw
+        pooled[hw] = fit_offsets(x[m], y[m], fams[m], cross=law, n_boot=n_boot, rng=rng)
+    pm = PhaseModel(phase, groups, pooled, cross, overall)
+    if corrector and len(df) >= CORRECTOR_MIN_ROWS:
+        import lightgbm as lgb
+
+        base, _ = pm.base_vec(df)
+        feats = features.loc[df.index].copy()
+        feats["log_base"] = base
+        resid = y - base
+        ds = lgb.Dataset(feats.to_numpy(dtype=float), label=resid, feature_name=list(FEATURES),
+                         params={"verbosity": -1, "min_data_in_bin": 1})
+        pm.corrector = lgb.train(_lgb_params(len(df), seed), ds, num_boost_round=n_estimators)
+    return pm
+
+
+@dataclass
+class EnergyModel:
+    """Everything the predictor needs: per-phase laws and correctors, hardware and ranges."""
+
+    phases: dict[str, PhaseModel]
+    hardware: dict[str, dict[str, float]]  # canonical name -> descriptors (NaN when unknown)
+    families: list[str]
+    flops_range: tuple[float, float]
+    interval: dict[str, float] = field(default_factory=dict)  # log half-width per prediction level
+    sources: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ prediction
+    def log_predict(self, frame: pd.DataFrame, *, corrected: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Log energy per phase for rows with ``flops_*`` columns and canonical ``hardware``.
+
+        Returns ``({phase: log J}, level per row of the total)``.
+        """
+        frame = with_log_jpf(frame, self.hardware)
+        feats = feature_frame(frame, self.hardware)
+        out: dict[str, np.ndarray] = {}
+        levels: list[str] = ["overall"] * len(frame)
+        for phase, pm in self.phases.items():
+            base, lv = pm.base_vec(frame)
+            f = feats.copy()
+            f["log_base"] = base
+            out[phase] = base + (pm.correction(f) if corrected else 0.0)
+            if phase == schema.PHASE_TOTAL:
+                levels = lv
+        return out, levels
+
+    def level_of(self, model: str, hardware: str) -> str:
+        """``known`` (family seen on this hardware), ``unseen_family`` or ``unseen_hardware``."""
+        total = self.phases[schema.PHASE_TOTAL]
+        if hardware not in total.cross:
+            return "unseen_hardware"
+        if f"{model}|{hardware}" in total.group or model in total.pooled.get(hardware, PowerLaw(0, 0, 0)).offsets:
+            return "known"
+        return "unseen_family"
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> str:
+        def laws(d: dict[str, PowerLaw]) -> dict[str, Any]:
+            return {k: v.to_dict() for k, v in d.items()}
+
+        state = {
+            "version": STATE_VERSION,
+            "features": list(FEATURES),
+            "hardware": {k: {kk: (None if not math.isfinite(vv) else vv) for kk, vv in v.items()}
+                         for k, v in self.hardware.items()},
+            "families": self.families,
+            "flops_range": list(self.flops_range),
+            "interval": self.interval,
+            "sources": self.sources,
+            "phases": {
+                p: {
+                    "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross),
+                    "overall": pm.overall.to_dict(),
+                    "corrector": pm.corrector.model_to_string() if pm.corrector is not None else None,
+                }
+                for p, pm in self.phases.items()
+            },
+        }
+        return json.dumps(state)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnergyModel:
+        state = json.loads(text)
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError("model state version", state.get("version"), f"{STATE_VERSION}: refit with this release")
+        phases = {}
+        for p, d in state["phases"].items():
+            booster = None
+            if d["corrector"]:
+                import lightgbm as lgb
+
+                booster = lgb.Booster(model_str=d["corrector"])
+            phases[p] = PhaseModel(
+                p,
+                {k: PowerLaw.from_dict(v) for k, v in d["group"].items()},
+                {k: PowerLaw.from_dict(v) for k, v in d["pooled"].items()},
+                {k: PowerLaw.from_dict(v) for k, v in d["cross"].items()},
+                PowerLaw.from_dict(d["overall"]),
+                booster,
+            )
+        hardware = {k: {kk: (float("nan") if vv is None else vv) for kk, vv in v.items()}
+                    for k, v in state["hardware"].items()}
+        return cls(phases, hardware, state["families"], tuple(state["flops_range"]), state["interval"],
+                   state.get("sources", []))
+
+
+def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, seed: int = 0,
+             corrector: bool = True) -> EnergyModel:
+    """Fit laws and correctors on ``frame`` (rows with ``flops_*`` columns); no cross-validation."""
+    hw = hardware_descriptors_of(sorted(frame["hardware"].unique()))
+    frame = with_log_jpf(frame, hw)
+    feats = feature_frame(frame, hw)
+    phases: dict[str, PhaseModel] = {}
+    for phase in FIT_PHASES:
+        pm = fit_phase(frame, feats, phase, n_boot=n_boot, n_estimators=n_estimators, seed=seed, corrector=corrector)
+        if pm is not None:
+            phases[phase] = pm
+    if schema.PHASE_TOTAL not in phases:
+        raise ConfigError("runs", len(frame), f"at least {MIN_POINTS} runs with a positive energy/total_j")
+    ft = frame["flops_total"].astype(float)
+    return EnergyModel(phases, hw, sorted(frame["model"].unique()), (float(ft.min()), float(ft.max())),
+                       sources=sorted(frame["energy_source"].unique()))

@@ -1,0 +1,95 @@
+"""A fit as an MLflow run (metrics, law table, plots, the registered model) and as a text summary."""
+
+from __future__ import annotations
+
+import math
+
+from mlflow_energy import schema
+from mlflow_energy.fit.result import FitResult, _slug
+
+
+# ============================================================================ logging
+def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered_model: str | None = None,
+            plots: bool = True) -> str:
+    """Log the fit into the active MLflow run: params, law and CV metrics, tables, plots and the
+    training data as the run's input dataset. Returns the run id."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    run = mlflow.active_run()
+    assert run is not None, "log_fit needs an active run"
+    frame = result.frame
+    mlflow.set_tags({schema.T_KIND: schema.KIND_FIT})
+    mlflow.log_params({
+        schema.P_FIT_EXPERIMENT: experiment,
+        schema.P_FIT_N_RUNS: len(frame),
+        schema.P_FIT_SOURCES: ",".join(result.model.sources)[:500],
+        schema.P_FIT_PHASES: ",".join(result.model.phases),
+        "allow_mixed_sources": allow_mixed,
+        **({schema.P_FIT_REGISTERED_MODEL: registered_model} if registered_model else {}),
+    })
+    metrics: dict[str, float] = {}
+    for phase, pm in result.model.phases.items():
+        for stat in ("b", "b_low", "b_high", "r2", "mape"):
+            v = getattr(pm.overall, stat)
+            if math.isfinite(v):
+                metrics[schema.fit_key("overall", phase, stat)] = v
+        for hw, law in pm.cross.items():
+            for stat in ("b", "r2", "mape"):
+                v = getattr(law, stat)
+                if math.isfinite(v):
+                    metrics[schema.fit_key(_slug(hw), phase, stat)] = v
+    for _, row in result.cv_summary.iterrows():
+        for stat in ("n", "mape_law", "mape_corrected", "spearman_law", "spearman_corrected"):
+            v = float(row[stat])
+            if math.isfinite(v):
+                metrics[schema.cv_key(row["scheme"], row["phase"], stat)] = v
+    for level, q in result.model.interval.items():
+        metrics[f"interval/{level}_log_halfwidth"] = q
+    mlflow.log_metrics(metrics)
+
+    import warnings
+
+    with warnings.catch_warnings():  # integer columns hold no missing values here: the hint does not apply
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        ds = mlflow.data.from_pandas(frame, name=f"{experiment}-runs", targets="energy_total")
+    mlflow.log_input(ds, context="training")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_p = Path(tmp)
+        for name, df in ((schema.A_FIT_GROUPS_CSV, result.laws), (schema.A_FIT_CV_CSV, result.cv_predictions),
+                         (schema.A_FIT_CV_SUMMARY_CSV, result.cv_summary)):
+            p = tmp_p / Path(name).name
+            df.to_csv(p, index=False)
+            mlflow.log_artifact(str(p), artifact_path=str(Path(name).parent))
+        ids = tmp_p / Path(schema.A_FIT_SOURCE_RUNS).name
+        ids.write_text("\n".join(frame["run_id"].astype(str)) + "\n")
+        mlflow.log_artifact(str(ids), artifact_path=str(Path(schema.A_FIT_SOURCE_RUNS).parent))
+        if plots:
+            from mlflow_energy.fit.plots import make_plots
+
+            for path in make_plots(result, tmp_p / "plots"):
+                mlflow.log_artifact(str(path), artifact_path=schema.A_FIT_PLOTS_DIR)
+    return run.info.run_id
+
+
+def format_summary(result: FitResult) -> str:
+    """A short text report of the fit: laws of the total and the cross-validation table."""
+    lines = []
+    laws = result.laws[(result.laws["phase"] == schema.PHASE_TOTAL)]
+    lines.append("power law of the total, E = a * FLOPs^b:")
+    for _, r in laws.iterrows():
+        if math.isfinite(r["b"]):
+            ci = f" [{r['b_low']:.3f}, {r['b_high']:.3f}]" if math.isfinite(r["b_low"]) else ""
+            lines.append(f"  {r['level']:<22} {r['group']:<40} n={int(r['n']):<3} b={r['b']:.3f}{ci} "
+                         f"R2={r['r2']:.3f} MAPE={r['mape']:.1%} {r['note']}")
+        else:
+            lines.append(f"  {r['level']:<22} {r['group']:<40} n={int(r['n']):<3} {r['note']}")
+    if len(result.cv_summary):
+        lines.append("cross-validation (law alone -> law + corrector):")
+        for _, r in result.cv_summary.iterrows():
+            lines.append(
+                f"  {r['scheme']:<5} {r['phase']:<12} n={int(r['n']):<4} MAPE {r['mape_law']:.1%} -> "
+                f"{r['mape_corrected']:.1%}   Spearman {r['spearman_law']:.3f} -> {r['spearman_corrected']:.3f}")
+    return "\n".join(lines)

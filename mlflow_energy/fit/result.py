@@ -1,0 +1,85 @@
+"""One call fits everything: the model, the law table and the cross-validation, as a :class:`FitResult`."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.fit.features import compute_flops
+from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
+from mlflow_energy.fit.model import EnergyModel, fit_core
+from mlflow_energy.fit.validation import cross_validate, interval_widths
+
+
+# ============================================================================ report
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def law_table(model: EnergyModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per fitted (or skipped) law: level, group, phase, n, a, b, b 95% CI, R2, MAPE."""
+    rows = []
+    for phase, pm in model.phases.items():
+        col = f"energy_{phase}"
+        have = frame[frame[col].notna()]
+        for (fam, hw), g in have.groupby(["model", "hardware"]):
+            law = pm.group.get(f"{fam}|{hw}")
+            note = "" if law else (
+                f"not fitted: {len(g)} run(s), fewer than {MIN_POINTS}" if len(g) < MIN_POINTS
+                else "not fitted: FLOPs do not vary within the group")
+            rows.append(_law_row("family_hardware", f"{fam}|{hw}", phase, law, len(g), note))
+        for hw, law in pm.pooled.items():
+            rows.append(_law_row("hardware_family_offset", hw, phase, law, law.n, f"slope: {law.slope_from}"))
+        for hw, law in pm.cross.items():
+            rows.append(_law_row("hardware", hw, phase, law, law.n, f"slope: {law.slope_from}"))
+        rows.append(_law_row("overall", "all", phase, pm.overall, pm.overall.n, ""))
+    return pd.DataFrame(rows)
+
+
+def _law_row(level: str, group: str, phase: str, law: PowerLaw | None, n: int, note: str) -> dict[str, Any]:
+    if law is None:
+        return {"level": level, "group": group, "phase": phase, "n": n, "a": np.nan, "b": np.nan, "b_low": np.nan,
+                "b_high": np.nan, "r2": np.nan, "mape": np.nan, "note": note}
+    return {"level": level, "group": group, "phase": phase, "n": n, "a": math.exp(law.log_a), "b": law.b,
+            "b_low": law.b_low, "b_high": law.b_high, "r2": law.r2, "mape": law.mape, "note": note}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_energy_model` returns."""
+
+    model: EnergyModel
+    frame: pd.DataFrame
+    laws: pd.DataFrame
+    cv_predictions: pd.DataFrame
+    cv_summary: pd.DataFrame
+
+
+def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: int = 100, max_folds: int = 40,
+                     seed: int = 0, cv: bool = True) -> FitResult:
+    """Fit the full model on ``frame`` (output of :func:`runs_frame`) and cross-validate it.
+
+    Example:
+        >>> from mlflow_energy.fit import fit_energy_model, runs_frame
+        >>> result = fit_energy_model(runs_frame("mlenergy"))           # doctest: +SKIP
+        >>> result.cv_summary.query("phase == 'total'")                 # doctest: +SKIP
+    """
+    frame = compute_flops(frame)
+    missing = frame["flops_total"].isna()
+    frame = frame.loc[~missing].reset_index(drop=True)
+    if len(frame) < MIN_POINTS:
+        raise ConfigError("runs", len(frame), f"at least {MIN_POINTS} runs whose FLOPs can be counted")
+    model = fit_core(frame, n_boot=n_boot, n_estimators=n_estimators, seed=seed)
+    if cv:
+        pred, summary = cross_validate(frame, max_folds=max_folds, n_estimators=n_estimators, seed=seed)
+    else:
+        pred, summary = pd.DataFrame(columns=["scheme", "phase", "measured_j", "corrected_j"]), pd.DataFrame()
+    model.interval = interval_widths(pred) if len(pred) else {
+        "known": math.log(2.0), "unseen_family": math.log(2.0), "unseen_hardware": math.log(2.0)}
+    return FitResult(model, frame, law_table(model, frame), pred, summary)
