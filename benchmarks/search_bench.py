@@ -1,7 +1,7 @@
 """Trials Optuna needs to reach the brute-force optimum, in predict mode, against the grid size.
 
 The predictor is the in-process analytic stand-in (``E = a * FLOPs^b`` from the analytical FLOP
-counts, latency = energy / 400 W; see ``mlflow_energy/_analytic_predictor.py``), so one trial
+counts, latency = energy / 400 W; see ``mlflow_energy/predict/analytic.py``), so one trial
 costs milliseconds and the whole grid can be brute-forced. For each seed, :func:`search` runs
 ``--budget`` trials (TPE, constraints through ``Trial.set_constraint``); we report the first
 trial whose best feasible energy equals the brute-force feasible optimum. Median over seeds.
@@ -34,7 +34,7 @@ def main() -> None:
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 
     from mlflow_energy import schema
-    from mlflow_energy._analytic_predictor import AnalyticPredictor
+    from mlflow_energy.predict import AnalyticPredictor
     from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, _config, search
 
     space = SearchSpace.from_options({

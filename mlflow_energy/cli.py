@@ -206,7 +206,7 @@ def ingest_command(file: str, experiment: str | None) -> None:
     click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")
 
 
-# --- fit, import-mlenergy (fit.py, predictor.py, mlenergy.py) ---------------------------------
+# --- fit, import-mlenergy (fit/, predict/, tracking/mlenergy.py) ---------------------------------
 @main.command("fit")
 @click.option("--experiment", required=True, help="Experiment holding the measurement runs.")
 @click.option("--registered-model", required=True, help="Registered model name; the new version gets @champion.")
@@ -225,7 +225,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 
     from mlflow_energy import schema, tracking
     from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame
-    from mlflow_energy.predictor import log_and_register
+    from mlflow_energy.predict import log_and_register
 
     frame = runs_frame(experiment)
     sources = check_sources(frame, allow_mixed=allow_mixed_sources)

@@ -157,7 +157,7 @@ def test_total_only_runs_fit_and_leave_phase_models_out():
     result = fit_energy_model(frame, n_boot=50, max_folds=6)
     assert list(result.model.phases) == ["total"]
     assert set(result.cv_summary["phase"]) == {"total"}
-    from mlflow_energy.predictor import predict_frame
+    from mlflow_energy.predict import predict_frame
 
     out = predict_frame(result.model, pd.DataFrame([{"model": "tiny-sd2", "height": 48, "width": 48, "steps": 2,
                                                      "guidance_scale": 7.5, "precision": "fp16", "batch_size": 1,

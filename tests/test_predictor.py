@@ -25,7 +25,7 @@ NAME = "energy-test"
 def register_synthetic(tmp_dir: Path, name: str = NAME) -> str:
     """Fit synthetic runs, register the model in a SQLite store under ``tmp_dir``; returns the URI."""
     from mlflow_energy.fit import fit_energy_model, log_fit, normalise_runs
-    from mlflow_energy.predictor import log_and_register
+    from mlflow_energy.predict import log_and_register
 
     uri = f"sqlite:///{tmp_dir}/mlflow.db"
     mlflow.set_tracking_uri(uri)

@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_energy import schema
-from mlflow_energy._analytic_predictor import AnalyticPredictor
 from mlflow_energy.cli import main
 from mlflow_energy.errors import ConfigError
+from mlflow_energy.predict import AnalyticPredictor
 from mlflow_energy.quality import QualityModel
 from mlflow_energy.search import (
     Constraints,
@@ -186,7 +186,7 @@ def test_two_processes_share_one_sqlite_study(tracking_uri: str, tmp_path: Path)
     storage = f"sqlite:///{tmp_path}/shared.db"
     script = textwrap.dedent(f"""
         import sys
-        from mlflow_energy._analytic_predictor import AnalyticPredictor
+        from mlflow_energy.predict import AnalyticPredictor
         from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, search
         space = SearchSpace.from_options({SMALL!r})
         search(space, PredictEvaluator(AnalyticPredictor(), "H100"), Constraints(min_steps=3), trials=int(sys.argv[1]),
@@ -225,7 +225,7 @@ def test_measure_mode_on_a_tiny_family(tracking_uri: str) -> None:
 def _register_fitted_model(name: str) -> None:
     """Fit the real energy model on runs priced by the analytic stand-in, register it as NAME@champion."""
     from mlflow_energy.fit import fit_energy_model, normalise_runs
-    from mlflow_energy.predictor import log_and_register
+    from mlflow_energy.predict import log_and_register
 
     grid = itertools.product(["sd2", "sdxl"], [256, 512], [2, 5, 10, 20, 40], ["fp16", "fp32"])
     df = pd.DataFrame([dict(model=m, height=r, width=r, steps=s, guidance_scale=7.5, precision=p, batch_size=1)

@@ -1,0 +1,34 @@
+"""Predicting energy: the registered pyfunc model, its input checks, an analytic stand-in.
+
+Owns: the predictor contract (:data:`mlflow_energy.schema.PREDICTOR_INPUTS` ->
+``PREDICTOR_OUTPUTS``), from Python, from ``mlflow.pyfunc.load_model`` and over REST.
+Modules:
+    inputs    input checks: one clear line per bad value, upper limits, the FLOP range
+    frame     :func:`predict_frame`: per-phase energy, the interval and carbon for a DataFrame
+    pyfunc    :class:`EnergyPredictor` (``mlflow.pyfunc.PythonModel``), signature, registration
+    analytic  :class:`AnalyticPredictor`: ``a * FLOPs^b`` with round constants, for tests and benchmarks
+May import: the shared ground, ``flops``, ``fit``.
+
+Example:
+    >>> import pandas as pd
+    >>> from mlflow_energy.predict import AnalyticPredictor
+    >>> row = {"model": "sd2", "height": 512, "width": 512, "steps": 20, "guidance_scale": 7.5,
+    ...        "precision": "fp16", "batch_size": 1, "hardware": "H100"}
+    >>> bool(AnalyticPredictor().predict(pd.DataFrame([row]))["energy_total_j"][0] > 0)
+    True
+"""
+
+from mlflow_energy._imports import lazy_exports
+
+__all__ = ["AnalyticPredictor", "EnergyPredictor", "log_and_register", "predict_frame", "prepare_inputs"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AnalyticPredictor": "analytic",
+        "EnergyPredictor": "pyfunc",
+        "log_and_register": "pyfunc",
+        "predict_frame": "frame",
+        "prepare_inputs": "inputs",
+    },
+)

@@ -1,0 +1,129 @@
+"""The energy predictor as an MLflow pyfunc model, and its registration.
+
+Input columns (the predictor contract, :data:`mlflow_energy.schema.PREDICTOR_INPUTS`): ``model``,
+``height``, ``width``, ``steps``, ``guidance_scale``, ``precision``, ``batch_size``, ``hardware``;
+optional ``carbon_intensity_g_per_kwh`` (default: world average, 475) and, for a GPU neither in
+the training data nor in the spec table, ``hardware_tdp_w``, ``hardware_tflops`` (dense FP16
+TFLOP/s) and ``hardware_mem_bw_gb_s``. Output columns: ``energy_text_encode_j``,
+``energy_denoise_j``, ``energy_decode_j``, ``energy_total_j``, ``energy_total_wh``,
+``energy_total_j_low``, ``energy_total_j_high`` (a 90% prediction interval from cross-validated
+residuals), ``co2e_g``. Values are per image. FLOPs are counted inside, by the analytical module.
+
+Phase columns come from the phase laws, scaled to sum to ``energy_total_j``. When the training
+runs carried only a whole-pipeline total (the ML.ENERGY data), there are no phase laws: the phase
+columns then split the total by each phase's share of the FLOPs (an apportionment, not a fit).
+
+Example:
+    >>> import mlflow, pandas as pd
+    >>> model = mlflow.pyfunc.load_model("models:/energy@champion")            # doctest: +SKIP
+    >>> model.predict(pd.DataFrame([{"model": "sdxl", "height": 1024, "width": 1024, "steps": 30,
+    ...     "guidance_scale": 5.0, "precision": "fp16", "batch_size": 1, "hardware": "H100"}]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.fit import EnergyModel, FitResult
+from mlflow_energy.predict.frame import predict_frame
+
+ARTIFACT_KEY = "energy_model"
+
+
+class EnergyPredictor(mlflow.pyfunc.PythonModel):
+    """The pyfunc wrapper: loads the fitted state from the model's artifact, answers ``predict``.
+
+    Bad input raises :class:`mlflow.exceptions.MlflowException` with ``INVALID_PARAMETER_VALUE``,
+    so ``mlflow models serve`` answers HTTP 400 with the message.
+    """
+
+    def load_context(self, context: Any) -> None:
+        self._model = EnergyModel.from_json(Path(context.artifacts[ARTIFACT_KEY]).read_text())
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return predict_frame(self._model, model_input)
+        except ConfigError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def model_signature() -> Any:
+    """The pyfunc signature: the contract's columns, the optional ones marked not required."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    types = {"model": "string", "height": "long", "width": "long", "steps": "long", "guidance_scale": "double",
+             "precision": "string", "batch_size": "long", "hardware": "string"}
+    inputs = [ColSpec(types[c], c) for c in schema.PREDICTOR_INPUTS]
+    inputs += [ColSpec("double", c, required=False)
+               for c in (*schema.PREDICTOR_OPTIONAL_INPUTS, *schema.PREDICTOR_HARDWARE_INPUTS)]
+    outputs = [ColSpec("double", c) for c in schema.PREDICTOR_OUTPUTS]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(result: FitResult) -> pd.DataFrame:
+    """Two training configs as the logged input example."""
+    f = result.frame.head(2)
+    ex = pd.DataFrame({
+        "model": f["model"].astype(str), "height": f["height"].astype("int64"), "width": f["width"].astype("int64"),
+        "steps": f["steps"].astype("int64"), "guidance_scale": f["guidance_scale"].astype(float),
+        "precision": f["precision"].astype(str), "batch_size": f["batch_size"].astype("int64"),
+        "hardware": f["hardware_raw"].astype(str),
+    })
+    ex["guidance_scale"] = ex["guidance_scale"].fillna(7.5)
+    return ex.reset_index(drop=True)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the served model (the package itself is needed to load it)."""
+    from importlib.metadata import version
+
+    reqs = []
+    for pkg in ("mlflow-energy", "mlflow", "lightgbm", "pandas", "numpy", "scipy", "torch", "diffusers",
+                "transformers"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except Exception:  # pragma: no cover - a package missing from this environment
+            reqs.append(pkg)
+    return reqs
+
+
+def log_and_register(result: FitResult, registered_model: str, *, alias: str = schema.REGISTERED_ALIAS_CHAMPION
+                     ) -> Any:
+    """Log the fitted model into the active run as a pyfunc, register it and point ``alias`` at it.
+
+    Returns the :class:`mlflow.entities.model_registry.ModelVersion`.
+
+    Example:
+        >>> with mlflow.start_run():                                           # doctest: +SKIP
+        ...     mv = log_and_register(fit_energy_model(runs_frame("exp")), "energy")
+        >>> mlflow.pyfunc.load_model(f"models:/energy@champion")              # doctest: +SKIP
+    """
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "energy_model.json"
+        state.write_text(result.model.to_json())
+        info = mlflow.pyfunc.log_model(
+            name="energy_model",
+            python_model=EnergyPredictor(),
+            artifacts={ARTIFACT_KEY: str(state)},
+            signature=model_signature(),
+            input_example=input_example(result),
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model,
+        )
+    version = info.registered_model_version
+    client = MlflowClient()
+    client.set_registered_model_alias(registered_model, alias, str(version))
+    return client.get_model_version(registered_model, str(version))
