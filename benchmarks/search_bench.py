@@ -35,7 +35,8 @@ def main() -> None:
 
     from mlflow_energy import schema
     from mlflow_energy.predict import AnalyticPredictor
-    from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, _config, search
+    from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, search
+    from mlflow_energy.search.study import _config
 
     space = SearchSpace.from_options({
         "model": ["sd2,sdxl,sd3.5-medium"], "steps": ["10:50"], "resolution": ["512,768,1024"],

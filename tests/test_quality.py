@@ -13,7 +13,7 @@ import torch
 from mlflow_energy import schema
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError, MissingDependencyError
-from mlflow_energy.quality import (
+from mlflow_energy.search.quality import (
     PSNR_MAX_DB,
     QualityModel,
     clip_score,

@@ -25,7 +25,6 @@ from mlflow_energy import schema
 from mlflow_energy.cli import main
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.predict import AnalyticPredictor
-from mlflow_energy.quality import QualityModel
 from mlflow_energy.search import (
     Constraints,
     MeasureEvaluator,
@@ -34,6 +33,7 @@ from mlflow_energy.search import (
     SearchSpace,
     search,
 )
+from mlflow_energy.search.quality import QualityModel
 
 SMALL = {"model": ["sd2"], "steps": ["1:12"], "resolution": ["256,384"], "batch_size": ["1,4"], "precision": ["fp16"]}
 
@@ -67,7 +67,7 @@ def test_feasible_optimum_matches_brute_force(tracking_uri: str, tmp_path: Path)
     assert not optuna_warnings, [str(w.message) for w in optuna_warnings]
 
     # brute force over the whole grid (48 configs)
-    from mlflow_energy.search import _config
+    from mlflow_energy.search.study import _config
 
     configs = [_config(v, evaluator) for v in space.grid()]
     assert len(configs) == space.size() == 48

@@ -15,7 +15,7 @@ pyfunc, so it is logged and registered like the energy model.
 
 Example:
     >>> import torch
-    >>> from mlflow_energy.quality import psnr, ssim
+    >>> from mlflow_energy.search.quality import psnr, ssim
     >>> ref = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     >>> noisy = (ref + 0.05 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     >>> 20 < psnr(noisy, ref) < 30

@@ -1,0 +1,112 @@
+"""What a search returns: the best config, the feasible Pareto front, the trials, a summary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mlflow_energy import schema
+from mlflow_energy.config import InferenceConfig
+from mlflow_energy.errors import MlflowEnergyError
+from mlflow_energy.search import trial_runs as st
+from mlflow_energy.search.space import Constraints
+
+
+class NoFeasibleConfigError(MlflowEnergyError):
+    """Every trial broke a constraint; the message names the least-violating config and its breaches."""
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class SearchResult:
+    """What :func:`search` returns.
+
+    Attributes:
+        best_config: the feasible config with the lowest energy per image.
+        best_metrics: its metrics (run-schema keys).
+        default_config, default_energy_j: the best family's default config and its energy per image.
+        energy_saved_j, energy_saved_frac: ``default - best`` in J per image, and as a fraction of default.
+        pareto: feasible energy-vs-quality Pareto front (empty without quality).
+        trials: every complete trial: config, metrics, violations, ``feasible``.
+        n_trials, n_feasible: complete trials in the study, feasible ones.
+        parent_run_id, study_name: where it is recorded.
+    """
+
+    best_config: InferenceConfig
+    best_metrics: dict[str, float]
+    default_config: InferenceConfig
+    default_energy_j: float
+    energy_saved_j: float
+    energy_saved_frac: float
+    pareto: pd.DataFrame
+    trials: pd.DataFrame
+    n_trials: int
+    n_feasible: int
+    parent_run_id: str | None
+    study_name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A few lines for the terminal: best config, its metrics, the saving against the default."""
+        c, d = self.best_config, self.default_config
+        lines = [
+            f"best config ({self.n_feasible}/{self.n_trials} trials feasible): model={c.model} {c.height}x{c.width} "
+            f"steps={c.steps} guidance_scale={c.guidance_scale:g} precision={c.precision} batch_size={c.batch_size} "
+            f"scheduler={c.scheduler}",
+            "  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.best_metrics.items())),
+            f"default config: {d.height}x{d.width} steps={d.steps} guidance_scale={d.guidance_scale:g} "
+            f"precision={d.precision} batch_size={d.batch_size}: {self.default_energy_j:.4g} J per image",
+            f"energy saved vs default: {self.energy_saved_j:.4g} J per image ({100 * self.energy_saved_frac:.1f}%)",
+        ]
+        if len(self.pareto) > 1:
+            lines.append(f"Pareto front (energy vs quality): {len(self.pareto)} configs")
+        if self.parent_run_id:
+            lines.append(f"MLflow parent run: {self.parent_run_id}")
+        return "\n".join(lines)
+
+
+def _pareto(trials: pd.DataFrame, quality_metric: str | None) -> pd.DataFrame:
+    """Feasible trials no other feasible trial beats on both energy (lower) and quality (higher)."""
+    if not quality_metric or quality_metric not in trials:
+        return trials.iloc[0:0]
+    data = trials[trials["feasible"] & trials[quality_metric].notna()]
+    data = data.sort_values([schema.M_ENERGY_TOTAL, quality_metric], ascending=[True, False])
+    keep, best_q = [], -math.inf
+    seen: set[tuple[float, float]] = set()
+    for idx, row in data.iterrows():
+        point = (row[schema.M_ENERGY_TOTAL], row[quality_metric])
+        if row[quality_metric] > best_q and point not in seen:
+            keep.append(idx)
+            best_q = row[quality_metric]
+            seen.add(point)
+    return data.loc[keep].reset_index(drop=True)
+
+
+def _trials_frame(trials: Sequence[Any]) -> pd.DataFrame:
+    rows = []
+    for t in trials:
+        row = {"trial": t.number, **t.user_attrs.get(st.UA_CONFIG, {}), **t.user_attrs.get(st.UA_METRICS, {})}
+        row.update({schema.constraint_metric(k): v for k, v in st.violations(t).items()})
+        row["feasible"] = st.is_feasible(t)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _infeasible_message(trials: Sequence[Any], constraints: Constraints) -> str:
+    def score(t: Any) -> float:
+        return sum(max(0.0, v) for v in st.violations(t).values())
+
+    worst = min(trials, key=score)
+    cfg = worst.user_attrs.get(st.UA_CONFIG, {})
+    metrics = {**worst.user_attrs.get(st.UA_METRICS, {}), schema.P_STEPS: cfg.get(schema.P_STEPS)}
+    broken = [c.describe(float(metrics[c.metric])) for c in constraints.active()
+              if st.violations(worst).get(c.name, 0) > 0 and metrics.get(c.metric) is not None]
+    shown = " ".join(f"{k}={cfg[k]}" for k in (schema.P_MODEL, schema.P_HEIGHT, schema.P_WIDTH, schema.P_STEPS,
+                                                schema.P_GUIDANCE_SCALE, schema.P_PRECISION, schema.P_BATCH_SIZE,
+                                                schema.P_SCHEDULER) if k in cfg)
+    return (f"no feasible config in {len(trials)} trials; the least-violating one ({shown}) breaks "
+            + "; ".join(broken) + ": relax that constraint or widen the space")

@@ -1,0 +1,280 @@
+"""The Optuna study: samplers, RDB storage, constraints, and :func:`search` itself."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from mlflow_energy import schema
+from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.search import trial_runs as st
+from mlflow_energy.search.evaluators import QUALITY_METRICS, Evaluator, MeasureEvaluator, PredictEvaluator
+from mlflow_energy.search.result import NoFeasibleConfigError, SearchResult, _infeasible_message, _pareto, _trials_frame
+from mlflow_energy.search.space import Constraints, SearchSpace
+
+
+# ---------------------------------------------------------------------- configs
+def _config(values: dict[str, Any], evaluator: Evaluator, seed: int = 0) -> InferenceConfig:
+    kwargs = {k: v for k, v in values.items() if v is not None}
+    extra: dict[str, Any] = {"device": evaluator.device, "seed": seed}
+    if isinstance(evaluator, MeasureEvaluator):
+        extra.update(weights=evaluator.weights, repeats=evaluator.repeats, warmup=evaluator.warmup)
+        if evaluator.prompt:
+            extra["prompt"] = evaluator.prompt
+    return InferenceConfig(**{**extra, **kwargs}).validate()
+
+
+def default_config(model: str, space: SearchSpace, evaluator: Evaluator, seed: int = 0) -> InferenceConfig:
+    """The family's default config, with the space's fixed dimensions (fixed resolution, say) kept.
+
+    Steps, resolution and guidance scale are the family's defaults; precision is ``fp16`` on a
+    GPU (``fp32`` on a CPU), batch size 1, the pipeline's own scheduler.
+    """
+    values: dict[str, Any] = {"precision": "fp32" if evaluator.device == "cpu" else "fp16",
+                              "batch_size": 1, "scheduler": SCHEDULER_DEFAULT}
+    values.update({k: v for k, v in space.fixed_values().items() if k != "model"})
+    values["model"] = model
+    return _config(values, evaluator, seed)
+
+
+def _check_space(space: SearchSpace, evaluator: Evaluator) -> None:
+    """Every value of every dimension must make a valid config (fails fast, one line)."""
+    for values in space.corner_values():
+        _config(values, evaluator)
+
+
+def _study_name(space: SearchSpace, constraints: Constraints, evaluator: Evaluator, multi: bool) -> str:
+    blob = "|".join([space.to_json(), repr(sorted(constraints.as_dict().items())), evaluator.mode, str(multi)])
+    return "search-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------- the search
+def _sampler(seed: int | None, n_constraints: int) -> Any:
+    import optuna
+
+    kwargs: dict[str, Any] = {"seed": seed}
+    if n_constraints and not hasattr(optuna.trial.Trial, "set_constraint"):  # Optuna < 5
+        kwargs["constraints_func"] = lambda t: [float(v) for v in st.violations(t).values()]
+    return optuna.samplers.TPESampler(**kwargs)
+
+
+_STORAGE_ATTEMPTS = 5
+
+
+def _storage(url: str | None) -> Any:
+    if not url:
+        return None
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
+        except (IntegrityError, OperationalError):
+            # Workers that start together on a new database race to create Optuna's schema;
+            # the loser finds it made by the winner on the next attempt.
+            if attempt == _STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def search(
+    space: SearchSpace,
+    evaluator: Evaluator,
+    constraints: Constraints | None = None,
+    *,
+    trials: int = 50,
+    seed: int | None = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
+    experiment: str | None = None,
+    multi_objective: bool = False,
+    quality_metric: str = "psnr",
+    plots: bool = True,
+    log_trials: bool = True,
+) -> SearchResult:
+    """Find the lowest-energy feasible config of ``space`` with Optuna, tracked in MLflow.
+
+    Args:
+        space: the configs to try (:class:`SearchSpace`).
+        evaluator: :class:`PredictEvaluator` (milliseconds per trial) or :class:`MeasureEvaluator`.
+        constraints: step, quality and latency bounds (:class:`Constraints`).
+        trials: trials this call runs (added to the study's earlier trials, if any).
+        seed: sampler seed; give each worker sharing a study its own seed.
+        storage: ``None`` (in memory) or an SQLAlchemy URL (``sqlite:///optuna.db``,
+            ``postgresql://...``); workers with the same URL and ``study_name`` share one study.
+        study_name: default: a hash of space, constraints, mode and objectives.
+        experiment: MLflow experiment of the parent and trial runs.
+        multi_objective: minimise energy and maximise ``quality_metric``; the result's ``pareto``
+            holds the feasible front.
+        quality_metric: ``psnr``, ``ssim`` or ``clip``: the quality axis of the Pareto front.
+        plots: log the Pareto plot and Optuna's plots on the parent run.
+        log_trials: log each trial as a child run (about 0.1 s per trial on a SQLite store); the
+            parent run always gets the trials as ``search/trials.csv``.
+
+    Returns:
+        :class:`SearchResult`, summarising every complete trial of the study.
+
+    Raises:
+        ConfigError: bad space, constraint or option (before any trial runs).
+        NoFeasibleConfigError: every trial broke a constraint; names the least-violating config.
+
+    Example:
+        >>> result = search(SearchSpace.from_options({"model": ["sd2"], "steps": ["10:50"]}),
+        ...                 PredictEvaluator(my_predictor, "H100"), Constraints(min_steps=20))  # doctest: +SKIP
+        >>> result.best_config.steps  # doctest: +SKIP
+        20
+    """
+    import optuna
+
+    constraints = constraints or Constraints()
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError("trials", trials, "an integer >= 1")
+    if quality_metric not in QUALITY_METRICS:
+        raise ConfigError("quality_metric", quality_metric, "one of " + ", ".join(QUALITY_METRICS))
+    qkey = QUALITY_METRICS[quality_metric]
+    _check_space(space, evaluator)
+    evaluator.check(space, constraints, qkey if multi_objective else None)
+    active = constraints.active()
+    study_name = study_name or _study_name(space, constraints, evaluator, multi_objective)
+    directions = ["minimize", "maximize"] if multi_objective else ["minimize"]
+
+    rdb = _storage(storage)
+    with _quiet_optuna():
+        study = optuna.create_study(storage=rdb, study_name=study_name, directions=directions,
+                                    sampler=_sampler(seed, len(active)), load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError("study_name", study_name, f"a study with directions {directions} (this one has other objectives)")
+
+    exp_id = st.experiment_id(experiment)
+    params = {
+        **evaluator.describe(), schema.P_SEARCH_TRIALS: trials, schema.P_SEARCH_SEED: seed,
+        schema.P_SEARCH_SAMPLER: type(study.sampler).__name__, schema.P_SEARCH_STUDY: study_name,
+        schema.P_SEARCH_STORAGE: st.redact(storage),
+        schema.P_SEARCH_OBJECTIVES: "energy_total_j:minimize" + (f",{quality_metric}:maximize" if multi_objective else ""),
+        **{schema.constraint_param(c.name): c.bound for c in active},
+    }
+    parent = st.start_parent(exp_id, study_name, params)
+    if isinstance(evaluator, MeasureEvaluator):
+        evaluator.experiment, evaluator.parent_run_id = experiment, parent
+    image_seed = 0
+
+    def objective(trial: optuna.trial.Trial) -> float | tuple[float, float]:
+        cfg = _config(space.suggest(trial), evaluator, image_seed)
+        ev = evaluator.evaluate(cfg)
+        values = {c.metric: ev.metrics.get(c.metric, math.nan) for c in active}
+        values[schema.P_STEPS] = float(cfg.steps)
+        cons = {c.name: c.violation(values[c.metric]) if not math.isnan(values[c.metric]) else 1.0 for c in active}
+        config = {k: v for k, v in cfg.to_dict().items() if k in schema.RUN_PARAMS}
+        config[schema.P_CFG] = str(cfg.cfg).lower()
+        trial.set_user_attr(st.UA_CONFIG, config)
+        trial.set_user_attr(st.UA_METRICS, ev.metrics)
+        trial.set_user_attr(st.UA_CONSTRAINTS, cons)
+        trial.set_user_attr(st.UA_SOURCE, ev.energy_source)
+        trial.set_user_attr(st.UA_HARDWARE, ev.hardware)
+        trial.set_user_attr("config_hash", cfg.config_hash())
+        if ev.run_id:
+            trial.set_user_attr(st.UA_RUN_ID, ev.run_id)
+        if hasattr(trial, "set_constraint"):
+            for name, value in cons.items():
+                trial.set_constraint(name, value)
+        if multi_objective:
+            return ev.energy_j, ev.metrics.get(qkey, math.nan)
+        return ev.energy_j
+
+    status, failure = "FAILED", None
+    try:
+        with _quiet_optuna():
+            study.optimize(
+                objective, n_trials=trials, callbacks=[st.TrialLogger(exp_id, parent, study_name)] if log_trials else [],
+                catch=(RuntimeError,) if evaluator.mode == "measure" else (),
+            )
+        result = _summarise(study, space, evaluator, constraints, qkey, parent, study_name, plots)
+        status = "FINISHED"
+        return result
+    except NoFeasibleConfigError as exc:
+        failure = str(exc)
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise
+    finally:
+        if isinstance(evaluator, MeasureEvaluator):
+            evaluator.close()
+        st.finish(parent, status, failure)
+
+
+def _summarise(
+    study: Any, space: SearchSpace, evaluator: Evaluator, constraints: Constraints, qkey: str,
+    parent: str, study_name: str, plots: bool,
+) -> SearchResult:
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise NoFeasibleConfigError("no trial completed: see the failed trial runs' mlflow_energy.failure tags")
+    frame = _trials_frame(complete)
+    feasible = [t for t in complete if st.is_feasible(t)]
+    pareto = _pareto(frame, qkey)
+    counts = {schema.M_SEARCH_N_TRIALS: float(len(complete)), schema.M_SEARCH_N_FEASIBLE: float(len(feasible))}
+    if not feasible:
+        message = _infeasible_message(complete, constraints)
+        st.log_summary(parent, best=None, metrics=counts, space_json=space.to_json(), trials=frame, pareto=pareto,
+                       quality_metric=qkey, study=None)
+        raise NoFeasibleConfigError(message)
+    best = min(feasible, key=lambda t: (t.user_attrs[st.UA_METRICS][schema.M_ENERGY_TOTAL], t.number))
+    best_cfg = _config({k: v for k, v in best.user_attrs[st.UA_CONFIG].items()
+                        if k in ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler")},
+                       evaluator, best.user_attrs[st.UA_CONFIG].get(schema.P_SEED, 0))
+    best_metrics = dict(best.user_attrs[st.UA_METRICS])
+    default = default_config(best_cfg.model, space, evaluator, best_cfg.seed)
+    default_energy = _default_energy(evaluator, default)
+    saved = default_energy - best_metrics[schema.M_ENERGY_TOTAL]
+    metrics = {
+        **counts, schema.M_SEARCH_DEFAULT_ENERGY: default_energy, schema.M_SEARCH_SAVED_J: saved,
+        schema.M_SEARCH_SAVED_FRAC: saved / default_energy if default_energy > 0 else 0.0,
+    }
+    st.log_summary(
+        parent, best={"config": best.user_attrs[st.UA_CONFIG], "metrics": best_metrics}, metrics=metrics,
+        space_json=space.to_json(), trials=frame, pareto=pareto, quality_metric=qkey,
+        study=study if plots else None,
+    )
+    return SearchResult(
+        best_config=best_cfg, best_metrics=best_metrics, default_config=default, default_energy_j=default_energy,
+        energy_saved_j=saved, energy_saved_frac=metrics[schema.M_SEARCH_SAVED_FRAC], pareto=pareto, trials=frame,
+        n_trials=len(complete), n_feasible=len(feasible), parent_run_id=parent, study_name=study_name,
+    )
+
+
+def _default_energy(evaluator: Evaluator, default: InferenceConfig) -> float:
+    if isinstance(evaluator, PredictEvaluator):
+        return float(evaluator.predict([default])[schema.M_ENERGY_TOTAL].iloc[0])
+    from mlflow_energy.measure.runner import measure
+
+    m = measure(default, meter=evaluator._meter(), pipeline=evaluator.cache.get(default))  # type: ignore[attr-defined]
+    return float(m.energy_j[schema.PHASE_TOTAL])
+
+
+class _quiet_optuna:
+    """Optuna logs one INFO line per trial; keep the terminal to our own summary."""
+
+    def __enter__(self) -> None:
+        import optuna
+
+        self._level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def __exit__(self, *exc: Any) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(self._level)
