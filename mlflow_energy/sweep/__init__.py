@@ -4,7 +4,7 @@ Owns: which configs to measure and in what order, resuming, sharding between wor
 Modules:
     spec      the YAML grid, its validation, run order and shards
     run       measuring a spec as child runs of one parent run, resumable
-    campaign  a full-size grid planned into a GPU time budget, written as JSONL
+    campaign  a full-size grid planned into a GPU time budget, written as JSONL (a sub-package)
 May import: the shared ground, ``families``, ``flops``, ``measure``, ``tracking``.
 
 Example:
