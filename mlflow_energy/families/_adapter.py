@@ -14,12 +14,14 @@ needs. Nothing here synchronises the device: the runner does that at phase bound
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from mlflow_energy.config import InferenceConfig
 from mlflow_energy.families._base import Family
+
+if TYPE_CHECKING:  # types only: config imports families, never the other way
+    from mlflow_energy.config import InferenceConfig
 
 
 class PhaseAdapter(Protocol):
@@ -45,8 +47,7 @@ def denoise_to_latents(
 
     Example:
         >>> import torch
-        >>> from mlflow_energy.config import InferenceConfig
-        >>> from mlflow_energy.families import get_family
+        >>>         >>> from mlflow_energy.families import get_family
         >>> from mlflow_energy.families._build import build_pipeline
         >>> fam = get_family("tiny-sd2")
         >>> adapter = get_adapter(fam.adapter)

@@ -7,14 +7,16 @@ the pipeline builds itself from the pooled embeddings and ``height``/``width``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlflow_energy.config import InferenceConfig
 from mlflow_energy.families._adapter import denoise_to_latents, to_unit_images
 from mlflow_energy.families._base import Family
 from mlflow_energy.families._tokenizers import word_tokenizer
+
+if TYPE_CHECKING:  # types only: config imports families, never the other way
+    from mlflow_energy.config import InferenceConfig
 
 
 class StableDiffusionXLAdapter:
