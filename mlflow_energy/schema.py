@@ -135,7 +135,7 @@ PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
 )
 
-# --- fit runs, predictor extras, carbon (fit.py, predictor.py, carbon.py, mlenergy.py) ---------
+# --- fit runs, predictor extras, carbon (fit/, predict/, carbon.py, tracking/mlenergy.py) ----
 # Optional predictor inputs for hardware missing from the spec table (all three together).
 PREDICTOR_HARDWARE_INPUTS: tuple[str, ...] = ("hardware_tdp_w", "hardware_tflops", "hardware_mem_bw_gb_s")
 M_CARBON_INTENSITY = "carbon/intensity_g_per_kwh"  # the grid intensity a carbon/co2e_g value used
@@ -163,7 +163,7 @@ def cv_key(scheme: str, phase: str, stat: str) -> str:
     """``cv/<scheme>/<phase>/<stat>``: a cross-validation statistic (``scheme``: loco, lofo, loho)."""
     return f"cv/{scheme}/{phase}/{stat}"
 
-# --- search (search.py, quality.py) ---------------------------------------------------------
+# --- search (search/) -----------------------------------------------------------------------
 # Optional predictor output: seconds per image; predict-mode latency constraints need it (or an
 # assumed average power).
 PREDICTOR_OPTIONAL_OUTPUTS: tuple[str, ...] = ("time_total_s",)

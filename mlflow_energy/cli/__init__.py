@@ -1,0 +1,47 @@
+"""The ``mlflow-energy`` command line: parse, call one library function, print.
+
+Bad input exits with code 2 and one line naming the field, the value and what is allowed:
+options are typed (:mod:`mlflow_energy.cli._types`), and the group turns every
+:class:`~mlflow_energy.errors.ConfigError` into that line, whether it comes from parsing or
+from the library. Heavy modules are imported inside each command, so ``--help`` stays fast.
+Modules (one per group of commands): ``measure`` (measure, sweep, ingest), ``fit`` (fit,
+import-mlenergy), ``search``, ``info`` (flops, families).
+
+Example:
+    >>> from click.testing import CliRunner
+    >>> from mlflow_energy.cli import main
+    >>> result = CliRunner().invoke(main, ["flops", "--model", "sd2", "--steps", "0"])
+    >>> result.exit_code, result.output.strip()
+    (2, 'Error: steps=0 is not allowed: expected an integer >= 1')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from mlflow_energy.errors import ConfigError, MissingDependencyError
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """A group that prints our input errors as one line and exits 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, MissingDependencyError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mlflow-energy")
+def main() -> None:
+    """Measure, predict and cut the energy of diffusion-model image generation, with MLflow."""
+
+
+# Each module registers its commands on `main`.
+from mlflow_energy.cli import fit, info, measure, search  # noqa: E402, F401

@@ -1,0 +1,63 @@
+"""``fit`` and ``import-mlenergy``: runs to a registered energy model, public data to runs."""
+
+from __future__ import annotations
+
+import click
+
+from mlflow_energy.cli import main
+from mlflow_energy.cli._types import Int, NumberOrText
+
+
+@main.command("fit")
+@click.option("--experiment", required=True, help="Experiment holding the measurement runs.")
+@click.option("--registered-model", required=True, help="Registered model name; the new version gets @champion.")
+@click.option("--allow-mixed-sources", is_flag=True, default=False,
+              help="Fit Zeus measurements, estimates and external datasets together.")
+@click.option("--bootstrap", type=Int("bootstrap", minimum=0, unset_value=200), default=200, show_default=True,
+              help="Bootstrap resamples of each slope (0: no slope intervals).")
+@click.option("--n-estimators", type=Int("n_estimators", minimum=1, unset_value=100), default=100,
+              show_default=True, help="Boosting rounds of the corrector.")
+@click.option("--max-folds", type=Int("max_folds", minimum=2, unset_value=40), default=40, show_default=True,
+              help="Most folds per cross-validation scheme (configs beyond it are grouped).")
+@click.option("--no-plots", is_flag=True, default=False, help="Skip the plot artifacts.")
+def fit_command(experiment: str, registered_model: str, allow_mixed_sources: bool, bootstrap: int,
+                n_estimators: int, max_folds: int, no_plots: bool) -> None:
+    """Fit the energy law on the runs of EXPERIMENT, log the fit run, register the model."""
+    import mlflow
+
+    from mlflow_energy import schema, tracking
+    from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame
+    from mlflow_energy.predict import log_and_register
+
+    frame = runs_frame(experiment)
+    sources = check_sources(frame, allow_mixed=allow_mixed_sources)
+    click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}")
+    result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds)
+    # Create the run explicitly: under `mlflow run` (MLFLOW_RUN_ID set) a bare start_run()
+    # would resume the project's own run, possibly in another experiment.
+    exp_id = tracking.experiment_id(experiment)
+    mlflow.set_experiment(experiment_id=exp_id)
+    run_id = tracking.start_run(exp_id, kind=schema.KIND_FIT, run_name=f"fit-{registered_model}")
+    with mlflow.start_run(run_id=run_id) as run:
+        log_fit(result, experiment=experiment, allow_mixed=allow_mixed_sources, registered_model=registered_model,
+                plots=not no_plots)
+        mv = log_and_register(result, registered_model)
+    click.echo(format_summary(result))
+    click.echo(f"fit run: {run.info.run_id} (experiment '{experiment}'; artifacts fit/ and plots/)")
+    click.echo(f"registered: models:/{registered_model}/{mv.version} = models:/{registered_model}@"
+               f"{schema.REGISTERED_ALIAS_CHAMPION}")
+
+
+@main.command("import-mlenergy")
+@click.argument("csv", required=False, type=click.Path(dir_okay=False))
+@click.option("--experiment", required=True, help="Experiment to log the runs into (created if missing).")
+@click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"),
+              help="Grid intensity for carbon/co2e_g: WORLD (default), a country code (DEU) or a number in g/kWh.")
+def import_mlenergy_command(csv: str | None, experiment: str, carbon_intensity: str | float | None) -> None:
+    """Log the ML.ENERGY leaderboard v2 text-to-image rows as runs (default CSV: the packaged copy)."""
+    from mlflow_energy.tracking import import_mlenergy
+
+    rep = import_mlenergy(csv, experiment=experiment, intensity=carbon_intensity)
+    click.echo(f"logged {rep.logged} run(s) into '{experiment}'; {rep.already_present} already present; "
+               f"skipped {rep.skipped_no_family} row(s) whose model has no family "
+               f"({', '.join(rep.skipped_models) or 'none'})")

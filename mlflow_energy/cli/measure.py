@@ -1,0 +1,141 @@
+"""``measure``, ``sweep`` and ``ingest``: configs measured into MLflow runs (or JSONL)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mlflow_energy.cli import main
+from mlflow_energy.cli._types import Float, Int, Text
+from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
+
+EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
+OUTPUT_HELP = "Also append the measurement(s) to this JSONL file."
+TRACKING_HELP = "Log to MLflow; --no-tracking with --output needs no MLflow at all."
+
+
+def _print_measurement(m: Any, run_id: str | None) -> None:
+    from mlflow_energy import schema
+
+    total = m.energy_j[schema.PHASE_TOTAL] or 1.0
+    click.echo(f"{m.config.model} {m.config.height}x{m.config.width}, {m.config.steps} steps, "
+               f"guidance {m.config.guidance_scale:g}, {m.config.precision}, batch {m.config.batch_size} "
+               f"on {m.hardware} [{m.energy_source}]")
+    click.echo(f"{'phase':<12} {'energy J/img':>14} {'time s/img':>12} {'share':>7}")
+    for phase in (*schema.PHASES, schema.PHASE_TOTAL):
+        share = 100.0 * m.energy_j[phase] / total
+        click.echo(f"{phase:<12} {m.energy_j[phase]:>14.6g} {m.time_s[phase]:>12.6g} {share:>6.1f}%")
+    click.echo(f"{'whole window':<12} {m.whole_window_j:>14.6g} {'':>12} gap {100.0 * m.phase_sum_gap:+.2f}%")
+    click.echo(f"std of total over {m.config.repeats} repeat(s): {m.energy_total_std_j:.4g} J/img; "
+               f"avg power {m.power_avg_w:.4g} W")
+    if run_id:
+        click.echo(f"run id: {run_id}")
+
+
+def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool) -> tuple[Any, str | None]:
+    """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run."""
+    from mlflow_energy.measure import check_device, measure
+
+    try:
+        check_device(cfg.device)
+        m = measure(cfg)
+        if output:
+            from mlflow_energy.tracking import JsonlSink
+
+            JsonlSink(output).write(m)
+        run_id = None
+        if tracking:
+            from mlflow_energy.tracking import log_measurement
+
+            run_id = log_measurement(m, experiment=experiment)
+        return m, run_id
+    except (ConfigError, MissingDependencyError):
+        raise
+    except MlflowEnergyError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # out of memory, a kernel error: record it, nothing is lost
+        from mlflow_energy.tracking import log_failure, one_line
+
+        failed = log_failure(cfg, exc, experiment=experiment) if tracking else None
+        where = f" (FAILED run {failed})" if failed else ""
+        click.echo(f"Error: {cfg.model} could not be measured: {one_line(exc)}{where}", err=True)
+        sys.exit(1)
+
+
+@main.command("measure")
+@click.option("--model", required=True, help="Family name (see `mlflow-energy families`), e.g. tiny-sd2, sd2.")
+@click.option("--weights", type=Text(unset_value="random"), default="random", show_default=True,
+              help="'random' or a local directory / hub id.")
+@click.option("--height", type=Int("height", minimum=1), help="Image height in pixels [family default].")
+@click.option("--width", type=Int("width", minimum=1), help="Image width in pixels [family default].")
+@click.option("--steps", type=Int("steps", minimum=1), help="Denoising steps [family default].")
+@click.option("--guidance-scale", type=Float("guidance_scale"), help="Classifier-free guidance scale [family default].")
+@click.option("--precision", type=Text(unset_value="fp32"), default="fp32", show_default=True, help="fp32, fp16 or bf16.")
+@click.option("--batch-size", type=Int("batch_size", minimum=1, unset_value=1), default=1, show_default=True,
+              help="Images per pipeline call.")
+@click.option("--device", type=Text(unset_value="cpu"), default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.option("--scheduler", type=Text(unset_value="default"), default="default", show_default=True,
+              help="'default' or a diffusers scheduler class.")
+@click.option("--seed", type=Int("seed", minimum=0, unset_value=0), default=0, show_default=True,
+              help="Latent generator seed.")
+@click.option("--repeats", type=Int("repeats", minimum=1, unset_value=3), default=3, show_default=True,
+              help="Measured runs (values are their mean).")
+@click.option("--warmup", type=Int("warmup", minimum=0, unset_value=1), default=1, show_default=True,
+              help="Unmeasured runs first.")
+@click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
+@click.option("--output", type=Text(), help=OUTPUT_HELP)
+@click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
+def measure_command(experiment: str | None, output: str | None, tracking: bool, **fields: Any) -> None:
+    """Measure the per-phase energy of one inference config and log it as an MLflow run."""
+    from mlflow_energy.config import InferenceConfig
+
+    cfg = InferenceConfig(**fields).validate()
+    if not tracking and not output:
+        raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
+    m, run_id = _measure_and_log(cfg, experiment, output, tracking)
+    _print_measurement(m, run_id)
+    if output:
+        click.echo(f"appended to {output}")
+
+
+@main.command("sweep")
+@click.argument("spec")
+@click.option("--experiment", type=Text(), help="MLflow experiment name [the spec's, else mlflow-energy].")
+@click.option("--shard", type=Text(), help="I/N: measure only shard I (0-based) of N, split by config hash.")
+@click.option("--output", type=Text(), help=OUTPUT_HELP)
+@click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
+                  progress: bool) -> None:
+    """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
+    from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
+
+    parsed = SweepSpec.from_yaml(spec)
+    try:
+        result = run_sweep(parsed, experiment=experiment, shard=parse_shard(shard), output=output,
+                           tracking=tracking, progress=progress)
+    except (ConfigError, MissingDependencyError):
+        raise
+    except MlflowEnergyError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    for cfg, reason in result.failed:
+        click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
+    click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
+               f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
+    if result.parent_run_id:
+        click.echo(f"sweep run id: {result.parent_run_id}")
+
+
+@main.command("ingest")
+@click.argument("file")
+@click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
+def ingest_command(file: str, experiment: str | None) -> None:
+    """Log the measurements of a JSONL FILE (from --output) as MLflow runs; skips those already there."""
+    from mlflow_energy.tracking import ingest
+
+    new_ids, skipped = ingest(file, experiment=experiment)
+    click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")
