@@ -14,7 +14,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.sweep import campaign
 from mlflow_energy.sweep.campaign import CampaignSpec, ConfigPlan, fit_budget, plan_campaign
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_campaign.py"
 SPEC = ROOT / "projects" / "gpu-campaign.yaml"
 H100 = 989.4e12  # dense BF16 peak of the H100 SXM in the spec table, FLOP/s

@@ -193,7 +193,7 @@ def test_two_processes_share_one_sqlite_study(tracking_uri: str, tmp_path: Path)
                seed=int(sys.argv[2]), storage={storage!r}, study_name="shared", experiment="workers", plots=False)
     """)
     mlflow.MlflowClient().create_experiment("workers")
-    root = str(Path(__file__).resolve().parents[1])  # the source tree, whatever the install mode
+    root = str(Path(__file__).resolve().parents[2])  # the source tree, whatever the install mode
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen([sys.executable, "-c", script, n, seed], stderr=subprocess.PIPE, text=True, env=env)
              for n, seed in (("5", "0"), ("7", "1"))]

@@ -1,7 +1,7 @@
 """Closed-form FLOPs against torch's FLOP counter (meta device), phase composition, frame, CLI.
 
 Tiny families here (every registered ``tiny-*`` family, same classes as the released ones);
-the full-size families at 256-1024 px are in ``test_flops_full.py`` (marked slow).
+the full-size families at 256-1024 px are in ``test_full_size.py`` (marked slow).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def test_sweep_and_ingest_commands(tracking_uri, tmp_path, no_rapl):
 def test_sweep_and_ingest_bad_input(args, expected, monkeypatch):
     import os
 
-    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     result = _invoke(args)
     assert result.exit_code == 2
     assert expected in result.output
