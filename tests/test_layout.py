@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("families",),
     ("config",),
     ("flops",),
-    ("measure",),
+    ("measure", "runner"),  # runner: the deprecated 0.1 import path of measure
     ("tracking",),
     ("sweep", "fit"),
     ("predict",),
@@ -115,3 +115,15 @@ def test_public_names_resolve(package: str) -> None:
     mod = importlib.import_module(f"mlflow_energy.{package}")
     for name in mod.__all__:
         assert getattr(mod, name) is not None, f"mlflow_energy.{package}.{name}"
+
+
+def test_the_old_runner_path_still_works_and_says_where_to_go() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("mlflow_energy.runner", None)
+    with pytest.warns(DeprecationWarning, match="from mlflow_energy.measure import measure"):
+        old = importlib.import_module("mlflow_energy.runner")
+    from mlflow_energy.measure import measure
+
+    assert old.measure is measure
