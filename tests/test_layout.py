@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("families",),
     ("config",),
     ("flops",),
-    ("measure", "runner"),  # runner: the deprecated 0.1 import path of measure
+    ("measure",),
+    ("runner",),  # the deprecated 0.1 import path of measure.runner: a re-export only
     ("tracking",),
     ("sweep", "fit"),
     ("predict",),
