@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
 from test_predictor import NAME, register_synthetic, row  # noqa: E402
 
 requests = pytest.importorskip("requests")
