@@ -76,12 +76,12 @@ def _as_float(series: pd.Series, field: str, allowed: str) -> np.ndarray:
         _first_bad(np.ones(len(series), dtype=bool), series, field, allowed)
     if pd.api.types.is_numeric_dtype(dtype):
         return series.to_numpy(dtype=float, na_value=np.nan)
-    # object columns (mixed JSON values, None): refuse booleans and anything not a number
-    is_bool = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-    _first_bad(is_bool, series, field, allowed)
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    _first_bad(np.isnan(values) & series.notna().to_numpy(), series, field, allowed)
-    return values
+    # object columns (mixed JSON values, None): refuse booleans, strings and anything not a number
+    not_number = series.map(
+        lambda v: v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)))
+    ).to_numpy(dtype=bool)
+    _first_bad(not_number, series, field, allowed)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def integral_column(series: pd.Series, field: str, low: float, high: float, allowed: str | None = None) -> np.ndarray:
