@@ -37,7 +37,8 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     (``params.*``/``metrics.*``/``tags.*``) or from a frame already keyed by schema names.
 
     Output columns: ``run_id``, the predictor inputs (``model`` ... ``batch_size``), ``hardware``
-    (canonical name), ``hardware_raw``, ``energy_source``, ``config_hash``, ``energy_<phase>``
+    (canonical name), ``hardware_raw``, ``energy_source``, ``data_source``, ``runtime``,
+    ``energy_scope`` (defaults: the energy source, ``diffusers``, board total), ``config_hash``, ``energy_<phase>``
     (J per image, NaN where the run does not carry the phase).
     """
     from mlflow_energy.measure.hardware import canonical_hardware
@@ -61,6 +62,13 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     out["hardware"] = [canonical_hardware(h) for h in out["hardware_raw"]]
     src = _col(raw, schema.T_ENERGY_SOURCE, "tags")
     out["energy_source"] = src.astype(str) if src is not None else "unknown"
+    for name, tag in (("data_source", schema.T_DATA_SOURCE), ("runtime", schema.T_RUNTIME),
+                      ("energy_scope", schema.T_ENERGY_SCOPE)):
+        col = _col(raw, tag, "tags")
+        out[name] = col.astype(str).where(col.notna(), None) if col is not None else None
+    out["data_source"] = out["data_source"].fillna(out["energy_source"])
+    out["runtime"] = out["runtime"].fillna("diffusers")
+    out["energy_scope"] = out["energy_scope"].fillna(schema.ENERGY_SCOPE_BOARD)
     ch = _col(raw, schema.T_CONFIG_HASH, "tags")
     out["config_hash"] = ch.astype(str) if ch is not None else out["run_id"]
     for phase in FIT_PHASES:
