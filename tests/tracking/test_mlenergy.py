@@ -90,7 +90,9 @@ def test_v3_runs_record_runtime_source_and_scope(tracking_uri, tmp_path):
 
     df = pd.read_csv(DATA_DIR / DATA_FILE_V3)
     path = tmp_path / "v3.csv"
-    df[df["model"].str.contains("SANA1.5")].head(7).to_csv(path, index=False)  # 5 x 1.6B, 2 x 4.8B
+    b200 = df[df["gpu_variant"].str.startswith("B200")]
+    pd.concat([b200[b200["model"].str.contains("SANA1.5_1.6B")].head(5),
+               b200[b200["model"].str.contains("SANA1.5_4.8B")].head(2)]).to_csv(path, index=False)
     rep = import_mlenergy(path, experiment="v3")
     assert rep.logged == 5 and rep.skipped_no_family == 2
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("v3").experiment_id])
