@@ -228,3 +228,10 @@ T_DATA_SOURCE = "mlflow_energy.data_source"  # mlenergy-v2, mlenergy-v3, or the 
 PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("interval_level", "energy_scope")  # the others are doubles
 P_FIT_CORRECTOR = "fit_corrector"  # "used" or "law_only" (grouped CV decides)
 M_STEP_SCALING = "fit/step_scaling_50_over_30"  # predicted energy ratio 50 vs 30 steps / FLOPs ratio
+A_FIT_COVERAGE_CSV = "fit/interval_coverage.csv"
+A_FIT_STEP_SCALING_CSV = "fit/step_scaling.csv"
+
+
+def interval_key(level: str, stat: str) -> str:
+    """``interval/<level>/<stat>``: ``log_halfwidth`` or ``coverage`` of one prediction level's interval."""
+    return f"interval/{level}/{stat}"

@@ -233,3 +233,48 @@ def main_cli():
     from mlflow_energy.cli import main
 
     return main
+
+
+def test_the_corrector_is_kept_only_where_grouped_cv_shows_it_helps(fitted):
+    from mlflow_energy.fit.validation import corrector_helps
+
+    # the fp32 effect is learnable from features that carry over: the corrector helps on unseen families
+    assert fitted.model.corrector_used
+    s = fitted.cv_summary
+    worse = s.assign(mape_corrected=s["mape_law"] * 1.1)
+    assert not corrector_helps(worse)
+    # on data the law already explains exactly, a corrector fitted to noise is switched off
+    clean = normalise_runs(synthetic_runs(families=FAMILIES, hardware=HARDWARE[:1], steps=(1, 4), noise=0.05,
+                                          seed=2).assign(**{schema.P_PRECISION: "fp16"}))
+    clean_fit = fit_energy_model(clean, n_boot=0, max_folds=6)
+    assert not corrector_helps(clean_fit.cv_summary) and not clean_fit.model.corrector_used
+    from mlflow_energy.predict import predict_frame
+
+    row = {"model": "tiny-sd2", "height": 48, "width": 48, "steps": 2, "guidance_scale": 7.5,
+           "precision": "fp16", "batch_size": 1, "hardware": "H100"}
+    out = predict_frame(clean_fit.model, pd.DataFrame([row]))
+    assert out["energy_total_j"][0] == pytest.approx(out["energy_total_j_law"][0])
+
+
+def test_interval_levels_have_honest_grouped_coverage_near_nominal():
+    # two data sources with a 25% offset between them: the unseen-source level must be wider
+    a = synthetic_runs(noise=0.05, seed=4).assign(data_source="lab-a")
+    b = synthetic_runs(noise=0.05, seed=5).assign(data_source="lab-b")
+    b[schema.M_ENERGY_TOTAL] *= 1.25
+    b["run_id"] = b["run_id"] + "b"
+    raw = pd.concat([a, b], ignore_index=True)
+    raw[schema.T_DATA_SOURCE] = raw.pop("data_source")
+    result = fit_energy_model(normalise_runs(raw), n_boot=0, max_folds=12)
+    cov = result.coverage.set_index("level")
+    assert {"known", "unseen_family", "unseen_hardware", "unseen_source"} <= set(cov.index)
+    # configs: many groups, so the leave-one-group-out coverage is a fair estimate
+    assert abs(cov.loc["known", "coverage"] - 0.9) <= 0.05
+    iv = result.model.interval
+    assert iv["unseen_source"] > iv["known"]
+
+
+def test_step_scaling_is_exactly_the_flops_ratio(fitted):
+    rr = fitted.step_scaling["ratio_of_ratios"]
+    assert len(rr) == len(FAMILIES) * len(HARDWARE)
+    assert np.allclose(rr, 1.0, atol=1e-9)
+    assert (fitted.step_scaling["flops_ratio"] > 1.6).all()
