@@ -86,11 +86,9 @@ def compute_flops(frame: pd.DataFrame) -> pd.DataFrame:
     from mlflow_energy.flops import flops_frame
 
     cols = ["model", "height", "width", "steps", "guidance_scale", "batch_size"]
-    out = frame.copy()
     try:
-        counted = flops_frame(frame[cols].copy())
-        for phase in schema.FLOPS_PHASES:
-            out[f"flops_{phase}"] = counted[f"flops_{phase}"].to_numpy(dtype=float)
+        counted = flops_frame(frame[cols])
+        new = {f"flops_{p}": counted[f"flops_{p}"].to_numpy(dtype=float) for p in schema.FLOPS_PHASES}
     except ConfigError:
         rows = []
         for _, row in frame[cols].iterrows():
@@ -99,13 +97,12 @@ def compute_flops(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append({p: float(r[f"flops_{p}"].iloc[0]) for p in schema.FLOPS_PHASES})
             except ConfigError:
                 rows.append({p: np.nan for p in schema.FLOPS_PHASES})
-        for phase in schema.FLOPS_PHASES:
-            out[f"flops_{phase}"] = [r[phase] for r in rows]
+        new = {f"flops_{p}": np.array([r[p] for r in rows], dtype=float) for p in schema.FLOPS_PHASES}
     for phase in schema.FLOPS_PHASES:
         logged = f"logged_flops_{phase}"
-        if logged in out.columns:
-            out[f"flops_{phase}"] = out[f"flops_{phase}"].fillna(out[logged])
-    return out
+        if logged in frame.columns:
+            new[f"flops_{phase}"] = pd.Series(new[f"flops_{phase}"], index=frame.index).fillna(frame[logged]).to_numpy()
+    return frame.assign(**new)
 
 
 def _per_model(models: pd.Series) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -37,7 +37,8 @@ class PhaseModel:
     pooled: dict[str, PowerLaw]  # per hardware, with per-family offsets
     cross: dict[str, PowerLaw]  # per hardware, one intercept
     overall: PowerLaw
-    corrector: Any = None  # lightgbm.Booster or None
+    corrector: Any = None  # lightgbm.Booster, its model string (loaded on first use: LightGBM imports
+    # scikit-learn and SciPy, seconds of start-up a law-only model never pays) or None
 
     def law_of(self, model: str, hardware: str) -> tuple[float, float, bool, str]:
         """``(intercept, slope, add log J/FLOP, level)`` of the most specific law for (model, hardware)."""
@@ -61,8 +62,7 @@ class PhaseModel:
         """
         x, log_calls = call_terms(frame, self.phase)
         jpf = frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else np.full(len(frame), np.nan)
-        pairs = pd.MultiIndex.from_arrays([frame["model"].astype(str), frame["hardware"].astype(str)])
-        codes, uniq = pd.factorize(pairs)
+        codes, uniq = pair_codes(frame["model"], frame["hardware"])
         laws = [self.law_of(m, h) for m, h in uniq]
         a = np.array([law[0] for law in laws], dtype=float)[codes]
         b = np.array([law[1] for law in laws], dtype=float)[codes]
@@ -73,7 +73,20 @@ class PhaseModel:
     def correction(self, features: pd.DataFrame) -> np.ndarray:
         if self.corrector is None or len(features) == 0:
             return np.zeros(len(features))
+        if isinstance(self.corrector, str):
+            import lightgbm as lgb
+
+            self.corrector = lgb.Booster(model_str=self.corrector)
         return np.asarray(self.corrector.predict(features[list(FEATURES)].to_numpy(dtype=float)), dtype=float)
+
+
+def pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Codes of the distinct ``(a, b)`` pairs per row and the pairs (cheaper than a MultiIndex)."""
+    ca, ua = pd.factorize(a, use_na_sentinel=False)
+    cb, ub = pd.factorize(b, use_na_sentinel=False)
+    combined = np.asarray(ca, dtype=np.int64) * max(len(ub), 1) + np.asarray(cb, dtype=np.int64)
+    uniq, codes = np.unique(combined, return_inverse=True)
+    return codes.reshape(-1), [(str(ua[k // max(len(ub), 1)]), str(ub[k % max(len(ub), 1)])) for k in uniq]
 
 
 def _lgb_params(n: int, seed: int) -> dict[str, Any]:
@@ -221,7 +234,8 @@ class EnergyModel:
                 p: {
                     "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross),
                     "overall": pm.overall.to_dict(),
-                    "corrector": pm.corrector.model_to_string() if pm.corrector is not None else None,
+                    "corrector": (pm.corrector if isinstance(pm.corrector, str) or pm.corrector is None
+                                  else pm.corrector.model_to_string()),
                 }
                 for p, pm in self.phases.items()
             },
@@ -235,11 +249,7 @@ class EnergyModel:
             raise ConfigError("model state version", state.get("version"), f"{STATE_VERSION}: refit with this release")
         phases = {}
         for p, d in state["phases"].items():
-            booster = None
-            if d["corrector"]:
-                import lightgbm as lgb
-
-                booster = lgb.Booster(model_str=d["corrector"])
+            booster = d["corrector"] or None  # the model string: a Booster on first use
             phases[p] = PhaseModel(
                 p,
                 {k: PowerLaw.from_dict(v) for k, v in d["group"].items()},

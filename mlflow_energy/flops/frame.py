@@ -53,7 +53,6 @@ def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
         >>> [round(x / 1e12) for x in out["flops_total"]]
         [221, 2098]
     """
-    out = df.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
     n = len(df)
     results = {col: np.zeros(n, dtype=float) for col in FRAME_OUTPUTS}
     if n:
@@ -66,9 +65,7 @@ def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
         for code, name in enumerate(names):
             idx = order[bounds[code]:bounds[code + 1]]
             _frame_group(str(name), {c: v[idx] for c, v in columns.items()}, idx, results)
-    for col in FRAME_OUTPUTS:
-        out[col] = results[col]
-    return out
+    return df.assign(**results)  # a new frame: the caller's is left as it is
 
 
 def _factorize(models: pd.Series) -> tuple[np.ndarray, list[Any]]:

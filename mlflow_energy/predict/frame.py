@@ -11,6 +11,7 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.carbon import J_PER_KWH
 from mlflow_energy.fit import FIT_PHASES, EnergyModel, compute_flops
+from mlflow_energy.fit.model import pair_codes
 from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, prepare_inputs
 
 
@@ -22,8 +23,6 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
     """
     rows = prepare_inputs(model, df)
     extra = rows.attrs.get("extra_hardware", {})
-    rows["energy_source"] = ""
-    rows["config_hash"] = ""
     flopped = compute_flops(rows)
     lo, hi = model.flops_range
     ft = flopped["flops_total"].to_numpy(dtype=float)
@@ -46,7 +45,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
     else:  # runs carried a total only: split it by each phase's share of the FLOPs
         flops = np.stack([flopped[f"flops_{p}"].to_numpy(dtype=float) for p in phases])
         parts = flops / flops.sum(axis=0) * total
-    codes, uniq = pd.factorize(pd.MultiIndex.from_arrays([rows["model"], rows["hardware"]]))
+    codes, uniq = pair_codes(rows["model"], rows["hardware"])
     levels = np.array([model.level_of(m, h) for m, h in uniq], dtype=object)[codes]
     fallback = model.interval.get("unseen_hardware", math.log(2.0))
     half = pd.Series(levels).map(model.interval).fillna(fallback).to_numpy(dtype=float)
