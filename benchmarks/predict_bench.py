@@ -85,19 +85,23 @@ def flops_cli(tries: int = 3) -> float:
     return float(np.median(times))
 
 
-def in_process(uri: str, n: int) -> float:
+def in_process(uri: str, n: int) -> tuple[float, float]:
+    """Best-of-3 seconds for ``n`` rows: through ``PyFuncModel.predict`` (MLflow's schema enforcement
+    included) and through the predictor itself (``unwrap_python_model().predict``)."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(uri)
+    inner = model.unwrap_python_model()
     frame = rows(n)
     model.predict(frame.head(10))
-    best = float("inf")
+    best = [float("inf"), float("inf")]
     for _ in range(3):
-        t0 = time.perf_counter()
-        out = model.predict(frame)
-        best = min(best, time.perf_counter() - t0)
-    assert len(out) == n
-    return best
+        for k, call in enumerate((lambda: model.predict(frame), lambda: inner.predict(None, frame))):
+            t0 = time.perf_counter()
+            out = call()
+            best[k] = min(best[k], time.perf_counter() - t0)
+            assert len(out) == n
+    return best[0], best[1]
 
 
 def rest(uri: str, requests_n: int) -> tuple[float, float]:
@@ -159,8 +163,10 @@ def main() -> None:
         print(f"cold start, {label}: load + first 1-row predict {cold:.2f} s (import mlflow+pandas before it: "
               f"{imp:.2f} s; median of 3 fresh processes; torch/diffusers/transformers imported: "
               f"{', '.join(heavy) or 'none'})")
-    secs = in_process(a.model_uri, a.rows)
-    print(f"in-process predict: {a.rows} rows in {secs * 1e3:.1f} ms ({a.rows / secs:,.0f} rows/s, best of 3)")
+    secs, own = in_process(a.model_uri, a.rows)
+    print(f"in-process predict: {a.rows} rows in {secs * 1e3:.1f} ms through PyFuncModel.predict, "
+          f"{own * 1e3:.1f} ms in the predictor itself (MLflow's per-value check of the numeric columns is the "
+          f"difference; best of 3)")
     print(f"mlflow-energy flops (fresh process): {flops_cli():.2f} s (median of 3)")
     if not a.no_rest:
         p50, p95 = rest(a.model_uri, a.requests)
