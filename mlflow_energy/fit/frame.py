@@ -59,7 +59,8 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     out["guidance_scale"] = pd.to_numeric(g, errors="coerce") if g is not None else np.nan
     hw = _col(raw, schema.T_HARDWARE, "tags")
     out["hardware_raw"] = hw.astype(str) if hw is not None else "unknown"
-    out["hardware"] = [canonical_hardware(h) for h in out["hardware_raw"]]
+    codes, names = pd.factorize(out["hardware_raw"], use_na_sentinel=False)
+    out["hardware"] = np.asarray([canonical_hardware(h) for h in names], dtype=object)[codes] if len(names) else []
     src = _col(raw, schema.T_ENERGY_SOURCE, "tags")
     out["energy_source"] = src.astype(str) if src is not None else "unknown"
     for name, tag in (("data_source", schema.T_DATA_SOURCE), ("runtime", schema.T_RUNTIME),
