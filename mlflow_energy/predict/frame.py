@@ -10,17 +10,25 @@ import pandas as pd
 
 from mlflow_energy import schema
 from mlflow_energy.carbon import J_PER_KWH
+from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import FIT_PHASES, EnergyModel, compute_flops
 from mlflow_energy.fit.model import pair_codes
+from mlflow_energy.fit.validation import LEVELS
 from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, prepare_inputs
 
 
-def predict_frame(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str = "auto") -> pd.DataFrame:
     """Predict the output columns for the input rows (see the module docstring).
+
+    ``interval_level``: ``auto`` (from each row's family and GPU: ``known``, ``unseen_family`` or
+    ``unseen_hardware``) or one level for every row, e.g. ``unseen_source`` when the caller's setup
+    (runtime, energy scope, measurement) differs from the training data.
 
     Raises:
         ConfigError: for a bad input row, or FLOPs far outside what the model was fitted on.
     """
+    if interval_level != "auto" and interval_level not in LEVELS:
+        raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(LEVELS))
     rows = prepare_inputs(model, df)
     extra = rows.attrs.get("extra_hardware", {})
     flopped = compute_flops(rows)
@@ -47,6 +55,8 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
         parts = flops / flops.sum(axis=0) * total
     codes, uniq = pair_codes(rows["model"], rows["hardware"])
     levels = np.array([model.level_of(m, h) for m, h in uniq], dtype=object)[codes]
+    if interval_level != "auto":
+        levels = np.full(len(rows), interval_level, dtype=object)
     fallback = model.interval.get("unseen_hardware", math.log(2.0))
     half = pd.Series(levels).map(model.interval).fillna(fallback).to_numpy(dtype=float)
     cols = {f"energy_{p}_j": values for p, values in zip(phases, parts, strict=True)}

@@ -11,7 +11,10 @@ grouped cross-validated residuals), ``co2e_g``, ``interval_level`` (the calibrat
 used: ``known``, ``unseen_family``, ``unseen_hardware``), ``energy_total_j_law`` (the law alone,
 before the corrector) and ``energy_scope`` (what the joules count: ``gpu_board_total`` or
 ``gpu_dynamic``). Values are per image. Numeric inputs accept any integer or float dtype where
-the value fits (``30.0`` steps, guidance ``7``); ``30.5`` steps or a boolean are refused. FLOPs are counted inside, by the analytical module.
+the value fits (``30.0`` steps, guidance ``7``); ``30.5`` steps or a boolean are refused. The
+``interval_level`` param (``auto`` by default) picks one calibration for every row, e.g.
+``params={"interval_level": "unseen_source"}`` when the caller's runtime or energy scope differs
+from the training data's. FLOPs are counted inside, by the analytical module.
 
 Phase columns come from the phase laws, scaled to sum to ``energy_total_j``. When the training
 runs carried only a whole-pipeline total (the ML.ENERGY data), there are no phase laws: the phase
@@ -40,6 +43,7 @@ from mlflow_energy.predict.frame import predict_frame
 from mlflow_energy.predict.inputs import INPUT_RULES
 
 ARTIFACT_KEY = "energy_model"
+PARAM_INTERVAL_LEVEL = "interval_level"  # predict param: auto, or one calibration level for every row
 
 
 class EnergyPredictor(mlflow.pyfunc.PythonModel):
@@ -56,8 +60,9 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        level = str((params or {}).get(PARAM_INTERVAL_LEVEL, "auto"))
         try:
-            return predict_frame(self._model, model_input)
+            return predict_frame(self._model, model_input, interval_level=level)
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
@@ -65,7 +70,7 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
 def model_signature() -> Any:
     """The pyfunc signature: the contract's columns, the optional ones marked not required."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     # Numbers are declared AnyType: MLflow's own enforcement refuses int64 for a double column and
     # an integral float for a long one; the predictor's checks accept any int or float dtype where
@@ -77,7 +82,8 @@ def model_signature() -> Any:
                for c in (*schema.PREDICTOR_OPTIONAL_INPUTS, *schema.PREDICTOR_HARDWARE_INPUTS)]
     outputs = [ColSpec("string" if c in schema.PREDICTOR_STRING_OUTPUTS else "double", c)
                for c in schema.PREDICTOR_OUTPUTS]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    params = ParamSchema([ParamSpec(PARAM_INTERVAL_LEVEL, "string", "auto")])
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 
 def input_example(result: FitResult) -> pd.DataFrame:

@@ -223,3 +223,15 @@ def test_loading_and_predicting_imports_neither_torch_diffusers_nor_transformers
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_interval_level_param_picks_one_calibration_for_every_row(registered):
+    _, model = registered
+    auto = model.predict(pd.DataFrame([row()]))
+    wide = model.predict(pd.DataFrame([row()]), params={"interval_level": "unseen_source"})
+    assert wide["interval_level"][0] == "unseen_source" and auto["interval_level"][0] == "known"
+    assert wide["energy_total_j"][0] == pytest.approx(auto["energy_total_j"][0])
+    ratio = lambda o: o["energy_total_j_high"][0] / o["energy_total_j_low"][0]  # noqa: E731
+    assert ratio(wide) > ratio(auto)
+    with pytest.raises(MlflowException, match="interval_level='sometimes'"):
+        model.predict(pd.DataFrame([row()]), params={"interval_level": "sometimes"})

@@ -116,3 +116,10 @@ def test_rest_refuses_non_integral_or_boolean_numbers_naming_the_column(server, 
     r = post(server, [record])
     assert r.status_code == 400, r.text
     assert needle in r.json()["message"]
+
+
+def test_rest_interval_level_param(server):
+    r = requests.post(f"{server}/invocations", json={"dataframe_records": [row()],
+                                                     "params": {"interval_level": "unseen_hardware"}}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["interval_level"] == "unseen_hardware"
