@@ -159,14 +159,19 @@ def feature_frame(frame: pd.DataFrame, hardware_descriptors: dict[str, dict[str,
     return pd.DataFrame({f: cols[f] for f in FEATURES}, index=frame.index)
 
 
-def with_log_jpf(frame: pd.DataFrame, hardware: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """``frame`` plus ``log_jpf``: log of the GPU's best-case J/FLOP (TDP / peak), NaN when unknown."""
+def log_jpf(hardware_names: pd.Series | np.ndarray, hardware: dict[str, dict[str, float]]) -> np.ndarray:
+    """Log of each row's GPU best-case J/FLOP (TDP / peak), NaN when unknown; one lookup per GPU."""
     nan = float("nan")
-    codes, names = pd.factorize(frame["hardware"], use_na_sentinel=False)
+    codes, names = pd.factorize(hardware_names, use_na_sentinel=False)
     per_hw = np.array([math.log(d["hw_tdp_w"] / (d["hw_tflops"] * 1e12))
                        if (d := hardware.get(h)) and d.get("hw_tdp_w", nan) > 0 and d.get("hw_tflops", nan) > 0
                        else nan for h in names], dtype=float)
-    return frame.assign(log_jpf=per_hw[codes] if len(names) else np.zeros(0))
+    return per_hw[codes] if len(names) else np.zeros(0)
+
+
+def with_log_jpf(frame: pd.DataFrame, hardware: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """``frame`` plus ``log_jpf``: log of the GPU's best-case J/FLOP (TDP / peak), NaN when unknown."""
+    return frame.assign(log_jpf=log_jpf(frame["hardware"], hardware))
 
 
 def hardware_descriptors_of(names: Iterable[str]) -> dict[str, dict[str, float]]:

@@ -172,8 +172,10 @@ class EnergyModel:
     # ------------------------------------------------------------------ prediction
     def log_predict_both(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``(corrected, law only)`` log energy per phase (the corrected one is the law when the
-        corrector is off), computing the features once."""
-        frame = with_log_jpf(frame, self.hardware)
+        corrector is off), computing the features once. A ``log_jpf`` column, when present, is used
+        as it is (the predictor computes it with the caller's extra hardware)."""
+        if "log_jpf" not in frame.columns:
+            frame = with_log_jpf(frame, self.hardware)
         feats = feature_frame(frame, self.hardware) if self.corrector_used else None
         cor: dict[str, np.ndarray] = {}
         law: dict[str, np.ndarray] = {}

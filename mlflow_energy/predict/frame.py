@@ -11,10 +11,12 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.carbon import J_PER_KWH
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.fit import FIT_PHASES, EnergyModel, compute_flops
+from mlflow_energy.fit import FIT_PHASES, EnergyModel
+from mlflow_energy.fit.features import log_jpf
 from mlflow_energy.fit.model import pair_codes
 from mlflow_energy.fit.validation import LEVELS
-from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, prepare_inputs
+from mlflow_energy.flops.frame import flops_columns
+from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, input_columns
 
 
 def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str = "auto") -> pd.DataFrame:
@@ -29,9 +31,12 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     """
     if interval_level != "auto" and interval_level not in LEVELS:
         raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(LEVELS))
-    rows = prepare_inputs(model, df)
-    extra = rows.attrs.get("extra_hardware", {})
-    flopped = compute_flops(rows)
+    cols, extra = input_columns(model, df)
+    hardware = {**model.hardware, **extra} if extra else model.hardware
+    flops = flops_columns(cols)
+    # one frame, built once: inputs, FLOPs and each GPU's best-case J/FLOP
+    flopped = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware)})
+    rows = flopped
     lo, hi = model.flops_range
     ft = flopped["flops_total"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
@@ -43,7 +48,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
             i, "FLOPs per image", f"{ft[i]:.3g} ({r['model']} {r['height']}x{r['width']}, {r['steps']} steps)",
             f"within a factor {FLOPS_EXTRAPOLATION:g} of the fitted range {lo:.3g} to {hi:.3g}",
         )
-    work = dataclasses.replace(model, hardware={**model.hardware, **extra}) if extra else model
+    work = dataclasses.replace(model, hardware=hardware) if extra else model
     logs, law_logs = work.log_predict_both(flopped)
     total = np.exp(logs[schema.PHASE_TOTAL])
     phases = [p for p in FIT_PHASES if p != schema.PHASE_TOTAL]

@@ -97,9 +97,20 @@ def integral_column(series: pd.Series, field: str, low: float, high: float, allo
 def prepare_inputs(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
     """Check the input rows and return them with canonical ``hardware`` and filled defaults.
 
+    The frame's ``attrs["extra_hardware"]`` holds the descriptors of GPUs the model was not
+    fitted on (from the spec table or the caller's columns).
+
     Raises:
         ConfigError: naming the row, the column, the value and what is allowed.
     """
+    cols, extra_hw = input_columns(model, df)
+    out = pd.DataFrame(cols)
+    out.attrs["extra_hardware"] = extra_hw
+    return out
+
+
+def input_columns(model: EnergyModel, df: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """:func:`prepare_inputs` as a dict of columns and the extra hardware descriptors (no DataFrame built)."""
     from mlflow_energy.families import family_names, get_family
     from mlflow_energy.measure.hardware import canonical_hardware, find_gpu
 
@@ -176,6 +187,4 @@ def prepare_inputs(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
         _first_bad(~np.isnan(vals) & ~(np.isfinite(vals) & (vals >= 0)), ci, "carbon_intensity_g_per_kwh", allowed)
         intensity = np.where(np.isnan(vals), WORLD_AVERAGE_G_PER_KWH, vals)
     cols["carbon_intensity_g_per_kwh"] = intensity
-    out = pd.DataFrame(cols)
-    out.attrs["extra_hardware"] = extra_hw
-    return out
+    return cols, extra_hw
