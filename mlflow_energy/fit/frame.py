@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,10 +27,20 @@ def _col(df: pd.DataFrame, name: str, prefix: str) -> pd.Series | None:
 
 
 def source_category(source: str) -> str:
-    """What may be fitted together: every Zeus counter is one category; each estimate method and
-    each external dataset is its own."""
+    """What may be fitted together: every Zeus counter is one category; each estimate method is its
+    own; each external dataset is its own, its releases together (``external:mlenergy-v2`` and
+    ``-v3`` are one publisher's Zeus board energy: the fit groups them as data sources instead).
+
+    Example:
+        >>> source_category("external:mlenergy-v3"), source_category("zeus:rapl")
+        ('external:mlenergy', 'zeus')
+    """
     source = str(source or "unknown")
-    return "zeus" if source.startswith("zeus:") else source
+    if source.startswith("zeus:"):
+        return "zeus"
+    if source.startswith(schema.SOURCE_EXTERNAL_PREFIX):
+        return re.sub(r"-v\d+(\.\d+)*$", "", source)
+    return source
 
 
 def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:

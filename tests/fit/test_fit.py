@@ -278,3 +278,14 @@ def test_step_scaling_is_exactly_the_flops_ratio(fitted):
     assert len(rr) == len(FAMILIES) * len(HARDWARE)
     assert np.allclose(rr, 1.0, atol=1e-9)
     assert (fitted.step_scaling["flops_ratio"] > 1.6).all()
+
+
+def test_releases_of_one_external_dataset_fit_together_as_data_sources():
+    a = synthetic_runs(families=FAMILIES[:1], hardware=HARDWARE[:1], sizes=(32,), steps=(1, 2))
+    frame = normalise_runs(pd.concat([a.assign(energy_source="external:mlenergy-v2"),
+                                      a.assign(energy_source="external:mlenergy-v3", run_id=a["run_id"] + "3")],
+                                     ignore_index=True))
+    assert check_sources(frame) == ["external:mlenergy-v2", "external:mlenergy-v3"]
+    assert set(frame["data_source"]) == {"external:mlenergy-v2", "external:mlenergy-v3"}
+    with pytest.raises(ConfigError, match="--allow-mixed-sources"):
+        check_sources(pd.concat([frame, frame.assign(energy_source="external:other")]))
