@@ -133,6 +133,8 @@ PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh",)
 PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_text_encode_j", "energy_denoise_j", "energy_decode_j", "energy_total_j",
     "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
+    # which calibration the interval used, the law-only estimate, the energy scope of the values
+    "interval_level", "energy_total_j_law", "energy_scope",
 )
 
 # --- fit runs, predictor extras, carbon (fit/, predict/, carbon.py, tracking/mlenergy.py) ----
@@ -213,3 +215,23 @@ def best_param(param: str) -> str:
 def best_metric(metric: str) -> str:
     """``best_<metric with / as _>``: the best config's metric (parent run)."""
     return "best_" + metric.replace("/", "_")
+
+# --- per-call law, public v3 data, intervals (fit/, predict/, tracking/mlenergy.py) ----------
+# What the joules of a run count: the whole GPU board (Zeus/NVML total-energy counter), or the
+# dynamic part with the idle power subtracted.
+ENERGY_SCOPE_BOARD = "gpu_board_total"
+ENERGY_SCOPE_DYNAMIC = "gpu_dynamic"
+ENERGY_SCOPES: tuple[str, ...] = (ENERGY_SCOPE_BOARD, ENERGY_SCOPE_DYNAMIC)
+T_ENERGY_SCOPE = "mlflow_energy.energy_scope"
+T_RUNTIME = "mlflow_energy.runtime"  # diffusers, or xdit-<version> (ML.ENERGY v3)
+T_DATA_SOURCE = "mlflow_energy.data_source"  # mlenergy-v2, mlenergy-v3, or the local measurement
+PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("interval_level", "energy_scope")  # the others are doubles
+P_FIT_CORRECTOR = "fit_corrector"  # "used" or "law_only" (grouped CV decides)
+M_STEP_SCALING = "fit/step_scaling_50_over_30"  # predicted energy ratio 50 vs 30 steps / FLOPs ratio
+A_FIT_COVERAGE_CSV = "fit/interval_coverage.csv"
+A_FIT_STEP_SCALING_CSV = "fit/step_scaling.csv"
+
+
+def interval_key(level: str, stat: str) -> str:
+    """``interval/<level>/<stat>``: ``log_halfwidth`` or ``coverage`` of one prediction level's interval."""
+    return f"interval/{level}/{stat}"

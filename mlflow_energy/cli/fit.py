@@ -54,7 +54,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 @click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"),
               help="Grid intensity for carbon/co2e_g: WORLD (default), a country code (DEU) or a number in g/kWh.")
 def import_mlenergy_command(csv: str | None, experiment: str, carbon_intensity: str | float | None) -> None:
-    """Log the ML.ENERGY leaderboard v2 text-to-image rows as runs (default CSV: the packaged copy)."""
+    """Log the ML.ENERGY leaderboard v2 and v3 text-to-image rows as runs (default: both packaged copies)."""
     from mlflow_energy.tracking import import_mlenergy
 
     rep = import_mlenergy(csv, experiment=experiment, intensity=carbon_intensity)

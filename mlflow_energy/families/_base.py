@@ -115,20 +115,19 @@ class Family:
 
         Equal to ``steps`` for most schedulers; PNDM (SD 1.5) evaluates ``steps + 1`` times
         (its PLMS warm-up repeats the first step), Heun ``2 * steps - 1``. ``scheduler``
-        names another diffusers scheduler class, configured from this family's config.
+        names another diffusers scheduler class, configured from this family's config (that
+        one is probed, importing diffusers; the family's own comes from ``data/derived.json``).
 
         Example:
             >>> from mlflow_energy.families import get_family
             >>> get_family("sd1.5").denoiser_calls(50), get_family("sd2").denoiser_calls(50)
             (51, 50)
         """
-        import diffusers
+        from mlflow_energy.families._derived import denoiser_calls, scheduler_calls
 
-        cls = getattr(diffusers, scheduler or self.scheduler["class"])
-        sched = cls.from_config(dict(self.scheduler.get("config", {})))
-        kwargs = {"mu": 0.0} if sched.config.get("use_dynamic_shifting") else {}
-        sched.set_timesteps(steps, **kwargs)
-        return len(sched.timesteps)
+        if scheduler is None or scheduler == self.scheduler.get("class"):
+            return denoiser_calls(self.name, steps)  # shipped per-family data: no diffusers import
+        return scheduler_calls(dict(self.scheduler), steps, scheduler)
 
     def config_of(self, component: str) -> dict[str, Any]:
         """A deep copy of one component's architecture config."""

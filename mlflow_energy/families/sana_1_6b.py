@@ -3,18 +3,34 @@
 A FLOPs-only family: it has analytical FLOPs and public measurements, but no phase adapter,
 so the runner does not build it (``Family.measurable`` is False). Architecture:
 ``data/sana-1.6b.json`` (provenance in ``data/PROVENANCE.md``). Registered only when this
-diffusers/transformers build has the SANA classes. Guidance 4.5 (pipeline default).
+diffusers/transformers build has the SANA classes (checked without importing either). Guidance 4.5 (pipeline default).
 """
+
+import importlib.util
+from pathlib import Path
 
 from mlflow_energy.families._base import family_from_data, register, tiny_variant
 
+# Modules that define the SANA classes in diffusers and transformers (checked without importing them).
+_SANA_MODULES = (
+    ("diffusers", "models/transformers/sana_transformer.py"),
+    ("diffusers", "models/autoencoders/autoencoder_dc.py"),
+    ("transformers", "models/gemma2/modeling_gemma2.py"),
+)
+
 
 def _classes_available() -> bool:
-    try:
-        from diffusers import AutoencoderDC, SanaTransformer2DModel  # noqa: F401
-        from transformers import Gemma2Model  # noqa: F401
-    except ImportError:
-        return False
+    """True when the installed diffusers and transformers ship the SANA classes.
+
+    Looked up with :func:`importlib.util.find_spec` and the packages' files, so registering the
+    family never imports diffusers, transformers or torch.
+    """
+    for package, relative in _SANA_MODULES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        if not any((Path(root) / relative).is_file() for root in spec.submodule_search_locations):
+            return False
     return True
 
 

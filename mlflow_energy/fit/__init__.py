@@ -1,18 +1,22 @@
-"""Fit the energy scaling law from measurement runs: power law per phase, a LightGBM residual
-corrector, grouped cross-validation and plots.
+"""Fit the energy law from measurement runs: a power law per phase on one call, a LightGBM residual
+corrector kept only where grouped cross-validation shows it helps, calibrated intervals and plots.
 
-Per phase (``text_encode``, ``denoise``, ``decode`` and the whole-pipeline ``total``) the law is
-``log E = log a + b log FLOPs`` (natural logs, joules and FLOP per image), fitted
+Per phase (``text_encode``, ``denoise``, ``decode`` and the whole-pipeline ``total``) the law is on
+one call, what the GPU runs at once (a denoiser call on the whole batch, both CFG samples; a text
+encoder pass; a VAE decode): ``log e_call = log a + b log f_call`` (natural logs, joules and FLOP
+per call), and ``E = calls per image x e_call`` (see :func:`call_terms`), so steps and CFG passes
+scale energy exactly linearly. It is fitted
 
 - per (family, hardware) group (slope with a bootstrap confidence interval, R2, MAPE);
 - pooled per hardware with a per-family offset (the slope shared by the families);
 - pooled per hardware with one intercept (the cross-family law an unseen family gets);
 - pooled over everything (the law an unseen GPU gets, before the corrector).
 
-A prediction uses the most specific law available for its (family, hardware), then the corrector
-adds what the law misses (batch size, precision, memory-bound shapes, hardware) from features
-that carry over to unseen families and GPUs. Cross-validation refits everything per fold:
-leave-one-config-out within (family, hardware), leave-one-family-out, leave-one-hardware-out.
+A prediction uses the most specific law available for its (family, hardware); the corrector adds
+what the law misses (precision, memory-bound shapes, hardware) from features that carry over to
+unseen families and GPUs and never see the step count. Cross-validation refits everything per
+fold: leave one config, family, hardware or data source out; it decides whether the corrector is
+used and calibrates a conformal interval per prediction level.
 
 Owns: runs -> frame -> features -> laws + corrector -> evaluation -> a logged fit.
 Modules:
@@ -46,6 +50,7 @@ _EXPORTS = {
     "FEATURES": "features",
     "architecture_descriptors": "features",
     "compute_flops": "features",
+    "call_terms": "features",
     "feature_frame": "features",
     "PowerLaw": "law",
     "fit_line": "law",
@@ -56,9 +61,13 @@ _EXPORTS = {
     "CV_SCHEMES": "validation",
     "cross_validate": "validation",
     "interval_widths": "validation",
+    "interval_coverage": "validation",
+    "corrector_helps": "validation",
+    "LEVELS": "validation",
     "FitResult": "result",
     "fit_energy_model": "result",
     "law_table": "result",
+    "step_scaling": "result",
     "format_summary": "report",
     "log_fit": "report",
     "make_plots": "plots",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,10 +27,20 @@ def _col(df: pd.DataFrame, name: str, prefix: str) -> pd.Series | None:
 
 
 def source_category(source: str) -> str:
-    """What may be fitted together: every Zeus counter is one category; each estimate method and
-    each external dataset is its own."""
+    """What may be fitted together: every Zeus counter is one category; each estimate method is its
+    own; each external dataset is its own, its releases together (``external:mlenergy-v2`` and
+    ``-v3`` are one publisher's Zeus board energy: the fit groups them as data sources instead).
+
+    Example:
+        >>> source_category("external:mlenergy-v3"), source_category("zeus:rapl")
+        ('external:mlenergy', 'zeus')
+    """
     source = str(source or "unknown")
-    return "zeus" if source.startswith("zeus:") else source
+    if source.startswith("zeus:"):
+        return "zeus"
+    if source.startswith(schema.SOURCE_EXTERNAL_PREFIX):
+        return re.sub(r"-v\d+(\.\d+)*$", "", source)
+    return source
 
 
 def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +48,8 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     (``params.*``/``metrics.*``/``tags.*``) or from a frame already keyed by schema names.
 
     Output columns: ``run_id``, the predictor inputs (``model`` ... ``batch_size``), ``hardware``
-    (canonical name), ``hardware_raw``, ``energy_source``, ``config_hash``, ``energy_<phase>``
+    (canonical name), ``hardware_raw``, ``energy_source``, ``data_source``, ``runtime``,
+    ``energy_scope`` (defaults: the energy source, ``diffusers``, board total), ``config_hash``, ``energy_<phase>``
     (J per image, NaN where the run does not carry the phase).
     """
     from mlflow_energy.measure.hardware import canonical_hardware
@@ -58,9 +70,17 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     out["guidance_scale"] = pd.to_numeric(g, errors="coerce") if g is not None else np.nan
     hw = _col(raw, schema.T_HARDWARE, "tags")
     out["hardware_raw"] = hw.astype(str) if hw is not None else "unknown"
-    out["hardware"] = [canonical_hardware(h) for h in out["hardware_raw"]]
+    codes, names = pd.factorize(out["hardware_raw"], use_na_sentinel=False)
+    out["hardware"] = np.asarray([canonical_hardware(h) for h in names], dtype=object)[codes] if len(names) else []
     src = _col(raw, schema.T_ENERGY_SOURCE, "tags")
     out["energy_source"] = src.astype(str) if src is not None else "unknown"
+    for name, tag in (("data_source", schema.T_DATA_SOURCE), ("runtime", schema.T_RUNTIME),
+                      ("energy_scope", schema.T_ENERGY_SCOPE)):
+        col = _col(raw, tag, "tags")
+        out[name] = col.astype(str).where(col.notna(), None) if col is not None else None
+    out["data_source"] = out["data_source"].fillna(out["energy_source"])
+    out["runtime"] = out["runtime"].fillna("diffusers")
+    out["energy_scope"] = out["energy_scope"].fillna(schema.ENERGY_SCOPE_BOARD)
     ch = _col(raw, schema.T_CONFIG_HASH, "tags")
     out["config_hash"] = ch.astype(str) if ch is not None else out["run_id"]
     for phase in FIT_PHASES:

@@ -12,9 +12,10 @@ import pandas as pd
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.fit.features import FEATURES, feature_frame, hardware_descriptors_of, with_log_jpf
+from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hardware_descriptors_of, with_log_jpf
 from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
+from mlflow_energy.schema import ENERGY_SCOPE_BOARD
 
 CORRECTOR_MIN_ROWS = 8
 
@@ -23,7 +24,7 @@ CORRECTOR_MIN_ROWS = 8
 # worse on the ML.ENERGY data (MAPE 23% -> 40%): boards run below TDP and below peak differently.
 # The TDP, FLOP/s and bandwidth stay corrector features.
 ROOFLINE_PRIOR = False
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: laws on energy per call against FLOPs per call
 
 
 # ============================================================================ the model
@@ -36,29 +37,56 @@ class PhaseModel:
     pooled: dict[str, PowerLaw]  # per hardware, with per-family offsets
     cross: dict[str, PowerLaw]  # per hardware, one intercept
     overall: PowerLaw
-    corrector: Any = None  # lightgbm.Booster or None
+    corrector: Any = None  # lightgbm.Booster, its model string (loaded on first use: LightGBM imports
+    # scikit-learn and SciPy, seconds of start-up a law-only model never pays) or None
 
-    def base(self, model: str, hardware: str, log_flops: float, log_jpf: float = float("nan")) -> tuple[float, str]:
+    def law_of(self, model: str, hardware: str) -> tuple[float, float, bool, str]:
+        """``(intercept, slope, add log J/FLOP, level)`` of the most specific law for (model, hardware)."""
         key = f"{model}|{hardware}"
         if key in self.group:
-            return float(self.group[key].log_predict(log_flops)), "group"
+            law = self.group[key]
+            return law.log_a, law.b, False, "group"
         if hardware in self.pooled and model in self.pooled[hardware].offsets:
-            return float(self.pooled[hardware].log_predict(log_flops, model)), "family_offset"
+            law = self.pooled[hardware]
+            return law.log_a + law.offsets[model], law.b, False, "family_offset"
         if hardware in self.cross:
-            return float(self.cross[hardware].log_predict(log_flops)), "hardware"
-        shift = log_jpf if self.overall.roofline and math.isfinite(log_jpf) else 0.0
-        return float(self.overall.log_predict(log_flops)) + shift, "overall"
+            law = self.cross[hardware]
+            return law.log_a + law.offsets.get(model, 0.0), law.b, False, "hardware"
+        return self.overall.log_a + self.overall.offsets.get(model, 0.0), self.overall.b, self.overall.roofline, \
+            "overall"
 
     def base_vec(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        x = np.log(frame[f"flops_{self.phase}"].astype(float).clip(lower=1.0)).to_numpy()
+        """Log energy per image of the law for every row: ``log e_call(f_call) + log calls``.
+
+        One law lookup per distinct (family, hardware); see :func:`call_terms`.
+        """
+        x, log_calls = call_terms(frame, self.phase)
         jpf = frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else np.full(len(frame), np.nan)
-        out = [self.base(m, h, xi, j) for m, h, xi, j in zip(frame["model"], frame["hardware"], x, jpf, strict=True)]
-        return np.array([o[0] for o in out]), [o[1] for o in out]
+        codes, uniq = pair_codes(frame["model"], frame["hardware"])
+        laws = [self.law_of(m, h) for m, h in uniq]
+        a = np.array([law[0] for law in laws], dtype=float)[codes]
+        b = np.array([law[1] for law in laws], dtype=float)[codes]
+        roof = np.array([law[2] for law in laws], dtype=bool)[codes] & np.isfinite(jpf)
+        levels = np.array([law[3] for law in laws], dtype=object)[codes]
+        return a + b * x + np.where(roof, jpf, 0.0) + log_calls, list(levels)
 
     def correction(self, features: pd.DataFrame) -> np.ndarray:
         if self.corrector is None or len(features) == 0:
             return np.zeros(len(features))
+        if isinstance(self.corrector, str):
+            import lightgbm as lgb
+
+            self.corrector = lgb.Booster(model_str=self.corrector)
         return np.asarray(self.corrector.predict(features[list(FEATURES)].to_numpy(dtype=float)), dtype=float)
+
+
+def pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Codes of the distinct ``(a, b)`` pairs per row and the pairs (cheaper than a MultiIndex)."""
+    ca, ua = pd.factorize(a, use_na_sentinel=False)
+    cb, ub = pd.factorize(b, use_na_sentinel=False)
+    combined = np.asarray(ca, dtype=np.int64) * max(len(ub), 1) + np.asarray(cb, dtype=np.int64)
+    uniq, codes = np.unique(combined, return_inverse=True)
+    return codes.reshape(-1), [(str(ua[k // max(len(ub), 1)]), str(ub[k % max(len(ub), 1)])) for k in uniq]
 
 
 def _lgb_params(n: int, seed: int) -> dict[str, Any]:
@@ -81,8 +109,9 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
     if len(df) < MIN_POINTS:
         return None
     rng = np.random.default_rng(seed)
-    x = np.log(df[f"flops_{phase}"].to_numpy(dtype=float))
-    y = np.log(df[col].to_numpy(dtype=float))
+    # the law is on one call: log(energy per call) against log(FLOPs per call)
+    x, log_calls = call_terms(df, phase)
+    y = np.log(df[col].to_numpy(dtype=float)) - log_calls
     fams = df["model"].to_numpy(dtype=str)
     hws = df["hardware"].to_numpy(dtype=str)
     groups: dict[str, PowerLaw] = {}
@@ -119,8 +148,8 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
 
         base, _ = pm.base_vec(df)
         feats = features.loc[df.index].copy()
-        feats["log_base"] = base
-        resid = y - base
+        feats["log_base"] = base - log_calls
+        resid = y - (base - log_calls)
         ds = lgb.Dataset(feats.to_numpy(dtype=float), label=resid, feature_name=list(FEATURES),
                          params={"verbosity": -1, "min_data_in_bin": 1})
         pm.corrector = lgb.train(_lgb_params(len(df), seed), ds, num_boost_round=n_estimators)
@@ -137,12 +166,34 @@ class EnergyModel:
     flops_range: tuple[float, float]
     interval: dict[str, float] = field(default_factory=dict)  # log half-width per prediction level
     sources: list[str] = field(default_factory=list)
+    energy_scope: str = ENERGY_SCOPE_BOARD  # what the predicted joules count (see schema.ENERGY_SCOPES)
+    corrector_used: bool = True  # False: grouped CV showed the corrector does not help; the law alone
 
     # ------------------------------------------------------------------ prediction
+    def log_predict_both(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``(corrected, law only)`` log energy per phase (the corrected one is the law when the
+        corrector is off), computing the features once. A ``log_jpf`` column, when present, is used
+        as it is (the predictor computes it with the caller's extra hardware)."""
+        if "log_jpf" not in frame.columns:
+            frame = with_log_jpf(frame, self.hardware)
+        feats = feature_frame(frame, self.hardware) if self.corrector_used else None
+        cor: dict[str, np.ndarray] = {}
+        law: dict[str, np.ndarray] = {}
+        for phase, pm in self.phases.items():
+            base, _ = pm.base_vec(frame)
+            law[phase] = base
+            if feats is not None and pm.corrector is not None:
+                feats["log_base"] = base - call_terms(frame, phase)[1]
+                cor[phase] = base + pm.correction(feats)
+            else:
+                cor[phase] = base
+        return cor, law
+
     def log_predict(self, frame: pd.DataFrame, *, corrected: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
         """Log energy per phase for rows with ``flops_*`` columns and canonical ``hardware``.
 
-        Returns ``({phase: log J}, level per row of the total)``.
+        Returns ``({phase: log J}, level per row of the total)``. ``corrected=True`` applies the
+        corrector even when :attr:`corrector_used` is False (cross-validation compares both).
         """
         frame = with_log_jpf(frame, self.hardware)
         feats = feature_frame(frame, self.hardware)
@@ -150,9 +201,8 @@ class EnergyModel:
         levels: list[str] = ["overall"] * len(frame)
         for phase, pm in self.phases.items():
             base, lv = pm.base_vec(frame)
-            f = feats.copy()
-            f["log_base"] = base
-            out[phase] = base + (pm.correction(f) if corrected else 0.0)
+            feats["log_base"] = base - call_terms(frame, phase)[1]
+            out[phase] = base + (pm.correction(feats) if corrected else 0.0)
             if phase == schema.PHASE_TOTAL:
                 levels = lv
         return out, levels
@@ -180,11 +230,14 @@ class EnergyModel:
             "flops_range": list(self.flops_range),
             "interval": self.interval,
             "sources": self.sources,
+            "energy_scope": self.energy_scope,
+            "corrector_used": self.corrector_used,
             "phases": {
                 p: {
                     "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross),
                     "overall": pm.overall.to_dict(),
-                    "corrector": pm.corrector.model_to_string() if pm.corrector is not None else None,
+                    "corrector": (pm.corrector if isinstance(pm.corrector, str) or pm.corrector is None
+                                  else pm.corrector.model_to_string()),
                 }
                 for p, pm in self.phases.items()
             },
@@ -198,11 +251,7 @@ class EnergyModel:
             raise ConfigError("model state version", state.get("version"), f"{STATE_VERSION}: refit with this release")
         phases = {}
         for p, d in state["phases"].items():
-            booster = None
-            if d["corrector"]:
-                import lightgbm as lgb
-
-                booster = lgb.Booster(model_str=d["corrector"])
+            booster = d["corrector"] or None  # the model string: a Booster on first use
             phases[p] = PhaseModel(
                 p,
                 {k: PowerLaw.from_dict(v) for k, v in d["group"].items()},
@@ -214,7 +263,8 @@ class EnergyModel:
         hardware = {k: {kk: (float("nan") if vv is None else vv) for kk, vv in v.items()}
                     for k, v in state["hardware"].items()}
         return cls(phases, hardware, state["families"], tuple(state["flops_range"]), state["interval"],
-                   state.get("sources", []))
+                   state.get("sources", []), state.get("energy_scope", ENERGY_SCOPE_BOARD),
+                   bool(state.get("corrector_used", True)))
 
 
 def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, seed: int = 0,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlflow_energy import schema
+from mlflow_energy.fit.features import call_terms
 
 if TYPE_CHECKING:
     from mlflow_energy.fit.result import FitResult
@@ -42,22 +43,21 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
         for ax, hw in zip(axes[0], hws, strict=True):
             sub = have[have["hardware"] == hw]
             for fam, g in sub.groupby("model"):
-                x = g[f"flops_{phase}"].to_numpy(dtype=float)
-                pts = ax.scatter(x, g[col], s=18, label=fam)
-                lo, hi = np.log(x.min()), np.log(x.max())
-                xs = np.linspace(lo - 0.1, hi + 0.1, 20)
-                base = np.array([pm.base(fam, hw, xi)[0] for xi in xs])
-                ax.plot(np.exp(xs), np.exp(base), color=pts.get_facecolor()[0], lw=1.2)
+                lx, log_calls = call_terms(g, phase)
+                pts = ax.scatter(np.exp(lx), g[col].to_numpy(dtype=float) / np.exp(log_calls), s=18, label=fam)
+                xs = np.linspace(lx.min() - 0.1, lx.max() + 0.1, 20)
+                a, b, _, _ = pm.law_of(fam, hw)
+                ax.plot(np.exp(xs), np.exp(a + b * xs), color=pts.get_facecolor()[0], lw=1.2)
             cross = pm.cross.get(hw)
             if cross is not None:
-                xall = np.log(sub[f"flops_{phase}"].to_numpy(dtype=float))
+                xall = call_terms(sub, phase)[0]
                 xs = np.linspace(xall.min() - 0.2, xall.max() + 0.2, 20)
                 ax.plot(np.exp(xs), np.exp(cross.log_predict(xs)), "k--", lw=1,
                         label=f"cross-family b={cross.b:.2f}")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel(f"FLOP per image ({phase})")
-            ax.set_ylabel("J per image")
+            ax.set_xlabel(f"FLOP per call ({phase}, whole batch)")
+            ax.set_ylabel("J per call")
             ax.set_title(hw, fontsize=9)
             ax.legend(fontsize=7)
         written.append(_save(fig, out_dir / f"energy_vs_flops_{phase}.png"))

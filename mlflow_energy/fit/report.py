@@ -28,6 +28,7 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         schema.P_FIT_SOURCES: ",".join(result.model.sources)[:500],
         schema.P_FIT_PHASES: ",".join(result.model.phases),
         "allow_mixed_sources": allow_mixed,
+        schema.P_FIT_CORRECTOR: "used" if result.model.corrector_used else "law_only",
         **({schema.P_FIT_REGISTERED_MODEL: registered_model} if registered_model else {}),
     })
     metrics: dict[str, float] = {}
@@ -47,7 +48,13 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
             if math.isfinite(v):
                 metrics[schema.cv_key(row["scheme"], row["phase"], stat)] = v
     for level, q in result.model.interval.items():
-        metrics[f"interval/{level}_log_halfwidth"] = q
+        metrics[schema.interval_key(level, "log_halfwidth")] = q
+    if result.coverage is not None:
+        for _, row in result.coverage.iterrows():
+            if math.isfinite(row["coverage"]):
+                metrics[schema.interval_key(row["level"], "coverage")] = float(row["coverage"])
+    if result.step_scaling is not None and len(result.step_scaling):
+        metrics[schema.M_STEP_SCALING] = float(result.step_scaling["ratio_of_ratios"].median())
     mlflow.log_metrics(metrics)
 
     import warnings
@@ -59,7 +66,11 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
     with tempfile.TemporaryDirectory() as tmp:
         tmp_p = Path(tmp)
         for name, df in ((schema.A_FIT_GROUPS_CSV, result.laws), (schema.A_FIT_CV_CSV, result.cv_predictions),
-                         (schema.A_FIT_CV_SUMMARY_CSV, result.cv_summary)):
+                         (schema.A_FIT_CV_SUMMARY_CSV, result.cv_summary),
+                         (schema.A_FIT_COVERAGE_CSV, result.coverage), (schema.A_FIT_STEP_SCALING_CSV,
+                                                                        result.step_scaling)):
+            if df is None:
+                continue
             p = tmp_p / Path(name).name
             df.to_csv(p, index=False)
             mlflow.log_artifact(str(p), artifact_path=str(Path(name).parent))
@@ -78,7 +89,7 @@ def format_summary(result: FitResult) -> str:
     """A short text report of the fit: laws of the total and the cross-validation table."""
     lines = []
     laws = result.laws[(result.laws["phase"] == schema.PHASE_TOTAL)]
-    lines.append("power law of the total, E = a * FLOPs^b:")
+    lines.append("law of the total per denoiser call, e_call = a * (FLOPs per call)^b, E = calls x e_call:")
     for _, r in laws.iterrows():
         if math.isfinite(r["b"]):
             ci = f" [{r['b_low']:.3f}, {r['b_high']:.3f}]" if math.isfinite(r["b_low"]) else ""
@@ -92,4 +103,14 @@ def format_summary(result: FitResult) -> str:
             lines.append(
                 f"  {r['scheme']:<5} {r['phase']:<12} n={int(r['n']):<4} MAPE {r['mape_law']:.1%} -> "
                 f"{r['mape_corrected']:.1%}   Spearman {r['spearman_law']:.3f} -> {r['spearman_corrected']:.3f}")
+    lines.append("corrector: " + ("used (it lowers grouped-CV MAPE)" if result.model.corrector_used
+                                  else "off, law only (grouped CV: it does not help)"))
+    if result.coverage is not None and len(result.coverage):
+        lines.append("90% interval per level (honest grouped coverage):")
+        for _, r in result.coverage.iterrows():
+            lines.append(f"  {r['level']:<16} x/÷{math.exp(r['log_halfwidth']):.2f}  coverage {r['coverage']:.1%} "
+                         f"(n={int(r['n'])}, {int(r['n_groups'])} groups)")
+    if result.step_scaling is not None and len(result.step_scaling):
+        rr = result.step_scaling["ratio_of_ratios"]
+        lines.append(f"step scaling 50/30: energy ratio / FLOPs ratio = {rr.min():.4f} .. {rr.max():.4f}")
     return "\n".join(lines)

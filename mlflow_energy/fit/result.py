@@ -14,7 +14,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import compute_flops
 from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
 from mlflow_energy.fit.model import EnergyModel, fit_core
-from mlflow_energy.fit.validation import cross_validate, interval_widths
+from mlflow_energy.fit.validation import corrector_helps, cross_validate, interval_coverage, interval_widths
 
 
 # ============================================================================ report
@@ -59,6 +59,8 @@ class FitResult:
     laws: pd.DataFrame
     cv_predictions: pd.DataFrame
     cv_summary: pd.DataFrame
+    coverage: pd.DataFrame | None = None  # per interval level: honest grouped coverage (see interval_coverage)
+    step_scaling: pd.DataFrame | None = None  # predicted energy ratio 50/30 steps vs the FLOPs ratio
 
 
 def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: int = 100, max_folds: int = 40,
@@ -80,6 +82,33 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
         pred, summary = cross_validate(frame, max_folds=max_folds, n_estimators=n_estimators, seed=seed)
     else:
         pred, summary = pd.DataFrame(columns=["scheme", "phase", "measured_j", "corrected_j"]), pd.DataFrame()
-    model.interval = interval_widths(pred) if len(pred) else {
-        "known": math.log(2.0), "unseen_family": math.log(2.0), "unseen_hardware": math.log(2.0)}
-    return FitResult(model, frame, law_table(model, frame), pred, summary)
+    model.corrector_used = corrector_helps(summary)
+    column = "corrected_j" if model.corrector_used else "law_j"
+    model.interval = interval_widths(pred, column=column) if len(pred) else dict.fromkeys(
+        ("known", "unseen_family", "unseen_hardware", "unseen_source"), math.log(2.0))
+    coverage = interval_coverage(pred, column=column) if len(pred) else None
+    scopes = sorted(set(frame["energy_scope"])) if "energy_scope" in frame.columns else []
+    if len(scopes) == 1:
+        model.energy_scope = scopes[0]
+    return FitResult(model, frame, law_table(model, frame), pred, summary, coverage, step_scaling(model, frame))
+
+
+def step_scaling(model: EnergyModel, frame: pd.DataFrame, low: int = 30, high: int = 50) -> pd.DataFrame:
+    """Per fitted (family, hardware): the predicted energy ratio of ``high`` over ``low`` steps at the
+    family's most frequent training shape, against the FLOPs ratio (1.0 = exactly as FLOPs)."""
+    from mlflow_energy.fit.features import compute_flops
+
+    rows = []
+    for (fam, hw), g in frame.groupby(["model", "hardware"]):
+        base = g.iloc[[0]].copy()
+        pair = pd.concat([base.assign(steps=low), base.assign(steps=high)], ignore_index=True)
+        try:
+            flopped = compute_flops(pair)
+        except ConfigError:
+            continue
+        cor, _ = model.log_predict_both(flopped)
+        e = np.exp(cor["total"])
+        f = flopped["flops_total"].to_numpy(dtype=float)
+        rows.append({"model": fam, "hardware": hw, "energy_ratio": e[1] / e[0], "flops_ratio": f[1] / f[0],
+                     "ratio_of_ratios": (e[1] / e[0]) / (f[1] / f[0])})
+    return pd.DataFrame(rows, columns=["model", "hardware", "energy_ratio", "flops_ratio", "ratio_of_ratios"])

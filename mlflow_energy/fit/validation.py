@@ -1,4 +1,12 @@
-"""Honest evaluation: grouped cross-validation (leave one config, family or hardware out) and conformal interval widths."""
+"""Honest evaluation: grouped cross-validation and calibrated conformal intervals.
+
+Schemes: leave one config out (within its family and GPU), one family, one GPU, or one data
+source out (``loco``, ``lofo``, ``loho``, ``loso``). Each calibrates the interval of one prediction
+level (``known``, ``unseen_family``, ``unseen_hardware``, ``unseen_source``): the split-conformal
+quantile of the held-out |log residuals|. Its coverage is estimated honestly by leaving one
+group out of the calibration too: every held-out group is scored against the quantile of the
+other groups' residuals (:func:`interval_coverage`).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +26,10 @@ ALPHA = 0.10  # 90% prediction interval
 
 
 # ============================================================================ cross-validation
-CV_SCHEMES = ("loco", "lofo", "loho")
-_LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_hardware"}
+CV_SCHEMES = ("loco", "lofo", "loho", "loso")
+_LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_hardware", "loso": "unseen_source"}
+LEVELS: tuple[str, ...] = tuple(_LEVEL_OF_SCHEME.values())
+_GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source"}
 
 
 def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[np.ndarray]:
@@ -32,7 +42,10 @@ def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[
     elif scheme == "lofo":
         keys = frame["model"] if frame["model"].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
     else:
-        keys = frame["hardware"] if frame["hardware"].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
+        col = _GROUP_OF_SCHEME[scheme]
+        if col not in frame.columns:
+            return []
+        keys = frame[col] if frame[col].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
     uniq = keys.dropna().unique()
     if len(uniq) == 0:
         return []
@@ -83,11 +96,12 @@ def cross_validate(frame: pd.DataFrame, *, schemes: Sequence[str] = CV_SCHEMES, 
                     preds.append({
                         "scheme": scheme, "phase": phase, "run_id": held["run_id"].iloc[i],
                         "model": held["model"].iloc[i], "hardware": held["hardware"].iloc[i],
+                        "data_source": held["data_source"].iloc[i] if "data_source" in held else "",
                         "measured_j": meas[i], "law_j": float(np.exp(law[phase][i])),
                         "corrected_j": float(np.exp(cor[phase][i])),
                     })
-    pred = pd.DataFrame(preds, columns=["scheme", "phase", "run_id", "model", "hardware", "measured_j", "law_j",
-                                        "corrected_j"])
+    pred = pd.DataFrame(preds, columns=["scheme", "phase", "run_id", "model", "hardware", "data_source",
+                                        "measured_j", "law_j", "corrected_j"])
     rows = []
     for (scheme, phase), g in pred.groupby(["scheme", "phase"], sort=False):
         m = g["measured_j"].to_numpy()
@@ -110,24 +124,70 @@ def _conformal_q(abs_resid: np.ndarray, alpha: float = ALPHA) -> float:
     return float(r[min(k, len(r)) - 1])
 
 
-def interval_widths(pred: pd.DataFrame) -> dict[str, float]:
-    """Log half-widths of the 90% interval per prediction level, from cross-validated residuals
-    of the total (``known``: leave-one-config-out; ``unseen_family``; ``unseen_hardware``).
+def corrector_helps(summary: pd.DataFrame) -> bool:
+    """Keep the corrector only where grouped CV shows it helps: a lower MAPE of the total than the
+    law alone under every available grouped scheme (leave one family out and leave one GPU out;
+    leave one config out when neither exists)."""
+    if len(summary) == 0:
+        return False
+    tot = summary[summary["phase"] == schema.PHASE_TOTAL].set_index("scheme")
+    schemes = [s for s in ("lofo", "loho") if s in tot.index] or [s for s in ("loco",) if s in tot.index]
+    if not schemes:
+        return False
+    return all(tot.loc[s, "mape_corrected"] < tot.loc[s, "mape_law"] for s in schemes)
 
-    A level without its own folds borrows the next wider one (and at worst the in-sample-free
-    maximum of all residuals)."""
+
+def _abs_log_resid(pred: pd.DataFrame, column: str) -> np.ndarray:
+    return np.abs(np.log(pred[column].to_numpy(dtype=float) / pred["measured_j"].to_numpy(dtype=float)))
+
+
+def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[str, float]:
+    """Log half-widths of the 90% interval per prediction level, from cross-validated residuals
+    of the total under the scheme of that level (``column``: the predictor actually served,
+    ``corrected_j`` or ``law_j``).
+
+    A level without its own folds borrows the next wider one (and at worst the maximum of all
+    held-out residuals)."""
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
     out: dict[str, float] = {}
     for scheme, level in _LEVEL_OF_SCHEME.items():
         g = tot[tot["scheme"] == scheme]
         if len(g):
-            out[level] = _conformal_q(np.abs(np.log(g["corrected_j"] / g["measured_j"])).to_numpy())
-    every = np.abs(np.log(tot["corrected_j"] / tot["measured_j"])).to_numpy() if len(tot) else np.array([])
+            out[level] = _conformal_q(_abs_log_resid(g, column))
+    every = _abs_log_resid(tot, column) if len(tot) else np.array([])
     fallback = float(every.max()) if len(every) else math.log(2.0)
-    order = ["known", "unseen_family", "unseen_hardware"]
+    order = list(LEVELS)
     for i, level in enumerate(order):
         if level not in out:
             wider = [out[w] for w in order[i + 1:] if w in out]
-            narrower = [out[w] for w in order[:i] if w in out]
-            out[level] = max(wider + narrower + [fallback]) if not wider else wider[0]
+            out[level] = wider[0] if wider else max([*out.values(), fallback])
     return out
+
+
+def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.DataFrame:
+    """Honest coverage of each level's 90% interval: every held-out group (a family, a GPU, a data
+    source; configs for ``known``) is scored against the conformal quantile of the *other*
+    groups' residuals, so no point calibrates its own interval.
+
+    Returns one row per level: ``level``, ``scheme``, ``n``, ``n_groups``, ``nominal``,
+    ``coverage`` (fraction of held-out totals inside their interval) and ``log_halfwidth``.
+    """
+    tot = pred[pred["phase"] == schema.PHASE_TOTAL]
+    rows = []
+    for scheme, level in _LEVEL_OF_SCHEME.items():
+        g = tot[tot["scheme"] == scheme]
+        if len(g) == 0:
+            continue
+        key = g["run_id"] if scheme == "loco" else g[_GROUP_OF_SCHEME[scheme]]
+        r = _abs_log_resid(g, column)
+        hits = []
+        for k in key.unique():
+            mine = (key == k).to_numpy()
+            if (~mine).sum() == 0:
+                continue
+            q = _conformal_q(r[~mine])
+            hits.extend(r[mine] <= q)
+        rows.append({"level": level, "scheme": scheme, "n": len(g), "n_groups": int(key.nunique()),
+                     "nominal": 1 - ALPHA, "coverage": float(np.mean(hits)) if hits else float("nan"),
+                     "log_halfwidth": _conformal_q(r)})
+    return pd.DataFrame(rows, columns=["level", "scheme", "n", "n_groups", "nominal", "coverage", "log_halfwidth"])

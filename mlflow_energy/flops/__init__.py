@@ -21,7 +21,8 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["FRAME_INPUTS", "FRAME_OUTPUTS", "PHASES", "component_flops", "config_flops", "flops_frame", "flops_metrics"]
+__all__ = ["FRAME_INPUTS", "FRAME_OUTPUTS", "PHASES", "component_flops", "config_flops", "flops_columns", "flops_frame",
+           "flops_metrics"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -33,5 +34,6 @@ __getattr__, __dir__ = lazy_exports(
         "config_flops": "count",
         "flops_metrics": "count",
         "flops_frame": "frame",
+        "flops_columns": "frame",
     },
 )

@@ -6,6 +6,7 @@ size with numpy, so 100k configurations cost milliseconds. Values equal :func:`c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,14 +18,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+def _column(df: pd.DataFrame | Mapping[str, Any], name: str, n: int) -> np.ndarray:
     """A column as float64 (NaN where missing; all NaN when the column is absent)."""
-    if name not in df.columns:
-        return np.full(len(df), np.nan)
+    if name not in df:
+        return np.full(n, np.nan)
+    values = df[name]
     try:
-        return np.asarray(df[name].to_numpy(dtype=float, na_value=np.nan), dtype=float)
+        if hasattr(values, "to_numpy"):
+            return np.asarray(values.to_numpy(dtype=float, na_value=np.nan), dtype=float)
+        return np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        raise ConfigError(name, df[name].iloc[0], "a numeric column") from None
+        raise ConfigError(name, list(values)[0], "a numeric column") from None
 
 
 def _bad(rows: np.ndarray, values: np.ndarray, field: str, allowed: str) -> None:
@@ -53,25 +57,28 @@ def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
         >>> [round(x / 1e12) for x in out["flops_total"]]
         [221, 2098]
     """
-    out = df.copy(deep=False)  # copy-on-write: the caller's frame is left as it is
-    n = len(df)
+    return df.assign(**flops_columns(df))  # a new frame: the caller's is left as it is
+
+
+def flops_columns(df: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The ``flops_<phase>`` columns of :func:`flops_frame` as arrays, for a DataFrame or a dict of
+    equal-length columns (the predictor builds its frame once, from a dict)."""
+    n = len(df["model"]) if "model" in df else len(df)
     results = {col: np.zeros(n, dtype=float) for col in FRAME_OUTPUTS}
     if n:
-        if "model" not in df.columns:
+        if "model" not in df:
             raise ConfigError("model", None, "a 'model' column of family names")
-        columns = {c: _column(df, c) for c in FRAME_INPUTS[1:]}
+        columns = {c: _column(df, c, n) for c in FRAME_INPUTS[1:]}
         codes, names = _factorize(df["model"])
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         for code, name in enumerate(names):
             idx = order[bounds[code]:bounds[code + 1]]
             _frame_group(str(name), {c: v[idx] for c, v in columns.items()}, idx, results)
-    for col in FRAME_OUTPUTS:
-        out[col] = results[col]
-    return out
+    return results
 
 
-def _factorize(models: pd.Series) -> tuple[np.ndarray, list[Any]]:
+def _factorize(models: pd.Series | np.ndarray) -> tuple[np.ndarray, list[Any]]:
     import pandas as pd
 
     codes, uniques = pd.factorize(models, use_na_sentinel=False)

@@ -57,5 +57,8 @@ class AnalyticPredictor:
         out["energy_total_j_high"] = total * 1.1
         intensity = df["carbon_intensity_g_per_kwh"] if "carbon_intensity_g_per_kwh" in df else self.carbon
         out["co2e_g"] = total / 3.6e6 * np.asarray(intensity, dtype=float)
+        out["interval_level"] = "analytic"  # round constants, not a calibrated interval
+        out["energy_total_j_law"] = total
+        out["energy_scope"] = schema.ENERGY_SCOPE_BOARD
         out["time_total_s"] = total / self.watts
         return out

@@ -6,8 +6,15 @@ optional ``carbon_intensity_g_per_kwh`` (default: world average, 475) and, for a
 the training data nor in the spec table, ``hardware_tdp_w``, ``hardware_tflops`` (dense FP16
 TFLOP/s) and ``hardware_mem_bw_gb_s``. Output columns: ``energy_text_encode_j``,
 ``energy_denoise_j``, ``energy_decode_j``, ``energy_total_j``, ``energy_total_wh``,
-``energy_total_j_low``, ``energy_total_j_high`` (a 90% prediction interval from cross-validated
-residuals), ``co2e_g``. Values are per image. FLOPs are counted inside, by the analytical module.
+``energy_total_j_low``, ``energy_total_j_high`` (a 90% conformal prediction interval from
+grouped cross-validated residuals), ``co2e_g``, ``interval_level`` (the calibration the interval
+used: ``known``, ``unseen_family``, ``unseen_hardware``), ``energy_total_j_law`` (the law alone,
+before the corrector) and ``energy_scope`` (what the joules count: ``gpu_board_total`` or
+``gpu_dynamic``). Values are per image. Numeric inputs accept any integer or float dtype where
+the value fits (``30.0`` steps, guidance ``7``); ``30.5`` steps or a boolean are refused. The
+``interval_level`` param (``auto`` by default) picks one calibration for every row, e.g.
+``params={"interval_level": "unseen_source"}`` when the caller's runtime or energy scope differs
+from the training data's. FLOPs are counted inside, by the analytical module.
 
 Phase columns come from the phase laws, scaled to sum to ``energy_total_j``. When the training
 runs carried only a whole-pipeline total (the ML.ENERGY data), there are no phase laws: the phase
@@ -33,8 +40,10 @@ from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import EnergyModel, FitResult
 from mlflow_energy.predict.frame import predict_frame
+from mlflow_energy.predict.inputs import INPUT_RULES
 
 ARTIFACT_KEY = "energy_model"
+PARAM_INTERVAL_LEVEL = "interval_level"  # predict param: auto, or one calibration level for every row
 
 
 class EnergyPredictor(mlflow.pyfunc.PythonModel):
@@ -51,8 +60,9 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        level = str((params or {}).get(PARAM_INTERVAL_LEVEL, "auto"))
         try:
-            return predict_frame(self._model, model_input)
+            return predict_frame(self._model, model_input, interval_level=level)
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
@@ -60,15 +70,20 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
 def model_signature() -> Any:
     """The pyfunc signature: the contract's columns, the optional ones marked not required."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-    types = {"model": "string", "height": "long", "width": "long", "steps": "long", "guidance_scale": "double",
-             "precision": "string", "batch_size": "long", "hardware": "string"}
-    inputs = [ColSpec(types[c], c) for c in schema.PREDICTOR_INPUTS]
-    inputs += [ColSpec("double", c, required=False)
+    # Numbers are declared AnyType: MLflow's own enforcement refuses int64 for a double column and
+    # an integral float for a long one; the predictor's checks accept any int or float dtype where
+    # the value fits and refuse the rest with one line naming the column (see INPUT_RULES, also
+    # logged as the model's metadata).
+    inputs = [ColSpec("string", c) if c in ("model", "precision", "hardware") else ColSpec(AnyType(), c)
+              for c in schema.PREDICTOR_INPUTS]
+    inputs += [ColSpec(AnyType(), c, required=False)
                for c in (*schema.PREDICTOR_OPTIONAL_INPUTS, *schema.PREDICTOR_HARDWARE_INPUTS)]
-    outputs = [ColSpec("double", c) for c in schema.PREDICTOR_OUTPUTS]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    outputs = [ColSpec("string" if c in schema.PREDICTOR_STRING_OUTPUTS else "double", c)
+               for c in schema.PREDICTOR_OUTPUTS]
+    params = ParamSchema([ParamSpec(PARAM_INTERVAL_LEVEL, "string", "auto")])
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 
 def input_example(result: FitResult) -> pd.DataFrame:
@@ -122,6 +137,8 @@ def log_and_register(result: FitResult, registered_model: str, *, alias: str = s
             input_example=input_example(result),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model,
+            metadata={"input_rules": INPUT_RULES, "energy_scope": result.model.energy_scope,
+                      "corrector_used": result.model.corrector_used},
         )
     version = info.registered_model_version
     client = MlflowClient()

@@ -1,4 +1,11 @@
-"""Import the public ML.ENERGY leaderboard v2 text-to-image measurements as MLflow runs.
+"""Import the public ML.ENERGY leaderboard v2 and v3 text-to-image measurements as MLflow runs.
+
+v3 (``data/mlenergy_v3_text_to_image.csv``): Zeus/NVML board energy of the whole pipeline call on
+B200 (and H100 for SANA 1.5 and Hunyuan-DiT), bf16, the xDiT 0.4.5 runtime, 20-50 steps, batch
+sizes 1 to 16. SANA 1.5 1.6B maps to the ``sana-1.6b`` family (its architecture file is SANA 1.5
+1.6B); SANA 1.5 4.8B and Hunyuan-DiT have no family and are skipped with a count. Every run
+records its runtime (``diffusers`` or ``xdit-0.4.5``), data source (``mlenergy-v2`` or
+``mlenergy-v3``) and energy scope (``gpu_board_total``) as tags, so the fit can group by them.
 
 The packaged copy is ``data/mlenergy_v2_text_to_image.csv`` (provenance in ``data/PROVENANCE.md``):
 Zeus/NVML GPU energy of the whole pipeline call on A100-SXM4-40GB and H100-SXM5-80GB, fp16,
@@ -17,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +36,11 @@ from mlflow_energy._version import __version__
 from mlflow_energy.errors import ConfigError
 
 SOURCE = "external:mlenergy-v2"
+SOURCE_V3 = "external:mlenergy-v3"
 # package data, found next to this file (works for wheels and editable installs alike)
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DATA_FILE = "mlenergy_v2_text_to_image.csv"
+DATA_FILE_V3 = "mlenergy_v3_text_to_image.csv"
 
 #: Hub ids of the leaderboard to family names (see the data README): Openjourney v4 is an SD 1.5
 #: fine-tune; SDXL-Turbo is the SDXL architecture, run at its own resolution, steps and guidance.
@@ -41,6 +51,13 @@ MODEL_FAMILIES: dict[str, str] = {
     "stabilityai/sdxl-turbo": "sdxl",
     "segmind/SSD-1B": "ssd-1b",
     "stabilityai/stable-diffusion-3-medium-diffusers": "sd3-medium",
+    # v3 (B200/H100, xDiT). SANA 1.5 1.6B is the architecture of families/data/sana-1.6b.json
+    # (qk_norm rms_norm_across_heads); SANA 1.5 4.8B and Hunyuan-DiT have no family here.
+    "black-forest-labs/FLUX.1-dev": "flux.1-dev",
+    "stabilityai/stable-diffusion-3.5-large": "sd3.5-large",
+    "stabilityai/stable-diffusion-3.5-medium": "sd3.5-medium",
+    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": "pixart-sigma",
+    "Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers": "sana-1.6b",
 }
 _PRECISIONS = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
 
@@ -58,8 +75,23 @@ class ImportReport:
 
 
 def default_csv() -> Path:
-    """The packaged copy of the leaderboard data."""
+    """The packaged copy of the leaderboard v2 data."""
     return DATA_DIR / DATA_FILE
+
+
+def default_csvs() -> list[Path]:
+    """Every packaged leaderboard file: v2 and v3."""
+    return [DATA_DIR / DATA_FILE, DATA_DIR / DATA_FILE_V3]
+
+
+def source_of(df: pd.DataFrame) -> tuple[str, str, str]:
+    """``(energy_source tag, data source, runtime)`` of a leaderboard file, from its own columns."""
+    v3 = df.get("source", pd.Series(dtype=str)).astype(str).str.endswith("_v3").any() or "ulysses_degree" in df
+    if not v3:
+        return SOURCE, "mlenergy-v2", "diffusers"
+    notes = " ".join(df.get("notes", pd.Series(dtype=str)).astype(str).unique())
+    match = re.search(r"xDiT (\d+(?:\.\d+)*)", notes)
+    return SOURCE_V3, "mlenergy-v3", f"xdit-{match.group(1)}" if match else "xdit"
 
 
 def hardware_name(gpu_variant: str) -> str:
@@ -79,12 +111,22 @@ def read_rows(csv_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.Data
     if missing:
         raise ConfigError("csv columns", ", ".join(missing), "the columns of the ML.ENERGY text-to-image CSV")
     fam = df["model"].map(MODEL_FAMILIES)
+    if "num_gpus" in df.columns:  # the laws are per GPU: multi-GPU rows have no family here
+        fam = fam.where(pd.to_numeric(df["num_gpus"], errors="coerce").fillna(1) == 1)
     return df.loc[fam.notna()].assign(family=fam[fam.notna()]), df.loc[fam.isna()]
+
+
+def _scope(row: pd.Series) -> str:
+    """The energy scope of a leaderboard row: both files hold board energy (NVML total counter)."""
+    text = str(row.get("energy_scope", "")).lower()
+    return schema.ENERGY_SCOPE_DYNAMIC if "idle" in text and "subtract" in text else schema.ENERGY_SCOPE_BOARD
 
 
 def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,
                     intensity: str | float | None = None) -> ImportReport:
     """Log the rows as measurement runs into ``experiment`` (created if missing); idempotent.
+
+    Without ``csv_path`` both packaged files (v2 and v3) are imported; the report sums them.
 
     ``carbon/co2e_g`` is logged at the grid intensity ``intensity`` (default: world average),
     recorded as ``carbon/intensity_g_per_kwh`` and the ``carbon_region`` param.
@@ -98,7 +140,18 @@ def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,
     from mlflow_energy.families import get_family
     from mlflow_energy.flops import config_flops
 
+    if csv_path is None:
+        total = ImportReport()
+        for path in default_csvs():
+            rep = import_mlenergy(path, experiment=experiment, intensity=intensity)
+            total.logged += rep.logged
+            total.already_present += rep.already_present
+            total.skipped_no_family += rep.skipped_no_family
+            total.skipped_models = sorted({*total.skipped_models, *rep.skipped_models})
+            total.run_ids += rep.run_ids
+        return total
     rows, skipped = read_rows(csv_path)
+    source, data_source, runtime = source_of(pd.concat([rows, skipped]))
     grid = grid_intensity(intensity)
     report = ImportReport(skipped_no_family=len(skipped), skipped_models=sorted(skipped["model"].unique()))
     client = MlflowClient()
@@ -107,7 +160,7 @@ def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,
     seen: set[tuple[str, str]] = set()
     token = None
     while True:
-        page = client.search_runs([exp_id], filter_string=f"tags.`{schema.T_ENERGY_SOURCE}` = '{SOURCE}'",
+        page = client.search_runs([exp_id], filter_string=f"tags.`{schema.T_ENERGY_SOURCE}` = '{source}'",
                                   max_results=1000, page_token=token)
         seen |= {(r.data.tags.get(schema.T_CONFIG_HASH, ""), r.data.tags.get(schema.T_HARDWARE, "")) for r in page}
         token = page.token
@@ -145,7 +198,8 @@ def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,
         if pd.notna(row.get("avg_power_w")):
             metrics[schema.M_POWER_AVG] = float(row["avg_power_w"])
         tags = {
-            schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_ENERGY_SOURCE: SOURCE, schema.T_HARDWARE: hardware,
+            schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_ENERGY_SOURCE: source, schema.T_HARDWARE: hardware,
+            schema.T_RUNTIME: runtime, schema.T_DATA_SOURCE: data_source, schema.T_ENERGY_SCOPE: _scope(row),
             schema.T_CONFIG_HASH: key[0], schema.T_VERSION: __version__,
             schema.T_MLENERGY_ROW: str(row.get("source_path", ""))[:500],
             schema.T_RUN_NAME: f"{row['model'].split('/')[-1]}-bs{cfg.batch_size}-{hardware}",

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_energy import schema
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
 from test_fit import synthetic_runs  # noqa: E402
 
 NAME = "energy-test"
@@ -165,3 +165,73 @@ def test_registered_model_has_signature_example_and_requirements(registered):
     reqs = (local / "requirements.txt").read_text()
     assert "mlflow-energy==" in reqs and "lightgbm==" in reqs
     assert (local / "input_example.json").is_file()
+
+
+def test_any_int_or_float_dtype_is_accepted_where_the_value_fits(registered):
+    _, model = registered
+    ints = pd.DataFrame([row(guidance_scale=7, steps=4)])  # int64 guidance
+    floats = pd.DataFrame([row(guidance_scale=7.0, steps=4.0, height=48.0, width=48.0, batch_size=1.0)])
+    small = pd.DataFrame([row()]).astype({"steps": "int32", "height": "int16", "width": "uint16",
+                                          "guidance_scale": "float32"})
+    ref = model.predict(ints)["energy_total_j"][0]
+    assert model.predict(floats)["energy_total_j"][0] == pytest.approx(ref)
+    assert model.predict(small)["energy_total_j"][0] == pytest.approx(ref)
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"steps": 4.5}, "steps=4.5"),
+    ({"batch_size": 1.25}, "batch_size=1.25"),
+    ({"steps": True}, "steps=True"),
+    ({"guidance_scale": True}, "guidance_scale=True"),
+    ({"height": "48"}, "height='48'"),
+])
+def test_non_integral_boolean_or_text_numbers_are_refused_naming_the_column(registered, changes, needle):
+    _, model = registered
+    with pytest.raises(MlflowException) as info:
+        model.predict(pd.DataFrame([row(**changes)]))
+    assert needle in info.value.message and "row 0" in info.value.message
+
+
+def test_outputs_say_the_interval_level_the_law_only_estimate_and_the_scope(registered):
+    _, model = registered
+    out = model.predict(pd.DataFrame([row(), row(hardware="NVIDIA L40S")]))
+    assert list(out["interval_level"]) == ["known", "unseen_hardware"]
+    assert (out["energy_total_j_law"] > 0).all()
+    assert set(out["energy_scope"]) == {schema.ENERGY_SCOPE_BOARD}
+
+
+def test_predictions_scale_exactly_with_steps_like_the_flops(registered):
+    from mlflow_energy.flops import flops_frame
+
+    _, model = registered
+    out = model.predict(pd.DataFrame([row(steps=3), row(steps=5)]))
+    fl = flops_frame(pd.DataFrame([row(steps=3), row(steps=5)]))
+    ratio = out["energy_total_j"][1] / out["energy_total_j"][0]
+    assert ratio == pytest.approx(fl["flops_total"][1] / fl["flops_total"][0], rel=1e-9)
+
+
+def test_loading_and_predicting_imports_neither_torch_diffusers_nor_transformers(registered, tmp_path):
+    uri, _ = registered
+    code = (
+        "import sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
+        f"m.predict(pd.DataFrame([{row()!r}]))\n"
+        "print(sorted(k for k in ('torch', 'diffusers', 'transformers') if k in sys.modules))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_interval_level_param_picks_one_calibration_for_every_row(registered):
+    _, model = registered
+    auto = model.predict(pd.DataFrame([row()]))
+    wide = model.predict(pd.DataFrame([row()]), params={"interval_level": "unseen_source"})
+    assert wide["interval_level"][0] == "unseen_source" and auto["interval_level"][0] == "known"
+    assert wide["energy_total_j"][0] == pytest.approx(auto["energy_total_j"][0])
+    ratio = lambda o: o["energy_total_j_high"][0] / o["energy_total_j_low"][0]  # noqa: E731
+    assert ratio(wide) > ratio(auto)
+    with pytest.raises(MlflowException, match="interval_level='sometimes'"):
+        model.predict(pd.DataFrame([row()]), params={"interval_level": "sometimes"})

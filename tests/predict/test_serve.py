@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
 from test_predictor import NAME, register_synthetic, row  # noqa: E402
 
 requests = pytest.importorskip("requests")
@@ -99,3 +99,27 @@ def test_bad_payloads_get_a_4xx_naming_the_problem(server, record, needle):
     r = post(server, [record])
     assert 400 <= r.status_code < 500, r.text
     assert needle in r.json()["message"]
+
+
+def test_rest_accepts_any_number_where_it_fits_and_says_the_level(server):
+    ints = post(server, [row(guidance_scale=7)])  # an integer guidance scale
+    floats = post(server, [row(steps=4.0, height=48.0, width=48.0, batch_size=1.0)])  # integral floats
+    assert ints.status_code == 200 and floats.status_code == 200, (ints.text, floats.text)
+    a, b = ints.json()["predictions"][0], floats.json()["predictions"][0]
+    assert a["energy_total_j"] == pytest.approx(b["energy_total_j"])
+    assert a["interval_level"] == "known" and a["energy_total_j_law"] > 0 and a["energy_scope"]
+
+
+@pytest.mark.parametrize(("record", "needle"), [(row(steps=4.5), "steps=4.5"), (row(batch_size=True), "batch_size")],
+                         ids=["fractional-steps", "boolean-batch"])
+def test_rest_refuses_non_integral_or_boolean_numbers_naming_the_column(server, record, needle):
+    r = post(server, [record])
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["message"]
+
+
+def test_rest_interval_level_param(server):
+    r = requests.post(f"{server}/invocations", json={"dataframe_records": [row()],
+                                                     "params": {"interval_level": "unseen_hardware"}}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["interval_level"] == "unseen_hardware"

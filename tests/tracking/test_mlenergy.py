@@ -71,3 +71,34 @@ def test_unknown_csv_path_is_one_line(tracking_uri, tmp_path):
 
     result = CliRunner().invoke(main, ["import-mlenergy", str(tmp_path / "nope.csv"), "--experiment", "x"])
     assert result.exit_code == 2 and "csv=" in result.output
+
+
+def test_v3_maps_sana_1_5_1_6b_and_skips_what_has_no_family():
+    from mlflow_energy.tracking.mlenergy import DATA_DIR, DATA_FILE_V3, source_of
+
+    rows, skipped = read_rows(DATA_DIR / DATA_FILE_V3)
+    assert len(rows) + len(skipped) == 51
+    assert set(rows["family"]) == {"sana-1.6b", "pixart-sigma", "flux.1-dev", "sd3.5-large", "sd3.5-medium"}
+    assert len(skipped) == 20 and all(("4.8B" in m) or ("Hunyuan" in m) for m in skipped["model"])
+    assert source_of(rows) == ("external:mlenergy-v3", "mlenergy-v3", "xdit-0.4.5")
+
+
+def test_v3_runs_record_runtime_source_and_scope(tracking_uri, tmp_path):
+    from mlflow_energy.fit import normalise_runs
+    from mlflow_energy.tracking import load_runs
+    from mlflow_energy.tracking.mlenergy import DATA_DIR, DATA_FILE_V3, import_mlenergy
+
+    df = pd.read_csv(DATA_DIR / DATA_FILE_V3)
+    path = tmp_path / "v3.csv"
+    b200 = df[df["gpu_variant"].str.startswith("B200")]
+    pd.concat([b200[b200["model"].str.contains("SANA1.5_1.6B")].head(5),
+               b200[b200["model"].str.contains("SANA1.5_4.8B")].head(2)]).to_csv(path, index=False)
+    rep = import_mlenergy(path, experiment="v3")
+    assert rep.logged == 5 and rep.skipped_no_family == 2
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("v3").experiment_id])
+    assert set(runs[f"tags.{schema.T_RUNTIME}"]) == {"xdit-0.4.5"}
+    assert set(runs[f"tags.{schema.T_DATA_SOURCE}"]) == {"mlenergy-v3"}
+    assert set(runs[f"tags.{schema.T_ENERGY_SCOPE}"]) == {schema.ENERGY_SCOPE_BOARD}
+    frame = normalise_runs(load_runs("v3"))
+    assert set(frame["data_source"]) == {"mlenergy-v3"} and set(frame["model"]) == {"sana-1.6b"}
+    assert set(frame["hardware"]) == {"B200 (HGX, 1000 W)"}

@@ -1,0 +1,121 @@
+"""The predictor examples of README.md and docs/law.md run verbatim, from Python and over REST,
+against a model fitted on the packaged ML.ENERGY data and registered as ``mlenergy-energy``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+requests = pytest.importorskip("requests")
+pytestmark = pytest.mark.slow
+
+
+def python_examples() -> list[tuple[str, str]]:
+    """Every ```python block that loads the registered ML.ENERGY model, with its file name."""
+    out = []
+    for name in ("README.md", "docs/law.md"):
+        text = (ROOT / name).read_text()
+        for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+            if 'load_model("models:/mlenergy-energy@champion")' in block:
+                out.append((name, block))
+    return out
+
+
+def rest_payloads() -> list[dict]:
+    """The JSON bodies of the README's curl examples."""
+    text = (ROOT / "README.md").read_text()
+    return [json.loads(body) for body in re.findall(r"/invocations .*?-d '(.*?)'", text, flags=re.S)]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    import mlflow
+
+    from mlflow_energy.fit import fit_energy_model, log_fit, runs_frame
+    from mlflow_energy.predict import log_and_register
+    from mlflow_energy.tracking.mlenergy import import_mlenergy
+
+    tmp = tmp_path_factory.mktemp("docs")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        mlflow.set_tracking_uri(uri)
+        import_mlenergy(experiment="mlenergy")
+        result = fit_energy_model(runs_frame("mlenergy"), n_boot=0, max_folds=12)
+        mlflow.set_experiment("fit")
+        with mlflow.start_run():
+            log_fit(result, experiment="mlenergy", allow_mixed=True, plots=False)
+            log_and_register(result, "mlenergy-energy")
+    finally:
+        os.chdir(old)
+        mlflow.set_tracking_uri("")
+    return uri, tmp
+
+
+def test_the_examples_exist():
+    assert len(python_examples()) >= 2 and len(rest_payloads()) >= 1
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_python_examples_run_verbatim(registry, index):
+    uri, tmp = registry
+    name, block = python_examples()[index]
+    code = block + "\nprint(model.predict(pd.DataFrame([{'model': 'sdxl', 'height': 1024, 'width': 1024, 'steps': 30," \
+                   " 'guidance_scale': 5, 'precision': 'fp16', 'batch_size': 1, 'hardware': 'H100'}]))" \
+                   "[['energy_total_j', 'interval_level']].to_json(orient='records'))\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{name}: {proc.stderr[-2000:]}"
+    got = json.loads(proc.stdout.strip().splitlines()[-1])[0]
+    assert got["energy_total_j"] > 0 and got["interval_level"] == "known"
+
+
+def test_rest_examples_run_verbatim(registry):
+    uri, tmp = registry
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", "models:/mlenergy-energy@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, "the model server exited"
+            try:
+                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the model server did not answer /ping"
+            time.sleep(1)
+        for payload in rest_payloads():
+            r = requests.post(f"{base}/invocations", json=payload, timeout=60)
+            assert r.status_code == 200, r.text
+            pred = r.json()["predictions"][0]
+            assert pred["energy_total_j_low"] < pred["energy_total_j"] < pred["energy_total_j_high"]
+            assert pred["interval_level"] == "known"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
