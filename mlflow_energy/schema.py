@@ -213,3 +213,35 @@ def best_param(param: str) -> str:
 def best_metric(metric: str) -> str:
     """``best_<metric with / as _>``: the best config's metric (parent run)."""
     return "best_" + metric.replace("/", "_")
+
+
+# --- measurement protocol, idle baseline and dynamic energy (measure/protocol.py) --------
+M_ENERGY_TOTAL_CI95 = "energy/total_j_ci95"  # 95% half-width of the mean total, J per image
+M_ENERGY_CI95_FRAC = "energy/total_ci95_frac"  # that half-width / the mean
+M_REPEATS = "protocol/repeats"  # measured runs the protocol made
+M_WARMUPS = "protocol/warmups"  # warm-up runs it made
+M_OUTLIERS = "protocol/outliers"  # measured runs left out of the mean as outliers
+M_IDLE_POWER = "power/idle_w"  # the device's idle power subtracted for the dynamic energy
+M_SWEEP_WALL = "sweep/wall_s"  # sweep parent: wall seconds of the whole sweep
+M_SWEEP_INFERENCE = "sweep/inference_s"  # sweep parent: seconds spent measuring configs
+T_NOISY = "mlflow_energy.noisy"  # "true" when the interval missed the protocol's target
+T_ENERGY_SCOPE = "mlflow_energy.energy_scope"  # what energy/<phase>_j holds: "total" or "dynamic"
+T_ESTIMATE_OMP_WAIT = "mlflow_energy.estimate_omp_wait_policy"  # OpenMP wait policy of an estimate run
+SCOPE_TOTAL = "total"  # the meter's whole device (board, package), idle power included
+SCOPE_DYNAMIC = "dynamic"  # idle power excluded
+ENERGY_SCOPES: tuple[str, ...] = (SCOPE_TOTAL, SCOPE_DYNAMIC)
+
+
+def dynamic_energy_key(phase: str) -> str:
+    """``energy/<phase>_dynamic_j``: energy minus idle power x time, J per image."""
+    return f"energy/{phase}_dynamic_j"
+
+
+def median_energy_key(phase: str) -> str:
+    """``energy/<phase>_j_median``: median over the measured runs, J per image."""
+    return f"energy/{phase}_j_median"
+
+
+def spread_energy_key(phase: str) -> str:
+    """``energy/<phase>_j_spread``: 1.4826 x median absolute deviation over the runs, J per image."""
+    return f"energy/{phase}_j_spread"
