@@ -8,6 +8,7 @@ import torch
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.meters import ZeusMeter
+from mlflow_energy.measure.protocol import Protocol
 from mlflow_energy.measure.runner import Measurement, PipelineCache, measure, set_scheduler
 
 
@@ -50,7 +51,7 @@ def test_per_image_values_and_nesting_with_exact_counter(fake_gpu_factory, small
     fake_gpu_factory(mode="step", step_j=1.0)
     meter = ZeusMeter("cuda")
     try:
-        m = measure(small_config(batch_size=2, repeats=3), meter=meter)
+        m = measure(small_config(batch_size=2, repeats=3), meter=meter, protocol=Protocol.fixed())
     finally:
         meter.close()
     for phase in schema.PHASES:
@@ -84,7 +85,7 @@ def test_warmup_runs_are_not_measured(fake_gpu_factory, small_config):
     gpus = fake_gpu_factory(mode="step", step_j=1.0)
     meter = ZeusMeter("cuda")
     try:
-        measure(small_config(warmup=2, repeats=1), meter=meter)
+        measure(small_config(warmup=2, repeats=1), meter=meter, protocol=Protocol.fixed())
     finally:
         meter.close()
     assert gpus.reads == 8  # one measured run: 4 windows x (begin + end); warm-up reads nothing
