@@ -232,6 +232,15 @@ SCOPE_DYNAMIC = "dynamic"  # idle power excluded
 ENERGY_SCOPES: tuple[str, ...] = (SCOPE_TOTAL, SCOPE_DYNAMIC)
 
 
+P_FIT_TARGET = "fit_target"  # fit run: the energy fitted, "total" or "dynamic"
+P_FIT_NOISY_EXCLUDED = "fit_noisy_excluded"  # fit run: noisy runs left out
+
+
+def family_law_key(family: str, stat: str) -> str:
+    """``law/<family>/<stat>``: a family's own law of the total (b, r2, loco_mape, flops_span)."""
+    return f"law/{family}/{stat}"
+
+
 def dynamic_energy_key(phase: str) -> str:
     """``energy/<phase>_dynamic_j``: energy minus idle power x time, J per image."""
     return f"energy/{phase}_dynamic_j"

@@ -14,7 +14,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import compute_flops
 from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
 from mlflow_energy.fit.model import EnergyModel, fit_core
-from mlflow_energy.fit.validation import cross_validate, interval_widths
+from mlflow_energy.fit.validation import cross_validate, family_laws, interval_widths
 
 
 # ============================================================================ report
@@ -59,6 +59,12 @@ class FitResult:
     laws: pd.DataFrame
     cv_predictions: pd.DataFrame
     cv_summary: pd.DataFrame
+    #: per (family, hardware): the law alone, its R2 and leave-one-config-out MAPE (:func:`family_laws`)
+    family_laws: pd.DataFrame | None = None
+    #: runs left out because the measurement protocol tagged them noisy
+    noisy_excluded: int = 0
+    #: the energy fitted: ``total`` or ``dynamic`` (see :func:`~mlflow_energy.fit.frame.normalise_runs`)
+    target: str = "total"
 
 
 def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: int = 100, max_folds: int = 40,
@@ -82,4 +88,4 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
         pred, summary = pd.DataFrame(columns=["scheme", "phase", "measured_j", "corrected_j"]), pd.DataFrame()
     model.interval = interval_widths(pred) if len(pred) else {
         "known": math.log(2.0), "unseen_family": math.log(2.0), "unseen_hardware": math.log(2.0)}
-    return FitResult(model, frame, law_table(model, frame), pred, summary)
+    return FitResult(model, frame, law_table(model, frame), pred, summary, family_laws(frame))
