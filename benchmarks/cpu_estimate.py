@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import mlflow_energy  # noqa: F401  (sets the OpenMP wait policy before torch loads)
@@ -55,7 +56,8 @@ def main() -> None:
     meter = EstimateMeter()
     protocol = Protocol.fixed()
     print(f"OpenMP wait policy: {omp_wait_policy()}; cores: {meter.cores}; TDP {meter.tdp_w:g} W; "
-          f"repeats {args.repeats}")
+          f"repeats {args.repeats}; load average at start {os.getloadavg()[0]:.2f} "
+          "(above the core count, other processes take CPU and time stops tracking work)")
     start = time.perf_counter()
     rows = []
     for family in FAMILIES:
@@ -77,7 +79,8 @@ def main() -> None:
     t2 = [r[3][2][1] for r in rows]
     ratios = [r[3][2][0] / r[3][1][0] for r in rows]
     print()
-    print(f"configs: {len(rows)}; wall {time.perf_counter() - start:.0f} s")
+    print(f"configs: {len(rows)}; wall {time.perf_counter() - start:.0f} s; load average at end "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"energy vs time, 2 threads: R2 log-log {r2([math.log(t) for t in t2], [math.log(e) for e in e2]):.4f}, "
           f"linear {r2(t2, e2):.4f}; J/s min {min(e / t for e, t in zip(e2, t2, strict=True)):.1f} "
           f"max {max(e / t for e, t in zip(e2, t2, strict=True)):.1f}")

@@ -126,12 +126,20 @@ def test_parse_shard():
 
 def test_shipped_specs_are_valid():
     demo = SweepSpec.from_yaml("projects/cpu-demo.yaml")
+    smoke = SweepSpec.from_yaml("projects/cpu-tiny.yaml")
     paper = SweepSpec.from_yaml("projects/paper-grid.yaml")
     from mlflow_energy.families import family_names, get_family
+    from mlflow_energy.flops import config_flops
 
     tiny = {n for n in family_names() if n.startswith("tiny-") and get_family(n).measurable}
-    assert set(demo.grid["model"]) == tiny
-    assert demo.device == "cpu"
+    small = {n for n in family_names() if n.startswith("small-")}
+    assert set(smoke.grid["model"]) == tiny and not smoke.protocol.adaptive
+    assert set(demo.grid["model"]) == small and demo.protocol.adaptive
+    assert demo.device == "cpu" and smoke.device == "cpu"
+    # the demo shows a law: FLOPs span at least 30x within each family
+    for fam in small:
+        flops = [config_flops(c.validate())["total"] for c in demo.configs() if c.model == fam]
+        assert max(flops) / min(flops) >= 30, fam
     assert {"sd2", "sd3.5-medium", "flux.1-dev", "qwen-image"} <= set(paper.grid["model"])
     assert paper.device == "cuda"
     sizes = {c.height for c in paper.configs()}
