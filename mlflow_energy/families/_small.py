@@ -51,9 +51,9 @@ SDXL_UNET: dict[str, Any] = {
 }
 
 FLUX_TRANSFORMER: dict[str, Any] = {
-    "num_layers": 2, "num_single_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
+    "num_layers": 2, "num_single_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
     "joint_attention_dim": _tiny.TEXT_WIDTH, "pooled_projection_dim": _tiny.TEXT_WIDTH,
-    "axes_dims_rope": [8, 12, 12],
+    "axes_dims_rope": [16, 24, 24],
 }
 
 SD3_T5_WIDTH = 2 * _tiny.TEXT_WIDTH
@@ -79,7 +79,7 @@ def small_sdxl(full: Family) -> Family:
 
 
 def small_flux(full: Family) -> Family:
-    """Small FLUX: 2 double-stream + 4 single-stream blocks of 4 heads x 32."""
+    """Small FLUX: 2 double-stream + 4 single-stream blocks of 4 heads x 64."""
     return _small(
         full,
         {"text_encoder": _tiny.CLIP, "text_encoder_2": _tiny.T5, "transformer": FLUX_TRANSFORMER, "vae": VAE_KL},
@@ -87,10 +87,10 @@ def small_flux(full: Family) -> Family:
 
 
 def small_sd3(full: Family) -> Family:
-    """Small MMDiT(-X): 4 joint blocks of 4 heads x 32; dual attention on blocks 0-1 if the full model has it."""
+    """Small MMDiT(-X): 4 joint blocks of 4 heads x 64; dual attention on blocks 0-1 if the full model has it."""
     transformer: dict[str, Any] = {
-        "sample_size": 32, "num_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
-        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 128,
+        "sample_size": 32, "num_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
+        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 256,
         "pooled_projection_dim": 2 * _tiny.TEXT_WIDTH, "pos_embed_max_size": 96,
     }
     if full.components["transformer"]["config"].get("dual_attention_layers"):

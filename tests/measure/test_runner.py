@@ -134,3 +134,32 @@ def test_same_seed_same_image(small_config, no_rapl):
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     cache.clear()
+
+
+def _small_families() -> list[str]:
+    from mlflow_energy.families import family_names
+
+    return [n for n in family_names() if n.startswith("small-")]
+
+
+@pytest.mark.parametrize("model", _small_families())
+def test_each_small_family_runs_with_the_released_classes(model, no_rapl):
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.families import get_family
+
+    small = get_family(model)
+    full = get_family(small.base)
+    assert small.pipeline_class == full.pipeline_class and small.is_tiny and not full.is_tiny
+    assert {c: s["class"] for c, s in small.components.items()} == {c: s["class"] for c, s in full.components.items()}
+    cfg = InferenceConfig(model=model, height=64, width=64, steps=1, repeats=1, warmup=0)
+    m = measure(cfg, protocol=Protocol.fixed())
+    _check_measurement(m)
+    # wider than the tiny denoiser: several times its FLOPs on the same latent grid (16 x 16)
+    assert m.flops["denoise_per_step"] > 3 * _denoise_step_flops("tiny-" + small.base, 32)
+
+
+def _denoise_step_flops(model: str, side: int) -> float:
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.flops import config_flops
+
+    return config_flops(InferenceConfig(model=model, height=side, width=side, steps=1).validate())["denoise_per_step"]
