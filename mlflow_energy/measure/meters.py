@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import abc
 import os
-import platform
 import threading
 import time
 from typing import Any
 
 from mlflow_energy import schema
 from mlflow_energy.errors import MlflowEnergyError
+from mlflow_energy.measure.cpu import cpu_model_name, omp_wait_policy
 
 # --------------------------------------------------------------------------- constants
 #: CPU power when the CPU model's TDP is unknown: CodeCarbon's ``POWER_CONSTANT = 85`` (W),
@@ -106,24 +106,6 @@ class EnergyMeter(abc.ABC):
 
 
 # --------------------------------------------------------------------------- hardware names
-def cpu_model_name() -> str:
-    """The CPU model name as the kernel reports it (``/proc/cpuinfo``), else the platform's.
-
-    Example:
-        >>> isinstance(cpu_model_name(), str)
-        True
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def _gpu_index(device: str) -> int:
     _, _, index = device.partition(":")
     return int(index) if index else 0
@@ -205,22 +187,6 @@ class EstimateMeter(EnergyMeter):
     def tags(self) -> dict[str, str]:
         return {schema.T_ESTIMATE_TDP: f"{self.tdp_w:g}", schema.T_ESTIMATE_OMP_WAIT: omp_wait_policy()}
 
-
-def omp_wait_policy() -> str:
-    """The OpenMP wait policy torch's threads run with: ``PASSIVE``, ``ACTIVE`` or ``default``.
-
-    ``unknown`` when torch was imported before :mod:`mlflow_energy` and the variable changed since.
-
-    Example:
-        >>> omp_wait_policy() in ("PASSIVE", "ACTIVE", "default", "unknown")
-        True
-    """
-    import mlflow_energy
-
-    value = getattr(mlflow_energy, "_OMP_WAIT_POLICY", None)
-    if value is None:
-        return "unknown"
-    return value.upper() if value.upper() in ("PASSIVE", "ACTIVE") else "default"
 
 
 # --------------------------------------------------------------------------- zeus
