@@ -115,6 +115,8 @@ def run_sweep(
             try:
                 valid = cfg.validate()
                 pipe = cache.get(valid)
+                if spec.idle_each_config:
+                    result.idle_power_w = idle_power(meter, spec.idle_seconds)
                 start = time.perf_counter()
                 m = measure(valid, meter=meter, pipeline=pipe, protocol=spec.protocol, idle_power_w=result.idle_power_w)
                 result.inference_s += time.perf_counter() - start

@@ -14,6 +14,7 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
       max_seconds: 30               #   ... or this many seconds of measuring per config
       max_warmup: 5
     idle_seconds: 3                 # idle power measured before the sweep (Zeus meters)
+    idle_each_config: false         # true: measured again before each config
     seed: 0
     grid:                           # the cross product of these lists
       model: [tiny-sd2]
@@ -55,7 +56,7 @@ from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
 GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
-            "protocol", "idle_seconds")
+            "protocol", "idle_seconds", "idle_each_config")
 PROTOCOL_KEYS = ("target", "max_repeats", "max_seconds", "max_warmup", "warmup_tolerance")
 
 
@@ -146,6 +147,7 @@ class SweepSpec:
     source: str = ""
     protocol: Protocol = field(default_factory=Protocol)
     idle_seconds: float = IDLE_SECONDS
+    idle_each_config: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "") -> SweepSpec:
@@ -193,6 +195,10 @@ class SweepSpec:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ConfigError("idle_seconds", v, "a number of seconds > 0")
             kwargs["idle_seconds"] = float(v)
+        if "idle_each_config" in data:
+            if not isinstance(data["idle_each_config"], bool):
+                raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
+            kwargs["idle_each_config"] = data["idle_each_config"]
         kwargs.setdefault("name", name)
         return cls(grid=grid, overrides=overrides, source=source, **kwargs)
 

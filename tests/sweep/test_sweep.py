@@ -52,6 +52,7 @@ def _by_kind(runs: list, kind: str) -> list:
         ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"max_repeats": 2.5}}, "protocol.max_repeats=2.5"),
         ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"speed": 1}}, "protocol.speed=1"),
         ({"grid": {"model": ["tiny-sd2"]}, "idle_seconds": 0}, "idle_seconds=0"),
+        ({"grid": {"model": ["tiny-sd2"]}, "idle_each_config": "yes"}, "idle_each_config='yes'"),
     ],
 )
 def test_bad_spec_values_name_the_field(data, field):
@@ -251,3 +252,15 @@ def test_protocol_and_idle_baseline_reach_the_runs(tracking_uri, fake_gpu, capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2"]
     assert all("J/img" in line and "runs" in line for line in lines)
+
+
+def test_idle_power_measured_again_before_each_config_on_request(tracking_uri, fake_gpu_factory):
+    gpus = fake_gpu_factory(mode="step", step_j=1.0)
+    meter = ZeusMeter("cuda")
+    try:
+        run_sweep(SweepSpec.from_dict({**SMALL, "idle_each_config": True}), experiment="idle", progress=False,
+                  meter=meter)
+    finally:
+        meter.close()
+    # 2 reads per idle window (before the sweep and before each of the 2 configs), 8 per measured run
+    assert gpus.reads == 3 * 2 + 2 * 8
