@@ -7,8 +7,21 @@ Example:
     4
 """
 
-from mlflow_energy._version import __version__
-from mlflow_energy.config import InferenceConfig
-from mlflow_energy.errors import ConfigError, MlflowEnergyError
+import os as _os
+import sys as _sys
+
+# OpenMP threads that spin while waiting burn CPU time that is not inference: the CPU
+# estimate (process CPU time x TDP / cores) would count it as energy, and on a shared machine
+# the spinning slows everyone down. libgomp reads the policy once, when torch loads it, so it
+# is set here, before anything of this package imports torch; a policy set by the user wins.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _OMP_WAIT_POLICY: str | None = _os.environ["OMP_WAIT_POLICY"]
+else:  # torch (and its OpenMP runtime) loaded first: the policy in force is unknown
+    _OMP_WAIT_POLICY = None
+
+from mlflow_energy._version import __version__  # noqa: E402
+from mlflow_energy.config import InferenceConfig  # noqa: E402
+from mlflow_energy.errors import ConfigError, MlflowEnergyError  # noqa: E402
 
 __all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__"]

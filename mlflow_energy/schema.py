@@ -217,12 +217,7 @@ def best_metric(metric: str) -> str:
     return "best_" + metric.replace("/", "_")
 
 # --- per-call law, public v3 data, intervals (fit/, predict/, tracking/mlenergy.py) ----------
-# What the joules of a run count: the whole GPU board (Zeus/NVML total-energy counter), or the
-# dynamic part with the idle power subtracted.
-ENERGY_SCOPE_BOARD = "gpu_board_total"
-ENERGY_SCOPE_DYNAMIC = "gpu_dynamic"
-ENERGY_SCOPES: tuple[str, ...] = (ENERGY_SCOPE_BOARD, ENERGY_SCOPE_DYNAMIC)
-T_ENERGY_SCOPE = "mlflow_energy.energy_scope"
+# The energy scope tag and its values (total / dynamic) are in the protocol block below.
 T_RUNTIME = "mlflow_energy.runtime"  # diffusers, or xdit-<version> (ML.ENERGY v3)
 T_DATA_SOURCE = "mlflow_energy.data_source"  # mlenergy-v2, mlenergy-v3, or the local measurement
 PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("interval_level", "energy_scope")  # the others are doubles
@@ -235,3 +230,43 @@ A_FIT_STEP_SCALING_CSV = "fit/step_scaling.csv"
 def interval_key(level: str, stat: str) -> str:
     """``interval/<level>/<stat>``: ``log_halfwidth`` or ``coverage`` of one prediction level's interval."""
     return f"interval/{level}/{stat}"
+
+# --- measurement protocol, idle baseline and dynamic energy (measure/protocol.py) --------
+M_ENERGY_TOTAL_CI95 = "energy/total_j_ci95"  # 95% half-width of the mean total, J per image
+M_ENERGY_CI95_FRAC = "energy/total_ci95_frac"  # that half-width / the mean
+M_REPEATS = "protocol/repeats"  # measured runs the protocol made
+M_WARMUPS = "protocol/warmups"  # warm-up runs it made
+M_OUTLIERS = "protocol/outliers"  # measured runs left out of the mean as outliers
+M_IDLE_POWER = "power/idle_w"  # the device's idle power subtracted for the dynamic energy
+M_SWEEP_WALL = "sweep/wall_s"  # sweep parent: wall seconds of the whole sweep
+M_SWEEP_INFERENCE = "sweep/inference_s"  # sweep parent: seconds spent measuring configs
+T_NOISY = "mlflow_energy.noisy"  # "true" when the interval missed the protocol's target
+T_ENERGY_SCOPE = "mlflow_energy.energy_scope"  # what energy/<phase>_j holds: "total" or "dynamic"
+T_ESTIMATE_OMP_WAIT = "mlflow_energy.estimate_omp_wait_policy"  # OpenMP wait policy of an estimate run
+SCOPE_TOTAL = "total"  # the meter's whole device (board, package), idle power included
+SCOPE_DYNAMIC = "dynamic"  # idle power excluded
+ENERGY_SCOPES: tuple[str, ...] = (SCOPE_TOTAL, SCOPE_DYNAMIC)
+
+
+P_FIT_TARGET = "fit_target"  # fit run: the energy fitted, "total" or "dynamic"
+P_FIT_NOISY_EXCLUDED = "fit_noisy_excluded"  # fit run: noisy runs left out
+
+
+def family_law_key(family: str, stat: str) -> str:
+    """``law/<family>/<stat>``: a family's own law of the total (b, r2, loco_mape, flops_span)."""
+    return f"law/{family}/{stat}"
+
+
+def dynamic_energy_key(phase: str) -> str:
+    """``energy/<phase>_dynamic_j``: energy minus idle power x time, J per image."""
+    return f"energy/{phase}_dynamic_j"
+
+
+def median_energy_key(phase: str) -> str:
+    """``energy/<phase>_j_median``: median over the measured runs, J per image."""
+    return f"energy/{phase}_j_median"
+
+
+def spread_energy_key(phase: str) -> str:
+    """``energy/<phase>_j_spread``: 1.4826 x median absolute deviation over the runs, J per image."""
+    return f"energy/{phase}_j_spread"

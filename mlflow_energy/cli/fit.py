@@ -20,19 +20,26 @@ from mlflow_energy.cli._types import Int, NumberOrText
 @click.option("--max-folds", type=Int("max_folds", minimum=2, unset_value=40), default=40, show_default=True,
               help="Most folds per cross-validation scheme (configs beyond it are grouped).")
 @click.option("--no-plots", is_flag=True, default=False, help="Skip the plot artifacts.")
+@click.option("--target", type=click.Choice(["total", "dynamic"]), default="total", show_default=True,
+              help="Energy to fit: the device total (idle included) or dynamic (idle power x time subtracted).")
+@click.option("--keep-noisy", is_flag=True, default=False,
+              help="Fit runs tagged noisy by the measurement protocol too (default: leave them out).")
 def fit_command(experiment: str, registered_model: str, allow_mixed_sources: bool, bootstrap: int,
-                n_estimators: int, max_folds: int, no_plots: bool) -> None:
+                n_estimators: int, max_folds: int, no_plots: bool, target: str, keep_noisy: bool) -> None:
     """Fit the energy law on the runs of EXPERIMENT, log the fit run, register the model."""
     import mlflow
 
     from mlflow_energy import schema, tracking
-    from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame
+    from mlflow_energy.fit import check_sources, drop_noisy, fit_energy_model, format_summary, log_fit, runs_frame
     from mlflow_energy.predict import log_and_register
 
-    frame = runs_frame(experiment)
+    frame = runs_frame(experiment, target=target)
     sources = check_sources(frame, allow_mixed=allow_mixed_sources)
-    click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}")
+    frame, noisy = (frame, 0) if keep_noisy else drop_noisy(frame)
+    click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}; "
+               f"target: {target} energy" + (f"; {noisy} noisy run(s) left out" if noisy else ""))
     result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds)
+    result.noisy_excluded, result.target = noisy, target
     # Create the run explicitly: under `mlflow run` (MLFLOW_RUN_ID set) a bare start_run()
     # would resume the project's own run, possibly in another experiment.
     exp_id = tracking.experiment_id(experiment)

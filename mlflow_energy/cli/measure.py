@@ -28,8 +28,12 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
         share = 100.0 * m.energy_j[phase] / total
         click.echo(f"{phase:<12} {m.energy_j[phase]:>14.6g} {m.time_s[phase]:>12.6g} {share:>6.1f}%")
     click.echo(f"{'whole window':<12} {m.whole_window_j:>14.6g} {'':>12} gap {100.0 * m.phase_sum_gap:+.2f}%")
-    click.echo(f"std of total over {m.config.repeats} repeat(s): {m.energy_total_std_j:.4g} J/img; "
-               f"avg power {m.power_avg_w:.4g} W")
+    ci = 100.0 * m.energy_total_ci95_j / total
+    click.echo(f"{m.repeats} measured run(s) after {m.warmups} warm-up(s), {m.outliers} outlier(s): total "
+               f"+-{ci:.1f}% (95% interval), std {m.energy_total_std_j:.4g} J/img; avg power {m.power_avg_w:.4g} W")
+    if m.noisy:
+        click.echo(f"noisy: the 95% interval of the total (+-{ci:.1f}%) missed the target; the run is tagged "
+                   f"{schema.T_NOISY}=true and fit down-weights it")
     if run_id:
         click.echo(f"run id: {run_id}")
 
@@ -107,7 +111,7 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--shard", type=Text(), help="I/N: measure only shard I (0-based) of N, split by config hash.")
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (--no-progress: one line per config).")
 def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
                   progress: bool) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
@@ -126,6 +130,11 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
         click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
                f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
+    if result.noisy:
+        click.echo(f"noisy: {result.noisy} config(s) missed the 95% interval target (tagged; fit down-weights them)")
+    if result.wall_s > 0:
+        click.echo(f"sweep wall {result.wall_s:.1f} s, of which measuring {result.inference_s:.1f} s "
+                   f"({100.0 * result.inference_s / result.wall_s:.0f}%)")
     if result.parent_run_id:
         click.echo(f"sweep run id: {result.parent_run_id}")
 

@@ -22,6 +22,9 @@ from mlflow_energy.errors import ConfigError
 
 CfgMode = Literal["true", "distilled", "none"]
 TINY_PREFIX = "tiny-"
+#: Prefix of the small variants: same classes, widths where compute dominates on a CPU (demo).
+SMALL_PREFIX = "small-"
+_REDUCED_PREFIXES = (TINY_PREFIX, SMALL_PREFIX)
 
 # Pipelines that check a fixed pixel multiple of their own, whatever their VAE (tiny VAEs
 # downsample by less than the released ones, so this check can be the binding one).
@@ -75,7 +78,8 @@ class Family:
     # ------------------------------------------------------------------ geometry
     @property
     def is_tiny(self) -> bool:
-        return self.name.startswith(TINY_PREFIX)
+        """True for a reduced variant (``tiny-`` or ``small-``), False for a released size."""
+        return self.name.startswith(_REDUCED_PREFIXES)
 
     @property
     def pixel_multiple(self) -> int:
@@ -193,16 +197,20 @@ def tiny_variant(
     *,
     default_resolution: int = 64,
     default_steps: int = 4,
+    prefix: str = TINY_PREFIX,
     **changes: Any,
 ) -> Family:
-    """The tiny variant of ``full``: same classes, configs overridden to small dimensions."""
+    """The tiny variant of ``full``: same classes, configs overridden to small dimensions.
+
+    ``prefix=SMALL_PREFIX`` names a ``small-`` variant instead (see ``families/_small.py``).
+    """
     components = {
         comp: {"class": spec["class"], "config": _merge(spec["config"], component_overrides.get(comp, {}))}
         for comp, spec in full.components.items()
     }
     return replace(
         full,
-        name=TINY_PREFIX + full.name,
+        name=prefix + full.name,
         components=components,
         default_resolution=default_resolution,
         default_steps=default_steps,
@@ -241,7 +249,7 @@ def family_names(*, tiny: bool = True, measurable_only: bool = False) -> list[st
         n for n, f in _REGISTRY.items()
         if (tiny or not f.is_tiny) and (f.measurable or not measurable_only)
     ]
-    return sorted(names, key=lambda n: (n.startswith(TINY_PREFIX), n))
+    return sorted(names, key=lambda n: (n.startswith(_REDUCED_PREFIXES), n))
 
 
 def get_family(name: str) -> Family:

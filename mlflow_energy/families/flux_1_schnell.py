@@ -8,6 +8,7 @@ released FlowMatchEulerDiscrete config, shift 1.0 without dynamic shifting.
 
 from mlflow_energy.families._base import family_from_data, register
 from mlflow_energy.families._flux_common import tiny_flux
+from mlflow_energy.families._small import small_flux
 
 FULL = family_from_data(
     "flux.1-schnell",
@@ -23,4 +24,6 @@ FULL = family_from_data(
 )
 TINY = tiny_flux(FULL)
 
-register(FULL, TINY)
+SMALL = small_flux(FULL)
+
+register(FULL, TINY, SMALL)

@@ -4,6 +4,7 @@ Architecture: ``data/sd2.json`` (released configs; provenance in ``data/PROVENAN
 """
 
 from mlflow_energy.families._base import family_from_data, register, tiny_variant
+from mlflow_energy.families._small import small_sd
 
 FULL = family_from_data(
     "sd2",
@@ -43,4 +44,6 @@ TINY = tiny_variant(
     latent_downsample=2,
 )
 
-register(FULL, TINY)
+SMALL = small_sd(FULL)
+
+register(FULL, TINY, SMALL)

@@ -11,8 +11,11 @@ either way CFG runs the transformer twice per step).
 
 from mlflow_energy.families._base import family_from_data, register
 from mlflow_energy.families._sd3_common import SCHEDULER, tiny_sd3
+from mlflow_energy.families._small import small_sd3
 
 FULL = family_from_data("sd3.5-medium", default_guidance_scale=7.0, adapter="sd3", scheduler=SCHEDULER)
 TINY = tiny_sd3(FULL)
 
-register(FULL, TINY)
+SMALL = small_sd3(FULL)
+
+register(FULL, TINY, SMALL)

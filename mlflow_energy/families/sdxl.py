@@ -10,6 +10,7 @@ from typing import Any
 
 from mlflow_energy.families import _tiny
 from mlflow_energy.families._base import family_from_data, register, tiny_variant
+from mlflow_energy.families._small import small_sdxl
 
 SCHEDULER: dict[str, Any] = {
     "class": "EulerDiscreteScheduler",
@@ -38,4 +39,6 @@ TINY = tiny_variant(
     latent_downsample=_tiny.LATENT_DOWNSAMPLE,
 )
 
-register(FULL, TINY)
+SMALL = small_sdxl(FULL)
+
+register(FULL, TINY, SMALL)

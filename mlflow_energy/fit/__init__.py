@@ -45,6 +45,8 @@ _EXPORTS = {
     "INPUT_COLUMNS": "frame",
     "check_sources": "frame",
     "normalise_runs": "frame",
+    "drop_noisy": "frame",
+    "family_laws": "validation",
     "runs_frame": "frame",
     "source_category": "frame",
     "FEATURES": "features",

@@ -43,15 +43,23 @@ def source_category(source: str) -> str:
     return source
 
 
-def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
+def normalise_runs(raw: pd.DataFrame, *, target: str = schema.SCOPE_TOTAL) -> pd.DataFrame:
     """One row per run with the columns the fit uses, from ``mlflow.search_runs`` output
     (``params.*``/``metrics.*``/``tags.*``) or from a frame already keyed by schema names.
 
     Output columns: ``run_id``, the predictor inputs (``model`` ... ``batch_size``), ``hardware``
     (canonical name), ``hardware_raw``, ``energy_source``, ``data_source``, ``runtime``,
-    ``energy_scope`` (defaults: the energy source, ``diffusers``, board total), ``config_hash``, ``energy_<phase>``
-    (J per image, NaN where the run does not carry the phase).
+    ``energy_scope`` (defaults: the energy source, ``diffusers``, ``total``), ``config_hash``,
+    ``energy_<phase>`` (J per image, NaN where the run does not carry the phase) and ``noisy``
+    (the measurement protocol's tag).
+
+    ``target`` is the energy fitted: ``total`` (what each run's ``energy/<phase>_j`` holds:
+    the device total for Zeus runs, as ML.ENERGY reports) or ``dynamic`` (idle power x time
+    subtracted: ``energy/<phase>_dynamic_j``, or ``energy/<phase>_j`` of runs whose scope is
+    already dynamic, such as the CPU estimate; other runs are dropped).
     """
+    if target not in schema.ENERGY_SCOPES:
+        raise ConfigError("target", target, "one of " + ", ".join(schema.ENERGY_SCOPES))
     from mlflow_energy.measure.hardware import canonical_hardware
 
     out = pd.DataFrame(index=raw.index)
@@ -80,12 +88,21 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
         out[name] = col.astype(str).where(col.notna(), None) if col is not None else None
     out["data_source"] = out["data_source"].fillna(out["energy_source"])
     out["runtime"] = out["runtime"].fillna("diffusers")
-    out["energy_scope"] = out["energy_scope"].fillna(schema.ENERGY_SCOPE_BOARD)
+    out["energy_scope"] = out["energy_scope"].fillna(schema.SCOPE_TOTAL)
     ch = _col(raw, schema.T_CONFIG_HASH, "tags")
     out["config_hash"] = ch.astype(str) if ch is not None else out["run_id"]
+    noisy = _col(raw, schema.T_NOISY, "tags")
+    out["noisy"] = (noisy.astype(str).str.lower() == "true") if noisy is not None else False
     for phase in FIT_PHASES:
         col = _col(raw, schema.energy_key(phase), "metrics")
-        out[f"energy_{phase}"] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
+        values = pd.to_numeric(col, errors="coerce") if col is not None else pd.Series(np.nan, index=raw.index)
+        if target == schema.SCOPE_DYNAMIC:
+            dyn = _col(raw, schema.dynamic_energy_key(phase), "metrics")
+            dyn = pd.to_numeric(dyn, errors="coerce") if dyn is not None else pd.Series(np.nan, index=raw.index)
+            values = dyn.where(dyn.notna(), values.where(out["energy_scope"] == schema.SCOPE_DYNAMIC))
+        out[f"energy_{phase}"] = values
+    if target == schema.SCOPE_DYNAMIC:
+        out["energy_scope"] = schema.SCOPE_DYNAMIC  # what the fitted joules now count
     phase_sum = out[[f"energy_{p}" for p in schema.PHASES]].sum(axis=1, min_count=len(schema.PHASES))
     out["energy_total"] = out["energy_total"].fillna(phase_sum)
     for phase in schema.FLOPS_PHASES:
@@ -98,7 +115,8 @@ def normalise_runs(raw: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREMENT,)) -> pd.DataFrame:
+def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREMENT,),
+               target: str = schema.SCOPE_TOTAL) -> pd.DataFrame:
     """Read FINISHED measurement runs of ``experiment`` back as the fit's frame.
 
     Uses ``mlflow_energy.tracking.load_runs`` when that module is installed, else
@@ -129,7 +147,26 @@ def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREME
         raw = raw.rename(columns={"run_id": "run_id"})
     if raw is None or len(raw) == 0:
         raise ConfigError("experiment", experiment, "an experiment with FINISHED measurement runs")
-    return normalise_runs(raw)
+    return normalise_runs(raw, target=target)
+
+
+def drop_noisy(frame: pd.DataFrame, *, min_left: int = 3) -> tuple[pd.DataFrame, int]:
+    """Leave out the runs tagged noisy by the measurement protocol; returns ``(frame, how many)``.
+
+    A (family, hardware) group that would keep fewer than ``min_left`` runs keeps its noisy
+    runs (a noisy point beats no law); they count as kept.
+
+    Example:
+        >>> df = pd.DataFrame({"model": ["a"] * 5, "hardware": ["h"] * 5, "noisy": [False] * 4 + [True]})
+        >>> kept, dropped = drop_noisy(df)
+        >>> len(kept), dropped
+        (4, 1)
+    """
+    if "noisy" not in frame.columns or not frame["noisy"].any():
+        return frame, 0
+    clean = (~frame["noisy"]).groupby([frame["model"], frame["hardware"]]).transform("sum")
+    drop = frame["noisy"] & (clean >= min_left)
+    return frame.loc[~drop].reset_index(drop=True), int(drop.sum())
 
 
 def check_sources(frame: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:

@@ -15,7 +15,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hardware_descriptors_of, with_log_jpf
 from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
-from mlflow_energy.schema import ENERGY_SCOPE_BOARD
+from mlflow_energy.schema import SCOPE_TOTAL
 
 CORRECTOR_MIN_ROWS = 8
 
@@ -166,7 +166,7 @@ class EnergyModel:
     flops_range: tuple[float, float]
     interval: dict[str, float] = field(default_factory=dict)  # log half-width per prediction level
     sources: list[str] = field(default_factory=list)
-    energy_scope: str = ENERGY_SCOPE_BOARD  # what the predicted joules count (see schema.ENERGY_SCOPES)
+    energy_scope: str = SCOPE_TOTAL  # what the predicted joules count (see schema.ENERGY_SCOPES)
     corrector_used: bool = True  # False: grouped CV showed the corrector does not help; the law alone
 
     # ------------------------------------------------------------------ prediction
@@ -263,7 +263,7 @@ class EnergyModel:
         hardware = {k: {kk: (float("nan") if vv is None else vv) for kk, vv in v.items()}
                     for k, v in state["hardware"].items()}
         return cls(phases, hardware, state["families"], tuple(state["flops_range"]), state["interval"],
-                   state.get("sources", []), state.get("energy_scope", ENERGY_SCOPE_BOARD),
+                   state.get("sources", []), state.get("energy_scope", SCOPE_TOTAL),
                    bool(state.get("corrector_used", True)))
 
 

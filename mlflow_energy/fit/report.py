@@ -29,6 +29,8 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         schema.P_FIT_PHASES: ",".join(result.model.phases),
         "allow_mixed_sources": allow_mixed,
         schema.P_FIT_CORRECTOR: "used" if result.model.corrector_used else "law_only",
+        schema.P_FIT_TARGET: result.target,
+        schema.P_FIT_NOISY_EXCLUDED: result.noisy_excluded,
         **({schema.P_FIT_REGISTERED_MODEL: registered_model} if registered_model else {}),
     })
     metrics: dict[str, float] = {}
@@ -47,6 +49,12 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
             v = float(row[stat])
             if math.isfinite(v):
                 metrics[schema.cv_key(row["scheme"], row["phase"], stat)] = v
+    if result.family_laws is not None:
+        for _, row in result.family_laws.iterrows():
+            for stat in ("b", "r2", "loco_mape", "flops_span"):
+                v = float(row[stat])
+                if math.isfinite(v):
+                    metrics[schema.family_law_key(_slug(str(row["family"])), stat)] = v
     for level, q in result.model.interval.items():
         metrics[schema.interval_key(level, "log_halfwidth")] = q
     if result.coverage is not None:
@@ -97,6 +105,15 @@ def format_summary(result: FitResult) -> str:
                          f"R2={r['r2']:.3f} MAPE={r['mape']:.1%} {r['note']}")
         else:
             lines.append(f"  {r['level']:<22} {r['group']:<40} n={int(r['n']):<3} {r['note']}")
+    fl = result.family_laws
+    if fl is not None and len(fl):
+        lines.append("per-family law of the total (the law alone; LOCO = leave one config out):")
+        for _, r in fl.iterrows():
+            lines.append(f"  {r['family']:<22} {r['hardware'][:30]:<30} configs={int(r['configs']):<3} "
+                         f"FLOPs span {r['flops_span']:.0f}x  b={r['b']:.3f}  R2={r['r2']:.3f}  "
+                         f"LOCO MAPE={r['loco_mape']:.1%}")
+    if result.noisy_excluded:
+        lines.append(f"{result.noisy_excluded} run(s) tagged noisy by the measurement protocol were left out")
     if len(result.cv_summary):
         lines.append("cross-validation (law alone -> law + corrector):")
         for _, r in result.cv_summary.iterrows():

@@ -14,7 +14,13 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import compute_flops
 from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
 from mlflow_energy.fit.model import EnergyModel, fit_core
-from mlflow_energy.fit.validation import corrector_helps, cross_validate, interval_coverage, interval_widths
+from mlflow_energy.fit.validation import (
+    corrector_helps,
+    cross_validate,
+    family_laws,
+    interval_coverage,
+    interval_widths,
+)
 
 
 # ============================================================================ report
@@ -61,6 +67,12 @@ class FitResult:
     cv_summary: pd.DataFrame
     coverage: pd.DataFrame | None = None  # per interval level: honest grouped coverage (see interval_coverage)
     step_scaling: pd.DataFrame | None = None  # predicted energy ratio 50/30 steps vs the FLOPs ratio
+    #: per (family, hardware): the law alone, its R2 and leave-one-config-out MAPE (:func:`family_laws`)
+    family_laws: pd.DataFrame | None = None
+    #: runs left out because the measurement protocol tagged them noisy
+    noisy_excluded: int = 0
+    #: the energy fitted: ``total`` or ``dynamic`` (see :func:`~mlflow_energy.fit.frame.normalise_runs`)
+    target: str = "total"
 
 
 def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: int = 100, max_folds: int = 40,
@@ -90,7 +102,8 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
     scopes = sorted(set(frame["energy_scope"])) if "energy_scope" in frame.columns else []
     if len(scopes) == 1:
         model.energy_scope = scopes[0]
-    return FitResult(model, frame, law_table(model, frame), pred, summary, coverage, step_scaling(model, frame))
+    return FitResult(model, frame, law_table(model, frame), pred, summary, coverage, step_scaling(model, frame),
+                     family_laws(frame))
 
 
 def step_scaling(model: EnergyModel, frame: pd.DataFrame, low: int = 30, high: int = 50) -> pd.DataFrame:

@@ -191,3 +191,49 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
                      "nominal": 1 - ALPHA, "coverage": float(np.mean(hits)) if hits else float("nan"),
                      "log_halfwidth": _conformal_q(r)})
     return pd.DataFrame(rows, columns=["level", "scheme", "n", "n_groups", "nominal", "coverage", "log_halfwidth"])
+
+
+# ============================================================================ per-family law check
+def family_laws(frame: pd.DataFrame, phase: str = schema.PHASE_TOTAL) -> pd.DataFrame:
+    """The law of each (family, hardware) alone, and how well it predicts a config it has not seen.
+
+    Per group with at least ``MIN_POINTS + 1`` distinct configs: the OLS slope ``b`` of
+    ``log E`` on ``log FLOPs`` and its R2 over the group's runs, the FLOPs span (max / min),
+    and ``loco_mape``: leave one config out, refit the group's law on the rest, predict the
+    held-out config's runs (mean absolute percentage error). The corrector plays no part:
+    this is the energy law itself, the figure the CPU demo is judged by.
+
+    Example:
+        >>> import numpy as np
+        >>> f = pd.DataFrame({"model": "m", "hardware": "h", "config_hash": list("abcd"),
+        ...                   "flops_total": [1e9, 2e9, 4e9, 8e9], "energy_total": [1.0, 2.0, 4.0, 8.0]})
+        >>> row = family_laws(f).iloc[0]
+        >>> round(float(row["b"]), 3), round(float(row["r2"]), 3), round(float(row["loco_mape"]), 3)
+        (1.0, 1.0, 0.0)
+    """
+    rows = []
+    col_e, col_f = f"energy_{phase}", f"flops_{phase}"
+    have = frame[(frame[col_e] > 0) & (frame[col_f] > 0)]
+    for (fam, hw), g in have.groupby(["model", "hardware"]):
+        x, y = np.log(g[col_f].to_numpy(float)), np.log(g[col_e].to_numpy(float))
+        configs = g["config_hash"].astype(str).to_numpy()
+        if len(set(configs)) < MIN_POINTS + 1 or np.ptp(x) <= 0:
+            continue
+        b, a = np.polyfit(x, y, 1)
+        resid = y - (a + b * x)
+        ss_tot = ((y - y.mean()) ** 2).sum()
+        errors = []
+        for held in sorted(set(configs)):
+            train = configs != held
+            if np.ptp(x[train]) <= 0:
+                continue
+            bt, at = np.polyfit(x[train], y[train], 1)
+            errors.extend(np.abs(np.exp(at + bt * x[~train] - y[~train]) - 1.0))
+        rows.append({
+            "family": fam, "hardware": hw, "phase": phase, "n": len(g), "configs": len(set(configs)),
+            "flops_span": float(np.exp(np.ptp(x))), "b": float(b), "a": float(np.exp(a)),
+            "r2": float(1.0 - (resid**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
+            "loco_mape": float(np.mean(errors)) if errors else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=["family", "hardware", "phase", "n", "configs", "flops_span", "b", "a", "r2",
+                                       "loco_mape"])

@@ -4,8 +4,10 @@ Owns: turning an :class:`~mlflow_energy.config.InferenceConfig` into a
 :class:`Measurement` (energy, time and FLOPs per phase), on any device.
 Modules:
     device    whether the machine has the device a config asks for
+    cpu       the CPU model name and the OpenMP wait policy (what the CPU estimate depends on)
     meters    :class:`EnergyMeter` and its kinds: Zeus (NVML, RAPL) and the labelled CPU estimate
     hardware  GPU spec table (peak FLOP/s, memory bandwidth, TDP) and hardware-name lookup
+    protocol  warm-up until stable, repeats until the 95% interval is tight, robust summary, idle power
     runner    builds the pipeline, times and meters each phase, repeats, returns a Measurement
 May import: the shared ground (``config``, ``errors``, ``schema``, ``carbon``), ``families``, ``flops``.
 Never imports MLflow: logging a measurement is :mod:`mlflow_energy.tracking`'s job.
@@ -26,6 +28,7 @@ __all__ = [
     "GpuSpec",
     "Measurement",
     "PipelineCache",
+    "Protocol",
     "ZeusMeter",
     "auto_meter",
     "check_device",
@@ -33,8 +36,10 @@ __all__ = [
     "cpu_model_name",
     "find_gpu",
     "gpu_specs",
+    "idle_power",
     "lookup_gpu",
     "measure",
+    "omp_wait_policy",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -45,12 +50,15 @@ __getattr__, __dir__ = lazy_exports(
         "ZeusMeter": "meters",
         "auto_meter": "meters",
         "check_device": "device",
-        "cpu_model_name": "meters",
+        "cpu_model_name": "cpu",
+        "omp_wait_policy": "cpu",
         "GpuSpec": "hardware",
         "canonical_hardware": "hardware",
         "find_gpu": "hardware",
         "gpu_specs": "hardware",
         "lookup_gpu": "hardware",
+        "Protocol": "protocol",
+        "idle_power": "protocol",
         "Measurement": "runner",
         "PipelineCache": "runner",
         "measure": "runner",

@@ -23,6 +23,10 @@ Which meter measures what (the ``energy_source`` tag of every run):
     see :class:`EstimateMeter` for the constants and their source. An estimate, labelled as
     such, never a silent zero.
 
+Scope (the ``energy_scope`` tag): Zeus meters read the whole GPU board or CPU package, idle
+power included (``total``); the estimate attributes power to this process's CPU work only,
+so it holds no idle share (``dynamic``).
+
 Example:
     >>> from mlflow_energy.measure.meters import EstimateMeter
     >>> meter = EstimateMeter(tdp_w=85.0)
@@ -37,13 +41,13 @@ from __future__ import annotations
 
 import abc
 import os
-import platform
 import threading
 import time
 from typing import Any
 
 from mlflow_energy import schema
 from mlflow_energy.errors import MlflowEnergyError
+from mlflow_energy.measure.cpu import cpu_model_name, omp_wait_policy
 
 # --------------------------------------------------------------------------- constants
 #: CPU power when the CPU model's TDP is unknown: CodeCarbon's ``POWER_CONSTANT = 85`` (W),
@@ -68,6 +72,10 @@ class EnergyMeter(abc.ABC):
 
     source: str
     hardware: str
+    #: What the energy of a window holds: ``total`` (idle power included) or ``dynamic``.
+    scope: str = "total"
+    #: Idle power the meter's model implies (W), or ``None`` when it must be measured.
+    idle_power_model_w: float | None = None
 
     @abc.abstractmethod
     def begin_window(self, name: str) -> None:
@@ -98,24 +106,6 @@ class EnergyMeter(abc.ABC):
 
 
 # --------------------------------------------------------------------------- hardware names
-def cpu_model_name() -> str:
-    """The CPU model name as the kernel reports it (``/proc/cpuinfo``), else the platform's.
-
-    Example:
-        >>> isinstance(cpu_model_name(), str)
-        True
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def _gpu_index(device: str) -> int:
     _, _, index = device.partition(":")
     return int(index) if index else 0
@@ -136,7 +126,12 @@ class EstimateMeter(EnergyMeter):
         utilisation = process CPU seconds in the window / (wall seconds x logical cores)
 
     clipped to [0, 1]. Process CPU seconds are ``time.process_time()`` (every thread of
-    this process); logical cores are ``os.cpu_count()``. ``tdp_w`` is, in order: the
+    this process); logical cores are ``os.cpu_count()``. So the estimate is
+    ``tdp_w / cores x CPU seconds``: it measures work, provided waiting threads sleep
+    instead of spinning. Importing :mod:`mlflow_energy` before torch sets
+    ``OMP_WAIT_POLICY=PASSIVE`` (unless set already) for exactly that reason; the run tag
+    ``estimate_omp_wait_policy`` records the policy in force. The estimate holds no idle
+    power (scope ``dynamic``): a process that waits costs nothing here. ``tdp_w`` is, in order: the
     ``tdp_w`` argument, the ``MLFLOW_ENERGY_CPU_TDP_W`` environment variable, or
     :data:`DEFAULT_CPU_TDP_W` = 85 W, CodeCarbon's ``POWER_CONSTANT`` for a CPU whose TDP
     it does not know. The estimate counts neither DRAM nor the rest of the machine, and is
@@ -150,6 +145,8 @@ class EstimateMeter(EnergyMeter):
     """
 
     source = SOURCE_ESTIMATE_CPU_TDP
+    scope = "dynamic"
+    idle_power_model_w = 0.0
 
     def __init__(self, *, tdp_w: float | None = None, cores: int | None = None, hardware: str | None = None) -> None:
         if tdp_w is None:
@@ -188,7 +185,8 @@ class EstimateMeter(EnergyMeter):
         return self.tdp_w * utilisation * wall, wall
 
     def tags(self) -> dict[str, str]:
-        return {schema.T_ESTIMATE_TDP: f"{self.tdp_w:g}"}
+        return {schema.T_ESTIMATE_TDP: f"{self.tdp_w:g}", schema.T_ESTIMATE_OMP_WAIT: omp_wait_policy()}
+
 
 
 # --------------------------------------------------------------------------- zeus

@@ -2,8 +2,12 @@
 
 Each measured repeat opens one window over the whole inference and, nested inside it, one
 window per phase, the three back to back; the device is synchronised at every boundary.
-Warm-up runs go first, unmeasured. Values are per image (divided by the batch size), the
-mean over repeats; the phase sum is compared with the whole window.
+Warm-up runs go first, unmeasured, and the number of warm-ups and repeats follows the
+measurement protocol (:mod:`mlflow_energy.measure.protocol`: warm up until the time per run
+is stable, repeat until the 95% interval of the total is within the target). Values are per
+image (divided by the batch size), the mean over the repeats that are not outliers; the phase
+sum is compared with the whole window. Given the device's idle power, each phase also gets
+its dynamic energy (total minus idle power x time).
 
 Example:
     >>> from mlflow_energy.config import InferenceConfig
@@ -29,6 +33,7 @@ from mlflow_energy import schema
 from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.meters import EnergyMeter, auto_meter
+from mlflow_energy.measure.protocol import DEFAULT_PROTOCOL, Protocol, outlier_mask, summarise
 
 WHOLE = "whole"
 _DEFAULT_SCHEDULER_ATTR = "_mlflow_energy_default_scheduler"
@@ -53,6 +58,17 @@ class Measurement:
         extra_tags: more run tags from the meter (driver version, power limit, ...).
         images: the last repeat's images, ``(B, 3, H, W)`` float in [0, 1], on the CPU.
         timeline: power samples over the measured repeats (GPU), else ``None``.
+        repeats: measured runs done (the protocol may add to ``config.repeats``).
+        warmups: warm-up runs done.
+        outliers: measured runs left out of the means as outliers.
+        energy_total_ci95_j: 95% half-width of the mean total (inf with fewer than 2 kept runs).
+        noisy: True when the interval missed the protocol's target.
+        energy_median_j, energy_spread_j: per phase, median and robust spread (1.4826 x MAD)
+            of the per-image energy over the measured runs.
+        idle_power_w: the device's idle power subtracted for ``dynamic_energy_j`` (0: none).
+        dynamic_energy_j: per phase, ``energy_j - idle_power_w x time_s``.
+        energy_scope: what ``energy_j`` holds: ``total`` (the meter's whole device or package,
+            idle included) or ``dynamic`` (no idle share, as the process-attributed estimate).
     """
 
     config: InferenceConfig
@@ -68,6 +84,16 @@ class Measurement:
     extra_tags: dict[str, str] = field(default_factory=dict)
     images: torch.Tensor | None = None
     timeline: Any | None = None
+    repeats: int = 0
+    warmups: int = 0
+    outliers: int = 0
+    energy_total_ci95_j: float = float("nan")
+    noisy: bool = False
+    energy_median_j: dict[str, float] = field(default_factory=dict)
+    energy_spread_j: dict[str, float] = field(default_factory=dict)
+    idle_power_w: float = 0.0
+    dynamic_energy_j: dict[str, float] = field(default_factory=dict)
+    energy_scope: str = "total"
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -100,8 +126,11 @@ def free_device_memory() -> None:
 class PipelineCache:
     """Keeps one loaded pipeline and reuses it for configs of the same (model, weights, precision, device).
 
-    A config with another key frees the previous pipeline first (garbage collection and
-    ``torch.cuda.empty_cache``), so only one pipeline occupies the device.
+    A config with another key drops the previous pipeline first, so only one pipeline
+    occupies the device. On an accelerator the memory is also collected and returned to the
+    driver (``gc.collect`` and ``torch.cuda.empty_cache``); on the CPU dropping the last
+    reference frees the weights, and a full garbage collection (0.3-0.5 s, longer than
+    building a small pipeline) is not worth it.
 
     Example:
         >>> cache = PipelineCache()
@@ -135,10 +164,12 @@ class PipelineCache:
         return self._pipe
 
     def clear(self) -> None:
-        """Drop the cached pipeline and free its memory."""
+        """Drop the cached pipeline; collect garbage and free device memory when it was on an accelerator."""
+        on_accelerator = self._key is not None and not self._key[3].startswith("cpu")
         self._pipe = None
         self._key = None
-        free_device_memory()
+        if on_accelerator:
+            free_device_memory()
 
 
 def set_scheduler(pipe: Any, scheduler: str) -> None:
@@ -204,14 +235,27 @@ def _run_once(pipe: Any, adapter: Any, cfg: InferenceConfig, meter: EnergyMeter 
     return results, images
 
 
-def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline: Any | None = None) -> Measurement:
-    """Measure ``cfg``: warm-up runs, then ``repeats`` runs with phase windows; per-image values.
+def measure(
+    cfg: InferenceConfig,
+    *,
+    meter: EnergyMeter | None = None,
+    pipeline: Any | None = None,
+    protocol: Protocol | None = None,
+    idle_power_w: float | None = None,
+) -> Measurement:
+    """Measure ``cfg``: warm-up runs, then measured runs with phase windows; per-image values.
 
     Args:
         cfg: the config (validated here; bad values raise :class:`ConfigError`).
         meter: the energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
         pipeline: an already built pipeline of ``cfg``'s family, device and precision
             (see :class:`PipelineCache`); default: build one.
+        protocol: when to stop warming up and repeating; default
+            :data:`~mlflow_energy.measure.protocol.DEFAULT_PROTOCOL` (5% target, at most 20
+            repeats or 30 s); ``Protocol.fixed()`` runs exactly ``cfg.warmup`` + ``cfg.repeats``.
+        idle_power_w: the device's idle power (:func:`~mlflow_energy.measure.protocol.idle_power`);
+            default: the meter's own model of it (0 W for the process-attributed CPU estimate),
+            else none (dynamic energy = total).
 
     Example:
         >>> m = measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1, warmup=0))
@@ -224,6 +268,7 @@ def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline:
     from mlflow_energy.flops import config_flops
 
     cfg = cfg.validate()
+    protocol = protocol or DEFAULT_PROTOCOL
     fam = get_family(cfg.model)
     if not fam.measurable:
         from mlflow_energy.families import family_names
@@ -233,38 +278,57 @@ def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline:
     flops = config_flops(cfg)
     own_meter = meter is None
     meter = meter or auto_meter(cfg.device)
+    batch = cfg.batch_size
+    min_repeats = max(cfg.repeats, 2) if protocol.adaptive else cfg.repeats
     try:
         pipe = pipeline if pipeline is not None else build_pipeline(cfg)
         set_scheduler(pipe, cfg.scheduler)
         with torch.inference_mode():
-            for _ in range(cfg.warmup):
+            warm_times: list[float] = []
+            while not protocol.warm(len(warm_times), warm_times, cfg.warmup):
+                start = time.perf_counter()
                 _run_once(pipe, adapter, cfg, None)
+                _synchronize(cfg.device)
+                warm_times.append(time.perf_counter() - start)
             meter.reset_timeline()
             runs: list[dict[str, tuple[float, float]]] = []
+            totals: list[float] = []
             images: torch.Tensor | None = None
-            for _ in range(cfg.repeats):
+            start = time.perf_counter()
+            while not protocol.done(len(runs), time.perf_counter() - start, totals, minimum=min_repeats):
                 results, images = _run_once(pipe, adapter, cfg, meter)
                 runs.append(results)
+                totals.append(sum(results[p][0] for p in schema.PHASES) / batch)
         timeline = meter.timeline()
         tags = meter.tags()
     finally:
         if own_meter:
             meter.close()
 
-    batch = cfg.batch_size
+    keep = outlier_mask(totals)
+    total_summary = summarise(totals, keep=keep)
     energy: dict[str, float] = {}
     times: dict[str, float] = {}
+    medians: dict[str, float] = {}
+    spreads: dict[str, float] = {}
     for phase in schema.PHASES:
-        energy[phase] = statistics.fmean(r[phase][0] for r in runs) / batch
-        times[phase] = statistics.fmean(r[phase][1] for r in runs) / batch
+        e = summarise([r[phase][0] / batch for r in runs], keep=keep)
+        energy[phase] = e.mean
+        medians[phase], spreads[phase] = e.median, e.spread
+        times[phase] = summarise([r[phase][1] / batch for r in runs], keep=keep).mean
     energy[schema.PHASE_TOTAL] = sum(energy[p] for p in schema.PHASES)
     times[schema.PHASE_TOTAL] = sum(times[p] for p in schema.PHASES)
-    totals = [sum(r[p][0] for p in schema.PHASES) / batch for r in runs]
-    std = statistics.stdev(totals) if len(totals) > 1 else 0.0
-    whole_j = statistics.fmean(r[WHOLE][0] for r in runs) / batch
-    whole_s = statistics.fmean(r[WHOLE][1] for r in runs) / batch
+    medians[schema.PHASE_TOTAL], spreads[schema.PHASE_TOTAL] = total_summary.median, total_summary.spread
+    kept = [t for t, k in zip(totals, keep, strict=True) if k]
+    std = statistics.stdev(kept) if len(kept) > 1 else 0.0
+    kept_runs = [r for r, k in zip(runs, keep, strict=True) if k]
+    whole_j = statistics.fmean(r[WHOLE][0] for r in kept_runs) / batch
+    whole_s = statistics.fmean(r[WHOLE][1] for r in kept_runs) / batch
     gap = (energy[schema.PHASE_TOTAL] - whole_j) / whole_j if whole_j > 0 else 0.0
     power = whole_j / whole_s if whole_s > 0 else 0.0
+    if idle_power_w is None:
+        idle_power_w = float(getattr(meter, "idle_power_model_w", None) or 0.0)
+    dynamic = {p: energy[p] - idle_power_w * times[p] for p in (*schema.PHASES, schema.PHASE_TOTAL)}
     return Measurement(
         config=cfg,
         energy_j=energy,
@@ -279,4 +343,14 @@ def measure(cfg: InferenceConfig, *, meter: EnergyMeter | None = None, pipeline:
         extra_tags=dict(tags),
         images=images.detach().float().cpu() if images is not None else None,
         timeline=timeline,
+        repeats=len(runs),
+        warmups=len(warm_times),
+        outliers=total_summary.outliers,
+        energy_total_ci95_j=total_summary.ci95,
+        noisy=not protocol.met(total_summary),
+        energy_median_j=medians,
+        energy_spread_j=spreads,
+        idle_power_w=float(idle_power_w),
+        dynamic_energy_j=dynamic,
+        energy_scope=str(getattr(meter, "scope", "total")),
     )

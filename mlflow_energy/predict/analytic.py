@@ -59,6 +59,6 @@ class AnalyticPredictor:
         out["co2e_g"] = total / 3.6e6 * np.asarray(intensity, dtype=float)
         out["interval_level"] = "analytic"  # round constants, not a calibrated interval
         out["energy_total_j_law"] = total
-        out["energy_scope"] = schema.ENERGY_SCOPE_BOARD
+        out["energy_scope"] = schema.SCOPE_TOTAL
         out["time_total_s"] = total / self.watts
         return out

@@ -9,8 +9,8 @@ TFLOP/s) and ``hardware_mem_bw_gb_s``. Output columns: ``energy_text_encode_j``,
 ``energy_total_j_low``, ``energy_total_j_high`` (a 90% conformal prediction interval from
 grouped cross-validated residuals), ``co2e_g``, ``interval_level`` (the calibration the interval
 used: ``known``, ``unseen_family``, ``unseen_hardware``), ``energy_total_j_law`` (the law alone,
-before the corrector) and ``energy_scope`` (what the joules count: ``gpu_board_total`` or
-``gpu_dynamic``). Values are per image. Numeric inputs accept any integer or float dtype where
+before the corrector) and ``energy_scope`` (what the joules count: ``total`` or
+``dynamic``). Values are per image. Numeric inputs accept any integer or float dtype where
 the value fits (``30.0`` steps, guidance ``7``); ``30.5`` steps or a boolean are refused. The
 ``interval_level`` param (``auto`` by default) picks one calibration for every row, e.g.
 ``params={"interval_level": "unseen_source"}`` when the caller's runtime or energy scope differs

@@ -107,6 +107,12 @@ class PredictEvaluator:
             raise ConfigError("avg_power_w", avg_power_w, "a power in watts > 0")
         self.predictor = predictor
         self.hardware = hardware
+        # The device the predicted configs run on: the GPU the hardware names, else the CPU
+        # (an energy model fitted on CPU runs predicts CPU configs; a default priced in fp16 on
+        # a GPU would be a config this machine cannot run).
+        from mlflow_energy.measure.hardware import find_gpu
+
+        self.device = "cuda" if find_gpu(hardware) is not None else "cpu"
         self.quality_model = quality_model
         self.avg_power_w = avg_power_w
         self.model_uri = model_uri

@@ -60,8 +60,14 @@ class SearchResult:
             "  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.best_metrics.items())),
             f"default config: {d.height}x{d.width} steps={d.steps} guidance_scale={d.guidance_scale:g} "
             f"precision={d.precision} batch_size={d.batch_size}: {self.default_energy_j:.4g} J per image",
-            f"energy saved vs default: {self.energy_saved_j:.4g} J per image ({100 * self.energy_saved_frac:.1f}%)",
         ]
+        if self.energy_saved_j > 0:
+            lines.append(f"energy saved vs default: {self.energy_saved_j:.4g} J per image "
+                         f"({100 * self.energy_saved_frac:.1f}%)")
+        else:
+            lines.append(f"no saving: the best config found ({self.best_metrics.get(schema.M_ENERGY_TOTAL, math.nan):.4g}"
+                         f" J per image) is not better than the default ({self.default_energy_j:.4g} J); keep the "
+                         "default, or widen the space")
         if len(self.pareto) > 1:
             lines.append(f"Pareto front (energy vs quality): {len(self.pareto)} configs")
         if self.parent_run_id:

@@ -178,6 +178,20 @@ class SearchSpace:
         """The fixed dimensions' values (``resolution`` expanded to height and width)."""
         return _expand({name: d.choices[0] for name, d in self.dims.items() if d.fixed})
 
+    def searched(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``config`` that the space's dimensions set (``resolution``: height and width).
+
+        What a ``best_*`` param may name: values the space allowed, not the evaluator's
+        settings (device, weights, seed, repeats).
+
+        Example:
+            >>> space = SearchSpace.from_options({"model": ["tiny-sd2"], "resolution": ["32,64"]})
+            >>> space.searched({"model": "tiny-sd2", "height": 32, "width": 32, "device": "cuda"})
+            {'model': 'tiny-sd2', 'height': 32, 'width': 32}
+        """
+        names = set(_expand({name: None for name in self.dims}))
+        return {k: v for k, v in config.items() if k in names}
+
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Ask ``trial`` for one value of every dimension."""
         return _expand({name: d.suggest(trial) for name, d in self.dims.items()})

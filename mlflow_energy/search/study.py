@@ -27,14 +27,21 @@ def _config(values: dict[str, Any], evaluator: Evaluator, seed: int = 0) -> Infe
     return InferenceConfig(**{**extra, **kwargs}).validate()
 
 
-def default_config(model: str, space: SearchSpace, evaluator: Evaluator, seed: int = 0) -> InferenceConfig:
-    """The family's default config, with the space's fixed dimensions (fixed resolution, say) kept.
+def default_config(model: str, space: SearchSpace, evaluator: Evaluator, seed: int = 0,
+                   precision: str | None = None) -> InferenceConfig:
+    """The family's default config on the search's device, precision and hardware.
 
-    Steps, resolution and guidance scale are the family's defaults; precision is ``fp16`` on a
-    GPU (``fp32`` on a CPU), batch size 1, the pipeline's own scheduler.
+    Steps, resolution and guidance scale are the family's defaults; the space's fixed
+    dimensions (a fixed resolution, say) are kept. Precision is the device's usual one
+    (``fp16`` on a GPU, ``fp32`` on a CPU) when the space allows it, else ``precision`` (the
+    best config's), so the default is never a config the search could not run; batch size 1,
+    the pipeline's own scheduler. The evaluator prices it on the search's hardware.
     """
-    values: dict[str, Any] = {"precision": "fp32" if evaluator.device == "cpu" else "fp16",
-                              "batch_size": 1, "scheduler": SCHEDULER_DEFAULT}
+    usual = "fp32" if evaluator.device == "cpu" else "fp16"
+    dim = space.dim("precision")
+    if dim is not None and not dim.ranged and usual not in dim.choices:
+        usual = precision or dim.choices[0]
+    values: dict[str, Any] = {"precision": usual, "batch_size": 1, "scheduler": SCHEDULER_DEFAULT}
     values.update({k: v for k, v in space.fixed_values().items() if k != "model"})
     values["model"] = model
     return _config(values, evaluator, seed)
@@ -237,7 +244,7 @@ def _summarise(
                         if k in ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler")},
                        evaluator, best.user_attrs[st.UA_CONFIG].get(schema.P_SEED, 0))
     best_metrics = dict(best.user_attrs[st.UA_METRICS])
-    default = default_config(best_cfg.model, space, evaluator, best_cfg.seed)
+    default = default_config(best_cfg.model, space, evaluator, best_cfg.seed, precision=best_cfg.precision)
     default_energy = _default_energy(evaluator, default)
     saved = default_energy - best_metrics[schema.M_ENERGY_TOTAL]
     metrics = {
@@ -245,7 +252,8 @@ def _summarise(
         schema.M_SEARCH_SAVED_FRAC: saved / default_energy if default_energy > 0 else 0.0,
     }
     st.log_summary(
-        parent, best={"config": best.user_attrs[st.UA_CONFIG], "metrics": best_metrics}, metrics=metrics,
+        parent, best={"config": space.searched(best.user_attrs[st.UA_CONFIG]), "metrics": best_metrics},
+        metrics=metrics,
         space_json=space.to_json(), trials=frame, pareto=pareto, quality_metric=qkey,
         study=study if plots else None,
     )

@@ -6,8 +6,15 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
     experiment: mlflow-energy-demo  # default experiment (``--experiment`` wins)
     device: cpu                     # one device per sweep
     weights: random                 # or a local directory / hub id
-    repeats: 2
-    warmup: 1
+    repeats: 2                      # at least this many measured runs per config
+    warmup: 1                       # at least this many warm-up runs
+    protocol:                       # optional: measure/protocol.py (these are the defaults)
+      target: 0.05                  #   95% half-width of the mean total, fraction of it
+      max_repeats: 20               #   at most this many measured runs
+      max_seconds: 30               #   ... or this many seconds of measuring per config
+      max_warmup: 5
+    idle_seconds: 3                 # idle power measured before the sweep (Zeus meters)
+    idle_each_config: false         # true: measured again before each config
     seed: 0
     grid:                           # the cross product of these lists
       model: [tiny-sd2]
@@ -44,10 +51,13 @@ from typing import Any
 
 from mlflow_energy.config import PRECISIONS, SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
+from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
 
 GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
-TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description")
+TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
+            "protocol", "idle_seconds", "idle_each_config")
+PROTOCOL_KEYS = ("target", "max_repeats", "max_seconds", "max_warmup", "warmup_tolerance")
 
 
 def _as_list(field_name: str, value: Any) -> list[Any]:
@@ -135,6 +145,9 @@ class SweepSpec:
     warmup: int = 1
     seed: int = 0
     source: str = ""
+    protocol: Protocol = field(default_factory=Protocol)
+    idle_seconds: float = IDLE_SECONDS
+    idle_each_config: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "") -> SweepSpec:
@@ -175,6 +188,17 @@ class SweepSpec:
                 if not isinstance(data[key], str) or not data[key]:
                     raise ConfigError(key, data[key], "a non-empty string")
                 kwargs[key] = data[key]
+        if data.get("protocol") is not None:
+            kwargs["protocol"] = _protocol(data["protocol"])
+        if "idle_seconds" in data:
+            v = data["idle_seconds"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError("idle_seconds", v, "a number of seconds > 0")
+            kwargs["idle_seconds"] = float(v)
+        if "idle_each_config" in data:
+            if not isinstance(data["idle_each_config"], bool):
+                raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
+            kwargs["idle_each_config"] = data["idle_each_config"]
         kwargs.setdefault("name", name)
         return cls(grid=grid, overrides=overrides, source=source, **kwargs)
 
@@ -220,6 +244,23 @@ class SweepSpec:
                     )
                 )
         return sorted(out, key=_order_key)
+
+
+def _protocol(raw: Any) -> Protocol:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("protocol", raw, "a mapping with keys " + ", ".join(PROTOCOL_KEYS))
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in PROTOCOL_KEYS:
+            raise ConfigError(f"protocol.{key}", value, "one of the keys " + ", ".join(PROTOCOL_KEYS))
+        is_int = key in ("max_repeats", "max_warmup")
+        if isinstance(value, bool) or not isinstance(value, int if is_int else (int, float)):
+            raise ConfigError(f"protocol.{key}", value, "an integer" if is_int else "a number")
+        kwargs[key] = value
+    try:
+        return Protocol(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"protocol.{exc.field}", exc.value, exc.allowed) from None
 
 
 def _order_key(cfg: InferenceConfig) -> tuple[Any, ...]:

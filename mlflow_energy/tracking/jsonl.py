@@ -82,6 +82,23 @@ def run_metrics(m: Measurement) -> dict[str, float]:
         metrics[schema.flops_key(phase)] = m.flops[phase]
     metrics[schema.M_ENERGY_WHOLE] = m.whole_window_j
     metrics[schema.M_PHASE_SUM_GAP] = m.phase_sum_gap
+    # The measurement protocol: interval, repeats, outliers; idle power and dynamic energy.
+    if m.repeats:
+        metrics[schema.M_REPEATS] = m.repeats
+        metrics[schema.M_WARMUPS] = m.warmups
+        metrics[schema.M_OUTLIERS] = m.outliers
+        if math.isfinite(m.energy_total_ci95_j):
+            metrics[schema.M_ENERGY_TOTAL_CI95] = m.energy_total_ci95_j
+            if m.energy_j[schema.PHASE_TOTAL] > 0:
+                metrics[schema.M_ENERGY_CI95_FRAC] = m.energy_total_ci95_j / m.energy_j[schema.PHASE_TOTAL]
+        for phase, value in m.energy_median_j.items():
+            metrics[schema.median_energy_key(phase)] = value
+        for phase, value in m.energy_spread_j.items():
+            metrics[schema.spread_energy_key(phase)] = value
+    if m.dynamic_energy_j:
+        metrics[schema.M_IDLE_POWER] = m.idle_power_w
+        for phase, value in m.dynamic_energy_j.items():
+            metrics[schema.dynamic_energy_key(phase)] = value
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -94,6 +111,9 @@ def run_tags(m: Measurement, *, kind: str = schema.KIND_MEASUREMENT) -> dict[str
         schema.T_VERSION: __version__,
         schema.T_KIND: kind,
     }
+    if m.repeats:
+        tags[schema.T_NOISY] = "true" if m.noisy else "false"
+        tags[schema.T_ENERGY_SCOPE] = m.energy_scope
     tags.update({k: str(v) for k, v in m.extra_tags.items()})
     return tags
 

@@ -5,7 +5,7 @@ B200 (and H100 for SANA 1.5 and Hunyuan-DiT), bf16, the xDiT 0.4.5 runtime, 20-5
 sizes 1 to 16. SANA 1.5 1.6B maps to the ``sana-1.6b`` family (its architecture file is SANA 1.5
 1.6B); SANA 1.5 4.8B and Hunyuan-DiT have no family and are skipped with a count. Every run
 records its runtime (``diffusers`` or ``xdit-0.4.5``), data source (``mlenergy-v2`` or
-``mlenergy-v3``) and energy scope (``gpu_board_total``) as tags, so the fit can group by them.
+``mlenergy-v3``) and energy scope (``total``) as tags, so the fit can group by them.
 
 The packaged copy is ``data/mlenergy_v2_text_to_image.csv`` (provenance in ``data/PROVENANCE.md``):
 Zeus/NVML GPU energy of the whole pipeline call on A100-SXM4-40GB and H100-SXM5-80GB, fp16,
@@ -119,7 +119,7 @@ def read_rows(csv_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.Data
 def _scope(row: pd.Series) -> str:
     """The energy scope of a leaderboard row: both files hold board energy (NVML total counter)."""
     text = str(row.get("energy_scope", "")).lower()
-    return schema.ENERGY_SCOPE_DYNAMIC if "idle" in text and "subtract" in text else schema.ENERGY_SCOPE_BOARD
+    return schema.SCOPE_DYNAMIC if "idle" in text and "subtract" in text else schema.SCOPE_TOTAL
 
 
 def import_mlenergy(csv_path: str | Path | None = None, *, experiment: str,

@@ -16,6 +16,8 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import (
     check_sources,
     cross_validate,
+    drop_noisy,
+    family_laws,
     fit_energy_model,
     fit_line,
     normalise_runs,
@@ -289,3 +291,71 @@ def test_releases_of_one_external_dataset_fit_together_as_data_sources():
     assert set(frame["data_source"]) == {"external:mlenergy-v2", "external:mlenergy-v3"}
     with pytest.raises(ConfigError, match="--allow-mixed-sources"):
         check_sources(pd.concat([frame, frame.assign(energy_source="external:other")]))
+
+
+# ------------------------------------------------------------------ the measurement protocol and the fit
+
+def test_family_law_recovers_slope_and_predicts_unseen_configs():
+    rng = np.random.default_rng(0)
+    flops = np.repeat(np.geomspace(1e9, 1e11, 8), 3)  # 8 configs x 3 runs, 100x FLOPs span
+    energy = 2e-9 * flops**0.95 * np.exp(rng.normal(0, 0.03, len(flops)))
+    frame = pd.DataFrame({"model": "fam", "hardware": "cpu", "config_hash": np.repeat(list("abcdefgh"), 3),
+                          "flops_total": flops, "energy_total": energy})
+    (row,) = family_laws(frame).to_dict("records")
+    assert row["b"] == pytest.approx(0.95, abs=0.03)
+    assert row["r2"] > 0.99 and row["flops_span"] == pytest.approx(100.0)
+    assert 0 < row["loco_mape"] < 0.06
+    # a fixed overhead per image (Python, not FLOPs) bends the law: slope and LOCO error show it
+    bent = frame.assign(energy_total=frame["energy_total"] + 40.0)
+    (row,) = family_laws(bent).to_dict("records")
+    assert row["b"] < 0.8
+
+
+def test_groups_with_too_few_configs_get_no_family_law():
+    frame = pd.DataFrame({"model": "fam", "hardware": "cpu", "config_hash": list("abc"),
+                          "flops_total": [1e9, 2e9, 4e9], "energy_total": [1.0, 2.0, 4.0]})
+    assert family_laws(frame).empty
+
+
+def test_noisy_runs_are_dropped_unless_the_group_would_be_too_small():
+    frame = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 3, "hardware": "h",
+                          "noisy": [False, False, False, True, True, False, False, True]})
+    kept, dropped = drop_noisy(frame)
+    assert dropped == 2 and list(kept["model"]) == ["a"] * 3 + ["b"] * 3
+
+
+def test_dynamic_target_reads_dynamic_energy_or_dynamic_scope():
+    raw = synthetic_runs(families=FAMILIES[:1], hardware=HARDWARE[:1], sizes=(32,), steps=(1, 2), batches=(1,))
+    raw[schema.dynamic_energy_key("total")] = [np.nan, 0.5 * raw[schema.M_ENERGY_TOTAL].iloc[1]]
+    raw[schema.T_ENERGY_SCOPE] = ["total", "total"]
+    for p in schema.PHASES:
+        raw[schema.dynamic_energy_key(p)] = [np.nan, 0.5 * raw[schema.energy_key(p)].iloc[1]]
+    total = normalise_runs(raw)
+    dynamic = normalise_runs(raw, target="dynamic")
+    assert len(total) == 2 and len(dynamic) == 1  # the first run has no dynamic energy and is not dynamic
+    assert dynamic["energy_total"].iloc[0] == pytest.approx(0.5 * total["energy_total"].iloc[1])
+    raw[schema.T_ENERGY_SCOPE] = ["dynamic", "total"]
+    assert len(normalise_runs(raw, target="dynamic")) == 2  # a dynamic-scope run is its own dynamic energy
+    with pytest.raises(ConfigError, match="target='board'"):
+        normalise_runs(raw, target="board")
+
+
+def test_fit_command_logs_family_laws_and_leaves_noisy_runs_out(tracking_uri):
+    frame = synthetic_runs(families=FAMILIES[:2], hardware=HARDWARE[:1], sizes=(32, 48, 64), steps=(1, 2, 4),
+                           batches=(1,))
+    ids = log_runs(frame, "noisy")
+    client = mlflow.MlflowClient()
+    for run_id in ids[:2]:
+        client.set_tag(run_id, schema.T_NOISY, "true")
+    assert runs_frame("noisy")["noisy"].sum() == 2
+    result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "noisy", "--registered-model", "noisy-energy",
+                                             "--bootstrap", "0", "--max-folds", "3", "--no-plots"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 noisy run(s) left out" in result.output and "LOCO MAPE" in result.output
+    mv = client.get_model_version_by_alias("noisy-energy", "champion")
+    run = client.get_run(mv.run_id)
+    assert run.data.params[schema.P_FIT_NOISY_EXCLUDED] == "2" and run.data.params[schema.P_FIT_TARGET] == "total"
+    b = run.data.metrics[schema.family_law_key(FAMILIES[0], "b")]
+    assert math.isfinite(b) and 0.5 < b < 1.2
+    assert run.data.metrics[schema.family_law_key(FAMILIES[0], "loco_mape")] < 0.2

@@ -32,7 +32,7 @@ from mlflow_energy.schema import FLOPS_PHASES, flops_key
 
 TOLERANCE = 0.005  # the closed forms must agree with the counter within 0.5 %
 EXACT = 1e-9
-TINY = [n for n in family_names() if n.startswith("tiny-")]
+TINY = [n for n in family_names() if n.startswith(("tiny-", "small-"))]  # small-: the CPU demo variants
 FULL = family_names(tiny=False)
 
 

@@ -31,7 +31,7 @@ def test_estimate_is_labelled_and_never_zero_for_work():
     # At most the whole TDP over the window (utilisation is clipped to 1).
     assert energy <= meter.tdp_w * seconds + 1e-9
     assert meter.hardware == cpu_model_name() and meter.hardware
-    assert meter.tags() == {schema.T_ESTIMATE_TDP: "85"}
+    assert meter.tags() == {schema.T_ESTIMATE_TDP: "85", schema.T_ESTIMATE_OMP_WAIT: "PASSIVE"}
 
 
 def test_estimate_scales_with_tdp_and_cores():

@@ -8,6 +8,7 @@ import torch
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.meters import ZeusMeter
+from mlflow_energy.measure.protocol import Protocol
 from mlflow_energy.measure.runner import Measurement, PipelineCache, measure, set_scheduler
 
 
@@ -50,7 +51,7 @@ def test_per_image_values_and_nesting_with_exact_counter(fake_gpu_factory, small
     fake_gpu_factory(mode="step", step_j=1.0)
     meter = ZeusMeter("cuda")
     try:
-        m = measure(small_config(batch_size=2, repeats=3), meter=meter)
+        m = measure(small_config(batch_size=2, repeats=3), meter=meter, protocol=Protocol.fixed())
     finally:
         meter.close()
     for phase in schema.PHASES:
@@ -84,7 +85,7 @@ def test_warmup_runs_are_not_measured(fake_gpu_factory, small_config):
     gpus = fake_gpu_factory(mode="step", step_j=1.0)
     meter = ZeusMeter("cuda")
     try:
-        measure(small_config(warmup=2, repeats=1), meter=meter)
+        measure(small_config(warmup=2, repeats=1), meter=meter, protocol=Protocol.fixed())
     finally:
         meter.close()
     assert gpus.reads == 8  # one measured run: 4 windows x (begin + end); warm-up reads nothing
@@ -133,3 +134,32 @@ def test_same_seed_same_image(small_config, no_rapl):
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     cache.clear()
+
+
+def _small_families() -> list[str]:
+    from mlflow_energy.families import family_names
+
+    return [n for n in family_names() if n.startswith("small-")]
+
+
+@pytest.mark.parametrize("model", _small_families())
+def test_each_small_family_runs_with_the_released_classes(model, no_rapl):
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.families import get_family
+
+    small = get_family(model)
+    full = get_family(small.base)
+    assert small.pipeline_class == full.pipeline_class and small.is_tiny and not full.is_tiny
+    assert {c: s["class"] for c, s in small.components.items()} == {c: s["class"] for c, s in full.components.items()}
+    cfg = InferenceConfig(model=model, height=64, width=64, steps=1, repeats=1, warmup=0)
+    m = measure(cfg, protocol=Protocol.fixed())
+    _check_measurement(m)
+    # wider than the tiny denoiser: several times its FLOPs on the same latent grid (16 x 16)
+    assert m.flops["denoise_per_step"] > 3 * _denoise_step_flops("tiny-" + small.base, 32)
+
+
+def _denoise_step_flops(model: str, side: int) -> float:
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.flops import config_flops
+
+    return config_flops(InferenceConfig(model=model, height=side, width=side, steps=1).validate())["denoise_per_step"]

@@ -197,7 +197,7 @@ def test_outputs_say_the_interval_level_the_law_only_estimate_and_the_scope(regi
     out = model.predict(pd.DataFrame([row(), row(hardware="NVIDIA L40S")]))
     assert list(out["interval_level"]) == ["known", "unseen_hardware"]
     assert (out["energy_total_j_law"] > 0).all()
-    assert set(out["energy_scope"]) == {schema.ENERGY_SCOPE_BOARD}
+    assert set(out["energy_scope"]) == {schema.SCOPE_TOTAL}
 
 
 def test_predictions_scale_exactly_with_steps_like_the_flops(registered):

@@ -274,3 +274,28 @@ def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:
     from mlflow_energy.measure.hardware import canonical_hardware
 
     assert parent.data.params[schema.P_SEARCH_HARDWARE] == canonical_hardware("NVIDIA H100 80GB HBM3")
+
+
+# ------------------------------------------------------------------ honest saving
+def test_default_runs_on_the_search_device_and_precision_and_a_loss_is_said_plainly(tracking_uri: str) -> None:
+    from mlflow_energy.search.study import default_config
+
+    cpu = PredictEvaluator(AnalyticPredictor(), "Intel(R) Xeon(R) CPU @ 2.20GHz")
+    gpu = PredictEvaluator(AnalyticPredictor(), "H100")
+    assert cpu.device == "cpu" and gpu.device == "cuda"
+    fp32_only = SearchSpace.from_options({"model": ["sd2"], "steps": ["10:20"], "precision": ["fp32"]})
+    assert default_config("sd2", fp32_only, cpu).precision == "fp32"
+    # a GPU search whose space allows only bf16 prices the default in bf16, never in fp16
+    bf16_only = SearchSpace.from_options({"model": ["sd2"], "steps": ["10:20"], "precision": ["bf16"]})
+    assert default_config("sd2", bf16_only, gpu, precision="bf16").precision == "bf16"
+    assert default_config("sd2", SearchSpace.from_options({"model": ["sd2"]}), gpu).precision == "fp16"
+
+    # steps above the default (50) only: the best config costs more than the default
+    space = SearchSpace.from_options({"model": ["sd2"], "steps": ["60:70"], "resolution": ["768"]})
+    result = search(space, gpu, Constraints(), trials=5, seed=0, experiment="loss", plots=False)
+    assert result.energy_saved_j < 0
+    text = result.summary()
+    assert "no saving" in text and "not better than the default" in text and "energy saved" not in text
+    parent = _runs("loss", schema.KIND_SEARCH)[0]
+    best = {k for k in parent.data.params if k.startswith("best_")}
+    assert best == {schema.best_param(k) for k in ("model", "steps", "height", "width")}

@@ -17,6 +17,8 @@ SMALL = {
     "device": "cpu",
     "repeats": 1,
     "warmup": 0,
+    "protocol": {"target": 0},  # exactly one measured run: counter reads are countable
+    "idle_seconds": 0.1,
     "grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": [1, 2], "guidance_scale": [1.0]},
 }
 
@@ -46,6 +48,11 @@ def _by_kind(runs: list, kind: str) -> list:
         ({"grid": {"model": ["tiny-sd2"]}, "overrides": {"tiny-sdxl": {"steps": [1]}}}, "overrides='tiny-sdxl'"),
         ({"grid": {"steps": [1]}}, "grid.model"),
         ({"models": ["tiny-sd2"]}, "models="),
+        ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"target": -1}}, "protocol.target=-1"),
+        ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"max_repeats": 2.5}}, "protocol.max_repeats=2.5"),
+        ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"speed": 1}}, "protocol.speed=1"),
+        ({"grid": {"model": ["tiny-sd2"]}, "idle_seconds": 0}, "idle_seconds=0"),
+        ({"grid": {"model": ["tiny-sd2"]}, "idle_each_config": "yes"}, "idle_each_config='yes'"),
     ],
 )
 def test_bad_spec_values_name_the_field(data, field):
@@ -120,12 +127,20 @@ def test_parse_shard():
 
 def test_shipped_specs_are_valid():
     demo = SweepSpec.from_yaml("projects/cpu-demo.yaml")
+    smoke = SweepSpec.from_yaml("projects/cpu-tiny.yaml")
     paper = SweepSpec.from_yaml("projects/paper-grid.yaml")
     from mlflow_energy.families import family_names, get_family
+    from mlflow_energy.flops import config_flops
 
     tiny = {n for n in family_names() if n.startswith("tiny-") and get_family(n).measurable}
-    assert set(demo.grid["model"]) == tiny
-    assert demo.device == "cpu"
+    small = {n for n in family_names() if n.startswith("small-")}
+    assert set(smoke.grid["model"]) == tiny and not smoke.protocol.adaptive
+    assert set(demo.grid["model"]) == small and demo.protocol.adaptive
+    assert demo.device == "cpu" and smoke.device == "cpu"
+    # the demo shows a law: FLOPs span at least 30x within each family
+    for fam in small:
+        flops = [config_flops(c.validate())["total"] for c in demo.configs() if c.model == fam]
+        assert max(flops) / min(flops) >= 30, fam
     assert {"sd2", "sd3.5-medium", "flux.1-dev", "qwen-image"} <= set(paper.grid["model"])
     assert paper.device == "cuda"
     sizes = {c.height for c in paper.configs()}
@@ -188,8 +203,9 @@ def test_same_config_on_other_hardware_is_measured_again(tracking_uri, no_rapl, 
 
 
 def test_interrupt_leaves_no_run_running(tracking_uri, fake_gpu_factory):
-    # Ctrl-C while the second config is measured (its counter reads raise KeyboardInterrupt).
-    fake_gpu_factory(mode="step", interrupt_after=11)
+    # Ctrl-C while the second config is measured (its counter reads raise KeyboardInterrupt):
+    # 2 reads for the idle baseline, 8 for the first config.
+    fake_gpu_factory(mode="step", interrupt_after=13)
     meter = ZeusMeter("cuda")
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -211,3 +227,40 @@ def test_sweep_to_jsonl_without_mlflow(tmp_path, no_rapl):
     assert again.skipped == 2 and len(out.read_text().splitlines()) == 2
     with pytest.raises(ConfigError, match="output"):
         run_sweep(SweepSpec.from_dict(SMALL), tracking=False, progress=False)
+
+
+def test_protocol_and_idle_baseline_reach_the_runs(tracking_uri, fake_gpu, capsys):
+    data = {**SMALL, "protocol": {"target": 0.05, "max_repeats": 4}, "idle_seconds": 0.2}
+    meter = ZeusMeter("cuda")
+    try:
+        result = run_sweep(SweepSpec.from_dict(data), experiment="proto", progress=False, meter=meter)
+    finally:
+        meter.close()
+    assert result.measured == 2 and 0 < result.inference_s <= result.wall_s
+    assert result.idle_power_w == pytest.approx(150.0, rel=0.05)
+    runs = _runs("proto")
+    (parent,) = _by_kind(runs, "sweep")
+    assert parent.data.metrics[schema.M_SWEEP_WALL] == pytest.approx(result.wall_s)
+    assert parent.data.metrics[schema.M_SWEEP_INFERENCE] == pytest.approx(result.inference_s)
+    assert parent.data.metrics[schema.M_IDLE_POWER] == pytest.approx(result.idle_power_w)
+    for child in _by_kind(runs, "measurement"):
+        metrics, tags = child.data.metrics, child.data.tags
+        assert 2 <= metrics[schema.M_REPEATS] <= 4
+        assert metrics[schema.M_IDLE_POWER] == pytest.approx(result.idle_power_w)
+        assert tags[schema.T_ENERGY_SCOPE] == "total" and tags[schema.T_NOISY] in ("true", "false")
+        assert schema.M_ENERGY_TOTAL_CI95 in metrics and schema.dynamic_energy_key("total") in metrics
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2"]
+    assert all("J/img" in line and "runs" in line for line in lines)
+
+
+def test_idle_power_measured_again_before_each_config_on_request(tracking_uri, fake_gpu_factory):
+    gpus = fake_gpu_factory(mode="step", step_j=1.0)
+    meter = ZeusMeter("cuda")
+    try:
+        run_sweep(SweepSpec.from_dict({**SMALL, "idle_each_config": True}), experiment="idle", progress=False,
+                  meter=meter)
+    finally:
+        meter.close()
+    # 2 reads per idle window (before the sweep and before each of the 2 configs), 8 per measured run
+    assert gpus.reads == 3 * 2 + 2 * 8

@@ -98,7 +98,7 @@ def test_v3_runs_record_runtime_source_and_scope(tracking_uri, tmp_path):
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("v3").experiment_id])
     assert set(runs[f"tags.{schema.T_RUNTIME}"]) == {"xdit-0.4.5"}
     assert set(runs[f"tags.{schema.T_DATA_SOURCE}"]) == {"mlenergy-v3"}
-    assert set(runs[f"tags.{schema.T_ENERGY_SCOPE}"]) == {schema.ENERGY_SCOPE_BOARD}
+    assert set(runs[f"tags.{schema.T_ENERGY_SCOPE}"]) == {schema.SCOPE_TOTAL}
     frame = normalise_runs(load_runs("v3"))
     assert set(frame["data_source"]) == {"mlenergy-v3"} and set(frame["model"]) == {"sana-1.6b"}
     assert set(frame["hardware"]) == {"B200 (HGX, 1000 W)"}

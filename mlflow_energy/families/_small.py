@@ -1,0 +1,107 @@
+"""Small variants (``small-<family>``): the released classes at widths where compute dominates.
+
+Tiny variants run in milliseconds at 32-48 px: their cost is Python overhead, not FLOPs, and
+no energy law can show on them. Small variants keep the same pipeline and component classes
+with denoisers wide enough that one image costs roughly 0.05-0.5 s on two CPU cores at
+64-256 px, so energy follows FLOPs over the resolution x steps grid of the CPU demo
+(``projects/cpu-demo.yaml``). Text encoders stay tiny (their cost is constant per prompt);
+the VAE has three levels, so it downsamples by 4 and decoding scales with the pixels.
+
+Example:
+    >>> from mlflow_energy.families import get_family
+    >>> fam = get_family("small-sd2")
+    >>> fam.pipeline_class == get_family("sd2").pipeline_class, fam.latent_downsample
+    (True, 4)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_energy.families import _tiny
+from mlflow_energy.families._base import SMALL_PREFIX, Family, tiny_variant
+
+#: Pixels per latent cell of the small VAE (three levels).
+LATENT_DOWNSAMPLE = 4
+#: Default resolution and steps of the small variants.
+DEFAULT_RESOLUTION = 128
+DEFAULT_STEPS = 4
+
+VAE_KL: dict[str, Any] = {
+    "block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 16,
+    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "sample_size": 128,
+}
+
+SD_UNET: dict[str, Any] = {
+    "block_out_channels": [64, 128, 256], "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "attention_head_dim": [2, 4, 8], "cross_attention_dim": _tiny.TEXT_WIDTH, "norm_num_groups": 16,
+    "sample_size": 32,
+}
+
+SDXL_UNET: dict[str, Any] = {
+    "block_out_channels": [64, 128, 256], "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "transformer_layers_per_block": [1, 1, 2], "attention_head_dim": [2, 4, 8],
+    "cross_attention_dim": 2 * _tiny.TEXT_WIDTH, "norm_num_groups": 16, "sample_size": 32,
+    "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 6 * 8 + _tiny.TEXT_WIDTH,
+}
+
+FLUX_TRANSFORMER: dict[str, Any] = {
+    "num_layers": 2, "num_single_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
+    "joint_attention_dim": _tiny.TEXT_WIDTH, "pooled_projection_dim": _tiny.TEXT_WIDTH,
+    "axes_dims_rope": [16, 24, 24],
+}
+
+SD3_T5_WIDTH = 2 * _tiny.TEXT_WIDTH
+
+
+def _small(full: Family, overrides: dict[str, dict[str, Any]]) -> Family:
+    return tiny_variant(
+        full, overrides, prefix=SMALL_PREFIX, default_resolution=DEFAULT_RESOLUTION,
+        default_steps=DEFAULT_STEPS, latent_downsample=LATENT_DOWNSAMPLE,
+    )
+
+
+def small_sd(full: Family) -> Family:
+    """Small SD 1.5/2: a 3-level UNet 64-128-256 with cross-attention on the two upper levels."""
+    return _small(full, {"text_encoder": _tiny.CLIP, "unet": SD_UNET, "vae": VAE_KL})
+
+
+def small_sdxl(full: Family) -> Family:
+    """Small SDXL: a 3-level UNet 64-128-256, attention on the two lower levels (2 blocks at the bottom)."""
+    return _small(
+        full, {"text_encoder": _tiny.CLIP, "text_encoder_2": _tiny.CLIP, "unet": SDXL_UNET, "vae": VAE_KL}
+    )
+
+
+def small_flux(full: Family) -> Family:
+    """Small FLUX: 2 double-stream + 4 single-stream blocks of 4 heads x 64."""
+    return _small(
+        full,
+        {"text_encoder": _tiny.CLIP, "text_encoder_2": _tiny.T5, "transformer": FLUX_TRANSFORMER, "vae": VAE_KL},
+    )
+
+
+def small_sd3(full: Family) -> Family:
+    """Small MMDiT(-X): 4 joint blocks of 4 heads x 64; dual attention on blocks 0-1 if the full model has it."""
+    transformer: dict[str, Any] = {
+        "sample_size": 32, "num_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
+        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 256,
+        "pooled_projection_dim": 2 * _tiny.TEXT_WIDTH, "pos_embed_max_size": 96,
+    }
+    if full.components["transformer"]["config"].get("dual_attention_layers"):
+        transformer["dual_attention_layers"] = [0, 1]
+    return _small(
+        full,
+        {
+            "text_encoder": _tiny.CLIP,
+            "text_encoder_2": _tiny.CLIP,
+            "text_encoder_3": {**_tiny.T5, "d_model": SD3_T5_WIDTH},
+            "transformer": transformer,
+            "vae": VAE_KL,
+        },
+    )
