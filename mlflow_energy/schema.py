@@ -213,3 +213,11 @@ def best_param(param: str) -> str:
 def best_metric(metric: str) -> str:
     """``best_<metric with / as _>``: the best config's metric (parent run)."""
     return "best_" + metric.replace("/", "_")
+
+# --- autologging and MLflow plugins (autologging/, plugins/) ----------------------------------
+KIND_AUTOLOG = "autolog"  # one diffusers pipeline call measured by mlflow_energy.autolog()
+P_PIPELINE_CLASS = "pipeline_class"
+P_DENOISER_CALLS = "denoiser_calls"
+M_ENERGY_OTHER = "energy/other_j"  # whole call minus the three phases (scheduler, pre/post-processing)
+M_ENERGY_DENOISE_STEP = "energy/denoise_step_j"  # history: one point per denoiser call, step = index
+M_TIME_DENOISE_STEP = "time/denoise_step_s"

@@ -24,9 +24,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("flops",),
     ("measure",),
     ("tracking",),
-    ("sweep", "fit"),
+    ("sweep", "fit", "autologging"),
     ("predict",),
     ("search",),
+    ("plugins",),
     ("cli",),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
@@ -108,7 +109,9 @@ def test_packages_declare_their_public_names() -> None:
         assert "__all__" in names, f"{init.parent.name}/__init__.py: list the public names in __all__"
 
 
-@pytest.mark.parametrize("package", ["families", "flops", "measure", "tracking", "sweep", "fit", "predict", "search"])
+@pytest.mark.parametrize(
+    "package", ["families", "flops", "measure", "tracking", "sweep", "fit", "autologging", "predict", "search"]
+)
 def test_public_names_resolve(package: str) -> None:
     import importlib
 
