@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("flops",),
     ("measure",),
     ("tracking",),
+    ("_plotstyle",),
     ("sweep", "fit", "autologging"),
     ("predict",),
     ("search",),
