@@ -166,6 +166,7 @@ class _Tracker:
         self.spec = spec
         self.shard = shard
         self.run_id: str | None = None
+        self.rows: list[dict[str, Any]] = []
 
     def start(self) -> str:
         tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
@@ -182,8 +183,12 @@ class _Tracker:
         return self.t.finished_keys(self.exp_id)
 
     def log(self, m: Any) -> str:
+        from mlflow_energy.sweep.summary import summary_row
+
         exp = self.t.client().get_experiment(self.exp_id).name
-        return self.t.log_measurement(m, experiment=exp, parent_run_id=self.run_id)
+        run_id = self.t.log_measurement(m, experiment=exp, parent_run_id=self.run_id)
+        self.rows.append(summary_row(m, self.t.default_run_name(m.config)))
+        return run_id
 
     def fail(self, cfg: InferenceConfig, exc: BaseException, meter: Any) -> None:
         exp = self.t.client().get_experiment(self.exp_id).name
@@ -208,6 +213,9 @@ class _Tracker:
                     Metric(schema.M_SWEEP_SKIPPED, float(result.skipped), now, 0),
                 ],
             )
+            from mlflow_energy.sweep.summary import log_summary
+
+            log_summary(self.run_id, self.rows)
         finally:
             self.t.end_run(self.run_id, status)
 

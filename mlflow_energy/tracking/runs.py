@@ -73,7 +73,7 @@ def experiment_id(experiment: str | None = None, *, create: bool = True) -> str:
     if not create:
         names = sorted(e.name for e in c.search_experiments())
         raise ConfigError("experiment", experiment, "an existing experiment: " + (", ".join(names) or "none yet"))
-    return c.create_experiment(experiment)
+    return c.create_experiment(experiment, tags={schema.T_EXPERIMENT_KIND: schema.EXPERIMENT_KIND_ML})
 
 
 def ambient_parent(exp_id: str) -> str | None:
