@@ -232,5 +232,9 @@ M_SWEEP_ENERGY_MEDIAN = "sweep/energy_median_j"
 M_SWEEP_ENERGY_MAX = "sweep/energy_max_j"
 M_SEARCH_ENERGY_MIN = "search/energy_min_j"  # over complete trials, J per image
 M_SEARCH_ENERGY_MEDIAN = "search/energy_median_j"
+# A saved runs-table view (columns, order), stored as an experiment tag; the UI loads it from
+# #/experiments/<id>/runs?viewStateShareKey=<key> (mlflow/server/js: "mlflow.sharedViewState.").
+T_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_ENERGY = "energy"
 A_SWEEP_SUMMARY_CSV = "sweep/summary.csv"
 A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"

@@ -127,7 +127,11 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
                f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
     if result.parent_run_id:
+        from mlflow_energy.tracking import client, energy_view_url
+
         click.echo(f"sweep run id: {result.parent_run_id}")
+        exp_id = client().get_run(result.parent_run_id).info.experiment_id
+        click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
 
 
 @main.command("ingest")

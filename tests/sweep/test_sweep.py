@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -155,6 +156,8 @@ def test_sweep_failure_becomes_failed_run_and_sweep_goes_on(tracking_uri, no_rap
     assert {schema.A_SWEEP_SUMMARY_CSV, schema.A_SWEEP_SUMMARY_PNG} <= arts
     exp = MlflowClient().get_experiment_by_name("sw")
     assert exp.tags[schema.T_EXPERIMENT_KIND] == schema.EXPERIMENT_KIND_ML  # the UI opens on the runs
+    view = json.loads(exp.tags[schema.T_SHARED_VIEW_PREFIX + schema.SHARED_VIEW_ENERGY])  # ... in the energy view
+    assert f"metrics.`{schema.M_ENERGY_TOTAL}`" in view["selectedColumns"]
     assert all(r.data.tags[schema.T_PARENT_RUN_ID] == parents[0].info.run_id for r in children)
     failed = [r for r in children if r.info.status == "FAILED"]
     finished = [r for r in children if r.info.status == "FINISHED"]
