@@ -190,6 +190,11 @@ def screenshot(url: str, path: Path, *, budget_ms: int = 20000) -> Path:
     subprocess.run(args, capture_output=True, timeout=180, check=True)
     if not path.exists():
         raise RuntimeError(f"Chromium wrote no screenshot for {url}")
+    from PIL import Image
+
+    with Image.open(path) as img:  # a 256-colour palette: a third of the size, same look for UI pictures
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
     return path
 
 
@@ -223,8 +228,8 @@ def _ids(store: Path, experiment: str) -> dict[str, str]:
 
     client = MlflowClient(f"sqlite:///{store}")
     exp = client.get_experiment_by_name(experiment)
-    for key, value in experiment_tags().items():  # a store written before these tags existed
-        if key not in exp.tags:
+    for key, value in experiment_tags().items():  # a store written by an older version
+        if exp.tags.get(key) != value:
             client.set_experiment_tag(exp.experiment_id, key, value)
     runs = client.search_runs([exp.experiment_id], max_results=500)
     ids = {"experiment": exp.experiment_id}

@@ -98,3 +98,12 @@ def test_the_checker_catches_a_wrong_flag_and_command() -> None:
     text = "```bash\nmlflow-energy fit --experiment a \\\n    --bogus 1 && echo done\n```\n"
     ((line, command), _) = shell_commands(text)
     assert line == 2 and check_command(command) == ["unknown flag --bogus for 'fit'"]
+
+
+def test_docs_index_is_the_readme() -> None:
+    """docs/index.md is README.md with its links made relative to docs/ (regenerate with the sed below)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    expected = readme.replace("](docs/", "](").replace(", `ARCHITECTURE.md` |", " |")
+    assert (ROOT / "docs" / "index.md").read_text(encoding="utf-8") == expected, (
+        "regenerate: sed -e 's#](docs/#](#g' -e 's#, `ARCHITECTURE.md` |# |#' README.md > docs/index.md"
+    )

@@ -6,8 +6,10 @@ Two experiment tags, set when mlflow-energy creates an experiment:
     MLflow 3.17 opens an experiment without this tag on the GenAI overview (traces); with it,
     on the runs table (the values are the UI's ``ExperimentKind`` enum).
 ``mlflow.sharedViewState.energy``
-    a saved runs-table view (the UI's "share view" format: selected columns and sort order as
-    JSON): energy, time and FLOPs columns, sweep summaries, the config params, cheapest first.
+    a saved runs-table view (the UI's "share view" format: selected columns as JSON): energy and
+    time per image, the search's best energy and saving, the sweep summaries, the config params. Runs stay in the default
+    order (newest first, children folded under their sweep or search parent), so the parent
+    row with its summary metrics is what one sees first.
     Open it with :func:`energy_view_url`.
 
 Example:
@@ -23,21 +25,17 @@ from mlflow_energy import schema
 
 #: Metric columns of the energy view, in order.
 VIEW_METRICS: tuple[str, ...] = (
-    schema.M_ENERGY_TOTAL, schema.M_ENERGY_DENOISE, schema.M_TIME_TOTAL, schema.M_FLOPS_TOTAL,
-    schema.M_SWEEP_ENERGY_MIN, schema.M_SWEEP_ENERGY_MEDIAN, schema.M_SWEEP_DONE,
+    schema.best_metric(schema.M_ENERGY_TOTAL), schema.M_ENERGY_TOTAL, schema.M_SEARCH_SAVED_FRAC,
+    schema.M_SWEEP_DONE, schema.M_SWEEP_ENERGY_MEDIAN, schema.M_SWEEP_ENERGY_MIN, schema.M_TIME_TOTAL,
 )
 #: Param columns of the energy view.
-VIEW_PARAMS: tuple[str, ...] = (schema.P_MODEL, schema.P_HEIGHT, schema.P_STEPS, schema.P_PRECISION)
+VIEW_PARAMS: tuple[str, ...] = (schema.P_MODEL, schema.P_HEIGHT, schema.P_STEPS)
 
 
 def energy_view_state() -> str:
     """The saved view as the UI reads it (JSON)."""
     columns = [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS]
-    return json.dumps({
-        "selectedColumns": columns,
-        "orderByKey": f"metrics.`{schema.M_ENERGY_TOTAL}`",
-        "orderByAsc": True,
-    }, separators=(",", ":"))
+    return json.dumps({"selectedColumns": columns}, separators=(",", ":"))
 
 
 def experiment_tags() -> dict[str, str]:
