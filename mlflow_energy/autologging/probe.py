@@ -35,7 +35,6 @@ from mlflow_energy.measure.meters import EnergyMeter
 
 #: Component names (prefixes) whose calls are the denoiser's.
 DENOISER_PREFIXES = ("unet", "transformer", "prior", "denoiser")
-WHOLE = "autolog-whole"
 
 
 def component_phase(name: str) -> str | None:
@@ -96,13 +95,15 @@ class CallProbe:
         self._wrapped: list[Any] = []
         self._open: tuple[str, str, str] | None = None  # (window, phase, component) of the open window
         self._count = 0
+        self._prefix = f"autolog-{id(self):x}"  # unique per probe: threads may share one meter
+        self._whole = f"{self._prefix}-whole"
 
     # ------------------------------------------------------------------ windows
     def _begin(self, phase: str, component: str) -> bool:
         if self._open is not None:
             return False
         self._count += 1
-        window = f"autolog-{self._count}"
+        window = f"{self._prefix}-{self._count}"
         synchronize(self.device)
         self.meter.begin_window(window)
         self._open = (window, phase, component)
@@ -176,7 +177,7 @@ class CallProbe:
         synchronize(self.device)
         self._t0 = time.perf_counter()
         try:
-            self.meter.begin_window(WHOLE)
+            self.meter.begin_window(self._whole)
         except BaseException:
             self._remove()
             raise
@@ -187,6 +188,6 @@ class CallProbe:
             if self._open is not None:  # a component raised before its post hook ran
                 self._end()
             synchronize(self.device)
-            self.record.whole = self.meter.end_window(WHOLE)
+            self.record.whole = self.meter.end_window(self._whole)
         finally:
             self._remove()

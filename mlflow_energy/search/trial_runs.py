@@ -216,14 +216,15 @@ def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str,
     if not pareto.empty:
         front = pareto.sort_values(schema.M_ENERGY_TOTAL)
         ax.plot(front[schema.M_ENERGY_TOTAL], front[quality_metric], "o-", c="tab:red", label="Pareto front")
+    from mlflow_energy._plotstyle import legend_outside, log_axes, save
+
     ax.set_xlabel("energy per image (J)")
     ax.set_ylabel(quality_metric)
-    ax.set_xscale("log")
-    ax.legend()
+    log_axes(ax, y=False)
+    legend_outside(ax)
     ax.set_title("energy vs quality")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def optuna_plots(study: optuna.Study, folder: Path) -> list[Path]:
