@@ -20,7 +20,13 @@ def sd_pipe():
 
 
 @pytest.fixture(autouse=True)
-def _autolog_off():
+def _autolog_off(tracking_uri):
+    """A fresh store and experiment (earlier tests may leave another store's experiment active); autolog off after."""
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_experiment("autolog")
     yield
     mlflow_energy.autolog(disable=True)
 
