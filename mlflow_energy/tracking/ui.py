@@ -28,8 +28,6 @@ VIEW_METRICS: tuple[str, ...] = (
     schema.best_metric(schema.M_ENERGY_TOTAL), schema.M_ENERGY_TOTAL, schema.M_SEARCH_SAVED_FRAC,
     schema.M_SWEEP_DONE, schema.M_SWEEP_ENERGY_MEDIAN, schema.M_SWEEP_ENERGY_MIN, schema.M_TIME_TOTAL,
 )
-RUN_NAME_WIDTH_PX = 330
-METRIC_WIDTH_PX = 150
 #: Param columns of the energy view.
 VIEW_PARAMS: tuple[str, ...] = (schema.P_MODEL, schema.P_HEIGHT, schema.P_STEPS)
 
@@ -37,9 +35,7 @@ VIEW_PARAMS: tuple[str, ...] = (schema.P_MODEL, schema.P_HEIGHT, schema.P_STEPS)
 def energy_view_state() -> str:
     """The saved view as the UI reads it (JSON)."""
     columns = [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS]
-    # Wide enough for names like tiny-sd3.5-medium-48x48-4st-g4.5-fp32-b1 (the UI's column ids).
-    widths = {"attributes.`Run Name`": RUN_NAME_WIDTH_PX, **{c: METRIC_WIDTH_PX for c in columns[:len(VIEW_METRICS)]}}
-    return json.dumps({"selectedColumns": columns, "columnWidths": widths}, separators=(",", ":"))
+    return json.dumps({"selectedColumns": columns}, separators=(",", ":"))
 
 
 def experiment_tags() -> dict[str, str]:
