@@ -24,4 +24,16 @@ from mlflow_energy._version import __version__  # noqa: E402
 from mlflow_energy.config import InferenceConfig  # noqa: E402
 from mlflow_energy.errors import ConfigError, MlflowEnergyError  # noqa: E402
 
-__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__"]
+__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__", "autolog"]
+
+
+def autolog(**kwargs: object) -> None:
+    """Log the energy of every diffusers pipeline call to MLflow: see :func:`mlflow_energy.autologging.autolog`.
+
+    Example:
+        >>> import mlflow_energy
+        >>> mlflow_energy.autolog(disable=True)
+    """
+    from mlflow_energy.autologging.patch import autolog as _autolog
+
+    _autolog(**kwargs)  # type: ignore[arg-type]

@@ -270,3 +270,28 @@ def median_energy_key(phase: str) -> str:
 def spread_energy_key(phase: str) -> str:
     """``energy/<phase>_j_spread``: 1.4826 x median absolute deviation over the runs, J per image."""
     return f"energy/{phase}_j_spread"
+
+# --- autologging and MLflow plugins (autologging/, plugins/) ----------------------------------
+KIND_AUTOLOG = "autolog"  # one diffusers pipeline call measured by mlflow_energy.autolog()
+P_PIPELINE_CLASS = "pipeline_class"
+P_DENOISER_CALLS = "denoiser_calls"
+M_ENERGY_OTHER = "energy/other_j"  # whole call minus the three phases (scheduler, pre/post-processing)
+M_ENERGY_DENOISE_STEP = "energy/denoise_step_j"  # history: one point per denoiser call, step = index
+M_TIME_DENOISE_STEP = "time/denoise_step_s"
+
+# --- the MLflow UI (experiments, sweep and search parents) ---------------------------------
+# MLflow 3 opens an experiment on its GenAI "Overview" unless this tag says otherwise
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT = "custom_model_development").
+T_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_ML = "custom_model_development"
+M_SWEEP_ENERGY_MIN = "sweep/energy_min_j"  # over the configs measured so far, J per image
+M_SWEEP_ENERGY_MEDIAN = "sweep/energy_median_j"
+M_SWEEP_ENERGY_MAX = "sweep/energy_max_j"
+M_SEARCH_ENERGY_MIN = "search/energy_min_j"  # over complete trials, J per image
+M_SEARCH_ENERGY_MEDIAN = "search/energy_median_j"
+# A saved runs-table view (columns, order), stored as an experiment tag; the UI loads it from
+# #/experiments/<id>/runs?viewStateShareKey=<key> (mlflow/server/js: "mlflow.sharedViewState.").
+T_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_ENERGY = "energy"
+A_SWEEP_SUMMARY_CSV = "sweep/summary.csv"
+A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"

@@ -25,9 +25,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("measure",),
     ("runner",),  # the deprecated 0.1 import path of measure.runner: a re-export only
     ("tracking",),
-    ("sweep", "fit"),
+    ("_plotstyle",),
+    ("sweep", "fit", "autologging"),
     ("predict",),
     ("search",),
+    ("plugins",),
     ("cli",),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
@@ -109,7 +111,9 @@ def test_packages_declare_their_public_names() -> None:
         assert "__all__" in names, f"{init.parent.name}/__init__.py: list the public names in __all__"
 
 
-@pytest.mark.parametrize("package", ["families", "flops", "measure", "tracking", "sweep", "fit", "predict", "search"])
+@pytest.mark.parametrize(
+    "package", ["families", "flops", "measure", "tracking", "sweep", "fit", "autologging", "predict", "search"]
+)
 def test_public_names_resolve(package: str) -> None:
     import importlib
 

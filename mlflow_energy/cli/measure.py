@@ -136,7 +136,11 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
         click.echo(f"sweep wall {result.wall_s:.1f} s, of which measuring {result.inference_s:.1f} s "
                    f"({100.0 * result.inference_s / result.wall_s:.0f}%)")
     if result.parent_run_id:
+        from mlflow_energy.tracking import client, energy_view_url
+
         click.echo(f"sweep run id: {result.parent_run_id}")
+        exp_id = client().get_run(result.parent_run_id).info.experiment_id
+        click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
 
 
 @main.command("ingest")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlflow_energy import schema
+from mlflow_energy._plotstyle import family_style, legend_outside, log_axes
 from mlflow_energy.fit.features import call_terms
 
 if TYPE_CHECKING:
@@ -16,13 +17,11 @@ if TYPE_CHECKING:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Lay out, write at 110 dpi and close one figure."""
-    import matplotlib.pyplot as plt
+    """Lay out, write at 110 dpi (outside legends included) and close one figure."""
+    from mlflow_energy._plotstyle import save
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
@@ -39,27 +38,28 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
         col = f"energy_{phase}"
         have = frame[frame[col].notna()]
         hws = sorted(have["hardware"].unique())
-        fig, axes = plt.subplots(1, len(hws), figsize=(5.5 * len(hws), 4.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(hws), figsize=(6.5 * len(hws), 4.5), squeeze=False)
         for ax, hw in zip(axes[0], hws, strict=True):
             sub = have[have["hardware"] == hw]
             for fam, g in sub.groupby("model"):
                 lx, log_calls = call_terms(g, phase)
-                pts = ax.scatter(np.exp(lx), g[col].to_numpy(dtype=float) / np.exp(log_calls), s=18, label=fam)
+                colour, marker = family_style(str(fam))
+                ax.scatter(np.exp(lx), g[col].to_numpy(dtype=float) / np.exp(log_calls), s=22, color=colour,
+                           marker=marker, label=fam, edgecolors="none")
                 xs = np.linspace(lx.min() - 0.1, lx.max() + 0.1, 20)
                 a, b, _, _ = pm.law_of(fam, hw)
-                ax.plot(np.exp(xs), np.exp(a + b * xs), color=pts.get_facecolor()[0], lw=1.2)
+                ax.plot(np.exp(xs), np.exp(a + b * xs), color=colour, lw=1.2)
             cross = pm.cross.get(hw)
             if cross is not None:
                 xall = call_terms(sub, phase)[0]
                 xs = np.linspace(xall.min() - 0.2, xall.max() + 0.2, 20)
                 ax.plot(np.exp(xs), np.exp(cross.log_predict(xs)), "k--", lw=1,
                         label=f"cross-family b={cross.b:.2f}")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_axes(ax)
             ax.set_xlabel(f"FLOP per call ({phase}, whole batch)")
             ax.set_ylabel("J per call")
             ax.set_title(hw, fontsize=9)
-            ax.legend(fontsize=7)
+            legend_outside(ax)
         written.append(_save(fig, out_dir / f"energy_vs_flops_{phase}.png"))
 
     pred = result.cv_predictions
@@ -73,12 +73,11 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             ax.scatter(g["measured_j"], g["corrected_j"], s=14, alpha=0.6, label="law + corrector")
             lo, hi = g[["measured_j", "law_j", "corrected_j"]].min().min(), g[["measured_j", "law_j", "corrected_j"]].max().max()
             ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_axes(ax)
             ax.set_xlabel("measured J per image")
             ax.set_ylabel("predicted J per image (held out)")
             ax.set_title(f"{scheme}: total", fontsize=9)
-            ax.legend(fontsize=7)
+            legend_outside(ax)
         written.append(_save(fig, out_dir / "predicted_vs_measured.png"))
 
         fig, axes = plt.subplots(1, len(schemes), figsize=(5 * len(schemes), 4), squeeze=False)
@@ -88,10 +87,10 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             ax.scatter(g["measured_j"], np.log(g["corrected_j"] / g["measured_j"]), s=14, alpha=0.6,
                        label="law + corrector")
             ax.axhline(0.0, color="k", lw=0.8)
-            ax.set_xscale("log")
+            log_axes(ax, y=False)
             ax.set_xlabel("measured J per image")
             ax.set_ylabel("log(predicted / measured)")
             ax.set_title(f"{scheme}: residuals of the total", fontsize=9)
-            ax.legend(fontsize=7)
+            legend_outside(ax)
         written.append(_save(fig, out_dir / "residuals.png"))
     return written

@@ -168,7 +168,10 @@ def search(
         schema.P_SEARCH_OBJECTIVES: "energy_total_j:minimize" + (f",{quality_metric}:maximize" if multi_objective else ""),
         **{schema.constraint_param(c.name): c.bound for c in active},
     }
-    parent = st.start_parent(exp_id, study_name, params)
+    model_dim = space.dim("model")
+    families = [str(v) for v in model_dim.values()] if model_dim is not None else []
+    objectives = ["energy"] + ([quality_metric] if multi_objective else [])
+    parent = st.start_parent(exp_id, study_name, params, st.run_name(families, objectives))
     if isinstance(evaluator, MeasureEvaluator):
         evaluator.experiment, evaluator.parent_run_id = experiment, parent
     image_seed = 0

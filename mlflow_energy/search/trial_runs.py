@@ -120,7 +120,7 @@ class TrialLogger:
             reason = trial.system_attrs.get("fail_reason") or f"trial {trial.state.name.lower()}"
             tags[schema.T_FAILURE] = " ".join(str(reason).split())[:480]
         if run_id is None:
-            run = tracking.client().create_run(self.exp_id, run_name=f"trial-{trial.number}", tags={})
+            run = tracking.client().create_run(self.exp_id, run_name=trial_name(trial.number, params), tags={})
             run_id = run.info.run_id
             try:
                 _log(run_id, params, metrics, tags)
@@ -131,9 +131,32 @@ class TrialLogger:
 
 
 # ---------------------------------------------------------------------- parent run
-def start_parent(exp_id: str, study_name: str, params: dict[str, Any]) -> str:
+def run_name(families: list[str], objectives: list[str]) -> str:
+    """``search-<families>-<objectives>``: ``search-sd2+sdxl-energy``, ``search-5fam-energy-psnr``.
+
+    Example:
+        >>> run_name(["tiny-sd2", "tiny-sdxl"], ["energy", "psnr"])
+        'search-tiny-sd2+tiny-sdxl-energy-psnr'
+    """
+    fams = "+".join(families) if len(families) <= 3 else f"{len(families)}fam"
+    return "-".join(part for part in ("search", fams, *objectives) if part)
+
+
+def trial_name(number: int, config: dict[str, Any]) -> str:
+    """``t<number>-<model>-<h>x<w>-<steps>st``, the trial's config at a glance."""
+    name = f"t{number}"
+    if config.get("model"):
+        name += f"-{config['model']}"
+    if config.get("height") and config.get("width"):
+        name += f"-{config['height']}x{config['width']}"
+    if config.get("steps"):
+        name += f"-{config['steps']}st"
+    return name
+
+
+def start_parent(exp_id: str, study_name: str, params: dict[str, Any], name: str | None = None) -> str:
     run_id = tracking.start_run(
-        exp_id, kind=schema.KIND_SEARCH, run_name=study_name,
+        exp_id, kind=schema.KIND_SEARCH, run_name=name or study_name,
         tags={schema.T_STUDY_NAME: study_name, schema.T_VERSION: __version__},
     )
     _log(run_id, params, {}, {})
@@ -158,6 +181,10 @@ def log_summary(
     if best is not None:
         params = {schema.best_param(k): v for k, v in best["config"].items()}
         out_metrics.update({schema.best_metric(k): v for k, v in best["metrics"].items()})
+    if schema.M_ENERGY_TOTAL in trials and trials[schema.M_ENERGY_TOTAL].notna().any():
+        energy = trials[schema.M_ENERGY_TOTAL].dropna()
+        out_metrics[schema.M_SEARCH_ENERGY_MIN] = float(energy.min())
+        out_metrics[schema.M_SEARCH_ENERGY_MEDIAN] = float(energy.median())
     _log(run_id, params, out_metrics, {})
     c.log_text(run_id, space_json, schema.A_SEARCH_SPACE_JSON)
     c.log_text(run_id, trials.to_csv(index=False), schema.A_SEARCH_TRIALS_CSV)
@@ -189,14 +216,15 @@ def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str,
     if not pareto.empty:
         front = pareto.sort_values(schema.M_ENERGY_TOTAL)
         ax.plot(front[schema.M_ENERGY_TOTAL], front[quality_metric], "o-", c="tab:red", label="Pareto front")
+    from mlflow_energy._plotstyle import legend_outside, log_axes, save
+
     ax.set_xlabel("energy per image (J)")
     ax.set_ylabel(quality_metric)
-    ax.set_xscale("log")
-    ax.legend()
+    log_axes(ax, y=False)
+    legend_outside(ax)
     ax.set_title("energy vs quality")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def optuna_plots(study: optuna.Study, folder: Path) -> list[Path]:

@@ -204,6 +204,7 @@ class _Tracker:
         self.spec = spec
         self.shard = shard
         self.run_id: str | None = None
+        self.rows: list[dict[str, Any]] = []
 
     def start(self) -> str:
         tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
@@ -220,7 +221,11 @@ class _Tracker:
         return self.t.finished_keys(self.exp_id)
 
     def log(self, m: Any) -> str:
-        return self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id)
+        from mlflow_energy.sweep.summary import summary_row
+
+        run_id = self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id)
+        self.rows.append(summary_row(m, self.t.default_run_name(m.config)))
+        return run_id
 
     def fail(self, cfg: InferenceConfig, exc: BaseException, meter: Any) -> None:
         self.t.log_failure(
@@ -245,6 +250,9 @@ class _Tracker:
                     Metric(schema.M_IDLE_POWER, result.idle_power_w, now, 0),
                 ],
             )
+            from mlflow_energy.sweep.summary import log_summary
+
+            log_summary(self.run_id, self.rows)
         finally:
             self.t.end_run(self.run_id, status)
 

@@ -8,6 +8,7 @@ Modules:
     jsonl     measurements as JSON lines (for GPU hosts without a tracking server); no MLflow import
     replay    JSONL records into runs, idempotently (``ingest``)
     mlenergy  the ML.ENERGY leaderboard's public measurements as runs
+    ui        how the MLflow UI opens our experiments (classic ML kind, the saved energy view)
 May import: the shared ground, ``families``, ``flops``, ``measure`` (types only).
 
 Example:
@@ -29,6 +30,8 @@ __all__ = [
     "ingest",
     "load_runs",
     "log_failure",
+    "default_run_name",
+    "energy_view_url",
     "log_measurement",
     "one_line",
     "read_jsonl",
@@ -44,6 +47,8 @@ __getattr__, __dir__ = lazy_exports(
         "end_run": "runs",
         "experiment_id": "runs",
         "log_failure": "runs",
+        "default_run_name": "runs",
+        "energy_view_url": "ui",
         "log_measurement": "runs",
         "one_line": "runs",
         "run": "runs",

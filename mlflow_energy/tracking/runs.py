@@ -73,7 +73,9 @@ def experiment_id(experiment: str | None = None, *, create: bool = True) -> str:
     if not create:
         names = sorted(e.name for e in c.search_experiments())
         raise ConfigError("experiment", experiment, "an existing experiment: " + (", ".join(names) or "none yet"))
-    return c.create_experiment(experiment)
+    from mlflow_energy.tracking.ui import experiment_tags
+
+    return c.create_experiment(experiment, tags=experiment_tags())
 
 
 def ambient_parent(exp_id: str) -> str | None:

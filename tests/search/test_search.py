@@ -102,6 +102,9 @@ def test_trial_runs_are_children_in_the_same_experiment(tracking_uri: str) -> No
     children = _runs("nested", schema.KIND_TRIAL)
     assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
     assert len(children) == 12
+    assert parent.info.run_name == "search-" + "+".join(SMALL["model"]) + "-energy-psnr"
+    assert all(c.info.run_name.startswith(f"t{c.data.tags[schema.T_TRIAL_NUMBER]}-") for c in children)
+    assert parent.data.metrics[schema.M_SEARCH_ENERGY_MIN] <= parent.data.metrics[schema.M_SEARCH_ENERGY_MEDIAN]
     assert {c.info.experiment_id for c in children} == {exp_id}
     assert {c.data.tags[schema.T_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert all(c.info.status == "FINISHED" for c in children)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -162,6 +163,16 @@ def test_sweep_failure_becomes_failed_run_and_sweep_goes_on(tracking_uri, no_rap
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics[schema.M_SWEEP_DONE] == 2
     assert parents[0].data.metrics[schema.M_SWEEP_FAILED] == 2
+    # the parent row tells the story: energy summary, a table and a plot of its configs
+    energies = sorted(r.data.metrics[schema.M_ENERGY_TOTAL] for r in children if r.info.status == "FINISHED")
+    assert parents[0].data.metrics[schema.M_SWEEP_ENERGY_MIN] == pytest.approx(energies[0])
+    assert parents[0].data.metrics[schema.M_SWEEP_ENERGY_MAX] == pytest.approx(energies[-1])
+    arts = {a.path for a in MlflowClient().list_artifacts(parents[0].info.run_id, "sweep")}
+    assert {schema.A_SWEEP_SUMMARY_CSV, schema.A_SWEEP_SUMMARY_PNG} <= arts
+    exp = MlflowClient().get_experiment_by_name("sw")
+    assert exp.tags[schema.T_EXPERIMENT_KIND] == schema.EXPERIMENT_KIND_ML  # the UI opens on the runs
+    view = json.loads(exp.tags[schema.T_SHARED_VIEW_PREFIX + schema.SHARED_VIEW_ENERGY])  # ... in the energy view
+    assert f"metrics.`{schema.M_ENERGY_TOTAL}`" in view["selectedColumns"]
     assert all(r.data.tags[schema.T_PARENT_RUN_ID] == parents[0].info.run_id for r in children)
     failed = [r for r in children if r.info.status == "FAILED"]
     finished = [r for r in children if r.info.status == "FINISHED"]

@@ -1,0 +1,277 @@
+"""Screenshots of the MLflow UI over a demo store, taken with headless Chromium.
+
+Builds a small demo store (a sweep of a few tiny families, the law fitted on it and registered
+as ``mlflow-energy``, a short predict-mode search) unless ``--store`` names an existing one (for
+example the ``mlflow.db`` that ``mlflow run . --env-manager local`` wrote), starts
+``mlflow server`` on a free loopback port, and writes PNGs of the runs table, a measurement run,
+the fit plot and the registered model into ``--out``.
+
+    apt-get install -y chromium
+    python docs/screenshots.py --out docs/img
+    python docs/screenshots.py --store mlflow.db --experiment mlflow-energy-demo --out docs/img
+
+The functions here are also used by ``tests/test_ui.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REGISTERED_MODEL = "mlflow-energy"
+DEMO_EXPERIMENT = "mlflow-energy-demo"
+DEMO_FAMILIES = ("tiny-sd2", "tiny-sdxl", "tiny-pixart-sigma", "tiny-flux.1-schnell")
+WINDOW = "1400,860"
+
+
+def chromium() -> str | None:
+    """The Chromium executable, or ``None``."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server(store: Path, *, log: Path | None = None) -> Iterator[str]:
+    """``mlflow server`` over the SQLite file ``store`` on a free loopback port; yields its URL; stopped by PID."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    artifacts = store.parent / "mlartifacts"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+           "--default-artifact-root", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    out = open(log or os.devnull, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=store.parent,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start (exit {proc.poll()}); see {log}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.close()
+
+
+class _SetupProxy:
+    """A loopback proxy to the MLflow server that also serves one page setting the UI's localStorage.
+
+    The UI keeps its view state in the browser (closed assistant panel, the ML workflow, the
+    runs table's columns); a plain headless Chromium has no way to set it. Served from the same
+    origin as the proxied UI, ``/__setup?next=...`` writes the keys, then loads ``next``.
+    """
+
+    def __init__(self, upstream: str, storage: dict[str, str]) -> None:
+        import http.server
+        import json
+        import threading
+        import urllib.parse
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def _forward(self) -> None:
+                if self.path.startswith("/__setup"):
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    page = ("<!doctype html><script>const s=" + json.dumps(proxy.storage) +
+                            ";for(const k in s){localStorage.setItem(k,s[k]);}location.replace(" +
+                            json.dumps(query.get("next", ["/"])[0]) + ");</script>").encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                req = urllib.request.Request(upstream + self.path, data=body, headers=headers, method=self.command)
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        status, rheaders, data = resp.status, resp.headers.items(), resp.read()
+                except urllib.error.HTTPError as err:
+                    status, rheaders, data = err.code, err.headers.items(), err.read()
+                self.send_response(status)
+                for k, v in rheaders:
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        self.storage = dict(storage)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def page(self, path: str) -> str:
+        import urllib.parse
+
+        return f"{self.url}/__setup?next={urllib.parse.quote(path, safe='')}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def ui_storage() -> dict[str, str]:
+    """localStorage of the MLflow 3.17 UI for a clean picture: assistant panel closed, the ML workflow.
+
+    The runs table's columns come from the experiment itself: the saved ``energy`` view that
+    mlflow-energy tags every experiment it creates with (``?viewStateShareKey=energy``).
+    """
+    import json
+
+    return {
+        "mlflow.assistant.panelOpen_v1": "false",
+        "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+        "mlflow.workflowType_v1": json.dumps("machine_learning"),
+    }
+
+
+def _browser_args(budget_ms: int) -> list[str]:
+    exe = chromium()
+    if exe is None:
+        raise RuntimeError("Chromium not found: apt-get install -y chromium")
+    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+            f"--window-size={WINDOW}", f"--virtual-time-budget={budget_ms}", "--run-all-compositor-stages-before-draw",
+            f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]
+
+
+def dump_dom(url: str, *, budget_ms: int = 20000) -> str:
+    """The page's DOM after its scripts ran for ``budget_ms`` of virtual time."""
+    args = [*_browser_args(budget_ms), "--dump-dom", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    return done.stdout
+
+
+def screenshot(url: str, path: Path, *, budget_ms: int = 20000) -> Path:
+    """A PNG of ``url`` after ``budget_ms`` of virtual time."""
+    args = [*_browser_args(budget_ms), f"--screenshot={path}", url]
+    subprocess.run(args, capture_output=True, timeout=180, check=True)
+    if not path.exists():
+        raise RuntimeError(f"Chromium wrote no screenshot for {url}")
+    from PIL import Image
+
+    with Image.open(path) as img:  # a 256-colour palette: a third of the size, same look for UI pictures
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    return path
+
+
+def build_demo_store(folder: Path, *, families: tuple[str, ...] = DEMO_FAMILIES, fit: bool = True) -> Path:
+    """A small demo store in ``folder``: sweep, fit registered as ``mlflow-energy``, a short search."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store = folder / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    spec = folder / "demo.yaml"
+    spec.write_text(
+        "name: cpu-demo\nexperiment: " + DEMO_EXPERIMENT + "\ndevice: cpu\nweights: random\nrepeats: 1\nwarmup: 0\n"
+        "grid:\n  model: [" + ", ".join(families) + "]\n  resolution: [32, 48]\n  steps: [2, 4]\n"
+    )
+    cli = [sys.executable, "-c", "from mlflow_energy.cli import main; main()"]
+    subprocess.run([*cli, "sweep", str(spec), "--no-progress"], env=env, cwd=folder, check=True)
+    if fit:
+        subprocess.run([*cli, "fit", "--experiment", DEMO_EXPERIMENT, "--registered-model", REGISTERED_MODEL,
+                        "--allow-mixed-sources", "--bootstrap", "20", "--max-folds", "5"],
+                       env=env, cwd=folder, check=True)
+        subprocess.run([*cli, "search", "--model-uri", f"models:/{REGISTERED_MODEL}@champion",
+                        "--experiment", DEMO_EXPERIMENT, "--model", ",".join(families[:2]),
+                        "--resolution", "32,48", "--steps", "2:4", "--precision", "fp32", "--trials", "8"],
+                       env=env, cwd=folder, check=True)
+    return store
+
+
+def _ids(store: Path, experiment: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    from mlflow_energy.tracking.ui import experiment_tags
+
+    client = MlflowClient(f"sqlite:///{store}")
+    exp = client.get_experiment_by_name(experiment)
+    for key, value in experiment_tags().items():  # a store written by an older version
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    ids = {"experiment": exp.experiment_id}
+    for r in runs:
+        kind = r.data.tags.get("mlflow_energy.kind")
+        if kind and kind not in ids and r.info.status == "FINISHED":
+            ids[kind] = r.info.run_id
+    return ids
+
+
+def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> list[Path]:
+    """The four screenshots of the docs, into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    ids = _ids(store, experiment)
+    exp = ids["experiment"]
+    pages = {"runs-table.png": f"/#/experiments/{exp}/runs?viewStateShareKey=energy"}
+    if "measurement" in ids:
+        pages["measurement-run.png"] = f"/#/experiments/{exp}/runs/{ids['measurement']}"
+    if "fit" in ids:
+        pages["fit-plot.png"] = f"/#/experiments/{exp}/runs/{ids['fit']}/artifacts/plots/energy_vs_flops_total.png"
+        pages["registered-model.png"] = f"/#/models/{REGISTERED_MODEL}"
+    written = []
+    with mlflow_server(store) as url:
+        proxy = _SetupProxy(url, ui_storage())
+        try:
+            for name, page in pages.items():
+                written.append(screenshot(proxy.page(page), out / name))
+        finally:
+            proxy.close()
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "img"), help="folder for the PNGs [docs/img]")
+    ap.add_argument("--store", help="an existing SQLite store (mlflow.db); default: build a demo store")
+    ap.add_argument("--experiment", default=DEMO_EXPERIMENT)
+    args = ap.parse_args()
+    store = Path(args.store).resolve() if args.store else build_demo_store(Path(tempfile.mkdtemp(prefix="demo-")))
+    for path in take_all(store, Path(args.out), experiment=args.experiment):
+        print(path, f"{path.stat().st_size / 1024:.0f} KB")
+
+
+if __name__ == "__main__":
+    main()

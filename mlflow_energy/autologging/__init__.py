@@ -1,0 +1,34 @@
+"""Energy autologging for diffusers pipelines: ``mlflow_energy.autolog()``.
+
+Owns: patching ``DiffusionPipeline`` subclasses so an unmodified ``pipe(prompt)`` is measured
+phase by phase with module hooks on the pipeline's own components, and logging each call to
+MLflow (the active run, or a new one). The package is ``autologging`` so that the function
+``mlflow_energy.autolog`` is not shadowed by a submodule of the same name.
+Modules:
+    probe     forward hooks and meter windows around one call (text encoders, denoiser calls, VAE decode)
+    identify  the family a pipeline's components belong to, the call's params, its images
+    log       one call as MLflow params, per-image metrics, the per-step history and tags
+    patch     ``autolog()``: patching, run policy, errors that never break the user's call
+May import: the shared ground, ``families``, ``config``, ``flops``, ``measure``, ``tracking``.
+
+Example:
+    >>> import mlflow_energy
+    >>> mlflow_energy.autolog(silent=True)  # doctest: +SKIP
+    >>> pipe("a lighthouse at dusk")  # doctest: +SKIP
+    >>> mlflow_energy.autolog(disable=True)
+"""
+
+from mlflow_energy._imports import lazy_exports
+
+__all__ = ["CallProbe", "CallRecord", "autolog", "is_enabled", "pipeline_family"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CallProbe": "probe",
+        "CallRecord": "probe",
+        "autolog": "patch",
+        "is_enabled": "patch",
+        "pipeline_family": "identify",
+    },
+)

@@ -1,0 +1,169 @@
+"""What a pipeline call was: its family (when known), its config params, its image count.
+
+A pipeline is recognised as a family of :mod:`mlflow_energy.families` when each of the
+family's components is present under the same name, of the same class, with the released
+(or tiny) config values; the pipeline class itself does not matter, so a custom pipeline over
+the same components is still recognised and gets FLOPs. Call params come from the call's own
+arguments bound to the pipeline's ``__call__`` signature, its defaults, and what the call
+produced (image size, denoiser calls).
+
+Example:
+    >>> from mlflow_energy.autologging.identify import image_count
+    >>> image_count(type("Out", (), {"images": [1, 2]})())
+    2
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import weakref
+from typing import Any
+
+from mlflow_energy import schema
+
+_FAMILY_CACHE: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+#: Set this attribute on a pipeline to name its family yourself (``pipe._mlflow_energy_family = "sd2"``).
+FAMILY_ATTR = "_mlflow_energy_family"
+_PRECISIONS = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def _normal(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _config_dict(module: Any) -> dict[str, Any] | None:
+    config = getattr(module, "config", None)
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):  # transformers configs
+        return config.to_dict()
+    return dict(config)  # diffusers FrozenDict
+
+
+def _matches(pipe: Any, components: Any) -> bool:
+    for name, spec in components.items():
+        module = getattr(pipe, name, None)
+        if module is None or type(module).__name__ != str(spec["class"]).rsplit(".", 1)[-1]:
+            return False
+        config = _config_dict(module)
+        if config is None:
+            return False
+        for key, value in spec.get("config", {}).items():
+            if key.startswith("_"):
+                continue
+            if key not in config or _normal(config[key]) != _normal(value):
+                return False
+    return True
+
+
+def pipeline_family(pipe: Any) -> str | None:
+    """The family whose components ``pipe`` has (name, class and config), else ``None``.
+
+    Example:
+        >>> from mlflow_energy.measure.runner import build_pipeline
+        >>> from mlflow_energy.config import InferenceConfig
+        >>> pipeline_family(build_pipeline(InferenceConfig(model="tiny-sd2")))  # doctest: +SKIP
+        'tiny-sd2'
+    """
+    explicit = getattr(pipe, FAMILY_ATTR, None)
+    if explicit:
+        return str(explicit)
+    try:
+        return _FAMILY_CACHE[pipe]
+    except (KeyError, TypeError):
+        pass
+    from mlflow_energy.families import family_names, get_family
+
+    found = None
+    for name in family_names():
+        fam = get_family(name)
+        if fam.components and _matches(pipe, fam.components):
+            found = name
+            break
+    try:
+        _FAMILY_CACHE[pipe] = found
+    except TypeError:
+        pass
+    return found
+
+
+def image_count(output: Any) -> int:
+    """Images a pipeline call returned (``output.images``, or the first item of a tuple)."""
+    images = getattr(output, "images", None)
+    if images is None and isinstance(output, (tuple, list)) and output:
+        images = output[0]
+    try:
+        return max(1, len(images))
+    except TypeError:
+        return 1
+
+
+def first_image(output: Any) -> Any | None:
+    """The first image of a call's output as a PIL image, or ``None`` (latents, arrays of odd shape)."""
+    images = getattr(output, "images", None)
+    if images is None and isinstance(output, (tuple, list)) and output:
+        images = output[0]
+    if images is None or not len(images):
+        return None
+    first = images[0]
+    try:
+        from PIL import Image
+
+        if isinstance(first, Image.Image):
+            return first
+        import numpy as np
+
+        arr = first.detach().float().cpu().numpy() if hasattr(first, "detach") else np.asarray(first)
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = arr.transpose(1, 2, 0)
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+            return None
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype("uint8")
+        return Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
+    except Exception:
+        return None
+
+
+def _size(image: Any) -> tuple[int, int] | None:
+    if image is None:
+        return None
+    width, height = image.size
+    return int(height), int(width)
+
+
+def call_params(pipe: Any, args: tuple, kwargs: dict, output: Any, denoiser_calls: int) -> dict[str, Any]:
+    """Run params of one call: height, width, steps, guidance, batch, precision, device, scheduler."""
+    try:
+        bound = inspect.signature(type(pipe).__call__).bind(pipe, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.update(values.pop("kwargs", {}) or {})
+    except (TypeError, ValueError):
+        values = dict(kwargs)
+    params: dict[str, Any] = {}
+    size = _size(first_image(output))
+    height, width = values.get("height"), values.get("width")
+    if (height is None or width is None) and size is not None:
+        height, width = size
+    if height is not None:
+        params[schema.P_HEIGHT] = int(height)
+    if width is not None:
+        params[schema.P_WIDTH] = int(width)
+    steps = values.get("num_inference_steps")
+    params[schema.P_STEPS] = int(steps) if isinstance(steps, int) else denoiser_calls
+    guidance = values.get("guidance_scale")
+    if isinstance(guidance, (int, float)):
+        params[schema.P_GUIDANCE_SCALE] = float(guidance)
+    params[schema.P_BATCH_SIZE] = image_count(output)
+    dtype = str(getattr(pipe, "dtype", ""))
+    params[schema.P_PRECISION] = _PRECISIONS.get(dtype, dtype.replace("torch.", "") or "unknown")
+    device = getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu")
+    params[schema.P_DEVICE] = str(device)
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is not None:
+        params[schema.P_SCHEDULER] = type(scheduler).__name__
+    params[schema.P_PIPELINE_CLASS] = type(pipe).__name__
+    params[schema.P_DENOISER_CALLS] = denoiser_calls
+    return params

@@ -1,0 +1,193 @@
+"""Module hooks on a pipeline's own components: energy and time per phase of one unmodified call.
+
+:class:`CallProbe` opens one meter window over the whole ``pipe(...)`` call and, nested in it,
+one window per component call, classified by the component's name in ``pipe.components``:
+
+``text_encode``
+    every ``text_encoder*`` module (forward pre/post hooks);
+``denoise``
+    every call of the denoiser (``unet``, ``transformer*``, ``prior``), one window each, so
+    the per-step energy is a history;
+``decode``
+    every ``vae.decode`` call (the pipeline calls ``decode``, not ``forward``: the bound
+    method is wrapped on the instance for the duration of the call).
+
+Windows never nest: a component called from inside another one's window (rare) is counted
+in the outer one. The device is synchronised at each boundary (CUDA, MPS). Hooks are
+installed when the call starts and removed when it ends, so the pipeline is left as it was.
+
+Example:
+    >>> from mlflow_energy.autologging.probe import component_phase
+    >>> component_phase("text_encoder_2"), component_phase("transformer"), component_phase("vae")
+    ('text_encode', 'denoise', 'decode')
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mlflow_energy import schema
+from mlflow_energy.measure.meters import EnergyMeter
+
+#: Component names (prefixes) whose calls are the denoiser's.
+DENOISER_PREFIXES = ("unet", "transformer", "prior", "denoiser")
+
+
+def component_phase(name: str) -> str | None:
+    """The phase a pipeline component's calls belong to, from its name; ``None``: not metered."""
+    if name.startswith("text_encoder"):
+        return schema.PHASE_TEXT_ENCODE
+    if name.startswith(DENOISER_PREFIXES):
+        return schema.PHASE_DENOISE
+    if name.startswith("vae"):
+        return schema.PHASE_DECODE
+    return None
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the device's queued work (CUDA, MPS); nothing on the CPU."""
+    kind = str(device).split(":", 1)[0]
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class CallRecord:
+    """Energy (J) and time (s) of one pipeline call, whole and per phase (not per image).
+
+    Attributes:
+        whole: ``(energy_j, time_s)`` over the whole call.
+        phases: ``{phase: [energy_j, time_s]}`` summed over the phase's component calls.
+        denoise_steps: ``(energy_j, time_s)`` of each denoiser call, in order.
+        calls: component calls seen per component name.
+    """
+
+    whole: tuple[float, float] = (0.0, 0.0)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    denoise_steps: list[tuple[float, float]] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+class CallProbe:
+    """Hooks a pipeline's components for one call; use as a context manager around the call.
+
+    Example:
+        >>> from mlflow_energy.measure.meters import EstimateMeter
+        >>> probe = CallProbe(pipe, EstimateMeter(), device="cpu")  # doctest: +SKIP
+        >>> with probe:  # doctest: +SKIP
+        ...     out = pipe("a red bicycle", num_inference_steps=4)
+        >>> len(probe.record.denoise_steps)  # doctest: +SKIP
+        4
+    """
+
+    def __init__(self, pipe: Any, meter: EnergyMeter, *, device: Any = "cpu") -> None:
+        self.pipe = pipe
+        self.meter = meter
+        self.device = device
+        self.record = CallRecord()
+        self._handles: list[Any] = []
+        self._wrapped: list[Any] = []
+        self._open: tuple[str, str, str] | None = None  # (window, phase, component) of the open window
+        self._count = 0
+        self._prefix = f"autolog-{id(self):x}"  # unique per probe: threads may share one meter
+        self._whole = f"{self._prefix}-whole"
+
+    # ------------------------------------------------------------------ windows
+    def _begin(self, phase: str, component: str) -> bool:
+        if self._open is not None:
+            return False
+        self._count += 1
+        window = f"{self._prefix}-{self._count}"
+        synchronize(self.device)
+        self.meter.begin_window(window)
+        self._open = (window, phase, component)
+        return True
+
+    def _end(self) -> None:
+        if self._open is None:
+            return
+        window, phase, component = self._open
+        self._open = None
+        synchronize(self.device)
+        energy, seconds = self.meter.end_window(window)
+        totals = self.record.phases.setdefault(phase, [0.0, 0.0])
+        totals[0] += energy
+        totals[1] += seconds
+        self.record.calls[component] = self.record.calls.get(component, 0) + 1
+        if phase == schema.PHASE_DENOISE:
+            self.record.denoise_steps.append((energy, seconds))
+
+    # ------------------------------------------------------------------ hooks
+    def _install(self) -> None:
+        components = getattr(self.pipe, "components", None) or {}
+        for name, module in components.items():
+            if not isinstance(module, torch.nn.Module):
+                continue
+            phase = component_phase(name)
+            if phase is None:
+                continue
+            if phase == schema.PHASE_DECODE:
+                self._wrap_decode(module, name)
+                continue
+            owned: list[bool] = []
+
+            def pre(_mod: Any, _args: Any, *, _phase: str = phase, _name: str = name, _owned: list = owned) -> None:
+                _owned.append(self._begin(_phase, _name))
+
+            def post(_mod: Any, _args: Any, _out: Any, *, _owned: list = owned) -> None:
+                if _owned and _owned.pop():
+                    self._end()
+
+            self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_hook(post, always_call=True))
+
+    def _wrap_decode(self, vae: Any, name: str) -> None:
+        original = getattr(vae, "decode", None)
+        if original is None or "decode" in vars(vae):
+            return
+
+        def decode(*args: Any, **kwargs: Any) -> Any:
+            owned = self._begin(schema.PHASE_DECODE, name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if owned:
+                    self._end()
+
+        vae.decode = decode
+        self._wrapped.append(vae)
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for vae in self._wrapped:
+            vars(vae).pop("decode", None)
+        self._wrapped.clear()
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> CallProbe:
+        self._install()
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        try:
+            self.meter.begin_window(self._whole)
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._open is not None:  # a component raised before its post hook ran
+                self._end()
+            synchronize(self.device)
+            self.record.whole = self.meter.end_window(self._whole)
+        finally:
+            self._remove()

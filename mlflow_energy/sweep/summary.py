@@ -1,0 +1,95 @@
+"""A sweep parent that tells the story without being expanded: summary metrics, a table, a plot.
+
+The parent run of a sweep gets, over the configs measured in this invocation:
+``sweep/energy_min_j``, ``sweep/energy_median_j``, ``sweep/energy_max_j`` (J per image),
+``sweep/summary.csv`` (one row per config, cheapest first) and ``sweep/energy_by_config.png``
+(energy per image per config, one colour and marker per family, log scale).
+
+Example:
+    >>> from mlflow_energy.sweep.summary import summary_metrics
+    >>> summary_metrics([{"energy_total_j": 1.0}, {"energy_total_j": 3.0}, {"energy_total_j": 2.0}])
+    {'sweep/energy_min_j': 1.0, 'sweep/energy_median_j': 2.0, 'sweep/energy_max_j': 3.0}
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow_energy import schema
+
+COLUMNS = ("run_name", "model", "height", "width", "steps", "precision", "batch_size",
+           "energy_total_j", "time_total_s", "flops_total")
+
+
+def summary_row(m: Any, run_name: str) -> dict[str, Any]:
+    """One table row of a measurement."""
+    cfg = m.config
+    return {
+        "run_name": run_name, "model": cfg.model, "height": cfg.height, "width": cfg.width, "steps": cfg.steps,
+        "precision": cfg.precision, "batch_size": cfg.batch_size,
+        "energy_total_j": m.energy_j[schema.PHASE_TOTAL], "time_total_s": m.time_s[schema.PHASE_TOTAL],
+        "flops_total": m.flops.get(schema.PHASE_TOTAL),
+    }
+
+
+def summary_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Min, median and max energy per image over the rows (empty without rows)."""
+    energy = [float(r["energy_total_j"]) for r in rows]
+    if not energy:
+        return {}
+    return {
+        schema.M_SWEEP_ENERGY_MIN: min(energy),
+        schema.M_SWEEP_ENERGY_MEDIAN: float(statistics.median(energy)),
+        schema.M_SWEEP_ENERGY_MAX: max(energy),
+    }
+
+
+def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Horizontal bars: energy per image of each config, cheapest at the top, coloured by family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlflow_energy._plotstyle import family_style, legend_outside, log_axes, save
+
+    ordered = sorted(rows, key=lambda r: r["energy_total_j"])
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.22 * len(ordered)))
+    seen: set[str] = set()
+    for i, row in enumerate(ordered):
+        colour, marker = family_style(row["model"])
+        label = row["model"] if row["model"] not in seen else None
+        seen.add(row["model"])
+        ax.barh(i, row["energy_total_j"], color=colour, height=0.7, label=label)
+        ax.plot(row["energy_total_j"], i, marker=marker, color="black", markersize=4, linestyle="none")
+    ax.set_yticks(range(len(ordered)), [r["run_name"] for r in ordered], fontsize=7)
+    ax.invert_yaxis()
+    log_axes(ax, y=False)
+    ax.set_xlabel("energy per image (J)")
+    ax.set_title("energy per config", fontsize=9)
+    legend_outside(ax, title="family")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def log_summary(run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Log the summary metrics, table and plot of ``rows`` to the sweep's parent run."""
+    if not rows:
+        return
+    import time
+
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(rows).items()])
+    table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("energy_total_j")
+    client.log_text(run_id, table.to_csv(index=False), schema.A_SWEEP_SUMMARY_CSV)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = energy_plot(rows, Path(tmp) / Path(schema.A_SWEEP_SUMMARY_PNG).name)
+        client.log_artifact(run_id, str(path), str(Path(schema.A_SWEEP_SUMMARY_PNG).parent))
