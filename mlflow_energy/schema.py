@@ -213,3 +213,17 @@ def best_param(param: str) -> str:
 def best_metric(metric: str) -> str:
     """``best_<metric with / as _>``: the best config's metric (parent run)."""
     return "best_" + metric.replace("/", "_")
+
+
+# --------------------------------------------------------------- resilience (journal, claims)
+T_HEARTBEAT = "mlflow_energy.heartbeat"  # epoch seconds of a live sweep's last heartbeat
+T_WORKER = "mlflow_energy.worker"  # host:pid of the process that owns a sweep run
+KIND_CLAIMS = "claims"  # the ledger run whose params claim configs for workers
+
+
+def claim_param(config_hash: str, hardware: str, attempt: int) -> str:
+    """``claim/<config hash>/<hardware digest>/<attempt>``: a worker's claim (an immutable param)."""
+    import hashlib
+
+    hw = hashlib.sha256(hardware.encode()).hexdigest()[:8]
+    return f"claim/{config_hash}/{hw}/{attempt}"

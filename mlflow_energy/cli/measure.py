@@ -14,6 +14,8 @@ from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEner
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
 OUTPUT_HELP = "Also append the measurement(s) to this JSONL file."
 TRACKING_HELP = "Log to MLflow; --no-tracking with --output needs no MLflow at all."
+JOURNAL_HELP = ("Local journal written (fsync) before each run is logged "
+                "[$MLFLOW_ENERGY_JOURNAL, else ./mlflow-energy-journal.jsonl].")
 
 
 def _print_measurement(m: Any, run_id: str | None) -> None:
@@ -34,22 +36,42 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
         click.echo(f"run id: {run_id}")
 
 
-def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool) -> tuple[Any, str | None]:
-    """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run."""
-    from mlflow_energy.measure import check_device, measure
+def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool,
+                     journal: str | None = None) -> tuple[Any, str | None]:
+    """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run.
 
+    Output and journal paths are checked before measuring; the measurement is in the journal
+    (fsync) before it is logged, so a tracking server that is away loses nothing.
+    """
+    from mlflow_energy.measure import check_device, measure
+    from mlflow_energy.tracking import JsonlSink
+    from mlflow_energy.tracking.journal import Journal
+    from mlflow_energy.tracking.retry import TrackingUnavailable, configure_client_retries, ensure_store, retrying
+
+    sink = JsonlSink(output) if output else None
+    jour = Journal(journal) if tracking else None
+    if tracking:
+        configure_client_retries()
+        ensure_store()
     try:
         check_device(cfg.device)
         m = measure(cfg)
-        if output:
-            from mlflow_energy.tracking import JsonlSink
-
-            JsonlSink(output).write(m)
+        if sink is not None:
+            sink.write(m)
         run_id = None
-        if tracking:
+        if jour is not None:
             from mlflow_energy.tracking import log_measurement
+            from mlflow_energy.tracking.jsonl import record_key
 
-            run_id = log_measurement(m, experiment=experiment)
+            record = jour.append(m, experiment=experiment)
+            try:
+                run_id = retrying(lambda: log_measurement(m, experiment=experiment), what="logging the measurement")
+            except TrackingUnavailable as exc:
+                _print_measurement(m, None)
+                click.echo(f"Error: {exc}; the measurement is kept in the journal {jour.path}: run "
+                           f"`mlflow-energy ingest {jour.path}` when the server is back", err=True)
+                sys.exit(1)
+            jour.mark_logged([record_key(record)])
         return m, run_id
     except (ConfigError, MissingDependencyError):
         raise
@@ -88,14 +110,16 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
-def measure_command(experiment: str | None, output: str | None, tracking: bool, **fields: Any) -> None:
+@click.option("--journal", type=Text(), help=JOURNAL_HELP)
+def measure_command(experiment: str | None, output: str | None, tracking: bool, journal: str | None,
+                    **fields: Any) -> None:
     """Measure the per-phase energy of one inference config and log it as an MLflow run."""
     from mlflow_energy.config import InferenceConfig
 
     cfg = InferenceConfig(**fields).validate()
     if not tracking and not output:
         raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
-    m, run_id = _measure_and_log(cfg, experiment, output, tracking)
+    m, run_id = _measure_and_log(cfg, experiment, output, tracking, journal)
     _print_measurement(m, run_id)
     if output:
         click.echo(f"appended to {output}")
@@ -108,15 +132,16 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--journal", type=Text(), help=JOURNAL_HELP)
 def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
-                  progress: bool) -> None:
+                  progress: bool, journal: str | None) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
     from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
 
     parsed = SweepSpec.from_yaml(spec)
     try:
         result = run_sweep(parsed, experiment=experiment, shard=parse_shard(shard), output=output,
-                           tracking=tracking, progress=progress)
+                           tracking=tracking, progress=progress, journal=journal)
     except (ConfigError, MissingDependencyError):
         raise
     except MlflowEnergyError as exc:
@@ -128,6 +153,9 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
                f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
     if result.parent_run_id:
         click.echo(f"sweep run id: {result.parent_run_id}")
+    if result.total and len(result.failed) == result.total:
+        click.echo("Error: every config of the sweep failed", err=True)
+        sys.exit(1)
 
 
 @main.command("ingest")

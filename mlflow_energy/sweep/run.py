@@ -23,6 +23,7 @@ from mlflow_energy._version import __version__
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.device import check_device
+from mlflow_energy.sweep.claims import SweepGuard
 from mlflow_energy.sweep.spec import SweepSpec, in_shard, parse_shard, resolved
 
 
@@ -48,6 +49,8 @@ def run_sweep(
     tracking: bool = True,
     meter: Any | None = None,
     progress: bool = True,
+    journal: str | os.PathLike[str] | None = None,
+    claims: bool = True,
 ) -> SweepResult:
     """Measure every config of a sweep, resuming and sharding as described in the module doc.
 
@@ -59,6 +62,10 @@ def run_sweep(
         tracking: log to MLflow (``False`` with ``output``: no MLflow needed).
         meter: energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
         progress: show a tqdm progress bar.
+        journal: the local journal every measurement is written to before it is logged
+            (default: see :mod:`mlflow_energy.tracking.journal`).
+        claims: claim each config on the spec's ledger run before measuring it, so that
+            several workers on one spec measure it once (:mod:`mlflow_energy.sweep.claims`).
 
     Example:
         >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
@@ -81,17 +88,25 @@ def run_sweep(
     experiment = experiment or spec.experiment
     configs = [c for c in spec.configs() if in_shard(c, shard)]
     sink = JsonlSink(output) if output is not None else None
+    if tracking:
+        from mlflow_energy.tracking.retry import configure_client_retries, ensure_store
+
+        configure_client_retries()
+        ensure_store()
 
     own_meter = meter is None
     meter = meter or auto_meter(spec.device)
     result = SweepResult(parent_run_id=None, total=len(configs))
     tracker = _Tracker(experiment, spec, shard) if tracking else None
+    guard = SweepGuard(tracker, journal=journal, hardware=meter.hardware, echo=tqdm.write, claims=claims
+                       ) if tracker is not None else None
     cache = PipelineCache()
     status = "FAILED"
     bar = None
     try:
         if tracker is not None:
             result.parent_run_id = tracker.start()
+            guard.start(result.parent_run_id)
         done_keys = tracker.finished_keys() if tracker is not None else set()
         if sink is not None:
             done_keys |= sink.keys()
@@ -102,6 +117,10 @@ def run_sweep(
                 result.skipped += 1
                 bar.update(1)
                 bar.set_postfix(_postfix(result))
+                continue
+            if guard is not None and not guard.claim(cfg):  # another worker measures it
+                result.skipped += 1
+                bar.update(1)
                 continue
             try:
                 valid = cfg.validate()
@@ -114,7 +133,7 @@ def run_sweep(
                 reason = one_line(exc)
                 result.failed.append((cfg, reason))
                 if tracker is not None:
-                    tracker.fail(cfg, exc, meter)
+                    guard.safely("logging a failure", lambda cfg=cfg, exc=exc: tracker.fail(cfg, exc, meter))
                 if not isinstance(exc, ConfigError):
                     cache.clear()
                 else:
@@ -124,8 +143,10 @@ def run_sweep(
                 continue
             result.measured += 1
             result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
-            if tracker is not None:
-                result.done.append(tracker.log(m))
+            if guard is not None:
+                run_id = guard.record(m)  # journalled first; None: kept in the journal for now
+                if run_id:
+                    result.done.append(run_id)
             if sink is not None:
                 sink.write(m)
             done_keys.add((valid.config_hash(), meter.hardware))
@@ -141,8 +162,9 @@ def run_sweep(
         cache.clear()
         if own_meter:
             meter.close()
-        if tracker is not None and result.parent_run_id is not None:
-            tracker.finish(result, status)
+        if guard is not None and result.parent_run_id is not None:
+            guard.finish()
+            guard.safely("ending the sweep run", lambda: tracker.finish(result, status))
     return result
 
 
