@@ -136,6 +136,10 @@ class SweepGuard:
         if not self.online:
             self._probe()
         self._replay()
+        if self.online:
+            from mlflow_energy.tracking.stale import end_orphans
+
+            self.safely("ending cut-short runs", lambda: end_orphans(self.tracker.exp_id, self.parent))
         if not self.online:
             n = len(self.journal.pending(this_server=True))
             self.echo(f"{n} measurement(s) wait in the journal {self.journal.path}: "

@@ -105,6 +105,8 @@ def ensure_store(attempts: int = 8) -> None:
             if not racing and not is_unavailable(exc):
                 raise
             last = exc
+            if not racing and attempt >= 2:
+                break
             time.sleep(0.3 * (attempt + 1))
     first = " ".join(str(last).split())[:200]
     raise TrackingUnavailable(f"tracking store could not be opened: {type(last).__name__}: {first}")

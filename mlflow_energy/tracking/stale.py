@@ -164,3 +164,18 @@ def recover_stale(exp_id: str, *, spec_name: str | None = None, hardware: str | 
             _end(r, "FAILED", "stale: the process measuring or logging this run stopped", delete_empty=True)
             ended.append(r.info.run_id)
     return ended
+
+
+def end_orphans(exp_id: str, parent_run_id: str) -> list[str]:
+    """End the RUNNING children of a finishing sweep (a log cut short by the server going away).
+
+    They are ended FAILED with the reason; those without metrics are removed (their measurement
+    is in the journal and was replayed as its own run).
+    """
+    ended = []
+    filt = f"attributes.status = 'RUNNING' and tags.`{schema.T_PARENT_RUN_ID}` = '{parent_run_id}'"
+    for r in _search(exp_id, filt):
+        _end(r, "FAILED", "logging was cut short (the tracking server went away); the journal holds the "
+             "measurement", delete_empty=True)
+        ended.append(r.info.run_id)
+    return ended
