@@ -227,6 +227,7 @@ class SweepGuard:
             return
         self.online = True
         self.echo("tracking server is back: replaying the journal")
+        self._replay()
 
     def _replay(self) -> None:
         from mlflow_energy.tracking.retry import TrackingUnavailable, retrying
