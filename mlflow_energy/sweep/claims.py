@@ -58,6 +58,8 @@ class ClaimLedger:
 
         found = self._ledgers()
         if found:
+            if found[0].info.status == "RUNNING":  # its creator was killed before ending it
+                client().set_terminated(found[0].info.run_id, "FINISHED")
             return found[0].info.run_id
         c = client()
         own = c.create_run(self.exp_id, run_name=f"claims-{self.spec_name}", tags={
@@ -110,18 +112,20 @@ class SweepGuard:
         self.heartbeat: Any = None
         self.ledger: ClaimLedger | None = None
         self.replayed = 0
+        if tracker is not None:  # on the sweep run from its creation: a kill -9 right after is recognised
+            from mlflow_energy.tracking.stale import worker_id
+
+            tracker.extra_tags = {schema.T_WORKER: worker_id(), schema.T_HARDWARE: hardware}
 
     # ------------------------------------------------------------------ start / finish
     def start(self, parent_run_id: str) -> None:
         from mlflow_energy.tracking.runs import client
-        from mlflow_energy.tracking.stale import Heartbeat, recover_stale, worker_id
+        from mlflow_energy.tracking.stale import Heartbeat, recover_stale
 
         self.parent = parent_run_id
         exp_id = self.tracker.exp_id
         c = client()
         self.tracker.exp_name = c.get_experiment(exp_id).name
-        c.set_tag(parent_run_id, schema.T_HARDWARE, self.hardware)
-        c.set_tag(parent_run_id, schema.T_WORKER, worker_id())
         ended = recover_stale(exp_id, spec_name=self.tracker.spec.name, hardware=self.hardware, by=parent_run_id)
         if ended:
             self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker (reason in tag {schema.T_FAILURE})")

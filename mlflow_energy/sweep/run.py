@@ -191,6 +191,7 @@ class _Tracker:
 
     def start(self) -> str:
         tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
+        tags.update(getattr(self, "extra_tags", {}))  # worker and hardware (sweep.claims)
         name = self.spec.name
         if self.shard is not None:
             tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"

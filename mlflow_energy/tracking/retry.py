@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mlflow_energy.errors import MlflowEnergyError
 
@@ -89,14 +89,19 @@ def ensure_store(attempts: int = 8) -> None:
 
     N workers started together on a new SQLite or PostgreSQL store all run MLflow's migrations;
     the losers fail (``table _alembic_tmp_experiments already exists``, ``UniqueViolation``) and
-    find the schema made on the next attempt. A server that is away raises :class:`TrackingUnavailable`.
+    find the schema made on the next attempt. SQLite's migrations are not transactional (a lost
+    race leaves a ``_alembic_tmp_*`` table behind for good), so on a SQLite file the workers of one
+    host take turns under a file lock instead. A server that is away raises :class:`TrackingUnavailable`.
     """
+    import mlflow
     from mlflow import MlflowClient
 
+    uri = mlflow.get_tracking_uri()
     last: BaseException | None = None
     for attempt in range(attempts):
         try:
-            MlflowClient().search_experiments(max_results=1)
+            with _schema_lock(uri):
+                MlflowClient(uri).search_experiments(max_results=1)
             return
         except Exception as exc:
             text = f"{type(exc).__name__} {exc}"
@@ -110,3 +115,32 @@ def ensure_store(attempts: int = 8) -> None:
             time.sleep(0.3 * (attempt + 1))
     first = " ".join(str(last).split())[:200]
     raise TrackingUnavailable(f"tracking store could not be opened: {type(last).__name__}: {first}")
+
+
+def _schema_lock(uri: str) -> Any:
+    """An exclusive lock beside a SQLite database file (no-op for other stores)."""
+    import contextlib
+
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return contextlib.nullcontext()
+    return _FileLock(uri[len("sqlite:///"):] + ".schema-lock")
+
+
+class _FileLock:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fh: Any = None
+
+    def __enter__(self) -> _FileLock:
+        import fcntl
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
