@@ -47,4 +47,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `main`.
-from mlflow_energy.cli import fit, info, measure, search  # noqa: E402, F401
+from mlflow_energy.cli import fit, info, measure, search, serve  # noqa: E402, F401

@@ -9,6 +9,7 @@ import click
 
 from mlflow_energy.cli import main
 from mlflow_energy.cli._types import Float, Int, Text
+from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
@@ -91,12 +92,14 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--model", required=True, help="Family name (see `mlflow-energy families`), e.g. tiny-sd2, sd2.")
 @click.option("--weights", type=Text(unset_value="random"), default="random", show_default=True,
               help="'random' or a local directory / hub id.")
-@click.option("--height", type=Int("height", minimum=1), help="Image height in pixels [family default].")
-@click.option("--width", type=Int("width", minimum=1), help="Image width in pixels [family default].")
-@click.option("--steps", type=Int("steps", minimum=1), help="Denoising steps [family default].")
-@click.option("--guidance-scale", type=Float("guidance_scale"), help="Classifier-free guidance scale [family default].")
+@click.option("--height", type=Int("height", minimum=1, maximum=MAX_SIDE), help="Image height in pixels [family default].")
+@click.option("--width", type=Int("width", minimum=1, maximum=MAX_SIDE), help="Image width in pixels [family default].")
+@click.option("--steps", type=Int("steps", minimum=1, maximum=MAX_STEPS), help="Denoising steps [family default].")
+@click.option("--guidance-scale", type=Float("guidance_scale", minimum=0.0, maximum=MAX_GUIDANCE),
+              help="Classifier-free guidance scale [family default].")
 @click.option("--precision", type=Text(unset_value="fp32"), default="fp32", show_default=True, help="fp32, fp16 or bf16.")
-@click.option("--batch-size", type=Int("batch_size", minimum=1, unset_value=1), default=1, show_default=True,
+@click.option("--batch-size", type=Int("batch_size", minimum=1, maximum=MAX_BATCH, unset_value=1), default=1,
+              show_default=True,
               help="Images per pipeline call.")
 @click.option("--device", type=Text(unset_value="cpu"), default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
 @click.option("--scheduler", type=Text(unset_value="default"), default="default", show_default=True,

@@ -55,6 +55,9 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
             return predict_frame(self._model, model_input)
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as exc:  # any other bad payload: one line, a 400, never a stack trace
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())[:480]
+            raise MlflowException(f"invalid input: {line}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def model_signature() -> Any:
@@ -62,6 +65,8 @@ def model_signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
+    # MLflow's JSON parsing casts the "long" columns (`steps: 30.9` -> 30, `true` -> 1) before the
+    # model sees them: `mlflow-energy serve` (predict.serve) checks the raw payload first.
     types = {"model": "string", "height": "long", "width": "long", "steps": "long", "guidance_scale": "double",
              "precision": "string", "batch_size": "long", "hardware": "string"}
     inputs = [ColSpec(types[c], c) for c in schema.PREDICTOR_INPUTS]

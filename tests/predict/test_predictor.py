@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_energy import schema
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
 from test_fit import synthetic_runs  # noqa: E402
 
 NAME = "energy-test"
