@@ -22,8 +22,7 @@ Example:
     mlflow_energy.errors.ConfigError: row 0: steps=30.9 is not allowed: expected an integer (not a boolean, not a fraction)
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route's `Request` annotation at runtime.
 import json
 import math
 from typing import Any
