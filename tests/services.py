@@ -50,7 +50,9 @@ class MlflowServer:
     """``mlflow server`` with ``backend`` and artifacts under ``root``; :meth:`stop`/:meth:`start` again."""
 
     def __init__(self, backend: str, root: Path, port: int | None = None) -> None:
-        self.backend, self.root = backend, root
+        from mlflow_energy.tracking.retry import database_url
+
+        self.backend, self.root = database_url(backend), root  # `mlflow server` needs the driver named
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None

@@ -69,6 +69,9 @@ def _storage(url: str | None) -> Any:
         return None
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
+    from mlflow_energy.tracking.retry import database_url
+
+    url = database_url(url)  # postgresql:// with psycopg2 only
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(_STORAGE_ATTEMPTS):
@@ -153,6 +156,9 @@ def search(
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError("study_name", study_name, f"a study with directions {directions} (this one has other objectives)")
 
+    from mlflow_energy.tracking.retry import ensure_store
+
+    ensure_store()  # postgresql:// with psycopg2 only; workers racing to create a fresh store's schema
     exp_id = st.experiment_id(experiment)
     params = {
         **evaluator.describe(), schema.P_SEARCH_TRIALS: trials, schema.P_SEARCH_SEED: seed,

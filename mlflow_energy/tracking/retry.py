@@ -96,6 +96,7 @@ def ensure_store(attempts: int = 8) -> None:
     import mlflow
     from mlflow import MlflowClient
 
+    use_database_driver()
     uri = mlflow.get_tracking_uri()
     last: BaseException | None = None
     for attempt in range(attempts):
@@ -144,3 +145,35 @@ class _FileLock:
 
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+def database_url(url: str) -> str:
+    """``postgresql://`` made ``postgresql+psycopg2://`` when only psycopg2 is installed.
+
+    SQLAlchemy 2.1 opens a plain ``postgresql://`` URL with psycopg 3; a host with the common
+    ``psycopg2-binary`` would fail with an import error. Other URLs are returned unchanged.
+
+    Example:
+        >>> database_url("sqlite:///mlflow.db")
+        'sqlite:///mlflow.db'
+    """
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(prefix):]
+            if prefix == "postgres://":
+                return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def use_database_driver() -> None:
+    """Apply :func:`database_url` to the current MLflow tracking URI (and ``$MLFLOW_TRACKING_URI``)."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    fixed = database_url(uri)
+    if fixed != uri:
+        mlflow.set_tracking_uri(fixed)
+        os.environ["MLFLOW_TRACKING_URI"] = fixed

@@ -73,7 +73,12 @@ def experiment_id(experiment: str | None = None, *, create: bool = True) -> str:
     if not create:
         names = sorted(e.name for e in c.search_experiments())
         raise ConfigError("experiment", experiment, "an existing experiment: " + (", ".join(names) or "none yet"))
-    return c.create_experiment(experiment)
+    try:
+        return c.create_experiment(experiment)
+    except Exception as exc:  # another worker created it at the same moment
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+            raise
+        return c.get_experiment_by_name(experiment).experiment_id
 
 
 def ambient_parent(exp_id: str) -> str | None:

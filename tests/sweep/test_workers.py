@@ -35,15 +35,21 @@ def _spec(tmp: Path, name: str, steps=STEPS) -> Path:
     return path
 
 
+def _client(uri: str) -> MlflowClient:
+    from mlflow_energy.tracking.retry import database_url
+
+    return MlflowClient(database_url(uri))
+
+
 def _measurements(uri: str, experiment: str) -> list:
-    c = MlflowClient(uri)
+    c = _client(uri)
     exp = c.get_experiment_by_name(experiment)
     return [r for r in c.search_runs([exp.experiment_id], max_results=1000)
             if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
 
 
 def _all_runs(uri: str, experiment: str) -> list:
-    c = MlflowClient(uri)
+    c = _client(uri)
     exp = c.get_experiment_by_name(experiment)
     return c.search_runs([exp.experiment_id], max_results=1000)
 
