@@ -69,6 +69,7 @@ def _storage(url: str | None) -> Any:
         return None
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
+
     from mlflow_energy.tracking.retry import database_url
 
     url = database_url(url)  # postgresql:// with psycopg2 only

@@ -108,10 +108,10 @@ def test_sweep_yaml(data, field, tmp_path, tracking_uri):
 
 @pytest.fixture(scope="module")
 def good_record() -> dict:
+    from conftest import small_config  # noqa: PLC0415 - the shared helper
+
     from mlflow_energy.measure.runner import measure
     from mlflow_energy.tracking.jsonl import to_record
-
-    from conftest import small_config  # noqa: PLC0415 - the shared helper
 
     return to_record(measure(small_config()))
 
