@@ -65,10 +65,13 @@ def check_writable(path: str | os.PathLike[str], field: str = "output") -> str:
         probe = os.path.dirname(probe)
     if probe and not os.path.isdir(probe):
         raise ConfigError(field, path, "a writable file path (a parent is not a directory)")
+    existed = os.path.exists(path)
     try:
         os.makedirs(parent, exist_ok=True)
         with open(path, "a", encoding="utf-8"):
             pass
+        if not existed:
+            os.remove(path)  # a probe only: the file appears with its first record
     except OSError as exc:
         raise ConfigError(field, path, f"a writable file path ({exc.strerror or type(exc).__name__})") from None
     return path
@@ -139,7 +142,7 @@ class Journal:
     def records(self) -> list[dict[str, Any]]:
         from mlflow_energy.tracking.jsonl import read_jsonl
 
-        if os.path.getsize(self.path) == 0:
+        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             return []
         return read_jsonl(self.path, tolerate_torn_tail=True)
 
