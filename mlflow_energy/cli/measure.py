@@ -153,7 +153,8 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
     for cfg, reason in result.failed:
         click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
-               f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
+               f"{result.skipped} skipped (already measured or claimed by another worker); "
+               f"{result.energy_j:.4g} J measured")
     if result.parent_run_id:
         click.echo(f"sweep run id: {result.parent_run_id}")
     if result.total and len(result.failed) == result.total:

@@ -68,7 +68,7 @@ def _storage(url: str | None) -> Any:
     if not url:
         return None
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
     from mlflow_energy.tracking.retry import database_url
 
@@ -78,13 +78,14 @@ def _storage(url: str | None) -> Any:
     for attempt in range(_STORAGE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (ImportError, ValueError) as exc:
+        except (ImportError, ValueError, ArgumentError) as exc:
             raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError) as exc:
             # Workers that start together on a new database race to create Optuna's schema;
             # the loser finds it made by the winner on the next attempt.
             if attempt == _STORAGE_ATTEMPTS - 1:
-                raise
+                first = " ".join(str(getattr(exc, "orig", exc)).split())[:160]
+                raise ConfigError("storage", st.redact(url), f"a database that answers ({first})") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 

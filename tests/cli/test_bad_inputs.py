@@ -221,3 +221,14 @@ def test_rest_good_payload_still_predicts(strict_server):
     assert r.status_code in (200, 400), r.text  # integral floats: the friendly-dtype rule decides
     r = requests.post(f"{strict_server}/invocations", json={"dataframe_records": [_row()]})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+
+
+@pytest.mark.parametrize(("url", "needle"), [("foo://bar", "storage='foo://bar'"),
+                                             ("postgresql://u:secret@127.0.0.1:1/db", "u:***@")])
+def test_search_storage_is_one_line_without_the_password(url, needle):
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.search.study import _storage
+
+    with pytest.raises(ConfigError) as info:
+        _storage(url)
+    assert needle in str(info.value) and "secret" not in str(info.value) and "\n" not in str(info.value)
