@@ -135,8 +135,17 @@ class SweepGuard:
         self._replay()
 
     def finish(self) -> None:
+        """Stop the heartbeat, replay what is pending, end cut-short children; never raises."""
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        try:
+            self._finish()
+        except Exception as exc:  # the sweep run must still be ended by the caller
+            from mlflow_energy.tracking.runs import one_line
+
+            self.echo(f"could not settle the journal: {one_line(exc)}; run `mlflow-energy ingest {self.journal.path}`")
+
+    def _finish(self) -> None:
         if not self.online:
             self._probe()
         self._replay()
