@@ -68,7 +68,7 @@ def _storage(url: str | None) -> Any:
     if not url:
         return None
     import optuna
-    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
     from mlflow_energy.tracking.retry import database_url
 
@@ -80,9 +80,11 @@ def _storage(url: str | None) -> Any:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except (ImportError, ValueError, ArgumentError) as exc:
             raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
-        except (IntegrityError, OperationalError) as exc:
-            # Workers that start together on a new database race to create Optuna's schema;
-            # the loser finds it made by the winner on the next attempt.
+        except (IntegrityError, OperationalError, ProgrammingError) as exc:
+            # Workers that start together on a new database race to create Optuna's schema
+            # (PostgreSQL: UniqueViolation, DuplicateTable); the loser finds it made on the next attempt.
+            if isinstance(exc, ProgrammingError) and "already exists" not in str(exc):
+                raise
             if attempt == _STORAGE_ATTEMPTS - 1:
                 first = " ".join(str(getattr(exc, "orig", exc)).split())[:160]
                 raise ConfigError("storage", st.redact(url), f"a database that answers ({first})") from None

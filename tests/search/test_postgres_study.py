@@ -46,7 +46,7 @@ def test_three_workers_share_one_postgresql_study(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", script, n, seed], stderr=subprocess.PIPE, text=True, env=env,
                               cwd=tmp_path) for n, seed in (("4", "0"), ("5", "1"), ("6", "2"))]
     errors = [p.communicate(timeout=600)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for e in errors]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-4000:] for e in errors]
     study = optuna.load_study(study_name="shared", storage=database_url(storage))
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 15
     c = MlflowClient(database_url(tracking))
