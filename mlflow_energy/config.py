@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,18 @@ from mlflow_energy.errors import ConfigError
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 SCHEDULER_DEFAULT = "default"
+
+# Upper limits, each with its reason. Checked by `validate`, the CLI options, sweep specs and
+# the served predictor, so a typo (`--height 100000`) fails at once instead of when memory does.
+#: Image side in pixels: at 8192 px the VAE decoder's activations of one image already take
+#: tens of GB; no family is trained anywhere near it (their native sizes are 512 to 2048).
+MAX_SIDE = 8192
+#: Denoising steps: the schedulers discretise 1000 training timesteps; more steps repeat them.
+MAX_STEPS = 1000
+#: Images per pipeline call: beyond 1024 even the smallest full-size config runs out of GPU memory.
+MAX_BATCH = 1024
+#: Guidance scale: published settings are 0 to 20; above 100 the image is saturated noise.
+MAX_GUIDANCE = 100.0
 
 # Fields that change what is measured; `repeats`/`warmup` change how well, so they are
 # left out of the hash: a rerun with more repeats is the same config.
@@ -101,23 +114,23 @@ class InferenceConfig:
         if self.model not in family_names():
             raise ConfigError("model", self.model, "one of " + ", ".join(family_names()))
         fam = get_family(self.model)
-        _check_int("steps", self.steps, minimum=1, allow_none=True)
+        _check_int("steps", self.steps, minimum=1, allow_none=True, maximum=MAX_STEPS)
         if self.steps is not None and self.steps < fam.min_steps:
             raise ConfigError("steps", self.steps, f"an integer >= {fam.min_steps} for {self.model}")
-        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1, maximum=MAX_BATCH)
         _check_int("repeats", self.repeats, minimum=1)
         _check_int("warmup", self.warmup, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         multiple = fam.pixel_multiple
         for name in ("height", "width"):
             value = getattr(self, name)
-            _check_int(name, value, minimum=multiple, allow_none=True)
+            _check_int(name, value, minimum=multiple, allow_none=True, maximum=MAX_SIDE)
             if value is not None and value % multiple:
                 raise ConfigError(name, value, f"a positive multiple of {multiple} for {self.model}")
-        if self.guidance_scale is not None and not (
-            isinstance(self.guidance_scale, (int, float)) and self.guidance_scale >= 0
-        ):
-            raise ConfigError("guidance_scale", self.guidance_scale, "a number >= 0")
+        g = self.guidance_scale
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g)
+                              or not 0 <= g <= MAX_GUIDANCE):
+            raise ConfigError("guidance_scale", g, f"a finite number from 0 to {MAX_GUIDANCE:g}")
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", self.precision, "one of " + ", ".join(PRECISIONS))
         if not isinstance(self.device, str) or _device_kind(self.device) not in ("cpu", "cuda", "mps"):
@@ -176,8 +189,16 @@ class InferenceConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False, maximum: int | None = None) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, value, f"an integer from {minimum} to {maximum} ({_REASONS[name]})")
+
+
+_REASONS = {
+    "height": "the VAE decoder's memory at larger sides", "width": "the VAE decoder's memory at larger sides",
+    "steps": "the schedulers' 1000 training timesteps", "batch_size": "GPU memory",
+}

@@ -295,3 +295,17 @@ T_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 SHARED_VIEW_ENERGY = "energy"
 A_SWEEP_SUMMARY_CSV = "sweep/summary.csv"
 A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"
+
+
+# --------------------------------------------------------------- resilience (journal, claims)
+T_HEARTBEAT = "mlflow_energy.heartbeat"  # epoch seconds of a live sweep's last heartbeat
+T_WORKER = "mlflow_energy.worker"  # host:pid of the process that owns a sweep run
+KIND_CLAIMS = "claims"  # the ledger run whose params claim configs for workers
+
+
+def claim_param(config_hash: str, hardware: str, attempt: int) -> str:
+    """``claim/<config hash>/<hardware digest>/<attempt>``: a worker's claim (an immutable param)."""
+    import hashlib
+
+    hw = hashlib.sha256(hardware.encode()).hexdigest()[:8]
+    return f"claim/{config_hash}/{hw}/{attempt}"

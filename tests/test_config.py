@@ -25,7 +25,7 @@ def test_defaults_come_from_the_family() -> None:
         ({"batch_size": 0}, "batch_size", ">= 1"),
         ({"repeats": 0}, "repeats", ">= 1"),
         ({"warmup": -1}, "warmup", ">= 0"),
-        ({"guidance_scale": -1.0}, "guidance_scale", ">= 0"),
+        ({"guidance_scale": -1.0}, "guidance_scale", "from 0 to 100"),
         ({"precision": "fp8"}, "precision", "fp32, fp16, bf16"),
         ({"precision": "fp16", "device": "cpu"}, "precision", "on device cpu"),
         ({"device": "tpu"}, "device", "cpu, cuda"),

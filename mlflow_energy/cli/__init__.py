@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from mlflow_energy.errors import ConfigError, MissingDependencyError
+from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
 __all__ = ["main"]
 
@@ -35,6 +35,9 @@ class _Group(click.Group):
         except (ConfigError, MissingDependencyError) as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except MlflowEnergyError as exc:  # e.g. the tracking server stayed away: one line, exit 1
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -44,4 +47,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `main`.
-from mlflow_energy.cli import fit, info, measure, search  # noqa: E402, F401
+from mlflow_energy.cli import fit, info, measure, search, serve  # noqa: E402, F401

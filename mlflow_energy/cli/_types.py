@@ -78,15 +78,17 @@ class Int(_Typed):
 
 
 class Float(_Typed):
-    """A finite number ``>= minimum`` (``> minimum`` with ``strict``)."""
+    """A finite number ``>= minimum`` (``> minimum`` with ``strict``) and ``<= maximum``."""
 
     name = "number"
 
     def __init__(self, field: str, *, minimum: float | None = None, strict: bool = False,
-                 unset_value: float | None = None, allowed: str | None = None) -> None:
+                 unset_value: float | None = None, allowed: str | None = None, maximum: float | None = None) -> None:
         super().__init__(field, unset_value=unset_value)
-        self.minimum, self.strict = minimum, strict
+        self.minimum, self.strict, self.maximum = minimum, strict, maximum
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        if maximum is not None:
+            bound += f"{' and' if minimum is not None else ''} <= {maximum:g}"
         self.allowed = allowed or f"a finite number{bound}"
 
     def parse(self, text: str) -> float:
@@ -96,6 +98,8 @@ class Float(_Typed):
             raise ConfigError(self.field, text, self.allowed) from None
         low = self.minimum
         if not math.isfinite(value) or (low is not None and (value <= low if self.strict else value < low)):
+            raise ConfigError(self.field, text, self.allowed)
+        if self.maximum is not None and value > self.maximum:
             raise ConfigError(self.field, text, self.allowed)
         return value
 

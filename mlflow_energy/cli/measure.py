@@ -9,11 +9,14 @@ import click
 
 from mlflow_energy.cli import main
 from mlflow_energy.cli._types import Float, Int, Text
+from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
 OUTPUT_HELP = "Also append the measurement(s) to this JSONL file."
 TRACKING_HELP = "Log to MLflow; --no-tracking with --output needs no MLflow at all."
+JOURNAL_HELP = ("Local journal written (fsync) before each run is logged "
+                "[$MLFLOW_ENERGY_JOURNAL, else ./mlflow-energy-journal.jsonl].")
 
 
 def _print_measurement(m: Any, run_id: str | None) -> None:
@@ -38,22 +41,42 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
         click.echo(f"run id: {run_id}")
 
 
-def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool) -> tuple[Any, str | None]:
-    """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run."""
-    from mlflow_energy.measure import check_device, measure
+def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool,
+                     journal: str | None = None) -> tuple[Any, str | None]:
+    """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run.
 
+    Output and journal paths are checked before measuring; the measurement is in the journal
+    (fsync) before it is logged, so a tracking server that is away loses nothing.
+    """
+    from mlflow_energy.measure import check_device, measure
+    from mlflow_energy.tracking import JsonlSink
+    from mlflow_energy.tracking.journal import Journal
+    from mlflow_energy.tracking.retry import TrackingUnavailable, configure_client_retries, ensure_store, retrying
+
+    sink = JsonlSink(output) if output else None
+    jour = Journal(journal) if tracking else None
+    if tracking:
+        configure_client_retries()
+        ensure_store()
     try:
         check_device(cfg.device)
         m = measure(cfg)
-        if output:
-            from mlflow_energy.tracking import JsonlSink
-
-            JsonlSink(output).write(m)
+        if sink is not None:
+            sink.write(m)
         run_id = None
-        if tracking:
+        if jour is not None:
             from mlflow_energy.tracking import log_measurement
+            from mlflow_energy.tracking.jsonl import record_key
 
-            run_id = log_measurement(m, experiment=experiment)
+            record = jour.append(m, experiment=experiment)
+            try:
+                run_id = retrying(lambda: log_measurement(m, experiment=experiment), what="logging the measurement")
+            except TrackingUnavailable as exc:
+                _print_measurement(m, None)
+                click.echo(f"Error: {exc}; the measurement is kept in the journal {jour.path}: run "
+                           f"`mlflow-energy ingest {jour.path}` when the server is back", err=True)
+                sys.exit(1)
+            jour.mark_logged([record_key(record)])
         return m, run_id
     except (ConfigError, MissingDependencyError):
         raise
@@ -73,12 +96,14 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--model", required=True, help="Family name (see `mlflow-energy families`), e.g. tiny-sd2, sd2.")
 @click.option("--weights", type=Text(unset_value="random"), default="random", show_default=True,
               help="'random' or a local directory / hub id.")
-@click.option("--height", type=Int("height", minimum=1), help="Image height in pixels [family default].")
-@click.option("--width", type=Int("width", minimum=1), help="Image width in pixels [family default].")
-@click.option("--steps", type=Int("steps", minimum=1), help="Denoising steps [family default].")
-@click.option("--guidance-scale", type=Float("guidance_scale"), help="Classifier-free guidance scale [family default].")
+@click.option("--height", type=Int("height", minimum=1, maximum=MAX_SIDE), help="Image height in pixels [family default].")
+@click.option("--width", type=Int("width", minimum=1, maximum=MAX_SIDE), help="Image width in pixels [family default].")
+@click.option("--steps", type=Int("steps", minimum=1, maximum=MAX_STEPS), help="Denoising steps [family default].")
+@click.option("--guidance-scale", type=Float("guidance_scale", minimum=0.0, maximum=MAX_GUIDANCE),
+              help="Classifier-free guidance scale [family default].")
 @click.option("--precision", type=Text(unset_value="fp32"), default="fp32", show_default=True, help="fp32, fp16 or bf16.")
-@click.option("--batch-size", type=Int("batch_size", minimum=1, unset_value=1), default=1, show_default=True,
+@click.option("--batch-size", type=Int("batch_size", minimum=1, maximum=MAX_BATCH, unset_value=1), default=1,
+              show_default=True,
               help="Images per pipeline call.")
 @click.option("--device", type=Text(unset_value="cpu"), default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
 @click.option("--scheduler", type=Text(unset_value="default"), default="default", show_default=True,
@@ -92,14 +117,16 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
-def measure_command(experiment: str | None, output: str | None, tracking: bool, **fields: Any) -> None:
+@click.option("--journal", type=Text(), help=JOURNAL_HELP)
+def measure_command(experiment: str | None, output: str | None, tracking: bool, journal: str | None,
+                    **fields: Any) -> None:
     """Measure the per-phase energy of one inference config and log it as an MLflow run."""
     from mlflow_energy.config import InferenceConfig
 
     cfg = InferenceConfig(**fields).validate()
     if not tracking and not output:
         raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
-    m, run_id = _measure_and_log(cfg, experiment, output, tracking)
+    m, run_id = _measure_and_log(cfg, experiment, output, tracking, journal)
     _print_measurement(m, run_id)
     if output:
         click.echo(f"appended to {output}")
@@ -111,16 +138,18 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--shard", type=Text(), help="I/N: measure only shard I (0-based) of N, split by config hash.")
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (--no-progress: one line per config).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar (--no-progress: one line per config).")
+@click.option("--journal", type=Text(), help=JOURNAL_HELP)
 def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
-                  progress: bool) -> None:
+                  progress: bool, journal: str | None) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
     from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
 
     parsed = SweepSpec.from_yaml(spec)
     try:
         result = run_sweep(parsed, experiment=experiment, shard=parse_shard(shard), output=output,
-                           tracking=tracking, progress=progress)
+                           tracking=tracking, progress=progress, journal=journal)
     except (ConfigError, MissingDependencyError):
         raise
     except MlflowEnergyError as exc:
@@ -129,7 +158,8 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
     for cfg, reason in result.failed:
         click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
-               f"{result.skipped} skipped (already measured); {result.energy_j:.4g} J measured")
+               f"{result.skipped} skipped (already measured or claimed by another worker); "
+               f"{result.energy_j:.4g} J measured")
     if result.noisy:
         click.echo(f"noisy: {result.noisy} config(s) missed the 95% interval target (tagged; fit down-weights them)")
     if result.wall_s > 0:
@@ -141,6 +171,9 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
         click.echo(f"sweep run id: {result.parent_run_id}")
         exp_id = client().get_run(result.parent_run_id).info.experiment_id
         click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
+    if result.total and len(result.failed) == result.total:
+        click.echo("Error: every config of the sweep failed", err=True)
+        sys.exit(1)
 
 
 @main.command("ingest")

@@ -6,6 +6,7 @@ Modules:
     inputs    input checks: one clear line per bad value, upper limits, the FLOP range
     frame     :func:`predict_frame`: per-phase energy, the interval and carbon for a DataFrame
     pyfunc    :class:`EnergyPredictor` (``mlflow.pyfunc.PythonModel``), signature, registration
+    serve     ``mlflow-energy serve``: MLflow's scoring protocol behind strict payload checks (4xx, one line)
     analytic  :class:`AnalyticPredictor`: ``a * FLOPs^b`` with round constants, for tests and benchmarks
 May import: the shared ground, ``flops``, ``fit``.
 

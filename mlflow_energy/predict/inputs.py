@@ -25,21 +25,9 @@ import pandas as pd
 
 from mlflow_energy import schema
 from mlflow_energy.carbon import WORLD_AVERAGE_G_PER_KWH
-from mlflow_energy.config import PRECISIONS
+from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, PRECISIONS
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import EnergyModel
-
-MAX_STEPS = 1000
-
-
-MAX_SIDE = 8192
-
-
-MAX_BATCH = 1024
-
-
-MAX_GUIDANCE = 100.0
-
 
 FLOPS_EXTRAPOLATION = 100.0  # predict up to this factor outside the fitted FLOP range
 

@@ -65,6 +65,9 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
             return predict_frame(self._model, model_input, interval_level=level)
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as exc:  # any other bad payload: one line, a 400, never a stack trace
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())[:480]
+            raise MlflowException(f"invalid input: {line}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def model_signature() -> Any:

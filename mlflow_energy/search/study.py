@@ -75,19 +75,26 @@ def _storage(url: str | None) -> Any:
     if not url:
         return None
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
+
+    from mlflow_energy.tracking.retry import database_url
+
+    url = database_url(url)  # postgresql:// with psycopg2 only
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(_STORAGE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (ImportError, ValueError) as exc:
+        except (ImportError, ValueError, ArgumentError) as exc:
             raise ConfigError("storage", st.redact(url), f"an SQLAlchemy database URL Optuna can open ({exc})") from None
-        except (IntegrityError, OperationalError):
-            # Workers that start together on a new database race to create Optuna's schema;
-            # the loser finds it made by the winner on the next attempt.
-            if attempt == _STORAGE_ATTEMPTS - 1:
+        except (IntegrityError, OperationalError, ProgrammingError) as exc:
+            # Workers that start together on a new database race to create Optuna's schema
+            # (PostgreSQL: UniqueViolation, DuplicateTable); the loser finds it made on the next attempt.
+            if isinstance(exc, ProgrammingError) and "already exists" not in str(exc):
                 raise
+            if attempt == _STORAGE_ATTEMPTS - 1:
+                first = " ".join(str(getattr(exc, "orig", exc)).split())[:160]
+                raise ConfigError("storage", st.redact(url), f"a database that answers ({first})") from None
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -160,6 +167,9 @@ def search(
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError("study_name", study_name, f"a study with directions {directions} (this one has other objectives)")
 
+    from mlflow_energy.tracking.retry import ensure_store
+
+    ensure_store()  # postgresql:// with psycopg2 only; workers racing to create a fresh store's schema
     exp_id = st.experiment_id(experiment)
     params = {
         **evaluator.describe(), schema.P_SEARCH_TRIALS: trials, schema.P_SEARCH_SEED: seed,

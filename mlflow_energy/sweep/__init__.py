@@ -4,6 +4,7 @@ Owns: which configs to measure and in what order, resuming, sharding between wor
 Modules:
     spec      the YAML grid, its validation, run order and shards
     run       measuring a spec as child runs of one parent run, resumable
+    claims    the journal, retries, heartbeat, stale recovery and per-config claims of a sweep
     campaign  a full-size grid planned into a GPU time budget, written as JSONL (a sub-package)
 May import: the shared ground, ``families``, ``flops``, ``measure``, ``tracking``.
 
@@ -16,7 +17,7 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep"]
+__all__ = ["ClaimLedger", "SweepGuard", "SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -26,6 +27,8 @@ __getattr__, __dir__ = lazy_exports(
         "in_shard": "spec",
         "parse_shard": "spec",
         "SweepResult": "run",
+        "ClaimLedger": "claims",
+        "SweepGuard": "claims",
         "run_sweep": "run",
     },
 )

@@ -24,6 +24,7 @@ from mlflow_energy._version import __version__
 from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.device import check_device
+from mlflow_energy.sweep.claims import SweepGuard
 from mlflow_energy.sweep.spec import SweepSpec, in_shard, parse_shard, resolved
 
 
@@ -53,6 +54,8 @@ def run_sweep(
     tracking: bool = True,
     meter: Any | None = None,
     progress: bool = True,
+    journal: str | os.PathLike[str] | None = None,
+    claims: bool = True,
 ) -> SweepResult:
     """Measure every config of a sweep, resuming and sharding as described in the module doc.
 
@@ -65,6 +68,10 @@ def run_sweep(
         meter: energy meter; default :func:`mlflow_energy.measure.meters.auto_meter` for the device.
         progress: show a tqdm progress bar; ``False``: one plain line per config instead
             (what ``mlflow run`` shows, where no terminal redraws a bar).
+        journal: the local journal every measurement is written to before it is logged
+            (default: see :mod:`mlflow_energy.tracking.journal`).
+        claims: claim each config on the spec's ledger run before measuring it, so that
+            several workers on one spec measure it once (:mod:`mlflow_energy.sweep.claims`).
 
     Example:
         >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
@@ -88,6 +95,11 @@ def run_sweep(
     experiment = experiment or spec.experiment
     configs = [c for c in spec.configs() if in_shard(c, shard)]
     sink = JsonlSink(output) if output is not None else None
+    if tracking:
+        from mlflow_energy.tracking.retry import configure_client_retries, ensure_store
+
+        configure_client_retries()
+        ensure_store()
 
     sweep_start = time.perf_counter()
     own_meter = meter is None
@@ -95,12 +107,15 @@ def run_sweep(
     result = SweepResult(parent_run_id=None, total=len(configs))
     result.idle_power_w = idle_power(meter, spec.idle_seconds)
     tracker = _Tracker(experiment, spec, shard) if tracking else None
+    guard = SweepGuard(tracker, journal=journal, hardware=meter.hardware, echo=tqdm.write, claims=claims
+                       ) if tracker is not None else None
     cache = PipelineCache()
     status = "FAILED"
     bar = None
     try:
         if tracker is not None:
             result.parent_run_id = tracker.start()
+            guard.start(result.parent_run_id)
         done_keys = tracker.finished_keys() if tracker is not None else set()
         if sink is not None:
             done_keys |= sink.keys()
@@ -111,6 +126,10 @@ def run_sweep(
                 result.skipped += 1
                 bar.update(1)
                 bar.set_postfix(_postfix(result))
+                continue
+            if guard is not None and not guard.claim(cfg):  # another worker measures it
+                result.skipped += 1
+                bar.update(1)
                 continue
             try:
                 valid = cfg.validate()
@@ -128,7 +147,7 @@ def run_sweep(
                 reason = one_line(exc)
                 result.failed.append((cfg, reason))
                 if tracker is not None:
-                    tracker.fail(cfg, exc, meter)
+                    guard.safely("logging a failure", lambda cfg=cfg, exc=exc: tracker.fail(cfg, exc, meter))
                 if not isinstance(exc, ConfigError):
                     cache.clear()
                 if not progress:
@@ -139,8 +158,10 @@ def run_sweep(
             result.measured += 1
             result.noisy += int(m.noisy)
             result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
-            if tracker is not None:
-                result.done.append(tracker.log(m))
+            if guard is not None:
+                run_id = guard.record(m)  # journalled first; None: kept in the journal for now
+                if run_id:
+                    result.done.append(run_id)
             if sink is not None:
                 sink.write(m)
             done_keys.add((valid.config_hash(), meter.hardware))
@@ -159,8 +180,9 @@ def run_sweep(
         result.wall_s = time.perf_counter() - sweep_start
         if own_meter:
             meter.close()
-        if tracker is not None and result.parent_run_id is not None:
-            tracker.finish(result, status)
+        if guard is not None and result.parent_run_id is not None:
+            guard.finish()
+            guard.safely("ending the sweep run", lambda: tracker.finish(result, status))
     return result
 
 
@@ -208,6 +230,7 @@ class _Tracker:
 
     def start(self) -> str:
         tags = {schema.T_SWEEP_SPEC: self.spec.name, schema.T_VERSION: __version__}
+        tags.update(getattr(self, "extra_tags", {}))  # worker and hardware (sweep.claims)
         name = self.spec.name
         if self.shard is not None:
             tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"

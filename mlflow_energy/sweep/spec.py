@@ -44,12 +44,21 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_energy.config import PRECISIONS, SCHEDULER_DEFAULT, InferenceConfig
+from mlflow_energy.config import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_SIDE,
+    MAX_STEPS,
+    PRECISIONS,
+    SCHEDULER_DEFAULT,
+    InferenceConfig,
+)
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
 
@@ -68,10 +77,11 @@ def _as_list(field_name: str, value: Any) -> list[Any]:
     return [value]
 
 
-def _int_list(field_name: str, values: Sequence[Any], minimum: int) -> list[int]:
+def _int_list(field_name: str, values: Sequence[Any], minimum: int, maximum: int | None = None) -> list[int]:
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ConfigError(field_name, v, f"integers >= {minimum}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
+            raise ConfigError(field_name, v, f"integers from {minimum} to {maximum}" if maximum else
+                              f"integers >= {minimum}")
     return list(values)
 
 
@@ -91,8 +101,8 @@ def _resolution(field_name: str, value: Any) -> tuple[int, int]:
         h, w = value
     else:
         raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
-    if h < 1 or w < 1:
-        raise ConfigError(field_name, value, "positive sizes")
+    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
+        raise ConfigError(field_name, value, f"sizes from 1 to {MAX_SIDE} pixels")
     return int(h), int(w)
 
 
@@ -113,11 +123,12 @@ def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) ->
         if key == "resolution":
             values = [_resolution(name, v) for v in values]
         elif key in ("steps", "batch_size"):
-            values = _int_list(name, values, 1)
+            values = _int_list(name, values, 1, MAX_STEPS if key == "steps" else MAX_BATCH)
         elif key == "guidance_scale":
             for v in values:
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                    raise ConfigError(name, v, "numbers >= 0 or null (the family default)")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                      or not 0 <= v <= MAX_GUIDANCE):
+                    raise ConfigError(name, v, f"finite numbers from 0 to {MAX_GUIDANCE:g} or null (the family default)")
             values = [None if v is None else float(v) for v in values]
         elif key == "precision":
             for v in values:

@@ -7,6 +7,9 @@ Modules:
     read      runs back as a typed DataFrame
     jsonl     measurements as JSON lines (for GPU hosts without a tracking server); no MLflow import
     replay    JSONL records into runs, idempotently (``ingest``)
+    journal   the local fsync'ed journal written before each run is logged; output path checks
+    retry     short bounded retries for the tracking server; the fresh-database schema race
+    stale     heartbeats on live runs; ending the RUNNING runs of dead workers
     mlenergy  the ML.ENERGY leaderboard's public measurements as runs
     ui        how the MLflow UI opens our experiments (classic ML kind, the saved energy view)
 May import: the shared ground, ``families``, ``flops``, ``measure`` (types only).
@@ -21,7 +24,9 @@ from mlflow_energy._imports import lazy_exports
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "Journal",
     "JsonlSink",
+    "TrackingUnavailable",
     "client",
     "end_run",
     "experiment_id",
@@ -35,6 +40,7 @@ __all__ = [
     "log_measurement",
     "one_line",
     "read_jsonl",
+    "recover_stale",
     "run",
     "start_run",
 ]
@@ -59,5 +65,8 @@ __getattr__, __dir__ = lazy_exports(
         "JsonlSink": "jsonl",
         "read_jsonl": "jsonl",
         "import_mlenergy": "mlenergy",
+        "Journal": "journal",
+        "TrackingUnavailable": "retry",
+        "recover_stale": "stale",
     },
 )

@@ -161,9 +161,9 @@ class JsonlSink:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        if os.path.isdir(self.path):
-            raise ConfigError("output", self.path, "a .jsonl file path, not a directory")
+        from mlflow_energy.tracking.journal import check_writable
+
+        self.path = check_writable(path, "output")  # before anything is measured
 
     def write(self, m: Measurement) -> dict[str, Any]:
         record = to_record(m)
@@ -171,10 +171,9 @@ class JsonlSink:
         return record
 
     def write_record(self, record: dict[str, Any]) -> None:
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+        from mlflow_energy.tracking.journal import _append_synced
+
+        _append_synced(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
 
     def keys(self) -> set[tuple[str, str]]:
         """``(config_hash, hardware)`` of the records already in the file (for resuming)."""
@@ -183,8 +182,12 @@ class JsonlSink:
         return {record_key(r) for r in read_jsonl(self.path)}
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a JSONL export; a malformed line raises :class:`ConfigError` naming it."""
+def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """The records of a JSONL export; a malformed line raises :class:`ConfigError` naming it.
+
+    ``tolerate_torn_tail``: a last line without its newline that does not parse (a writer killed
+    mid-write) is ignored instead.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError("file", path, "an existing JSONL file written by --output")
@@ -196,6 +199,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
+                if tolerate_torn_tail and not line.endswith("\n"):
+                    break
                 raise ConfigError(f"{path} line {lineno}", line.strip()[:40], f"a JSON object ({exc.msg})") from None
             _check_record(record, f"{path} line {lineno}")
             records.append(record)

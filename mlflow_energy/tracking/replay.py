@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mlflow_energy import schema
@@ -20,8 +20,17 @@ from mlflow_energy.tracking.read import finished_keys
 from mlflow_energy.tracking.runs import _log_fields, client, default_run_name, experiment_id, run
 
 
-def log_records(records: Iterable[dict[str, Any]], *, experiment: str | None = None) -> tuple[list[str], int]:
-    """Log JSONL export records as FINISHED runs, skipping (config hash, hardware) already there."""
+def log_records(
+    records: Iterable[dict[str, Any]],
+    *,
+    experiment: str | None = None,
+    on_logged: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[str], int]:
+    """Log JSONL export records as FINISHED runs, skipping (config hash, hardware) already there.
+
+    A record carrying ``parent_run_id`` (a journal record) is nested under that run.
+    ``on_logged(record)`` is called for each record that is FINISHED in MLflow afterwards.
+    """
     from mlflow_energy.tracking.jsonl import record_key
 
     exp_id = experiment_id(experiment)
@@ -32,17 +41,22 @@ def log_records(records: Iterable[dict[str, Any]], *, experiment: str | None = N
         key = record_key(record)
         if key in seen:
             skipped += 1
+            if on_logged is not None:
+                on_logged(record)
             continue
         tags = dict(record["tags"])
         kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
         config = record.get("config")
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
-        with run(exp_id, kind=kind, run_name=name) as run_id:
+        parent = record.get("parent_run_id") or None
+        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent) as run_id:
             _log_fields(run_id, record["params"], record["metrics"], tags)
             if isinstance(config, dict):
                 client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
         seen.add(key)
         new_ids.append(run_id)
+        if on_logged is not None:
+            on_logged(record)
     return new_ids, skipped
 
 
@@ -66,6 +80,14 @@ def ingest(
         >>> ingest("measurements.jsonl", experiment="gpu-lab")  # doctest: +SKIP
         (['3f2a...', ...], 0)
     """
-    from mlflow_energy.tracking.jsonl import read_jsonl
+    from mlflow_energy.tracking.jsonl import read_jsonl, record_key
 
-    return log_records(read_jsonl(path), experiment=experiment)
+    records = read_jsonl(path, tolerate_torn_tail=True)
+    if experiment is None and any("experiment" in r for r in records):
+        # a journal: each record goes back to its own experiment, and is marked logged
+        from mlflow_energy.tracking.journal import Journal
+
+        journal = Journal(path)
+        ids, skipped = journal.replay()
+        return ids, skipped + (len({record_key(r) for r in records}) - len(ids) - skipped)
+    return log_records(records, experiment=experiment)

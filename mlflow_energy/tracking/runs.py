@@ -75,7 +75,12 @@ def experiment_id(experiment: str | None = None, *, create: bool = True) -> str:
         raise ConfigError("experiment", experiment, "an existing experiment: " + (", ".join(names) or "none yet"))
     from mlflow_energy.tracking.ui import experiment_tags
 
-    return c.create_experiment(experiment, tags=experiment_tags())
+    try:
+        return c.create_experiment(experiment, tags=experiment_tags())
+    except Exception as exc:  # another worker created it at the same moment
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+            raise
+        return c.get_experiment_by_name(experiment).experiment_id
 
 
 def ambient_parent(exp_id: str) -> str | None:

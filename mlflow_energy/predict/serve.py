@@ -1,0 +1,172 @@
+"""A strict HTTP front for the registered predictor: MLflow's scoring protocol, 4xx for any bad payload.
+
+``mlflow models serve`` parses the JSON with the model signature before the model sees it, so
+``"steps": 30.9`` or ``true`` arrive as numbers, a POST without ``Content-Type`` or a deeply
+nested body is a 500, and some 400 bodies carry a Python stack trace. ``mlflow-energy serve``
+answers the same routes (``/ping``, ``/health``, ``/version``, ``POST /invocations`` with
+``dataframe_records``, ``dataframe_split``, ``inputs`` or ``instances``) through MLflow's own
+``invocations`` function, after checking the raw payload:
+
+- ``Content-Type`` must be ``application/json`` or ``text/csv`` (else 415); bodies over
+  :data:`MAX_BODY_BYTES` get 413, rows over :data:`MAX_ROWS` 413;
+- the body must parse as JSON (depth included) into an object with one input key (else 400);
+- ``height``, ``width``, ``steps``, ``batch_size`` must be integers (an integral float such as
+  ``30.0`` is an integer), never booleans; ``guidance_scale`` a number or null (else 400);
+- every error body is ``{"error_code": ..., "message": one line naming the row and field}``.
+
+Example:
+    >>> from mlflow_energy.predict.serve import check_payload
+    >>> check_payload({"dataframe_records": [{"steps": 30.9}]})
+    Traceback (most recent call last):
+    ...
+    mlflow_energy.errors.ConfigError: row 0: steps=30.9 is not allowed: expected an integer (not a boolean, not a fraction)
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route's `Request` annotation at runtime.
+import json
+import math
+from typing import Any
+
+from mlflow_energy.errors import ConfigError
+
+MAX_BODY_BYTES = 1_000_000
+MAX_ROWS = 10_000
+INT_COLUMNS = ("height", "width", "steps", "batch_size")
+NUMBER_COLUMNS = ("guidance_scale", "carbon_intensity_g_per_kwh", "hardware_tdp_w", "hardware_tflops",
+                  "hardware_mem_bw_gb_s")
+INPUT_KEYS = ("dataframe_records", "dataframe_split", "inputs", "instances")
+
+
+def _row_error(row: int, field: str, value: Any, allowed: str) -> ConfigError:
+    exc = ConfigError(field, value, allowed)
+    exc.args = (f"row {row}: {exc}",)
+    return exc
+
+
+def _rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = [k for k in INPUT_KEYS if k in payload]
+    if len(keys) != 1:
+        raise ConfigError("payload", sorted(payload)[:5], "an object with one of the keys " + ", ".join(INPUT_KEYS))
+    data = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or not isinstance(
+                data.get("data"), list):
+            raise ConfigError("dataframe_split", str(data)[:60], "an object with 'columns' and 'data' lists")
+        rows = []
+        for i, values in enumerate(data["data"]):
+            if not isinstance(values, list) or len(values) != len(data["columns"]):
+                raise _row_error(i, "data", str(values)[:60], f"a list of {len(data['columns'])} values")
+            rows.append(dict(zip(data["columns"], values, strict=True)))
+        return rows
+    if isinstance(data, dict):  # column-oriented "inputs": {"steps": [..], ...}
+        cols = {k: v if isinstance(v, list) else [v] for k, v in data.items()}
+        n = max((len(v) for v in cols.values()), default=0)
+        return [{k: v[i] if i < len(v) else None for k, v in cols.items()} for i in range(n)]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ConfigError(keys[0], str(data)[:60], "a list of row objects")
+    return data
+
+
+def check_payload(payload: Any) -> int:
+    """Check a decoded request body; return its row count. Raises :class:`ConfigError` naming the field."""
+    if not isinstance(payload, dict):
+        raise ConfigError("payload", type(payload).__name__, "a JSON object such as {\"dataframe_records\": [...]}")
+    rows = _rows(payload)
+    if len(rows) > MAX_ROWS:
+        raise ConfigError("rows", len(rows), f"at most {MAX_ROWS} rows per request")
+    for i, row in enumerate(rows):
+        for col in INT_COLUMNS:
+            v = row.get(col)
+            if col in row and (isinstance(v, bool) or not isinstance(v, (int, float))
+                               or (isinstance(v, float) and not (math.isfinite(v) and v.is_integer()))):
+                raise _row_error(i, col, v, "an integer (not a boolean, not a fraction)")
+        for col in NUMBER_COLUMNS:
+            v = row.get(col)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise _row_error(i, col, v, "a finite number or null")
+        for col in ("model", "precision", "hardware"):
+            v = row.get(col)
+            if col in row and not isinstance(v, str):
+                raise _row_error(i, col, v, "a string")
+    return len(rows)
+
+
+def _error(status: int, code: str, message: str) -> Any:
+    from fastapi.responses import Response
+
+    line = " ".join(str(message).split())[:1000]
+    return Response(content=json.dumps({"error_code": code, "message": line}), status_code=status,
+                    media_type="application/json")
+
+
+def _clean(message: str) -> str:
+    # MLflow prefixes "Failed to predict data '<the whole frame>'. Error: ..." (several lines)
+    return message.split("\nError: ", 1)[-1]
+
+
+def create_app(model_uri: str) -> Any:
+    """The FastAPI app serving ``model_uri`` (see the module doc)."""
+    import asyncio
+
+    import mlflow
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    input_schema = model.metadata.get_input_schema()
+    app = FastAPI()
+
+    async def ping() -> Any:
+        return Response(content="\n", status_code=200, media_type="application/json")
+
+    app.get("/ping")(ping)
+    app.get("/health")(ping)
+
+    @app.get("/version")
+    async def version() -> Any:
+        return Response(content=mlflow.__version__, status_code=200, media_type="application/json")
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Any:
+        content_type = (request.headers.get("content-type") or "").strip()
+        mime = content_type.split(";")[0].strip().lower()
+        if mime not in ("application/json", "text/csv"):
+            return _error(415, "BAD_REQUEST", f"Content-Type={content_type!r} is not allowed: expected "
+                          "application/json or text/csv")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, "BAD_REQUEST", f"body of {len(body)} bytes is not allowed: expected at most "
+                          f"{MAX_BODY_BYTES}")
+        if mime == "application/json":
+            try:
+                payload = json.loads(body)
+            except RecursionError:
+                return _error(400, "BAD_REQUEST", "body is not allowed: expected JSON nested less deeply")
+            except (ValueError, UnicodeDecodeError) as exc:
+                return _error(400, "BAD_REQUEST", f"body is not allowed: expected valid UTF-8 JSON ({exc})")
+            try:
+                check_payload(payload)
+            except ConfigError as exc:
+                status = 413 if exc.field == "rows" else 400
+                return _error(status, "INVALID_PARAMETER_VALUE", str(exc))
+        try:
+            result = await asyncio.to_thread(scoring_server.invocations, body, content_type, model, input_schema)
+        except MlflowException as exc:
+            status = exc.get_http_status_code()
+            return _error(status if 400 <= status < 500 else 400, exc.error_code, _clean(exc.message))
+        except Exception as exc:  # noqa: BLE001 - a payload the model cannot use: the client's error
+            return _error(400, "BAD_REQUEST", f"input could not be used: {type(exc).__name__}: {exc}")
+        if result.status >= 400:
+            return _error(result.status, "BAD_REQUEST", result.response)
+        return Response(content=result.response, status_code=result.status, media_type=result.mimetype)
+
+    return app
+
+
+def serve(model_uri: str, *, host: str = "127.0.0.1", port: int = 5001) -> None:
+    """Serve ``model_uri`` with uvicorn (one process) until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(model_uri), host=host, port=port, workers=1, log_level="warning")

@@ -1,0 +1,49 @@
+"""Claims and stale runs on a real SQLite store: one owner per config, dead owners taken over."""
+
+from __future__ import annotations
+
+import time
+
+from mlflow import MlflowClient
+
+from mlflow_energy import schema
+from mlflow_energy.sweep.claims import ClaimLedger
+from mlflow_energy.tracking.stale import recover_stale
+
+
+def test_one_owner_per_config_and_a_dead_owner_is_taken_over(tracking_uri):
+    c = MlflowClient()
+    exp = c.create_experiment("claims")
+    a, b = ClaimLedger(exp, "spec"), ClaimLedger(exp, "spec")
+    assert a.run_id == b.run_id  # one ledger per spec
+    assert c.get_run(a.run_id).info.status == "FINISHED"
+    alive = {"A", "B"}
+    assert a.claim("h1", "gpu", "A", alive.__contains__) is True
+    assert b.claim("h1", "gpu", "B", alive.__contains__) is False  # A holds it
+    assert a.claim("h1", "gpu", "A", alive.__contains__) is True  # idempotent for its owner
+    assert b.claim("h1", "other-gpu", "B", alive.__contains__) is True  # other hardware, other config
+    alive.discard("A")
+    assert b.claim("h1", "gpu", "B", alive.__contains__) is True  # A died: attempt 1 goes to B
+    params = c.get_run(a.run_id).data.params
+    assert params[schema.claim_param("h1", "gpu", 0)] == "A" and params[schema.claim_param("h1", "gpu", 1)] == "B"
+
+
+def test_stale_sweep_of_another_host_is_ended_with_the_reason(tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "1")
+    c = MlflowClient()
+    exp = c.create_experiment("stale")
+    tags = {schema.T_KIND: schema.KIND_SWEEP, schema.T_SWEEP_SPEC: "s", schema.T_HARDWARE: "gpu",
+            schema.T_WORKER: "another-host:4242"}
+    old = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
+    fresh = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() + 60:.0f}"}).info.run_id
+    other_hw = c.create_run(exp, tags={**tags, schema.T_HARDWARE: "cpu",
+                                       schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
+    orphan = c.create_run(exp, tags={schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_PARENT_RUN_ID: old}).info.run_id
+    logged = c.create_run(exp, tags={schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_PARENT_RUN_ID: old}).info.run_id
+    c.log_metric(logged, "energy/total_j", 1.0)
+    ended = recover_stale(exp, spec_name="s", hardware="gpu")
+    assert set(ended) == {old, orphan, logged}
+    assert c.get_run(old).info.status == "KILLED" and "no heartbeat" in c.get_run(old).data.tags[schema.T_FAILURE]
+    assert c.get_run(fresh).info.status == "RUNNING" and c.get_run(other_hw).info.status == "RUNNING"
+    assert c.get_run(orphan).info.lifecycle_stage == "deleted"  # no metrics: removed
+    assert c.get_run(logged).info.status == "FAILED" and c.get_run(logged).info.lifecycle_stage == "active"

@@ -1,0 +1,161 @@
+"""Nothing lost beyond one process: a server killed mid-sweep, kill -9 then resume, many workers.
+
+Real services only: an ``mlflow server`` (SQLite, or PostgreSQL when ``.ci/run`` provides one)
+on loopback, sweeps in their own processes killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mlflow_energy import schema
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from services import MlflowServer, backend_uri  # noqa: E402
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).parents[2]
+STEPS = [1, 2, 3, 4, 5]
+
+
+def _spec(tmp: Path, name: str, steps=STEPS) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "device": "cpu", "repeats": 1, "warmup": 0,
+                                    "grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": steps}}))
+    return path
+
+
+def _client(uri: str) -> MlflowClient:
+    from mlflow_energy.tracking.retry import database_url
+
+    return MlflowClient(database_url(uri))
+
+
+def _measurements(uri: str, experiment: str) -> list:
+    c = _client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return [r for r in c.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+
+
+def _all_runs(uri: str, experiment: str) -> list:
+    c = _client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _assert_each_once(uri: str, experiment: str, n: int) -> None:
+    finished = [r for r in _measurements(uri, experiment) if r.info.status == "FINISHED"]
+    counts = Counter(r.data.tags[schema.T_CONFIG_HASH] for r in finished)
+    assert len(counts) == n, f"lost: {n - len(counts)}"
+    assert max(counts.values()) == 1, f"duplicates: {counts}"
+    assert not [r for r in _all_runs(uri, experiment) if r.info.status == "RUNNING"]
+
+
+def _worker(spec: Path, uri: str, experiment: str, journal: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "MLFLOW_ENERGY_JOURNAL": str(journal)}
+    code = "from mlflow_energy.cli import main; main()"
+    return subprocess.Popen([sys.executable, "-c", code, "sweep", str(spec), "--experiment", experiment,
+                             "--no-progress"], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def test_server_killed_and_restarted_mid_sweep_loses_nothing(tmp_path, monkeypatch, no_rapl, capsys):
+    import mlflow
+
+    import mlflow_energy.measure.runner as runner
+    from mlflow_energy.sweep import SweepSpec, run_sweep
+
+    server = MlflowServer(backend_uri(tmp_path), tmp_path).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(server.url)
+    real, count = runner.measure, [0]
+
+    def measure_then_break_the_server(*args, **kwargs):
+        m = real(*args, **kwargs)
+        count[0] += 1
+        if count[0] == 2:
+            server.stop(signal.SIGKILL)  # gone while this measurement is logged
+        if count[0] == 4:
+            server.start()
+        return m
+
+    monkeypatch.setattr(runner, "measure", measure_then_break_the_server)
+    try:
+        started = time.monotonic()
+        result = run_sweep(SweepSpec.from_yaml(_spec(tmp_path, "down")), experiment="down", progress=False,
+                           journal=tmp_path / "journal.jsonl")
+        elapsed = time.monotonic() - started
+        out = capsys.readouterr().out
+        assert result.measured == 5 and not result.failed
+        assert "measuring on into the journal" in out and "replayed" in out
+        _assert_each_once(server.url, "down", 5)
+        from mlflow_energy.tracking.journal import Journal
+
+        assert Journal(tmp_path / "journal.jsonl").pending() == []
+        assert elapsed < 600  # bounded retries: not MLflow's default 8.5 minutes per request
+    finally:
+        mlflow.set_tracking_uri("")
+        server.stop()
+
+
+@pytest.mark.parametrize("kill_at", ["sweep-run", "journal-1", "journal-3"])
+def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, _empty_tracking_db, kill_at):
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_tracking_db, db)
+    uri = f"sqlite:///{db}"
+    spec, journal, log = _spec(tmp_path, "k9"), tmp_path / "journal.jsonl", tmp_path / "worker.log"
+    proc = _worker(spec, uri, "k9", journal, log)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if kill_at == "sweep-run":
+            c = MlflowClient(uri)
+            exp = c.get_experiment_by_name("k9")
+            if exp and any(r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP
+                           for r in c.search_runs([exp.experiment_id])):
+                break
+        elif journal.exists() and len(journal.read_text().splitlines()) >= int(kill_at[-1]):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before the kill point: " + log.read_text()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = _worker(spec, uri, "k9", journal, log)
+    assert again.wait(timeout=600) == 0, log.read_text()[-3000:]
+    _assert_each_once(uri, "k9", 5)
+    sweeps = [r for r in _all_runs(uri, "k9") if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+    killed = [r for r in sweeps if r.info.status == "KILLED"]
+    assert len(killed) == 1 and "stale" in killed[0].data.tags[schema.T_FAILURE]
+
+
+@pytest.mark.parametrize("via", ["database", "server"])
+def test_workers_on_a_fresh_store_measure_each_config_once(tmp_path, via):
+    n_workers = 4 if os.environ.get("MLFLOW_ENERGY_TEST_POSTGRES") else 3
+    backend = backend_uri(tmp_path)  # fresh: the workers race to create the schema
+    server = MlflowServer(backend, tmp_path).start() if via == "server" else None
+    uri = server.url if server else backend
+    spec = _spec(tmp_path, "many", steps=[1, 2, 3, 4, 5, 6])
+    try:
+        procs = [_worker(spec, uri, "many", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log")
+                 for i in range(n_workers)]
+        codes = [p.wait(timeout=900) for p in procs]
+        logs = "\n".join((tmp_path / f"w{i}.log").read_text()[-1500:] for i in range(n_workers))
+        assert codes == [0] * n_workers, logs
+        _assert_each_once(uri, "many", 6)
+    finally:
+        if server:
+            server.stop()
