@@ -30,6 +30,13 @@ def _empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _forget_active_experiment() -> None:
+    from mlflow.tracking import fluent
+
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # mlflow.set_experiment sets it too
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_tracking_db: Path) -> Iterator[str]:
     """A fresh SQLite tracking store in ``tmp_path`` (also the working directory, for artifacts)."""
@@ -42,10 +49,12 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_trackin
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    _forget_active_experiment()  # an earlier test's mlflow.set_experiment names another store's id
     try:
         yield uri
     finally:
         mlflow.set_tracking_uri("")
+        _forget_active_experiment()
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 

@@ -108,12 +108,11 @@ def test_sweep_yaml(data, field, tmp_path, tracking_uri):
 
 @pytest.fixture(scope="module")
 def good_record() -> dict:
-    from conftest import small_config  # noqa: PLC0415 - the shared helper
-
+    from mlflow_energy.config import InferenceConfig
     from mlflow_energy.measure.runner import measure
     from mlflow_energy.tracking.jsonl import to_record
 
-    return to_record(measure(small_config()))
+    return to_record(measure(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=1, repeats=1, warmup=0)))
 
 
 @pytest.mark.parametrize(("text", "field"), JSONL_CASES, ids=[f"jsonl-{i}" for i in range(len(JSONL_CASES))])

@@ -1,4 +1,4 @@
-"""The predictor examples of README.md and docs/law.md run verbatim, from Python and over REST,
+"""The predictor examples of README.md, docs/law.md and docs/serving.md run verbatim, from Python and over REST,
 against a model fitted on the packaged ML.ENERGY data and registered as ``mlenergy-energy``."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def python_examples() -> list[tuple[str, str]]:
     """Every ```python block that loads the registered ML.ENERGY model, with its file name."""
     out = []
-    for name in ("README.md", "docs/law.md"):
+    for name in ("README.md", "docs/law.md", "docs/serving.md"):
         text = (ROOT / name).read_text()
         for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
             if 'load_model("models:/mlenergy-energy@champion")' in block:
@@ -32,8 +32,8 @@ def python_examples() -> list[tuple[str, str]]:
 
 
 def rest_payloads() -> list[dict]:
-    """The JSON bodies of the README's curl examples."""
-    text = (ROOT / "README.md").read_text()
+    """The JSON bodies of the curl examples of README.md and docs/serving.md."""
+    text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "serving.md").read_text()
     return [json.loads(body) for body in re.findall(r"/invocations .*?-d '(.*?)'", text, flags=re.S)]
 
 
@@ -67,7 +67,7 @@ def test_the_examples_exist():
     assert len(python_examples()) >= 2 and len(rest_payloads()) >= 1
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(2))  # docs/law.md and docs/serving.md
 def test_python_examples_run_verbatim(registry, index):
     uri, tmp = registry
     name, block = python_examples()[index]
