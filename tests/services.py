@@ -7,6 +7,7 @@ The backend store is a fresh SQLite file, or a fresh PostgreSQL database when
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 POSTGRES_ENV = "MLFLOW_ENERGY_TEST_POSTGRES"
@@ -46,6 +48,66 @@ def backend_uri(tmp: Path) -> str:
     return fresh_postgres_db() or f"sqlite:///{tmp}/backend.db"
 
 
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 240) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never answers."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()[-3000:] if log.exists() else ''}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            stop_group(proc)
+            raise AssertionError(f"server did not answer {url}: {log.read_text()[-3000:] if log.exists() else ''}")
+        time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a server started with ``start_new_session=True`` by its process group (by PID)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], *, port: int, cwd: Path, env: dict[str, str], ready: str = "/ping",
+            timeout: float = 240) -> Iterator[str]:
+    """Run a model server (``argv`` listens on ``port``) until the block ends; yields its base URL.
+
+    The server's output goes to ``cwd/server-<port>.log``; ``PATH`` gets this interpreter's ``bin/``
+    (``mlflow models serve`` starts ``uvicorn`` by name) and MLflow's job execution is off.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env,
+           "PATH": bin_dir + os.pathsep + env.get("PATH", os.environ.get("PATH", ""))}
+    log = cwd / f"server-{port}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, base + ready, log, timeout)
+        yield base
+    finally:
+        stop_group(proc)
+
+
+def model_serve_argv(model_uri: str, port: int) -> list[str]:
+    """``mlflow models serve`` on loopback, one worker, the current environment."""
+    return [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+
 class MlflowServer:
     """``mlflow server`` with ``backend`` and artifacts under ``root``; :meth:`stop`/:meth:`start` again."""
 
@@ -58,8 +120,6 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 240) -> MlflowServer:
-        import requests
-
         bin_dir = Path(sys.executable).parent
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", "")}
@@ -72,19 +132,8 @@ class MlflowServer:
             cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError("mlflow server exited: " + self.log()[-3000:])
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("mlflow server did not answer: " + self.log()[-3000:])
-            time.sleep(0.5)
+        wait_ready(self.proc, f"{self.url}/health", self.root / f"server-{self.port}.log", timeout)
+        return self
 
     def log(self) -> str:
         path = self.root / f"server-{self.port}.log"
@@ -93,13 +142,5 @@ class MlflowServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        stop_group(self.proc, sig)
         self.proc = None

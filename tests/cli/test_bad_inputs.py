@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from mlflow_energy.cli import main
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "predict"))
-from services import free_port  # noqa: E402
+from services import free_port, serving  # noqa: E402
 
 MEASURE = ["measure", "--model", "tiny-sd2", "--height", "32", "--width", "32", "--steps", "1", "--repeats", "1",
            "--warmup", "0"]
@@ -155,7 +152,6 @@ REST_CASES = [
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
     import mlflow
-    import requests
     from test_predictor import NAME, register_synthetic
 
     tmp = tmp_path_factory.mktemp("strict")
@@ -168,27 +164,10 @@ def strict_server(tmp_path_factory):
         mlflow.set_tracking_uri("")
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[2])}
-    log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
-                             f"models:/{NAME}@champion", "-p", str(port)], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, (tmp / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (tmp / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+    argv = [sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
+            f"models:/{NAME}@champion", "-p", str(port)]
+    with serving(argv, port=port, cwd=tmp, env=env) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.slow

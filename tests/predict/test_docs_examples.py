@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from services import free_port, model_serve_argv, serving  # noqa: E402
+
 requests = pytest.importorskip("requests")
 pytestmark = pytest.mark.slow
 
@@ -83,39 +83,12 @@ def test_python_examples_run_verbatim(registry, index):
 
 def test_rest_examples_run_verbatim(registry):
     uri, tmp = registry
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.Popen(
-        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", "models:/mlenergy-energy@champion", "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, "the model server exited"
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the model server did not answer /ping"
-            time.sleep(1)
+    port = free_port()
+    with serving(model_serve_argv("models:/mlenergy-energy@champion", port), port=port, cwd=tmp,
+                 env={**os.environ, "MLFLOW_TRACKING_URI": uri}) as base:
         for payload in rest_payloads():
             r = requests.post(f"{base}/invocations", json=payload, timeout=60)
             assert r.status_code == 200, r.text
             pred = r.json()["predictions"][0]
             assert pred["energy_total_j_low"] < pred["energy_total_j"] < pred["energy_total_j_high"]
             assert pred["interval_level"] == "known"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from services import free_port, model_serve_argv, serving  # noqa: E402
 from test_predictor import NAME, register_synthetic, row  # noqa: E402
 
 requests = pytest.importorskip("requests")
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,38 +31,9 @@ def server(tmp_path_factory):
         os.chdir(old)
         mlflow.set_tracking_uri("")
     port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
-        cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError("server exited: " + (tmp / "server.log").read_text()[-3000:])
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not answer /ping: " + (tmp / "server.log").read_text()[-3000:])
-            time.sleep(1)
+    with serving(model_serve_argv(f"models:/{NAME}@champion", port), port=port, cwd=tmp,
+                 env={**os.environ, "MLFLOW_TRACKING_URI": uri}) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
 
 
 def post(base: str, records: list[dict]) -> requests.Response:
