@@ -151,17 +151,10 @@ REST_CASES = [
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
-    import mlflow
-    from test_predictor import NAME, register_synthetic
+    from test_predictor import NAME, registered_store
 
     tmp = tmp_path_factory.mktemp("strict")
-    old = os.getcwd()
-    os.chdir(tmp)
-    try:
-        uri = register_synthetic(tmp)
-    finally:
-        os.chdir(old)
-        mlflow.set_tracking_uri("")
+    uri = registered_store(tmp)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[2])}
     argv = [sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",

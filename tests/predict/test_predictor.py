@@ -38,6 +38,19 @@ def register_synthetic(tmp_dir: Path, name: str = NAME) -> str:
     return uri
 
 
+def registered_store(tmp_dir: Path, name: str = NAME) -> str:
+    """:func:`register_synthetic` with ``tmp_dir`` as the working directory (the artifacts land
+    there), then the caller's working directory and MLflow's default tracking URI back; for
+    fixtures that hand the store to a server process."""
+    old = os.getcwd()
+    os.chdir(tmp_dir)
+    try:
+        return register_synthetic(tmp_dir, name)
+    finally:
+        os.chdir(old)
+        mlflow.set_tracking_uri("")
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("registry")

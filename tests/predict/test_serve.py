@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "fit"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from services import free_port, model_serve_argv, serving  # noqa: E402
-from test_predictor import NAME, register_synthetic, row  # noqa: E402
+from test_predictor import NAME, registered_store, row  # noqa: E402
 
 requests = pytest.importorskip("requests")
 
@@ -20,16 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import mlflow
-
     tmp = tmp_path_factory.mktemp("serve")
-    old = os.getcwd()
-    os.chdir(tmp)
-    try:
-        uri = register_synthetic(tmp)
-    finally:
-        os.chdir(old)
-        mlflow.set_tracking_uri("")
+    uri = registered_store(tmp)
     port = free_port()
     with serving(model_serve_argv(f"models:/{NAME}@champion", port), port=port, cwd=tmp,
                  env={**os.environ, "MLFLOW_TRACKING_URI": uri}) as base:
