@@ -2,10 +2,15 @@
 
 Tiny variants run in milliseconds at 32-48 px: their cost is Python overhead, not FLOPs, and
 no energy law can show on them. Small variants keep the same pipeline and component classes
-with denoisers wide enough that one image costs roughly 0.05-0.5 s on two CPU cores at
-64-256 px, so energy follows FLOPs over the resolution x steps grid of the CPU demo
-(``projects/cpu-demo.yaml``). Text encoders stay tiny (their cost is constant per prompt);
-the VAE has three levels, so it downsamples by 4 and decoding scales with the pixels.
+with denoisers that are *few and wide*: one or two blocks of width 1024 (transformers) or a
+two-level UNet of 160-320 channels. Width is what matters on a CPU: two intra-op threads share
+a matrix product well only from a few hundred MFLOP up (a 256^3 product gets almost no speedup
+on two cores, a 1024^3 one about 2x), so narrow ops measure thread overhead, not FLOPs, and
+energy per FLOP then depends on the thread count. Depth is what the demo's time budget can
+spare: one image costs about 0.15 s at the demo's smallest config and 4 s at its largest on
+two cores, and energy follows FLOPs over its resolution x steps grid (``projects/cpu-demo.yaml``).
+Text encoders stay tiny (their cost is constant per prompt); the VAE has three levels, so it
+downsamples by 4 and decoding scales with the pixels.
 
 Example:
     >>> from mlflow_energy.families import get_family
@@ -34,24 +39,24 @@ VAE_KL: dict[str, Any] = {
 }
 
 SD_UNET: dict[str, Any] = {
-    "block_out_channels": [64, 128, 256], "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "attention_head_dim": [2, 4, 8], "cross_attention_dim": _tiny.TEXT_WIDTH, "norm_num_groups": 16,
+    "block_out_channels": [160, 320], "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "attention_head_dim": [5, 10], "cross_attention_dim": _tiny.TEXT_WIDTH, "norm_num_groups": 32,
     "sample_size": 32,
 }
 
 SDXL_UNET: dict[str, Any] = {
-    "block_out_channels": [64, 128, 256], "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "transformer_layers_per_block": [1, 1, 2], "attention_head_dim": [2, 4, 8],
-    "cross_attention_dim": 2 * _tiny.TEXT_WIDTH, "norm_num_groups": 16, "sample_size": 32,
+    "block_out_channels": [160, 320], "layers_per_block": 1,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "transformer_layers_per_block": [1, 1], "attention_head_dim": [5, 10],
+    "cross_attention_dim": 2 * _tiny.TEXT_WIDTH, "norm_num_groups": 32, "sample_size": 32,
     "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 6 * 8 + _tiny.TEXT_WIDTH,
 }
 
 FLUX_TRANSFORMER: dict[str, Any] = {
-    "num_layers": 2, "num_single_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
+    "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 64, "num_attention_heads": 16,
     "joint_attention_dim": _tiny.TEXT_WIDTH, "pooled_projection_dim": _tiny.TEXT_WIDTH,
     "axes_dims_rope": [16, 24, 24],
 }
@@ -67,19 +72,19 @@ def _small(full: Family, overrides: dict[str, dict[str, Any]]) -> Family:
 
 
 def small_sd(full: Family) -> Family:
-    """Small SD 1.5/2: a 3-level UNet 64-128-256 with cross-attention on the two upper levels."""
+    """Small SD 1.5/2: a 2-level UNet 160-320 (heads of 32) with cross-attention on the upper level."""
     return _small(full, {"text_encoder": _tiny.CLIP, "unet": SD_UNET, "vae": VAE_KL})
 
 
 def small_sdxl(full: Family) -> Family:
-    """Small SDXL: a 3-level UNet 64-128-256, attention on the two lower levels (2 blocks at the bottom)."""
+    """Small SDXL: a 2-level UNet 160-320 (heads of 32) with attention on the lower level, as SDXL has."""
     return _small(
         full, {"text_encoder": _tiny.CLIP, "text_encoder_2": _tiny.CLIP, "unet": SDXL_UNET, "vae": VAE_KL}
     )
 
 
 def small_flux(full: Family) -> Family:
-    """Small FLUX: 2 double-stream + 4 single-stream blocks of 4 heads x 64."""
+    """Small FLUX: 1 double-stream + 1 single-stream block of 16 heads x 64 (width 1024)."""
     return _small(
         full,
         {"text_encoder": _tiny.CLIP, "text_encoder_2": _tiny.T5, "transformer": FLUX_TRANSFORMER, "vae": VAE_KL},
@@ -87,14 +92,14 @@ def small_flux(full: Family) -> Family:
 
 
 def small_sd3(full: Family) -> Family:
-    """Small MMDiT(-X): 4 joint blocks of 4 heads x 64; dual attention on blocks 0-1 if the full model has it."""
+    """Small MMDiT(-X): 1 joint block of 16 heads x 64 (width 1024), with dual attention if the full model has it."""
     transformer: dict[str, Any] = {
-        "sample_size": 32, "num_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
-        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 256,
+        "sample_size": 32, "num_layers": 1, "attention_head_dim": 64, "num_attention_heads": 16,
+        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 1024,
         "pooled_projection_dim": 2 * _tiny.TEXT_WIDTH, "pos_embed_max_size": 96,
     }
     if full.components["transformer"]["config"].get("dual_attention_layers"):
-        transformer["dual_attention_layers"] = [0, 1]
+        transformer["dual_attention_layers"] = [0]
     return _small(
         full,
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -16,6 +17,33 @@ def _busy(seconds: float) -> None:
     x = 0
     while time.perf_counter() < end:
         x += 1
+
+
+def _in_kernel(seconds: float) -> None:
+    """Spend ``seconds`` in kernel mode: the kernel zero-fills a buffer from /dev/zero."""
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    buf = bytearray(4 << 20)
+    end = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < end:
+            os.readv(fd, [buf])
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_estimate_counts_user_work_not_kernel_time():
+    """Kernel-mode time (with sleeping OpenMP threads: futex waits and wake-ups) is not priced."""
+    meter = EstimateMeter(tdp_w=100.0, cores=1)
+    meter.begin_window("user")
+    _busy(0.2)
+    user_j, user_s = meter.end_window("user")
+    meter.begin_window("kernel")
+    _in_kernel(0.2)
+    kernel_j, kernel_s = meter.end_window("kernel")
+    # busy in user mode: about the whole core's TDP; busy in the kernel: a small fraction of it
+    assert user_j > 0.8 * 100.0 * user_s
+    assert kernel_j < 0.3 * 100.0 * kernel_s
 
 
 def test_estimate_is_labelled_and_never_zero_for_work():
