@@ -2,7 +2,7 @@
 
 Runs the demo sweep (``projects/cpu-demo.yaml``: the ``small-`` families over resolution and
 steps) into a fresh SQLite MLflow store, fits it as ``mlflow-energy fit`` does (runs tagged
-noisy left out), and prints per family: configs, FLOPs span, slope ``b`` of
+noisy down-weighted), and prints per family: configs, FLOPs span, slope ``b`` of
 ``log E = log a + b log FLOPs``, R2, and the MAPE of each config predicted by the law fitted
 on the others. The targets: b in [0.8, 1.2], R2 >= 0.9, LOCO MAPE <= 10%, FLOPs span >= 30x.
 Also: the sweep's wall time and the share spent measuring (``sweep/inference_s`` /
@@ -46,12 +46,13 @@ def main() -> None:
               f"wall {result.wall_s:.1f} s, measuring {result.inference_s:.1f} s "
               f"({100 * result.inference_s / max(result.wall_s, 1e-9):.0f}%: non-measuring "
               f"{100 * (1 - result.inference_s / max(result.wall_s, 1e-9)):.0f}%)")
-    from mlflow_energy.fit import drop_noisy, family_laws, fit_energy_model, runs_frame
+    from mlflow_energy.fit import family_laws, fit_energy_model, runs_frame, weigh_noisy
 
-    frame, noisy = drop_noisy(runs_frame(args.experiment))
+    frame, noisy = weigh_noisy(runs_frame(args.experiment))
     fit = fit_energy_model(frame, n_boot=0, cv=False)
     laws = family_laws(fit.frame)
-    print(f"fit: {len(frame)} runs ({noisy} noisy left out), energy source(s) {sorted(set(frame['energy_source']))}")
+    print(f"fit: {len(frame)} runs ({noisy} noisy, down-weighted), energy source(s) "
+          f"{sorted(set(frame['energy_source']))}")
     print(f"{'family':<22} {'configs':>7} {'FLOPs span':>10} {'b':>6} {'R2':>6} {'LOCO MAPE':>9}  targets met")
     for _, r in laws.iterrows():
         ok = (0.8 <= r["b"] <= 1.2, r["r2"] >= 0.9, r["loco_mape"] <= 0.10, r["flops_span"] >= 30)

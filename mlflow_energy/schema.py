@@ -235,6 +235,7 @@ def interval_key(level: str, stat: str) -> str:
 M_ENERGY_TOTAL_CI95 = "energy/total_j_ci95"  # 95% half-width of the mean total, J per image
 M_ENERGY_CI95_FRAC = "energy/total_ci95_frac"  # that half-width / the mean
 M_REPEATS = "protocol/repeats"  # measured runs the protocol made
+M_PROTOCOL_TARGET = "protocol/target"  # the protocol's target for the 95% half-width (fraction); absent if fixed
 M_WARMUPS = "protocol/warmups"  # warm-up runs it made
 M_OUTLIERS = "protocol/outliers"  # measured runs left out of the mean as outliers
 M_IDLE_POWER = "power/idle_w"  # the device's idle power subtracted for the dynamic energy
@@ -250,6 +251,7 @@ ENERGY_SCOPES: tuple[str, ...] = (SCOPE_TOTAL, SCOPE_DYNAMIC)
 
 P_FIT_TARGET = "fit_target"  # fit run: the energy fitted, "total" or "dynamic"
 P_FIT_NOISY_EXCLUDED = "fit_noisy_excluded"  # fit run: noisy runs left out
+P_FIT_NOISY_DOWNWEIGHTED = "fit_noisy_downweighted"  # fit run: noisy runs fitted with a weight below 1
 
 
 def family_law_key(family: str, stat: str) -> str:

@@ -22,24 +22,34 @@ from mlflow_energy.cli._types import Int, NumberOrText
 @click.option("--no-plots", is_flag=True, default=False, help="Skip the plot artifacts.")
 @click.option("--target", type=click.Choice(["total", "dynamic"]), default="total", show_default=True,
               help="Energy to fit: the device total (idle included) or dynamic (idle power x time subtracted).")
-@click.option("--keep-noisy", is_flag=True, default=False,
-              help="Fit runs tagged noisy by the measurement protocol too (default: leave them out).")
+@click.option("--noisy", "noisy_mode", type=click.Choice(["downweight", "exclude", "keep"]), default="downweight",
+              show_default=True,
+              help="Runs the measurement protocol tagged noisy: weigh each (target / its interval)^2, "
+                   "leave them out, or fit them like the others.")
+@click.option("--keep-noisy", is_flag=True, default=False, help="Same as --noisy keep.")
 def fit_command(experiment: str, registered_model: str, allow_mixed_sources: bool, bootstrap: int,
-                n_estimators: int, max_folds: int, no_plots: bool, target: str, keep_noisy: bool) -> None:
+                n_estimators: int, max_folds: int, no_plots: bool, target: str, noisy_mode: str,
+                keep_noisy: bool) -> None:
     """Fit the energy law on the runs of EXPERIMENT, log the fit run, register the model."""
     import mlflow
 
     from mlflow_energy import schema, tracking
-    from mlflow_energy.fit import check_sources, drop_noisy, fit_energy_model, format_summary, log_fit, runs_frame
+    from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame, weigh_noisy
     from mlflow_energy.predict import log_and_register
 
     frame = runs_frame(experiment, target=target)
     sources = check_sources(frame, allow_mixed=allow_mixed_sources)
-    frame, noisy = (frame, 0) if keep_noisy else drop_noisy(frame)
+    noisy_mode = "keep" if keep_noisy else noisy_mode
+    frame, noisy = weigh_noisy(frame, noisy_mode)
+    what = {"downweight": "down-weighted", "exclude": "left out"}.get(noisy_mode, "")
     click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}; "
-               f"target: {target} energy" + (f"; {noisy} noisy run(s) left out" if noisy else ""))
+               f"target: {target} energy" + (f"; {noisy} noisy run(s) {what}" if noisy else ""))
     result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds)
-    result.noisy_excluded, result.target = noisy, target
+    result.target = target
+    if noisy_mode == "exclude":
+        result.noisy_excluded = noisy
+    elif noisy_mode == "downweight":
+        result.noisy_downweighted = noisy
     # Create the run explicitly: under `mlflow run` (MLFLOW_RUN_ID set) a bare start_run()
     # would resume the project's own run, possibly in another experiment.
     exp_id = tracking.experiment_id(experiment)

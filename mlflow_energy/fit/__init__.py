@@ -46,6 +46,7 @@ _EXPORTS = {
     "check_sources": "frame",
     "normalise_runs": "frame",
     "drop_noisy": "frame",
+    "weigh_noisy": "frame",
     "family_laws": "validation",
     "runs_frame": "frame",
     "source_category": "frame",

@@ -12,6 +12,10 @@ from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 
 FIT_PHASES: tuple[str, ...] = (*schema.PHASES, schema.PHASE_TOTAL)
+#: What ``fit`` does with runs the measurement protocol tagged noisy (see :func:`weigh_noisy`).
+NOISY_MODES: tuple[str, ...] = ("downweight", "exclude", "keep")
+#: The protocol's default target: the interval a noisy run is weighed against when it did not log its own.
+DEFAULT_PROTOCOL_TARGET = 0.05
 INPUT_COLUMNS = ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size")
 
 
@@ -50,8 +54,9 @@ def normalise_runs(raw: pd.DataFrame, *, target: str = schema.SCOPE_TOTAL) -> pd
     Output columns: ``run_id``, the predictor inputs (``model`` ... ``batch_size``), ``hardware``
     (canonical name), ``hardware_raw``, ``energy_source``, ``data_source``, ``runtime``,
     ``energy_scope`` (defaults: the energy source, ``diffusers``, ``total``), ``config_hash``,
-    ``energy_<phase>`` (J per image, NaN where the run does not carry the phase) and ``noisy``
-    (the measurement protocol's tag).
+    ``energy_<phase>`` (J per image, NaN where the run does not carry the phase), ``noisy``
+    (the measurement protocol's tag), ``ci95_frac`` (the 95% half-width of the total over the
+    total, NaN where not logged) and ``protocol_target`` (the protocol's target for it).
 
     ``target`` is the energy fitted: ``total`` (what each run's ``energy/<phase>_j`` holds:
     the device total for Zeus runs, as ML.ENERGY reports) or ``dynamic`` (idle power x time
@@ -93,6 +98,11 @@ def normalise_runs(raw: pd.DataFrame, *, target: str = schema.SCOPE_TOTAL) -> pd
     out["config_hash"] = ch.astype(str) if ch is not None else out["run_id"]
     noisy = _col(raw, schema.T_NOISY, "tags")
     out["noisy"] = (noisy.astype(str).str.lower() == "true") if noisy is not None else False
+    for name, key, default in (("ci95_frac", schema.M_ENERGY_CI95_FRAC, np.nan),
+                               ("protocol_target", schema.M_PROTOCOL_TARGET, DEFAULT_PROTOCOL_TARGET)):
+        col = _col(raw, key, "metrics")
+        values = pd.to_numeric(col, errors="coerce") if col is not None else pd.Series(np.nan, index=raw.index)
+        out[name] = values.fillna(default)
     for phase in FIT_PHASES:
         col = _col(raw, schema.energy_key(phase), "metrics")
         values = pd.to_numeric(col, errors="coerce") if col is not None else pd.Series(np.nan, index=raw.index)
@@ -148,6 +158,38 @@ def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREME
     if raw is None or len(raw) == 0:
         raise ConfigError("experiment", experiment, "an experiment with FINISHED measurement runs")
     return normalise_runs(raw, target=target)
+
+
+def weigh_noisy(frame: pd.DataFrame, mode: str = "downweight") -> tuple[pd.DataFrame, int]:
+    """Give every run a ``weight`` for the fit; returns ``(frame, noisy runs down-weighted or left out)``.
+
+    ``downweight`` (the default): a run the measurement protocol tagged noisy weighs
+    ``(target / its 95% half-width)^2``, below 1: its inverse variance relative to a run that
+    just met the target, so a run at twice the target counts a quarter (a noisy run without a
+    logged interval counts a quarter too). Clean runs weigh 1. A marginally noisy run, often the
+    largest config of a family (the one with the fewest repeats), keeps the law's FLOPs span.
+    ``exclude`` leaves noisy runs out (:func:`drop_noisy`); ``keep`` weighs every run 1.
+
+    Example:
+        >>> df = pd.DataFrame({"model": ["a"] * 3, "hardware": ["h"] * 3, "noisy": [False, True, True],
+        ...                    "ci95_frac": [0.02, 0.10, float("nan")], "protocol_target": [0.05] * 3})
+        >>> weighed, n = weigh_noisy(df)
+        >>> weighed["weight"].round(3).tolist(), n
+        ([1.0, 0.25, 0.25], 2)
+    """
+    if mode not in NOISY_MODES:
+        raise ConfigError("noisy", mode, "one of " + ", ".join(NOISY_MODES))
+    if mode == "exclude":
+        frame, dropped = drop_noisy(frame)
+        return frame.assign(weight=1.0), dropped
+    noisy = frame["noisy"].astype(bool) if "noisy" in frame.columns else pd.Series(False, index=frame.index)
+    if mode == "keep" or not noisy.any():
+        return frame.assign(weight=1.0), 0
+    target = frame["protocol_target"] if "protocol_target" in frame.columns else DEFAULT_PROTOCOL_TARGET
+    ci = frame["ci95_frac"] if "ci95_frac" in frame.columns else pd.Series(np.nan, index=frame.index)
+    ratio = (target / ci).where(ci > 0, 0.5)  # no interval logged: as if twice the target
+    weight = np.where(noisy, np.clip(ratio.astype(float), 0.0, 1.0) ** 2, 1.0)
+    return frame.assign(weight=weight), int(noisy.sum())
 
 
 def drop_noisy(frame: pd.DataFrame, *, min_left: int = 3) -> tuple[pd.DataFrame, int]:

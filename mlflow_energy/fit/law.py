@@ -1,4 +1,8 @@
-"""The power law ``log E = log a + b log FLOPs``: least squares, bootstrap slope intervals, per-family offsets."""
+"""The power law ``log E = log a + b log FLOPs``: least squares, bootstrap slope intervals, per-family offsets.
+
+Every fit takes optional per-run weights ``w`` (weighted least squares): the measurement
+protocol's noisy runs come in down-weighted (:func:`mlflow_energy.fit.frame.weigh_noisy`).
+"""
 
 from __future__ import annotations
 
@@ -40,19 +44,26 @@ class PowerLaw:
         return cls(**d)
 
 
-def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    xm, ym = x.mean(), y.mean()
-    sxx = ((x - xm) ** 2).sum()
-    b = float(((x - xm) * (y - ym)).sum() / sxx) if sxx > 0 else 0.0
+def _weights(w: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones(n) if w is None else np.asarray(w, dtype=float)
+
+
+def _ols(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
+    w = _weights(w, len(x))
+    sw = w.sum()
+    xm, ym = (w * x).sum() / sw, (w * y).sum() / sw
+    sxx = (w * (x - xm) ** 2).sum()
+    b = float((w * (x - xm) * (y - ym)).sum() / sxx) if sxx > 0 else 0.0
     return float(ym - b * xm), b
 
 
-def _bootstrap_slope(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile 95% interval of the OLS slope over case-resampling (vectorised with weights)."""
+def _bootstrap_slope(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator,
+                     weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile 95% interval of the (weighted) least-squares slope over case-resampling, vectorised."""
     n = len(x)
     if n_boot <= 0 or n < MIN_POINTS:
         return float("nan"), float("nan")
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) * _weights(weights, n)
     sw = w.sum(axis=1)
     xm = (w * x).sum(axis=1) / sw
     ym = (w * y).sum(axis=1) / sw
@@ -75,8 +86,9 @@ def _stats(law: PowerLaw, x: np.ndarray, y: np.ndarray, fams: np.ndarray | None 
     law.mape = float(np.mean(np.abs(np.exp(pred - y) - 1.0)))
 
 
-def fit_line(x: np.ndarray, y: np.ndarray, *, n_boot: int = 0, rng: np.random.Generator | None = None) -> PowerLaw:
-    """OLS of ``y`` (log energy) on ``x`` (log FLOPs) with a bootstrap slope interval.
+def fit_line(x: np.ndarray, y: np.ndarray, *, n_boot: int = 0, rng: np.random.Generator | None = None,
+             w: np.ndarray | None = None) -> PowerLaw:
+    """Least squares of ``y`` (log energy) on ``x`` (log FLOPs), weighted by ``w``, with a bootstrap slope interval.
 
     Example:
         >>> import numpy as np
@@ -85,41 +97,44 @@ def fit_line(x: np.ndarray, y: np.ndarray, *, n_boot: int = 0, rng: np.random.Ge
         >>> round(law.b, 3), round(law.r2, 3)
         (0.9, 1.0)
     """
-    log_a, b = _ols(x, y)
+    log_a, b = _ols(x, y, w)
     law = PowerLaw(log_a, b, len(x))
-    law.b_low, law.b_high = _bootstrap_slope(x, y, n_boot, rng or np.random.default_rng(0))
+    law.b_low, law.b_high = _bootstrap_slope(x, y, n_boot, rng or np.random.default_rng(0), w)
     _stats(law, x, y)
     return law
 
 
 def fit_offsets(x: np.ndarray, y: np.ndarray, fams: np.ndarray, *, cross: PowerLaw, n_boot: int = 0,
-                rng: np.random.Generator | None = None) -> PowerLaw:
+                rng: np.random.Generator | None = None, w: np.ndarray | None = None) -> PowerLaw:
     """Pooled law with a per-family offset: the slope comes from within-family variation of FLOPs.
 
     When no family's FLOPs vary, the slope is the cross-family one (``slope_from="cross_family"``)
-    and the offsets are each family's mean residual from it.
+    and the offsets are each family's mean residual from it. ``w`` weighs the runs.
     """
+    weights = _weights(w, len(x))
     x_c = x.copy()
     y_c = y.copy()
     within = 0.0
     for fam in np.unique(fams):
         m = fams == fam
-        within += float(((x[m] - x[m].mean()) ** 2).sum())
-        x_c[m] -= x[m].mean()
-        y_c[m] -= y[m].mean()
+        xm = np.average(x[m], weights=weights[m])
+        within += float(((x[m] - xm) ** 2).sum())
+        x_c[m] -= xm
+        y_c[m] -= np.average(y[m], weights=weights[m])
     if within > MIN_LOG_SPREAD**2:
-        b = float((x_c * y_c).sum() / (x_c**2).sum())
+        b = float((weights * x_c * y_c).sum() / (weights * x_c**2).sum())
         slope_from = "within_family"
     else:
         b = cross.b
         slope_from = "cross_family"
     # intercept: the cross-family intercept; offsets: each family's mean residual around it
-    log_a = float(np.mean(y - b * x))
-    offsets = {str(f): float(np.mean(y[fams == f] - b * x[fams == f]) - log_a) for f in np.unique(fams)}
+    log_a = float(np.average(y - b * x, weights=weights))
+    offsets = {str(f): float(np.average(y[fams == f] - b * x[fams == f], weights=weights[fams == f]) - log_a)
+               for f in np.unique(fams)}
     law = PowerLaw(log_a, b, len(x), offsets=offsets, slope_from=slope_from)
     if n_boot > 0 and slope_from == "within_family":
         rng = rng or np.random.default_rng(0)
-        w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x)), size=n_boot).astype(float)
+        w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x)), size=n_boot).astype(float) * weights
         slopes = []
         for wi in w:
             xc = x.copy()

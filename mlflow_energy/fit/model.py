@@ -114,34 +114,36 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
     y = np.log(df[col].to_numpy(dtype=float)) - log_calls
     fams = df["model"].to_numpy(dtype=str)
     hws = df["hardware"].to_numpy(dtype=str)
+    # per-run weights: 1, less for the runs the measurement protocol tagged noisy (frame.weigh_noisy)
+    w = df["weight"].to_numpy(dtype=float) if "weight" in df.columns else np.ones(len(df))
     groups: dict[str, PowerLaw] = {}
     for (fam, hw), idx in df.groupby(["model", "hardware"]).indices.items():
         if len(idx) >= MIN_POINTS and np.ptp(x[idx]) >= MIN_LOG_SPREAD:
-            groups[f"{fam}|{hw}"] = fit_line(x[idx], y[idx], n_boot=n_boot, rng=rng)
+            groups[f"{fam}|{hw}"] = fit_line(x[idx], y[idx], n_boot=n_boot, rng=rng, w=w[idx])
     cross: dict[str, PowerLaw] = {}
     pooled: dict[str, PowerLaw] = {}
     for hw in np.unique(hws):
         m = hws == hw
         if np.ptp(x[m]) >= MIN_LOG_SPREAD and m.sum() >= MIN_POINTS:
-            cross[hw] = fit_line(x[m], y[m], n_boot=n_boot, rng=rng)
+            cross[hw] = fit_line(x[m], y[m], n_boot=n_boot, rng=rng, w=w[m])
         else:  # one FLOP count on this GPU: a constant J/FLOP with the overall slope, set below
             cross[hw] = PowerLaw(float("nan"), float("nan"), int(m.sum()), slope_from="overall")
     jpf = df["log_jpf"].to_numpy(dtype=float) if "log_jpf" in df.columns else np.full(len(df), np.nan)
     if ROOFLINE_PRIOR and np.isfinite(jpf).all():
         # every GPU has specs: fit the law of energy over the best-case J/FLOP, so a GPU never seen
         # starts from its own roofline (the corrector refines it)
-        overall = fit_line(x, y - jpf, n_boot=n_boot, rng=rng)
+        overall = fit_line(x, y - jpf, n_boot=n_boot, rng=rng, w=w)
         overall.roofline = True
     else:
-        overall = fit_line(x, y, n_boot=n_boot, rng=rng)
+        overall = fit_line(x, y, n_boot=n_boot, rng=rng, w=w)
     for hw, law in cross.items():
         if law.slope_from == "overall":
             m = hws == hw
             law.b = overall.b
-            law.log_a = float(np.mean(y[m] - overall.b * x[m]))
+            law.log_a = float(np.average(y[m] - overall.b * x[m], weights=w[m]))
             _stats(law, x[m], y[m])
         m = hws == hw
-        pooled[hw] = fit_offsets(x[m], y[m], fams[m], cross=law, n_boot=n_boot, rng=rng)
+        pooled[hw] = fit_offsets(x[m], y[m], fams[m], cross=law, n_boot=n_boot, rng=rng, w=w[m])
     pm = PhaseModel(phase, groups, pooled, cross, overall)
     if corrector and len(df) >= CORRECTOR_MIN_ROWS:
         import lightgbm as lgb
@@ -150,7 +152,7 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
         feats = features.loc[df.index].copy()
         feats["log_base"] = base - log_calls
         resid = y - (base - log_calls)
-        ds = lgb.Dataset(feats.to_numpy(dtype=float), label=resid, feature_name=list(FEATURES),
+        ds = lgb.Dataset(feats.to_numpy(dtype=float), label=resid, weight=w, feature_name=list(FEATURES),
                          params={"verbosity": -1, "min_data_in_bin": 1})
         pm.corrector = lgb.train(_lgb_params(len(df), seed), ds, num_boost_round=n_estimators)
     return pm

@@ -31,6 +31,7 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         schema.P_FIT_CORRECTOR: "used" if result.model.corrector_used else "law_only",
         schema.P_FIT_TARGET: result.target,
         schema.P_FIT_NOISY_EXCLUDED: result.noisy_excluded,
+        schema.P_FIT_NOISY_DOWNWEIGHTED: result.noisy_downweighted,
         **({schema.P_FIT_REGISTERED_MODEL: registered_model} if registered_model else {}),
     })
     metrics: dict[str, float] = {}
@@ -114,6 +115,11 @@ def format_summary(result: FitResult) -> str:
                          f"LOCO MAPE={r['loco_mape']:.1%}")
     if result.noisy_excluded:
         lines.append(f"{result.noisy_excluded} run(s) tagged noisy by the measurement protocol were left out")
+    if result.noisy_downweighted:
+        w = result.frame.loc[result.frame["noisy"].astype(bool), "weight"] if "weight" in result.frame else None
+        span = f" (weights {w.min():.2f}-{w.max():.2f})" if w is not None and len(w) else ""
+        lines.append(f"{result.noisy_downweighted} run(s) tagged noisy by the measurement protocol were "
+                     f"down-weighted{span}: weight (target / their 95% interval)^2")
     if len(result.cv_summary):
         lines.append("cross-validation (law alone -> law + corrector):")
         for _, r in result.cv_summary.iterrows():

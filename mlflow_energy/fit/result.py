@@ -69,8 +69,10 @@ class FitResult:
     step_scaling: pd.DataFrame | None = None  # predicted energy ratio 50/30 steps vs the FLOPs ratio
     #: per (family, hardware): the law alone, its R2 and leave-one-config-out MAPE (:func:`family_laws`)
     family_laws: pd.DataFrame | None = None
-    #: runs left out because the measurement protocol tagged them noisy
+    #: runs left out because the measurement protocol tagged them noisy (``fit --noisy exclude``)
     noisy_excluded: int = 0
+    #: noisy runs fitted with a weight below 1 (``fit --noisy downweight``, the default)
+    noisy_downweighted: int = 0
     #: the energy fitted: ``total`` or ``dynamic`` (see :func:`~mlflow_energy.fit.frame.normalise_runs`)
     target: str = "total"
 

@@ -63,6 +63,7 @@ class Measurement:
         outliers: measured runs left out of the means as outliers.
         energy_total_ci95_j: 95% half-width of the mean total (inf with fewer than 2 kept runs).
         noisy: True when the interval missed the protocol's target.
+        protocol_target: that target (a fraction of the total; 0: fixed repeats, no target).
         energy_median_j, energy_spread_j: per phase, median and robust spread (1.4826 x MAD)
             of the per-image energy over the measured runs.
         idle_power_w: the device's idle power subtracted for ``dynamic_energy_j`` (0: none).
@@ -89,6 +90,7 @@ class Measurement:
     outliers: int = 0
     energy_total_ci95_j: float = float("nan")
     noisy: bool = False
+    protocol_target: float = 0.0
     energy_median_j: dict[str, float] = field(default_factory=dict)
     energy_spread_j: dict[str, float] = field(default_factory=dict)
     idle_power_w: float = 0.0
@@ -348,6 +350,7 @@ def measure(
         outliers=total_summary.outliers,
         energy_total_ci95_j=total_summary.ci95,
         noisy=not protocol.met(total_summary),
+        protocol_target=protocol.target,
         energy_median_j=medians,
         energy_spread_j=spreads,
         idle_power_w=float(idle_power_w),

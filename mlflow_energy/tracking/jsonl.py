@@ -87,6 +87,8 @@ def run_metrics(m: Measurement) -> dict[str, float]:
         metrics[schema.M_REPEATS] = m.repeats
         metrics[schema.M_WARMUPS] = m.warmups
         metrics[schema.M_OUTLIERS] = m.outliers
+        if m.protocol_target > 0:
+            metrics[schema.M_PROTOCOL_TARGET] = m.protocol_target
         if math.isfinite(m.energy_total_ci95_j):
             metrics[schema.M_ENERGY_TOTAL_CI95] = m.energy_total_ci95_j
             if m.energy_j[schema.PHASE_TOTAL] > 0:

@@ -350,7 +350,8 @@ def test_fit_command_logs_family_laws_and_leaves_noisy_runs_out(tracking_uri):
         client.set_tag(run_id, schema.T_NOISY, "true")
     assert runs_frame("noisy")["noisy"].sum() == 2
     result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "noisy", "--registered-model", "noisy-energy",
-                                             "--bootstrap", "0", "--max-folds", "3", "--no-plots"],
+                                             "--bootstrap", "0", "--max-folds", "3", "--no-plots",
+                                             "--noisy", "exclude"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "2 noisy run(s) left out" in result.output and "LOCO MAPE" in result.output

@@ -120,6 +120,7 @@ def test_runner_tags_a_run_noisy_when_the_cap_hits_first(small_config):
     assert run_tags(m)[schema.T_NOISY] == "true"
     metrics = run_metrics(m)
     assert metrics[schema.M_REPEATS] == 5
+    assert metrics[schema.M_PROTOCOL_TARGET] == 0.01  # the fit weighs the run by its interval against it
     assert metrics[schema.M_ENERGY_TOTAL_CI95] == pytest.approx(m.energy_total_ci95_j)
     assert metrics[schema.M_ENERGY_TOTAL_CI95] > 0.01 * m.energy_j["total"]
 
@@ -128,6 +129,7 @@ def test_runner_leaves_a_replayed_outlier_out(small_config):
     meter = ScriptedMeter([10.0, 10.1, 9.9, 10.0, 10.05, 40.0])
     m = measure(small_config(repeats=6, warmup=0), meter=meter, protocol=Protocol.fixed())
     assert m.repeats == 6 and m.outliers == 1
+    assert schema.M_PROTOCOL_TARGET not in run_metrics(m)  # fixed repeats: no target
     assert m.energy_j["total"] == pytest.approx(10.01)
     assert m.energy_median_j["total"] == pytest.approx(10.025)
 
