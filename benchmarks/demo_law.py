@@ -30,13 +30,17 @@ def main() -> None:
     parser.add_argument("--spec", default="projects/cpu-demo.yaml")
     parser.add_argument("--experiment", default="demo-law")
     parser.add_argument("--no-sweep", action="store_true", help="Fit the runs already in the tracking store.")
-    parser.add_argument("--plot", help="Write the energy-vs-FLOPs plot of the total here (PNG).")
+    parser.add_argument("--plot", help="Write the plot of the per-family laws (J vs FLOPs per image) here (PNG).")
     args = parser.parse_args()
 
     tmp = None
     if not args.no_sweep and "MLFLOW_TRACKING_URI" not in os.environ:
         tmp = tempfile.mkdtemp(prefix="demo-law-")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        import mlflow
+
+        # artifacts next to the temporary store (a SQLite store's default artifact root is ./mlruns)
+        mlflow.create_experiment(args.experiment, artifact_location=Path(tmp, "artifacts").as_uri())
     start = time.perf_counter()
     if not args.no_sweep:
         from mlflow_energy.sweep import run_sweep
@@ -65,7 +69,7 @@ def main() -> None:
             written = {p.name: p for p in make_plots(fit, Path(out))}
             target = Path(args.plot)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(written["energy_vs_flops_total.png"].read_bytes())
+            target.write_bytes(written["family_laws_total.png"].read_bytes())
         print(f"plot: {args.plot}")
     print(f"total wall (sweep + fit): {time.perf_counter() - start:.0f} s on {os.cpu_count()} core(s), "
           f"load average now {os.getloadavg()[0]:.2f}")

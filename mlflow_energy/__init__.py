@@ -11,7 +11,7 @@ import os as _os
 import sys as _sys
 
 # OpenMP threads that spin while waiting burn CPU time that is not inference: the CPU
-# estimate (process CPU time x TDP / cores) would count it as energy, and on a shared machine
+# estimate (user CPU time x TDP / cores) would count it as energy, and on a shared machine
 # the spinning slows everyone down. libgomp reads the policy once, when torch loads it, so it
 # is set here, before anything of this package imports torch; a policy set by the user wins.
 if "torch" not in _sys.modules:

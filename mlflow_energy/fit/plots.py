@@ -1,5 +1,6 @@
 """Plots of a fit, written as PNG files (matplotlib, Agg backend): log-log energy vs FLOPs with the
-fitted line per family, predicted vs measured (cross-validated), residuals."""
+fitted line per family (per call, the registered law; per image, each family's law alone),
+predicted vs measured (cross-validated), residuals."""
 
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             legend_outside(ax)
         written.append(_save(fig, out_dir / f"energy_vs_flops_{phase}.png"))
 
+    laws = result.family_laws
+    if laws is not None and len(laws):
+        written.append(_family_laws_plot(plt, frame, laws, out_dir / "family_laws_total.png"))
+
     pred = result.cv_predictions
     tot = pred[pred["phase"] == schema.PHASE_TOTAL] if len(pred) else pred
     if len(tot):
@@ -94,3 +99,26 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             legend_outside(ax)
         written.append(_save(fig, out_dir / "residuals.png"))
     return written
+
+
+def _family_laws_plot(plt: Any, frame: Any, laws: Any, path: Path) -> Path:
+    """Energy per image against FLOPs per image, one panel per hardware, each family's own law
+    (:func:`~mlflow_energy.fit.validation.family_laws`) as a line with its slope, span and LOCO error."""
+    hws = sorted(laws["hardware"].unique())
+    fig, axes = plt.subplots(1, len(hws), figsize=(9.0 * len(hws), 4.5), squeeze=False)
+    for ax, hw in zip(axes[0], hws, strict=True):
+        for _, law in laws[laws["hardware"] == hw].iterrows():
+            g = frame[(frame["model"] == law["family"]) & (frame["hardware"] == hw)]
+            colour, marker = family_style(str(law["family"]))
+            f = g["flops_total"].to_numpy(dtype=float)
+            ax.scatter(f, g["energy_total"].to_numpy(dtype=float), s=22, color=colour, marker=marker,
+                       edgecolors="none", label=f"{law['family']}: b={law['b']:.2f}, {law['flops_span']:.0f}x, "
+                                                f"LOCO {law['loco_mape']:.1%}")
+            xs = np.geomspace(f.min() / 1.2, f.max() * 1.2, 20)
+            ax.plot(xs, law["a"] * xs ** law["b"], color=colour, lw=1.2)
+        log_axes(ax)
+        ax.set_xlabel("FLOP per image (total)")
+        ax.set_ylabel("J per image (total)")
+        ax.set_title(f"{hw}: E = a * FLOPs^b per family", fontsize=9)
+        legend_outside(ax)
+    return _save(fig, path)

@@ -210,7 +210,8 @@ def test_fit_command_end_to_end(tracking_uri):
     assert run.data.metrics[schema.cv_key("lofo", "total", "mape_corrected")] >= 0
     assert run.data.metrics[schema.fit_key("overall", "denoise", "b")] == pytest.approx(TRUE_B["denoise"], abs=0.1)
     arts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
-    assert {"plots/energy_vs_flops_total.png", "plots/predicted_vs_measured.png", "plots/residuals.png"} <= arts
+    assert {"plots/energy_vs_flops_total.png", "plots/family_laws_total.png", "plots/predicted_vs_measured.png",
+            "plots/residuals.png"} <= arts
     groups = client.download_artifacts(mv.run_id, schema.A_FIT_GROUPS_CSV)
     assert len(pd.read_csv(groups)) > 0
     source_ids = open(client.download_artifacts(mv.run_id, schema.A_FIT_SOURCE_RUNS)).read().split()

@@ -42,7 +42,7 @@ def test_each_tiny_family_end_to_end(model, small_config, no_rapl):
     _check_measurement(m)
     assert m.energy_source == "estimate:cpu-tdp"
     assert m.config.model == model
-    # The estimate is linear in process CPU time: phases back to back sum to the whole window.
+    # The estimate is linear in user CPU time: phases back to back sum to the whole window.
     assert abs(m.phase_sum_gap) < 0.25
 
 
