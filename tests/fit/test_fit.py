@@ -339,26 +339,3 @@ def test_dynamic_target_reads_dynamic_energy_or_dynamic_scope():
     assert len(normalise_runs(raw, target="dynamic")) == 2  # a dynamic-scope run is its own dynamic energy
     with pytest.raises(ConfigError, match="target='board'"):
         normalise_runs(raw, target="board")
-
-
-def test_fit_command_logs_family_laws_and_leaves_noisy_runs_out(tracking_uri):
-    # one precision (FP32_STEPS are fp32): the per-image law of a family sees FLOPs only
-    frame = synthetic_runs(families=FAMILIES[:2], hardware=HARDWARE[:1], sizes=(32, 48, 64), steps=(1, 4, 16),
-                           batches=(1,))
-    ids = log_runs(frame, "noisy")
-    client = mlflow.MlflowClient()
-    for run_id in ids[:2]:
-        client.set_tag(run_id, schema.T_NOISY, "true")
-    assert runs_frame("noisy")["noisy"].sum() == 2
-    result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "noisy", "--registered-model", "noisy-energy",
-                                             "--bootstrap", "0", "--max-folds", "3", "--no-plots",
-                                             "--noisy", "exclude"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert "2 noisy run(s) left out" in result.output and "LOCO MAPE" in result.output
-    mv = client.get_model_version_by_alias("noisy-energy", "champion")
-    run = client.get_run(mv.run_id)
-    assert run.data.params[schema.P_FIT_NOISY_EXCLUDED] == "2" and run.data.params[schema.P_FIT_TARGET] == "total"
-    b = run.data.metrics[schema.family_law_key(FAMILIES[0], "b")]
-    assert math.isfinite(b) and 0.5 < b < 1.2
-    assert run.data.metrics[schema.family_law_key(FAMILIES[0], "loco_mape")] < 0.2

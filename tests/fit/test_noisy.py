@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -104,7 +106,12 @@ def test_fit_command_down_weights_or_leaves_out_noisy_runs(tracking_uri, args, s
     assert result.exit_code == 0, result.output
     assert said in result.output
     run = client.get_run(client.get_model_version_by_alias("noisy-energy", "champion").run_id)
-    assert run.data.params[param] == "2"
+    assert run.data.params[param] == "2" and run.data.params[schema.P_FIT_TARGET] == "total"
+    # the per-family law of the total is logged either way
+    assert "LOCO MAPE" in result.output
+    b = run.data.metrics[schema.family_law_key(FAMILIES[0], "b")]
+    assert math.isfinite(b) and 0.5 < b < 1.2
+    assert run.data.metrics[schema.family_law_key(FAMILIES[0], "loco_mape")] < 0.2
     if not args:
         assert "down-weighted (weights 0.25-0.25)" in result.output
     bad = CliRunner().invoke(main_cli(), ["fit", "--experiment", "noisy", "--registered-model", "x", "--noisy", "no"])

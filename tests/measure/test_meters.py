@@ -31,16 +31,19 @@ def _in_kernel(seconds: float) -> None:
         os.close(fd)
 
 
+def _window(meter: EstimateMeter, name: str, work, seconds: float) -> tuple[float, float]:
+    """(joules, seconds) of one measurement window around ``work(seconds)``."""
+    meter.begin_window(name)
+    work(seconds)
+    return meter.end_window(name)
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
 def test_estimate_counts_user_work_not_kernel_time():
     """Kernel-mode time (with sleeping OpenMP threads: futex waits and wake-ups) is not priced."""
     meter = EstimateMeter(tdp_w=100.0, cores=1)
-    meter.begin_window("user")
-    _busy(0.2)
-    user_j, user_s = meter.end_window("user")
-    meter.begin_window("kernel")
-    _in_kernel(0.2)
-    kernel_j, kernel_s = meter.end_window("kernel")
+    user_j, user_s = _window(meter, "user", _busy, 0.2)
+    kernel_j, kernel_s = _window(meter, "kernel", _in_kernel, 0.2)
     # busy in user mode: about the whole core's TDP; busy in the kernel: a small fraction of it
     assert user_j > 0.8 * 100.0 * user_s
     assert kernel_j < 0.3 * 100.0 * kernel_s
@@ -111,12 +114,8 @@ def test_estimate_tdp_from_environment(monkeypatch):
 def test_windows_nest_and_must_be_open():
     meter = EstimateMeter()
     meter.begin_window("whole")
-    meter.begin_window("a")
-    _busy(0.02)
-    a, _ = meter.end_window("a")
-    meter.begin_window("b")
-    _busy(0.02)
-    b, _ = meter.end_window("b")
+    a, _ = _window(meter, "a", _busy, 0.02)
+    b, _ = _window(meter, "b", _busy, 0.02)
     whole, _ = meter.end_window("whole")
     assert whole >= max(a, b)
     with pytest.raises(ValueError, match="not open"):
