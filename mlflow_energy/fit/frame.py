@@ -166,7 +166,7 @@ def weigh_noisy(frame: pd.DataFrame, mode: str = "downweight") -> tuple[pd.DataF
     ``downweight`` (the default): a run the measurement protocol tagged noisy weighs
     ``(target / its 95% half-width)^2``, below 1: its inverse variance relative to a run that
     just met the target, so a run at twice the target counts a quarter (a noisy run without a
-    logged interval counts a quarter too). Clean runs weigh 1. A marginally noisy run, often the
+    logged interval counts a quarter too), and at least 0.01. Clean runs weigh 1. A marginally noisy run, often the
     largest config of a family (the one with the fewest repeats), keeps the law's FLOPs span.
     ``exclude`` leaves noisy runs out (:func:`drop_noisy`); ``keep`` weighs every run 1.
 
@@ -188,7 +188,8 @@ def weigh_noisy(frame: pd.DataFrame, mode: str = "downweight") -> tuple[pd.DataF
     target = frame["protocol_target"] if "protocol_target" in frame.columns else DEFAULT_PROTOCOL_TARGET
     ci = frame["ci95_frac"] if "ci95_frac" in frame.columns else pd.Series(np.nan, index=frame.index)
     ratio = (target / ci).where(ci > 0, 0.5)  # no interval logged: as if twice the target
-    weight = np.where(noisy, np.clip(ratio.astype(float), 0.0, 1.0) ** 2, 1.0)
+    # at least 0.01 (ten times the target): no run weighs nothing, so no family's weights sum to 0
+    weight = np.where(noisy, np.clip(ratio.astype(float), 0.1, 1.0) ** 2, 1.0)
     return frame.assign(weight=weight), int(noisy.sum())
 
 

@@ -29,13 +29,14 @@ def _frame(noisy, ci, target=0.05) -> pd.DataFrame:
 
 
 def test_weights_follow_the_interval_against_the_target():
-    frame = _frame([False, True, True, True, True], [0.01, 0.05 * 1.0001, 0.10, 0.50, np.nan])
+    frame = _frame([False, True, True, True, True, True], [0.01, 0.05 * 1.0001, 0.10, 0.50, np.nan, np.inf])
     weighed, n = weigh_noisy(frame)
-    assert n == 4
+    assert n == 5
     w = weighed["weight"].to_numpy()
     assert w[0] == 1.0 and w[1] == pytest.approx(1.0, abs=1e-3)  # just missed the target: almost full weight
     assert w[2] == pytest.approx(0.25) and w[3] == pytest.approx(0.01)  # 2x and 10x the target
     assert w[4] == pytest.approx(0.25)  # no interval logged: as if twice the target
+    assert w[5] == pytest.approx(0.01)  # an infinite interval still weighs something: the floor
     # a looser target weighs the same interval more
     assert weigh_noisy(_frame([True], [0.10], target=0.08))[0]["weight"].iloc[0] == pytest.approx(0.64)
 
