@@ -25,6 +25,7 @@ from typing import Any
 
 from mlflow_energy.families import _tiny
 from mlflow_energy.families._base import SMALL_PREFIX, Family, tiny_variant
+from mlflow_energy.families._sd3_common import reduced_components
 
 #: Pixels per latent cell of the small VAE (three levels).
 LATENT_DOWNSAMPLE = 4
@@ -61,8 +62,6 @@ FLUX_TRANSFORMER: dict[str, Any] = {
     "axes_dims_rope": [16, 24, 24],
 }
 
-SD3_T5_WIDTH = 2 * _tiny.TEXT_WIDTH
-
 
 def _small(full: Family, overrides: dict[str, dict[str, Any]]) -> Family:
     return tiny_variant(
@@ -93,20 +92,8 @@ def small_flux(full: Family) -> Family:
 
 def small_sd3(full: Family) -> Family:
     """Small MMDiT(-X): 1 joint block of 16 heads x 64 (width 1024), with dual attention if the full model has it."""
-    transformer: dict[str, Any] = {
-        "sample_size": 32, "num_layers": 1, "attention_head_dim": 64, "num_attention_heads": 16,
-        "joint_attention_dim": SD3_T5_WIDTH, "caption_projection_dim": 1024,
-        "pooled_projection_dim": 2 * _tiny.TEXT_WIDTH, "pos_embed_max_size": 96,
-    }
-    if full.components["transformer"]["config"].get("dual_attention_layers"):
-        transformer["dual_attention_layers"] = [0]
     return _small(
         full,
-        {
-            "text_encoder": _tiny.CLIP,
-            "text_encoder_2": _tiny.CLIP,
-            "text_encoder_3": {**_tiny.T5, "d_model": SD3_T5_WIDTH},
-            "transformer": transformer,
-            "vae": VAE_KL,
-        },
+        reduced_components(full, num_layers=1, heads=16, head_dim=64, caption_projection_dim=1024,
+                           pos_embed_max_size=96, vae=VAE_KL),
     )
