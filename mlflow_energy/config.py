@@ -34,6 +34,9 @@ MAX_STEPS = 1000
 MAX_BATCH = 1024
 #: Guidance scale: published settings are 0 to 20; above 100 the image is saturated noise.
 MAX_GUIDANCE = 100.0
+#: GPU power limit in watts: the largest board power of any GPU in the spec table is 1200 W
+#: (GB200); NVML refuses what the board does not allow, checked again when the limit is set.
+MAX_POWER_LIMIT_W = 2000.0
 
 # Fields that change what is measured; `repeats`/`warmup` change how well, so they are
 # left out of the hash: a rerun with more repeats is the same config.
@@ -83,6 +86,9 @@ class InferenceConfig:
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
         scheduler: ``default`` (the pipeline's own) or a diffusers scheduler class name.
         seed: generator seed of the latents.
+        power_limit_w: power limit in watts of the measured NVIDIA GPU, set through NVML before
+            the first warm-up run and restored afterwards
+            (:mod:`mlflow_energy.measure.power_limit`); ``None`` leaves the GPU's limit as it is.
         repeats: measured runs; values are the mean over repeats.
         warmup: unmeasured runs before the measured ones.
     """
@@ -98,6 +104,7 @@ class InferenceConfig:
     device: str = "cpu"
     scheduler: str = SCHEDULER_DEFAULT
     seed: int = 0
+    power_limit_w: float | None = None
     repeats: int = 1
     warmup: int = 1
     prompt: str = field(default="a photograph of an astronaut riding a horse", compare=False)
@@ -140,6 +147,7 @@ class InferenceConfig:
             raise ConfigError(
                 "precision", self.precision, f"one of {', '.join(allowed)} on device {self.device}"
             )
+        _check_power_limit(self.power_limit_w)
         if not self.weights:
             raise ConfigError("weights", self.weights, "'random', a local directory or a hub id")
         if not isinstance(self.scheduler, str) or not self.scheduler:
@@ -157,6 +165,7 @@ class InferenceConfig:
             width=self.width or fam.default_resolution,
             steps=self.steps or fam.default_steps,
             guidance_scale=fam.default_guidance_scale if self.guidance_scale is None else float(self.guidance_scale),
+            power_limit_w=None if self.power_limit_w is None else float(self.power_limit_w),
         )
 
     # ------------------------------------------------------------------ derived
@@ -185,8 +194,20 @@ class InferenceConfig:
         payload = {k: getattr(self, k) for k in _HASHED_FIELDS}
         if payload["guidance_scale"] is not None:
             payload["guidance_scale"] = float(payload["guidance_scale"])
+        if self.power_limit_w is not None:  # only when set: configs without a limit keep their hash
+            payload["power_limit_w"] = float(self.power_limit_w)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_power_limit(value: Any) -> None:
+    # Whether the device has an NVIDIA GPU whose limit NVML can set is checked when the
+    # measurement starts (mlflow_energy.measure.power_limit), where the driver can answer.
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= MAX_POWER_LIMIT_W:
+        raise ConfigError("power_limit_w", value, f"watts, a number > 0 and <= {MAX_POWER_LIMIT_W:g}")
 
 
 def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False, maximum: int | None = None) -> None:

@@ -22,10 +22,11 @@ P_SCHEDULER = "scheduler"
 P_SEED = "seed"
 P_REPEATS = "repeats"
 P_WARMUP = "warmup"
+P_POWER_LIMIT = "power_limit_w"  # logged only when the config sets the GPU's power limit
 
 RUN_PARAMS: tuple[str, ...] = (
     P_MODEL, P_WEIGHTS, P_HEIGHT, P_WIDTH, P_STEPS, P_GUIDANCE_SCALE, P_CFG, P_PRECISION,
-    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP,
+    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP, P_POWER_LIMIT,
 )
 
 # --- phases -----------------------------------------------------------------------------

@@ -30,6 +30,12 @@ def _empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _power_limit_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Power-limit journals of the tests go to a temp dir, never to the user's state dir."""
+    os.environ["MLFLOW_ENERGY_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+
+
 def _forget_active_experiment() -> None:
     from mlflow.tracking import fluent
 
@@ -64,10 +70,19 @@ class FakeGPUs:
     ``mode="power"``: the energy counter grows at ``watts`` with wall time (monotonic).
     ``mode="step"``: each counter read adds ``step_j`` joules (exact, timing-free checks).
     ``interrupt_after``: the N-th counter read raises KeyboardInterrupt (Ctrl-C mid-sweep).
+    Power limit (NVML's power management limit, in mW as Zeus passes it): ``limit_w`` now,
+    ``limit_range_w`` allowed; ``limit_permission=False`` makes setting it fail as NVML does
+    without root. In ``power`` mode the GPU draws ``min(watts, limit)``.
     """
 
     def __init__(self, watts: float = 150.0, *, mode: str = "power", step_j: float = 1.0,
-                 name: str = "NVIDIA Fake GPU 80GB", interrupt_after: int | None = None) -> None:
+                 name: str = "NVIDIA Fake GPU 80GB", interrupt_after: int | None = None,
+                 limit_w: float = 300.0, limit_range_w: tuple[float, float] = (100.0, 400.0),
+                 limit_permission: bool = True) -> None:
+        self.limit_mw = int(limit_w * 1000)
+        self.limit_range_mw = (int(limit_range_w[0] * 1000), int(limit_range_w[1] * 1000))
+        self.limit_permission = limit_permission
+        self.limit_history: list[int] = []  # every limit set, in mW
         self.watts = watts
         self.mode = mode
         self.step_mj = int(step_j * 1000)
@@ -93,13 +108,30 @@ class FakeGPUs:
                 raise KeyboardInterrupt
             if self.mode == "step":
                 return self.reads * self.step_mj
-            return int((time.monotonic() - self._t0) * self.watts * 1000.0)
+            return int((time.monotonic() - self._t0) * self.drawn_w * 1000.0)
+
+    @property
+    def drawn_w(self) -> float:
+        return min(self.watts, self.limit_mw / 1000.0)
 
     def get_instant_power_usage(self, index: int) -> int:
-        return int(self.watts * 1000)
+        return int(self.drawn_w * 1000)
 
     def get_power_management_limit(self, index: int) -> int:
-        return 300_000
+        return self.limit_mw
+
+    def get_power_management_limit_constraints(self, index: int) -> tuple[int, int]:
+        return self.limit_range_mw
+
+    def set_power_management_limit(self, index: int, power_limit_mw: int, block: bool = True) -> None:
+        from zeus.device.gpu.common import ZeusGPUInvalidArgError, ZeusGPUNoPermissionError
+
+        if not self.limit_permission:
+            raise ZeusGPUNoPermissionError("Insufficient Permissions")
+        if not self.limit_range_mw[0] <= power_limit_mw <= self.limit_range_mw[1]:
+            raise ZeusGPUInvalidArgError("Invalid Argument")
+        self.limit_mw = int(power_limit_mw)
+        self.limit_history.append(int(power_limit_mw))
 
 
 class FakeRAPL:

@@ -356,6 +356,11 @@ class ZeusMeter(EnergyMeter):
             tags[schema.T_DRIVER] = driver
         return tags
 
+    @property
+    def gpu_device(self) -> str | None:
+        """``cuda:N`` of the GPU this meter measures (whose power limit a config may set), else ``None``."""
+        return f"cuda:{self._index}" if self._gpu else None
+
     def close(self) -> None:
         if self._sampler is not None:
             self._sampler.stop()

@@ -33,6 +33,7 @@ from mlflow_energy import schema
 from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.meters import EnergyMeter, auto_meter
+from mlflow_energy.measure.power_limit import applied_power_limit
 from mlflow_energy.measure.protocol import DEFAULT_PROTOCOL, Protocol, outlier_mask, summarise
 
 WHOLE = "whole"
@@ -197,6 +198,18 @@ def _synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
+def _limited_gpu(cfg: InferenceConfig, meter: EnergyMeter) -> str:
+    """The GPU whose power limit ``cfg.power_limit_w`` sets: the one the meter measures."""
+    device = getattr(meter, "gpu_device", None)
+    if cfg.power_limit_w is not None and device is None:
+        raise ConfigError(
+            "power_limit_w", cfg.power_limit_w,
+            f"unset on device {cfg.device!r}: a power limit is set through NVML on the measured NVIDIA GPU, "
+            f"and this measurement's meter ({meter.source}) measures none",
+        )
+    return device or cfg.device
+
+
 def _run_once(pipe: Any, adapter: Any, cfg: InferenceConfig, meter: EnergyMeter | None) -> tuple[dict, torch.Tensor]:
     """One inference; with a meter, windows around the whole and each phase."""
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -283,9 +296,12 @@ def measure(
     batch = cfg.batch_size
     min_repeats = max(cfg.repeats, 2) if protocol.adaptive else cfg.repeats
     try:
+        limited_gpu = _limited_gpu(cfg, meter)
         pipe = pipeline if pipeline is not None else build_pipeline(cfg)
         set_scheduler(pipe, cfg.scheduler)
-        with torch.inference_mode():
+        # The limit is in force from the first warm-up run to the last measured one, and restored
+        # even when a run fails (the previous limit is journaled first: see measure.power_limit).
+        with applied_power_limit(limited_gpu, cfg.power_limit_w), torch.inference_mode():
             warm_times: list[float] = []
             while not protocol.warm(len(warm_times), warm_times, cfg.warmup):
                 start = time.perf_counter()
@@ -301,8 +317,8 @@ def measure(
                 results, images = _run_once(pipe, adapter, cfg, meter)
                 runs.append(results)
                 totals.append(sum(results[p][0] for p in schema.PHASES) / batch)
+            tags = meter.tags()  # while the config's power limit is still in force
         timeline = meter.timeline()
-        tags = meter.tags()
     finally:
         if own_meter:
             meter.close()
