@@ -70,6 +70,45 @@ def resolve_spec(args: argparse.Namespace) -> campaign.CampaignSpec:
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
+def autolog_once(family: str, device: str, precision: str, out: Path) -> dict[str, object]:
+    """One plain ``pipe(prompt)`` of ``family`` measured by ``mlflow_energy.autolog()``; its run as a dict.
+
+    The run goes to a SQLite store beside the JSONL (``<out>.db``); the dict is also written to
+    ``<out>.json``, so it travels with the campaign's files.
+    """
+    import json
+
+    import mlflow
+
+    import mlflow_energy
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.measure.runner import build_pipeline
+
+    mlflow.set_tracking_uri(f"sqlite:///{out.parent / (out.name + '.db')}")
+    experiment = mlflow.set_experiment("gpu-campaign-autolog")
+    cfg = InferenceConfig(model=family, device=device, precision=precision).validate()
+    pipe = build_pipeline(cfg)
+    mlflow_energy.autolog(silent=True)
+    try:
+        start = time.perf_counter()
+        pipe(cfg.prompt)  # what a user runs: the family's defaults
+        seconds = time.perf_counter() - start
+        flush = getattr(mlflow_energy, "flush", None)
+        if flush is not None:
+            flush()
+    finally:
+        mlflow_energy.autolog(disable=True)
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    if not runs:
+        raise MlflowEnergyError(f"autolog logged no run for {family}: see {out.parent / (out.name + '.db')}")
+    run = runs[0]
+    result = {"family": family, "call_s": seconds, "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+              "tags": {k: v for k, v in run.data.tags.items() if k.startswith("mlflow_energy.")}}
+    (out.parent / (out.name + ".json")).write_text(json.dumps(result, indent=1, sort_keys=True))
+    return result
+
+
 def _fail(message: str) -> int:
     print(message if message.startswith("Error:") else f"Error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -122,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             meter.close()
+        if spec.autolog_family:
+            import gc
+
+            gc.collect()
+            out = jsonl.with_name(jsonl.stem + ".autolog")
+            logged = autolog_once(spec.autolog_family, spec.device, spec.precision, out)
+            energy = {k: round(v, 3) for k, v in sorted(logged["metrics"].items()) if k.startswith("energy/")}
+            print(f"# autolog {spec.autolog_family} pipe(prompt): {logged['call_s']:.2f} s, {energy}", flush=True)
     except MlflowEnergyError as exc:
         return _fail(str(exc))
     if plan.missing:

@@ -26,8 +26,10 @@ P_POWER_LIMIT = "power_limit_w"  # logged only when the config sets the GPU's po
 
 RUN_PARAMS: tuple[str, ...] = (
     P_MODEL, P_WEIGHTS, P_HEIGHT, P_WIDTH, P_STEPS, P_GUIDANCE_SCALE, P_CFG, P_PRECISION,
-    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP, P_POWER_LIMIT,
+    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP,
 )
+# Params a run carries only when its config sets them (records and runs without them stay valid).
+OPTIONAL_PARAMS: tuple[str, ...] = (P_POWER_LIMIT,)
 
 # --- phases -----------------------------------------------------------------------------
 PHASE_TEXT_ENCODE = "text_encode"

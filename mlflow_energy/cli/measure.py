@@ -9,7 +9,7 @@ import click
 
 from mlflow_energy.cli import main
 from mlflow_energy.cli._types import Float, Int, Text
-from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS
+from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_POWER_LIMIT_W, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
@@ -114,6 +114,10 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
               help="Measured runs (values are their mean).")
 @click.option("--warmup", type=Int("warmup", minimum=0, unset_value=1), default=1, show_default=True,
               help="Unmeasured runs first.")
+@click.option("--power-limit-w", "power_limit_w",
+              type=Float("power_limit_w", minimum=0.0, strict=True, maximum=MAX_POWER_LIMIT_W),
+              help="GPU power limit in watts for this measurement (NVIDIA, needs root); restored afterwards "
+                   "[the GPU's limit as it is].")
 @click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)

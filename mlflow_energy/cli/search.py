@@ -33,6 +33,8 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @click.option("--precision", multiple=True, help="fp32, fp16, bf16 (repeat or comma list).")
 @click.option("--batch-size", multiple=True, help=_DIM_HELP)
 @click.option("--scheduler", multiple=True, help="'default' or diffusers scheduler classes.")
+@click.option("--power-limit-w", "power_limit_w", multiple=True,
+              help="GPU power limit in watts (measure mode sets it through NVML; pair with --max-latency-s). " + _DIM_HELP)
 @click.option("--min-steps", type=Int("min_steps", minimum=1), help="Constraint: steps >= N.")
 @click.option("--max-steps", type=Int("max_steps", minimum=1), help="Constraint: steps <= N.")
 @click.option("--min-psnr", type=Float("min_psnr"), help="Constraint: PSNR against the reference >= dB.")

@@ -154,6 +154,13 @@ class PredictEvaluator:
 
     def check(self, space: SearchSpace, constraints: Constraints, quality_metric: str | None) -> None:
         """Refuse, before any trial, constraints or objectives this predictor cannot score."""
+        limit_dim = space.dim("power_limit_w")
+        if limit_dim is not None:
+            raise ConfigError(
+                "power_limit_w", limit_dim.to_json(),
+                "measure mode (--mode measure on the GPU): the predictor takes no power limit, as its training "
+                "data (the public measurements, this project's sweeps) ran at each GPU's default limit",
+            )
         model_dim = space.dim("model")
         models = list(model_dim.choices) if model_dim else []
         self.predict([InferenceConfig(model=models[0], device=self.device).validate()])  # sets _has_time

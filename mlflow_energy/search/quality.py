@@ -171,7 +171,8 @@ def reference_config(cfg: InferenceConfig, reference_steps: int = DEFAULT_REFERE
     """
     if isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 1:
         raise ConfigError("reference_steps", reference_steps, "an integer >= 1")
-    return dataclasses.replace(cfg, steps=reference_steps, repeats=1, warmup=0)
+    # The power limit changes energy and time, not the image: one reference serves every limit.
+    return dataclasses.replace(cfg, steps=reference_steps, repeats=1, warmup=0, power_limit_w=None)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from mlflow_energy.errors import ConfigError
 # Dimension name -> value type. "resolution" is a shorthand that sets height and width (square).
 DIM_TYPES: dict[str, type] = {
     "model": str, "resolution": int, "height": int, "width": int, "steps": int, "guidance_scale": float,
-    "precision": str, "batch_size": int, "scheduler": str,
+    "precision": str, "batch_size": int, "scheduler": str, "power_limit_w": float,
 }
 RESOLUTION_STEP = 64  # default step of a ranged height/width/resolution
 _SIDES = ("resolution", "height", "width")

@@ -192,7 +192,8 @@ def search(
         values = {c.metric: ev.metrics.get(c.metric, math.nan) for c in active}
         values[schema.P_STEPS] = float(cfg.steps)
         cons = {c.name: c.violation(values[c.metric]) if not math.isnan(values[c.metric]) else 1.0 for c in active}
-        config = {k: v for k, v in cfg.to_dict().items() if k in schema.RUN_PARAMS}
+        config = {k: v for k, v in cfg.to_dict().items()
+                  if k in schema.RUN_PARAMS or (k in schema.OPTIONAL_PARAMS and v is not None)}
         config[schema.P_CFG] = str(cfg.cfg).lower()
         trial.set_user_attr(st.UA_CONFIG, config)
         trial.set_user_attr(st.UA_METRICS, ev.metrics)
@@ -254,7 +255,8 @@ def _summarise(
         raise NoFeasibleConfigError(message)
     best = min(feasible, key=lambda t: (t.user_attrs[st.UA_METRICS][schema.M_ENERGY_TOTAL], t.number))
     best_cfg = _config({k: v for k, v in best.user_attrs[st.UA_CONFIG].items()
-                        if k in ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler")},
+                        if k in ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler",
+                                  schema.P_POWER_LIMIT)},
                        evaluator, best.user_attrs[st.UA_CONFIG].get(schema.P_SEED, 0))
     best_metrics = dict(best.user_attrs[st.UA_METRICS])
     default = default_config(best_cfg.model, space, evaluator, best_cfg.seed, precision=best_cfg.precision)

@@ -24,6 +24,7 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
       precision: [fp32]
       batch_size: [1]
       scheduler: [default]
+      power_limit_w: [null]         # GPU power limit in watts (NVIDIA; null: as it is); restored after
     overrides:                      # per model: replaces grid lists (and weights)
       tiny-sd2: {steps: [2]}
 
@@ -53,6 +54,7 @@ from typing import Any
 from mlflow_energy.config import (
     MAX_BATCH,
     MAX_GUIDANCE,
+    MAX_POWER_LIMIT_W,
     MAX_SIDE,
     MAX_STEPS,
     PRECISIONS,
@@ -62,7 +64,7 @@ from mlflow_energy.config import (
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
 
-GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler")
+GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler", "power_limit_w")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
             "protocol", "idle_seconds", "idle_each_config")
@@ -129,6 +131,12 @@ def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) ->
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
                                       or not 0 <= v <= MAX_GUIDANCE):
                     raise ConfigError(name, v, f"finite numbers from 0 to {MAX_GUIDANCE:g} or null (the family default)")
+            values = [None if v is None else float(v) for v in values]
+        elif key == "power_limit_w":
+            for v in values:
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                      or not 0 < v <= MAX_POWER_LIMIT_W):
+                    raise ConfigError(name, v, f"watts, numbers > 0 and <= {MAX_POWER_LIMIT_W:g}, or null (as it is)")
             values = [None if v is None else float(v) for v in values]
         elif key == "precision":
             for v in values:
@@ -239,19 +247,21 @@ class SweepSpec:
         for model in self.grid["model"]:
             axes = {**self.grid, **self.overrides.get(model, {})}
             weights = axes.get("weights", [self.weights])[0]
-            for res, steps, guidance, precision, batch, sched in itertools.product(
+            for res, steps, guidance, precision, batch, sched, limit in itertools.product(
                 axes.get("resolution", [(None, None)]),
                 axes.get("steps", [None]),
                 axes.get("guidance_scale", [None]),
                 axes.get("precision", ["fp32"]),
                 axes.get("batch_size", [1]),
                 axes.get("scheduler", [SCHEDULER_DEFAULT]),
+                axes.get("power_limit_w", [None]),
             ):
                 out.append(
                     InferenceConfig(
                         model=model, height=res[0], width=res[1], steps=steps, guidance_scale=guidance,
                         weights=weights, precision=precision, batch_size=batch, device=self.device,
                         scheduler=sched, seed=self.seed, repeats=self.repeats, warmup=self.warmup,
+                        power_limit_w=limit,
                     )
                 )
         return sorted(out, key=_order_key)
@@ -278,7 +288,7 @@ def _order_key(cfg: InferenceConfig) -> tuple[Any, ...]:
     return (
         cfg.model, cfg.weights, cfg.precision, cfg.device, cfg.scheduler,
         cfg.height or 0, cfg.width or 0, cfg.steps or 0, -1.0 if cfg.guidance_scale is None else cfg.guidance_scale,
-        cfg.batch_size,
+        cfg.batch_size, -1.0 if cfg.power_limit_w is None else cfg.power_limit_w,
     )
 
 

@@ -67,7 +67,10 @@ def run_params(m: Measurement) -> dict[str, str]:
         schema.P_REPEATS: cfg.repeats,
         schema.P_WARMUP: cfg.warmup,
     }
-    return {k: _param_value(values[k]) for k in schema.RUN_PARAMS}
+    params = {k: _param_value(values[k]) for k in schema.RUN_PARAMS}
+    if cfg.power_limit_w is not None:
+        params[schema.P_POWER_LIMIT] = _param_value(cfg.power_limit_w)
+    return params
 
 
 def run_metrics(m: Measurement) -> dict[str, float]:

@@ -249,7 +249,7 @@ def log_failure(
         exp_id, kind=schema.KIND_MEASUREMENT, run_name=default_run_name(cfg), parent_run_id=parent_run_id, tags=tags
     )
     try:
-        params = {k: str(v) for k, v in cfg.to_dict().items() if k in schema.RUN_PARAMS and v is not None}
+        params = {k: str(v) for k, v in cfg.to_dict().items() if k in (*schema.RUN_PARAMS, *schema.OPTIONAL_PARAMS) and v is not None}
         client().log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
     finally:
         end_run(run_id, "FAILED")

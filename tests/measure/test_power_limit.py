@@ -162,3 +162,53 @@ def test_measurement_under_a_limit_draws_at_most_the_limit_and_tags_it(fake_gpu_
 def test_a_limit_on_a_meter_without_a_gpu_is_refused_in_one_line(small_config) -> None:
     with pytest.raises(ConfigError, match=r"^power_limit_w=200.0 is not allowed: expected unset on device 'cpu'"):
         measure(small_config(power_limit_w=200.0), meter=EstimateMeter(), protocol=Protocol.fixed())
+
+
+def test_sweep_spec_takes_power_limits_as_a_grid_dimension() -> None:
+    from mlflow_energy.sweep.spec import SweepSpec
+
+    spec = SweepSpec.from_dict({"device": "cuda", "grid": {"model": ["tiny-sd2"], "resolution": [32],
+                                                           "steps": [1], "power_limit_w": [150, 250, None]}})
+    limits = [c.power_limit_w for c in spec.configs()]
+    assert sorted(limits, key=lambda v: -1 if v is None else v) == [None, 150.0, 250.0]
+    assert len({c.config_hash() for c in spec.configs()}) == 3
+    for bad in (0, -1, "max", float("inf"), True):
+        with pytest.raises(ConfigError, match=r"^grid.power_limit_w=.* expected watts"):
+            SweepSpec.from_dict({"grid": {"model": ["tiny-sd2"], "power_limit_w": [bad]}})
+
+
+def test_search_over_the_power_limit_meets_a_latency_constraint(tracking_uri: str, fake_gpu_factory) -> None:
+    """Measure mode: each trial measures under its limit (set and restored through the fake NVML)."""
+    from mlflow_energy.search import Constraints, MeasureEvaluator, SearchSpace, search
+
+    gpus = fake_gpu_factory(watts=350.0, limit_w=400.0)
+    meter = ZeusMeter("cuda")
+    try:
+        space = SearchSpace.from_options({"model": ["tiny-sd2"], "steps": ["2"], "resolution": ["32"],
+                                          "power_limit_w": ["150,250,400"]})
+        evaluator = MeasureEvaluator(device="cpu", repeats=1, warmup=0, reference_steps=4, meter=meter)
+        result = search(space, evaluator, Constraints(max_latency_s=60.0), trials=6, seed=0,
+                        experiment="limits", plots=False)
+    finally:
+        meter.close()
+    tried = set(result.trials[schema.P_POWER_LIMIT].astype(float))
+    assert tried <= {150.0, 250.0, 400.0} and len(tried) >= 2
+    # Each trial measured under its own limit: the fake GPU draws min(350 W, limit).
+    for _, trial in result.trials.iterrows():
+        assert trial[schema.M_POWER_AVG] == pytest.approx(min(350.0, float(trial[schema.P_POWER_LIMIT])), rel=0.05)
+    assert result.best_config.power_limit_w in tried
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["limits"], filter_string=f"tags.`{schema.T_KIND}` = '{schema.KIND_TRIAL}'")
+    assert set(runs[f"params.{schema.P_POWER_LIMIT}"].astype(float)) == tried
+    assert gpus.limit_mw == 400_000 and set(gpus.limit_history) <= {150_000, 250_000, 400_000}
+
+
+def test_predict_mode_refuses_a_power_limit_dimension_in_one_line() -> None:
+    from mlflow_energy.predict import AnalyticPredictor
+    from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace
+
+    space = SearchSpace.from_options({"model": ["sd2"], "power_limit_w": ["200,300"]})
+    evaluator = PredictEvaluator(AnalyticPredictor(), "H100")
+    with pytest.raises(ConfigError, match=r"^power_limit_w=.* expected measure mode"):
+        evaluator.check(space, Constraints(), None)

@@ -274,3 +274,41 @@ def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Pat
     info = json.loads(meta.read_text())
     assert (info["hardware"], info["power_limit_w"], info["energy_source"]) == ("NVIDIA Fake GPU 80GB", 300.0, "zeus:nvml")
     assert [m["key"] for m in info["measured"]] == ["tiny-sd2 32px 1 steps"]
+
+
+def test_power_limit_sweep_measures_one_config_under_each_limit(tmp_path: Path, fake_gpu_factory) -> None:
+    """The campaign's power-limit sweep sets each limit through the (fake) NVML and restores the GPU's own."""
+    from mlflow_energy.measure.meters import ZeusMeter
+    from mlflow_energy.tracking.jsonl import read_jsonl
+
+    gpus = fake_gpu_factory(watts=350.0, limit_w=400.0)
+    spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
+                        repeats=1, budget_s=1e6,
+                        power_limit_sweep={"family": "tiny-sd2", "resolution": 32, "steps": 1, "watts": [150, 250]})
+    plan = plan_campaign(spec, 1e11)
+    assert [p.key for p in plan.items][-2:] == ["tiny-sd2 32px 1 steps 150W", "tiny-sd2 32px 1 steps 250W"]
+    meter = ZeusMeter("cuda")
+    try:
+        jsonl, meta = campaign.output_paths(tmp_path, meter.hardware)
+        result = campaign.run_campaign(plan, meter=meter, jsonl=jsonl, meta=meta, command="test", echo=lambda _: None)
+    finally:
+        meter.close()
+    assert len(result.rows) == 3 and not result.failed
+    by_limit = {r["params"].get("power_limit_w"): r for r in read_jsonl(jsonl)}
+    assert set(by_limit) == {None, "150.0", "250.0"}
+    for limit, record in by_limit.items():
+        drawn = min(350.0, float(limit)) if limit else 350.0
+        assert record["metrics"]["power/avg_w"] == pytest.approx(drawn, rel=0.05)
+        assert record["tags"]["mlflow_energy.power_limit_w"] == (f"{float(limit):g}" if limit else "400")
+    assert gpus.limit_mw == 400_000
+    with pytest.raises(ConfigError, match="power_limit_sweep.watts"):
+        CampaignSpec(power_limit_sweep={"family": "sd2", "resolution": 512, "steps": 10, "watts": [0]})
+
+
+def test_the_script_autologs_one_plain_pipe_call(tmp_path: Path) -> None:
+    import runpy
+
+    script = runpy.run_path(str(SCRIPT))
+    logged = script["autolog_once"]("tiny-sd2", "cpu", "fp32", tmp_path / "x.autolog")
+    assert logged["metrics"]["energy/total_j"] > 0 and logged["params"]["model"] == "tiny-sd2"
+    assert json.loads((tmp_path / "x.autolog.json").read_text())["family"] == "tiny-sd2"

@@ -161,7 +161,8 @@ class Plan:
 
 def config_key(cfg: InferenceConfig) -> str:
     """A short label of a config: ``flux.1-dev 1024px 28 steps``."""
-    return f"{cfg.model} {cfg.height}px {cfg.steps} steps"
+    limit = f" {cfg.power_limit_w:g}W" if cfg.power_limit_w is not None else ""
+    return f"{cfg.model} {cfg.height}px {cfg.steps} steps{limit}"
 
 
 def plan_configs(

@@ -42,6 +42,11 @@ class CampaignSpec:
         startup_s: seconds before the first build (imports, CUDA context, Zeus).
         peak_tflops: dense peak of the device in TFLOP/s; ``None`` looks the GPU up in the
             spec table (:mod:`mlflow_energy.measure.hardware`).
+        power_limit_sweep: one family at one size and step count measured again under each GPU
+            power limit in ``watts`` (set through NVML, restored after): energy and time against
+            the limit. ``None``: no such sweep.
+        autolog_family: a full-size family whose plain ``pipe(prompt)`` the campaign script
+            measures once with ``mlflow_energy.autolog()``; ``None``: none.
     """
 
     families: tuple[str, ...] = MEASURED_FAMILIES
@@ -59,6 +64,8 @@ class CampaignSpec:
     family_overhead_s: float = 15.0
     startup_s: float = 30.0
     peak_tflops: float | None = None
+    power_limit_sweep: Mapping[str, Any] | None = None
+    autolog_family: str | None = None
 
     def __post_init__(self) -> None:
         if not self.families:
@@ -85,6 +92,9 @@ class CampaignSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(name, value, f"an integer >= {0 if name == 'warmup_steps' else 1}")
 
+        if self.power_limit_sweep is not None:
+            _check_power_limit_sweep(self.power_limit_sweep)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["dit_steps"] = {int(k): list(v) for k, v in self.dit_steps.items()}
@@ -92,6 +102,19 @@ class CampaignSpec:
 
 
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(CampaignSpec)}
+_SWEEP_KEYS = ("family", "resolution", "steps", "watts")
+
+
+def _check_power_limit_sweep(sweep: Any) -> None:
+    from mlflow_energy.config import MAX_POWER_LIMIT_W
+
+    if not isinstance(sweep, Mapping) or sorted(sweep) != sorted(_SWEEP_KEYS):
+        raise ConfigError("power_limit_sweep", sweep, "a mapping with exactly the keys " + ", ".join(_SWEEP_KEYS))
+    watts = sweep["watts"]
+    if not isinstance(watts, (list, tuple)) or not watts or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= MAX_POWER_LIMIT_W for w in watts
+    ):
+        raise ConfigError("power_limit_sweep.watts", watts, f"a non-empty list of watts, each > 0 and <= {MAX_POWER_LIMIT_W:g}")
 
 
 def spec_from_dict(data: Mapping[str, Any], *, tiny: bool = False) -> CampaignSpec:
@@ -128,6 +151,11 @@ def spec_from_dict(data: Mapping[str, Any], *, tiny: bool = False) -> CampaignSp
     spec = CampaignSpec(**kwargs)
     if tiny:
         spec = dataclasses.replace(spec, families=tuple(tiny_name(f) for f in spec.families))
+        if spec.power_limit_sweep:
+            spec = dataclasses.replace(spec, power_limit_sweep={
+                **spec.power_limit_sweep, "family": tiny_name(str(spec.power_limit_sweep["family"]))})
+        if spec.autolog_family:
+            spec = dataclasses.replace(spec, autolog_family=tiny_name(spec.autolog_family))
     return spec
 
 
@@ -190,6 +218,15 @@ def expand_grid(spec: CampaignSpec) -> list[InferenceConfig]:
                     warmup=1 if spec.warmup_steps else 0,
                 )
                 configs.append(cfg.validate())
+    sweep = spec.power_limit_sweep
+    if sweep:
+        for watts in sweep["watts"]:
+            cfg = InferenceConfig(
+                model=str(sweep["family"]), height=int(sweep["resolution"]), width=int(sweep["resolution"]),
+                steps=int(sweep["steps"]), precision=spec.precision, batch_size=spec.batch_size, device=spec.device,
+                repeats=spec.repeats, warmup=1 if spec.warmup_steps else 0, power_limit_w=float(watts),
+            )
+            configs.append(cfg.validate())
     return configs
 
 
