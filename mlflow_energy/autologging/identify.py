@@ -2,7 +2,9 @@
 
 A pipeline is recognised as a family of :mod:`mlflow_energy.families` when each of the
 family's components is present under the same name, of the same class, with the released
-(or tiny) config values; the pipeline class itself does not matter, so a custom pipeline over
+(or tiny) values of the config keys that set its FLOPs (layers, widths, heads, patch size,
+channels; not vocabularies, initialisation or defaults that move between library versions,
+so recognition survives transformers and diffusers upgrades); the pipeline class itself does not matter, so a custom pipeline over
 the same components is still recognised and gets FLOPs. Call params come from the call's own
 arguments bound to the pipeline's ``__call__`` signature, its defaults, and what the call
 produced (image size, denoiser calls).
@@ -28,6 +30,20 @@ FAMILY_ATTR = "_mlflow_energy_family"
 _PRECISIONS = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
+# Config keys that do not change what a component computes per call: vocabulary and token ids,
+# initialisation, dropout, numerical epsilons, rotary bases, serialisation details, sizes the
+# call decides (sample_size), and flags whose defaults moved between library versions.
+_IGNORED = ("vocab", "token_id", "tie_word_embeddings", "init", "dropout", "eps", "rope_theta", "rope_scaling",
+            "dtype", "use_cache", "architectures", "model_type", "transformers_version", "sample_size",
+            "scaling_factor", "shift_factor", "latents_mean", "latents_std", "max_position_embeddings",
+            "output_", "return_dict", "is_encoder_decoder", "pad_", "bos_", "eos_", "decoder_start", "name_or_path",
+            "force_upcast", "_class_name", "_diffusers_version", "id2label", "label2id", "problem_type")
+
+
+def _ignored(key: str) -> bool:
+    return key.startswith("_") or any(part in key for part in _IGNORED)
+
+
 def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -41,20 +57,48 @@ def _config_dict(module: Any) -> dict[str, Any] | None:
     return dict(config)  # diffusers FrozenDict
 
 
-def _matches(pipe: Any, components: Any) -> bool:
+def _agree(expected: Any, actual: Any) -> int | None:
+    """How many FLOP-relevant values ``actual`` shares with ``expected``; ``None`` when one differs.
+
+    Nested configs (a Qwen2.5-VL ``text_config``) are compared on the keys the family data names,
+    not whole; a key the installed library no longer reports is not held against the match.
+    """
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return None
+        total = 0
+        for key, value in expected.items():
+            if _ignored(key) or key not in actual:
+                continue
+            n = _agree(value, actual[key])
+            if n is None:
+                return None
+            total += n
+        return total
+    expected, actual = _normal(expected), _normal(actual)
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and not isinstance(expected, bool):
+        return 1 if abs(float(expected) - float(actual)) <= 1e-9 * max(1.0, abs(float(expected))) else None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return None
+        parts = [_agree(e, a) for e, a in zip(expected, actual, strict=True)]
+        return None if any(p is None for p in parts) else 1
+    return 1 if expected == actual else None
+
+
+def _match_score(pipe: Any, components: Any) -> int | None:
+    """Values the pipeline's components share with a family's (``None``: not that family)."""
+    score = 0
     for name, spec in components.items():
         module = getattr(pipe, name, None)
         if module is None or type(module).__name__ != str(spec["class"]).rsplit(".", 1)[-1]:
-            return False
+            return None
         config = _config_dict(module)
-        if config is None:
-            return False
-        for key, value in spec.get("config", {}).items():
-            if key.startswith("_"):
-                continue
-            if key not in config or _normal(config[key]) != _normal(value):
-                return False
-    return True
+        n = None if config is None else _agree(spec.get("config", {}), config)
+        if n is None:
+            return None
+        score += n
+    return score
 
 
 def pipeline_family(pipe: Any) -> str | None:
@@ -75,12 +119,14 @@ def pipeline_family(pipe: Any) -> str | None:
         pass
     from mlflow_energy.families import family_names, get_family
 
-    found = None
+    # Every family that agrees; the one whose data names the most values is the most specific
+    # (tiny-sd3-medium names no dual-attention layers, so an SD3.5 pipeline agrees with it too).
+    found, best = None, -1
     for name in family_names():
         fam = get_family(name)
-        if fam.components and _matches(pipe, fam.components):
-            found = name
-            break
+        score = _match_score(pipe, fam.components) if fam.components else None
+        if score is not None and score > best:
+            found, best = name, score
     try:
         _FAMILY_CACHE[pipe] = found
     except TypeError:
