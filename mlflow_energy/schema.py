@@ -281,8 +281,16 @@ KIND_AUTOLOG = "autolog"  # one diffusers pipeline call measured by mlflow_energ
 P_PIPELINE_CLASS = "pipeline_class"
 P_DENOISER_CALLS = "denoiser_calls"
 M_ENERGY_OTHER = "energy/other_j"  # whole call minus the three phases (scheduler, pre/post-processing)
-M_ENERGY_DENOISE_STEP = "energy/denoise_step_j"  # history: one point per denoiser call, step = index
+M_ENERGY_DENOISE_STEP = "energy/denoise_step_j"  # history: one point per scheduler step, step = index
 M_TIME_DENOISE_STEP = "time/denoise_step_s"
+M_ENERGY_DENOISE_CALL = "energy/denoise_call_j"  # history: one point per denoiser call (CFG passes, ControlNet)
+M_TIME_DENOISE_CALL = "time/denoise_call_s"
+P_SCHEDULER_STEPS = "scheduler_steps"  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)
+
+
+def component_energy_key(component: str) -> str:
+    """``energy/component/<name>_j``: joules per image of one pipeline component (a ControlNet, a prior)."""
+    return f"energy/component/{component}_j"
 
 # --- the MLflow UI (experiments, sweep and search parents) ---------------------------------
 # MLflow 3 opens an experiment on its GenAI "Overview" unless this tag says otherwise

@@ -5,7 +5,10 @@ Values are per image, as in every measurement run (:mod:`mlflow_energy.schema`):
 ``energy/total_j`` and ``time/total_s`` over the whole call (what ``pipe(...)`` cost, the
 scheduler and image post-processing included); ``energy/other_j``: the part of the total outside
 the three phases. The denoiser's calls are the history ``energy/denoise_step_j`` (one point per
-call, ``step`` = its index). FLOPs (``flops/<phase>``) only where the family is known.
+scheduler step, ``step`` = its index: both passes of true CFG, a ControlNet and its UNet summed);
+with several denoiser calls per step, each call is also in ``energy/denoise_call_j``. Pipelines
+with more than one component in a phase (a ControlNet, a prior) log each component's energy as
+``energy/component/<name>_j``. FLOPs (``flops/<phase>``) only where the family is known.
 
 Example:
     >>> from mlflow_energy.autologging.log import record_metrics
@@ -38,13 +41,22 @@ def record_metrics(record: CallRecord, *, images: int) -> dict[str, float]:
         metrics[schema.time_key(phase)] = seconds / n
         phase_j += energy
     metrics[schema.M_ENERGY_OTHER] = max(0.0, whole_j - phase_j) / n
+    if len(record.components) > len(schema.PHASES) or any(
+        name.startswith(("controlnet", "prior", "decoder")) for name in record.components
+    ):  # more than one component per phase (a ControlNet, a prior): each one's share
+        for name, (energy, _seconds) in record.components.items():
+            metrics[schema.component_energy_key(name)] = energy / n
     if whole_s > 0:
         metrics[schema.M_POWER_AVG] = whole_j / whole_s
     return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
 
 
 def flops_for(family: str | None, params: dict[str, Any]) -> dict[str, float]:
-    """``flops/<phase>`` per image for a known family at the call's size and steps; ``{}`` otherwise."""
+    """``flops/<phase>`` per image for a known family at the call's size and steps; ``{}`` otherwise.
+
+    The steps are the scheduler steps the call actually ran (``scheduler_steps``: img2img at
+    strength 0.5 runs half of ``num_inference_steps``, Heun and PNDM run more) when known.
+    """
     if not family:
         return {}
     from mlflow_energy.config import InferenceConfig
@@ -55,7 +67,7 @@ def flops_for(family: str | None, params: dict[str, Any]) -> dict[str, float]:
             model=family,
             height=params.get(schema.P_HEIGHT),
             width=params.get(schema.P_WIDTH),
-            steps=params.get(schema.P_STEPS),
+            steps=params.get(schema.P_SCHEDULER_STEPS) or params.get(schema.P_STEPS),
             guidance_scale=params.get(schema.P_GUIDANCE_SCALE),
             batch_size=int(params.get(schema.P_BATCH_SIZE, 1)),
         )
@@ -83,9 +95,13 @@ def log_call(
     now = int(time.time() * 1000)
     rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
     n = max(1, images)
-    for i, (energy, seconds) in enumerate(record.denoise_steps):
+    for i, (energy, seconds) in enumerate(record.per_step()):
         rows.append(Metric(schema.M_ENERGY_DENOISE_STEP, energy / n, now, i))
         rows.append(Metric(schema.M_TIME_DENOISE_STEP, seconds / n, now, i))
+    if len(record.denoise_steps) != len(record.per_step()):  # several calls per step: each call too
+        for i, (energy, seconds) in enumerate(record.denoise_steps):
+            rows.append(Metric(schema.M_ENERGY_DENOISE_CALL, energy / n, now, i))
+            rows.append(Metric(schema.M_TIME_DENOISE_CALL, seconds / n, now, i))
     all_params = dict(params)
     if family:
         all_params[schema.P_MODEL] = family

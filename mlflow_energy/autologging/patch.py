@@ -240,6 +240,8 @@ def _log_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallP
 
     family = pipeline_family(pipe)
     params = call_params(pipe, args, kwargs, output, len(probe.record.denoise_steps))
+    if probe.record.step_ends:
+        params[schema.P_SCHEDULER_STEPS] = len(probe.record.per_step())
     run_id, ours = _open_run(_run_name(family, pipe, params))
     status = "FAILED"
     try:

@@ -4,13 +4,15 @@
 one window per component call, classified by the component's name in ``pipe.components``:
 
 ``text_encode``
-    every ``text_encoder*`` module (forward pre/post hooks);
+    every prompt encoder (``text_encoder*``, ``prior_text_encoder``, ``image_encoder``; forward pre/post hooks);
 ``denoise``
-    every call of the denoiser (``unet``, ``transformer*``, ``prior``), one window each, so
-    the per-step energy is a history;
+    every call of a denoiser (``unet``, ``transformer*``, ``prior``, a Stable Cascade
+    ``decoder``, a ``controlnet``), one window each, so the per-step energy is a history;
 ``decode``
-    every ``vae.decode`` call (the pipeline calls ``decode``, not ``forward``: the bound
-    method is wrapped on the instance for the duration of the call).
+    every ``decode`` call of the image decoder (``vae``, ``movq``, ``vqgan``; the pipeline calls
+    ``decode``, not ``forward``: the bound method is wrapped on the instance for the duration of the call).
+
+Roles come from the module's class where it says it (:func:`component_phase`), else from the name.
 
 Windows never nest: a component called from inside another one's window (rare) is counted
 in the outer one. The device is synchronised at each boundary (CUDA, MPS). Hooks are
@@ -34,17 +36,47 @@ from mlflow_energy import schema
 from mlflow_energy.measure.meters import EnergyMeter
 
 #: Component names (prefixes) whose calls are the denoiser's.
-DENOISER_PREFIXES = ("unet", "transformer", "prior", "denoiser")
+DENOISER_PREFIXES = ("unet", "transformer", "prior", "denoiser", "decoder", "controlnet")
+#: Component names (prefixes) of encoders of the prompt (text, or an image prompt of a prior).
+ENCODER_PREFIXES = ("text_encoder", "prior_text_encoder", "image_encoder", "prior_image_encoder")
+#: Component names (prefixes) of the image decoders (VAE, MoVQ, VQGAN).
+DECODER_PREFIXES = ("vae", "movq", "vqgan")
+#: Substrings of module class names by role, for components whose name says nothing (a
+#: Stable Cascade ``decoder`` is a denoising UNet, a Kandinsky ``movq`` a VQ decoder).
+_DENOISER_CLASSES = ("UNet", "Transformer2DModel", "Transformer3DModel", "PriorTransformer", "ControlNet",
+                     "Transformer")
+_DECODER_CLASSES = ("AutoencoderKL", "VQModel", "Autoencoder", "VQGAN")
+_ENCODER_CLASSES = ("TextModel", "EncoderModel", "VisionModel", "TextEncoder", "ForConditionalGeneration",
+                    "Gemma", "Qwen", "Llama", "T5", "CLIP", "Bert", "Roberta")
 
 
-def component_phase(name: str) -> str | None:
-    """The phase a pipeline component's calls belong to, from its name; ``None``: not metered."""
-    if name.startswith("text_encoder"):
+def component_phase(name: str, module: Any = None) -> str | None:
+    """The phase a pipeline component's calls belong to, by its role; ``None``: not metered.
+
+    The role comes from the class of the module where it says it (a ``decoder`` that is a
+    ``StableCascadeUNet`` denoises; a ``movq`` that is a ``VQModel`` decodes), else from the
+    component's name: text and image-prompt encoders (``prior_text_encoder`` included) encode,
+    denoisers (``unet``, ``transformer``, ``prior``, ``controlnet``) denoise, ``vae``/``movq``/``vqgan`` decode.
+
+    Example:
+        >>> component_phase("prior_text_encoder"), component_phase("controlnet"), component_phase("movq")
+        ('text_encode', 'denoise', 'decode')
+    """
+    cls = type(module).__name__ if module is not None else ""
+    base = name.rsplit("_", 1)[-1] if name.startswith("prior_") else name
+    if cls:
+        if any(c in cls for c in _DECODER_CLASSES) and name.startswith((*DECODER_PREFIXES, "decoder")):
+            return schema.PHASE_DECODE
+        if any(c in cls for c in _DENOISER_CLASSES) and not name.startswith(ENCODER_PREFIXES):
+            return schema.PHASE_DENOISE
+    if name.startswith(ENCODER_PREFIXES) or base.startswith(ENCODER_PREFIXES):
         return schema.PHASE_TEXT_ENCODE
-    if name.startswith(DENOISER_PREFIXES):
-        return schema.PHASE_DENOISE
-    if name.startswith("vae"):
+    if name.startswith(DECODER_PREFIXES):
         return schema.PHASE_DECODE
+    if name.startswith(DENOISER_PREFIXES) or name == "prior_prior":
+        return schema.PHASE_DENOISE
+    if cls and any(c in cls for c in _ENCODER_CLASSES) and "encoder" in name:
+        return schema.PHASE_TEXT_ENCODE
     return None
 
 
@@ -64,14 +96,39 @@ class CallRecord:
     Attributes:
         whole: ``(energy_j, time_s)`` over the whole call.
         phases: ``{phase: [energy_j, time_s]}`` summed over the phase's component calls.
-        denoise_steps: ``(energy_j, time_s)`` of each denoiser call, in order.
+        denoise_steps: ``(energy_j, time_s)`` of each denoiser call, in order (a ControlNet's
+            calls included).
         calls: component calls seen per component name.
+        components: ``{component: [energy_j, time_s]}`` summed over its calls.
+        step_ends: for each ``scheduler.step`` of the call, how many denoiser calls had ended by
+            then: the calls of one scheduler step (both passes of true CFG, a ControlNet and its
+            UNet) are ``denoise_steps[step_ends[i - 1]:step_ends[i]]``. Empty when the pipeline
+            never called its scheduler's ``step``.
     """
 
     whole: tuple[float, float] = (0.0, 0.0)
     phases: dict[str, list[float]] = field(default_factory=dict)
     denoise_steps: list[tuple[float, float]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
+    components: dict[str, list[float]] = field(default_factory=dict)
+    step_ends: list[int] = field(default_factory=list)
+
+    def per_step(self) -> list[tuple[float, float]]:
+        """``(energy_j, time_s)`` per scheduler step (per denoiser call without step marks).
+
+        Example:
+            >>> CallRecord(denoise_steps=[(1.0, .1), (2.0, .2), (4.0, .4)], step_ends=[2, 3]).per_step()
+            [(3.0, 0.30000000000000004), (4.0, 0.4)]
+        """
+        if not self.step_ends:
+            return list(self.denoise_steps)
+        out, start = [], 0
+        for end in self.step_ends:
+            calls = self.denoise_steps[start:end]
+            if calls:
+                out.append((sum(e for e, _ in calls), sum(t for _, t in calls)))
+            start = end
+        return out
 
 
 class CallProbe:
@@ -93,6 +150,7 @@ class CallProbe:
         self.record = CallRecord()
         self._handles: list[Any] = []
         self._wrapped: list[Any] = []
+        self._wrapped_steps: list[Any] = []
         self._open: tuple[str, str, str] | None = None  # (window, phase, component) of the open window
         self._count = 0
         self._prefix = f"autolog-{id(self):x}"  # unique per probe: threads may share one meter
@@ -120,6 +178,9 @@ class CallProbe:
         totals[0] += energy
         totals[1] += seconds
         self.record.calls[component] = self.record.calls.get(component, 0) + 1
+        own = self.record.components.setdefault(component, [0.0, 0.0])
+        own[0] += energy
+        own[1] += seconds
         if phase == schema.PHASE_DENOISE:
             self.record.denoise_steps.append((energy, seconds))
 
@@ -129,7 +190,7 @@ class CallProbe:
         for name, module in components.items():
             if not isinstance(module, torch.nn.Module):
                 continue
-            phase = component_phase(name)
+            phase = component_phase(name, module)
             if phase is None:
                 continue
             if phase == schema.PHASE_DECODE:
@@ -146,6 +207,23 @@ class CallProbe:
 
             self._handles.append(module.register_forward_pre_hook(pre))
             self._handles.append(module.register_forward_hook(post, always_call=True))
+        self._wrap_scheduler(getattr(self.pipe, "scheduler", None))
+
+    def _wrap_scheduler(self, scheduler: Any) -> None:
+        """Mark the end of each scheduler step, so the denoiser calls of one step can be summed."""
+        original = getattr(scheduler, "step", None)
+        if original is None or "step" in vars(scheduler):
+            return
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            self.record.step_ends.append(len(self.record.denoise_steps))
+            return original(*args, **kwargs)
+
+        try:
+            scheduler.step = step
+        except (AttributeError, TypeError):
+            return
+        self._wrapped_steps.append(scheduler)
 
     def _wrap_decode(self, vae: Any, name: str) -> None:
         original = getattr(vae, "decode", None)
@@ -170,6 +248,9 @@ class CallProbe:
         for vae in self._wrapped:
             vars(vae).pop("decode", None)
         self._wrapped.clear()
+        for scheduler in self._wrapped_steps:
+            vars(scheduler).pop("step", None)
+        self._wrapped_steps.clear()
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> CallProbe:
