@@ -285,6 +285,9 @@ M_ENERGY_DENOISE_STEP = "energy/denoise_step_j"  # history: one point per schedu
 M_TIME_DENOISE_STEP = "time/denoise_step_s"
 M_ENERGY_DENOISE_CALL = "energy/denoise_call_j"  # history: one point per denoiser call (CFG passes, ControlNet)
 M_TIME_DENOISE_CALL = "time/denoise_call_s"
+# Other measured calls that overlapped this one: a process-wide meter (the CPU estimate, RAPL)
+# counts their work in this call's windows too, so its energy is an upper bound.
+T_OVERLAPPED = "mlflow_energy.overlapped_calls"
 P_SCHEDULER_STEPS = "scheduler_steps"  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)
 
 

@@ -165,8 +165,8 @@ def first_image(output: Any) -> Any | None:
             arr = arr.transpose(1, 2, 0)
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
             return None
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype("uint8")
+        if arr.dtype != np.uint8:  # NaN pixels (a diverged sampler) become black, without a numpy warning
+            arr = (np.clip(np.nan_to_num(arr.astype("float32"), nan=0.0), 0.0, 1.0) * 255).round().astype("uint8")
         return Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
     except Exception:
         return None

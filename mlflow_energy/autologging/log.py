@@ -112,6 +112,8 @@ def log_call(
         schema.T_VERSION: __version__,
         **meter.tags(),
     }
+    if record.overlapped:
+        tags[schema.T_OVERLAPPED] = str(record.overlapped)
     client = MlflowClient()
     # log_batch takes at most 1000 metrics per call
     for start in range(0, len(rows), 1000):

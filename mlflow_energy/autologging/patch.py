@@ -57,6 +57,10 @@ _ORIGINALS: dict[type, Any] = {}
 _METERS: dict[str, Any] = {}
 _HOOKED: list[Any] = []  # the DiffusionPipeline class whose __init_subclass__ we set
 _RUNS_WITH_CALL: set[str] = set()
+_RUNS_WITH_FAILURE: set[str] = set()  # runs of yours we tagged with a failure: a later success clears it
+# Opening a meter imports Zeus, whose AMD backend swaps sys.stdout for None while it imports
+# amdsmi: two threads doing it at once lose each other's stdout (and one import fails).
+_METER_LOCK = threading.Lock()
 
 
 def autolog(
@@ -174,11 +178,24 @@ def _device(pipe: Any) -> str:
 def _meter_for(device: str) -> Any:
     if _CONFIG.meter is not None:
         return _CONFIG.meter
-    if device not in _METERS:
-        from mlflow_energy.measure.meters import auto_meter
+    meter = _METERS.get(device)
+    if meter is not None:
+        return meter
+    import sys
 
-        _METERS[device] = auto_meter(device)
-    return _METERS[device]
+    with _METER_LOCK:
+        if device not in _METERS:
+            from mlflow_energy.measure.meters import auto_meter
+
+            stdout, stderr = sys.stdout, sys.stderr
+            try:
+                _METERS[device] = auto_meter(device)
+            finally:
+                if sys.stdout is not stdout:  # never leave the user's stdout swapped
+                    sys.stdout = stdout
+                if sys.stderr is not stderr:
+                    sys.stderr = stderr
+        return _METERS[device]
 
 
 def _measured_call(original: Any, pipe: Any, args: tuple, kwargs: dict) -> Any:
@@ -251,6 +268,11 @@ def _log_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallP
             _warn(f"params not logged ({exc.message.splitlines()[0][:200]})")
             log_call(run_id, record=probe.record, params=params, family=family, meter=meter, log_params=False)
         _RUNS_WITH_CALL.add(run_id)
+        if run_id in _RUNS_WITH_FAILURE:  # an earlier call in your run failed; this one did not
+            from mlflow import MlflowClient
+
+            MlflowClient().delete_tag(run_id, schema.T_FAILURE)
+            _RUNS_WITH_FAILURE.discard(run_id)
         if _CONFIG.log_images:
             image = first_image(output)
             if image is not None:
@@ -273,5 +295,7 @@ def _log_failure(pipe: Any, exc: BaseException) -> None:
     try:
         MlflowClient().set_tag(run_id, schema.T_FAILURE, one_line(exc))
         MlflowClient().set_tag(run_id, schema.T_KIND, schema.KIND_AUTOLOG)
+        if not ours:
+            _RUNS_WITH_FAILURE.add(run_id)
     finally:
         _close_run(ours, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,55 @@ def component_phase(name: str, module: Any = None) -> str | None:
     return None
 
 
+# Measured calls in flight, process-wide: a call that overlaps another is tagged, since a
+# process-wide meter (the CPU estimate, RAPL) counts both calls' work in both windows.
+_ACTIVE: set[Any] = set()
+_ACTIVE_LOCK = threading.Lock()
+# Methods wrapped on a shared instance (a VAE's decode, a scheduler's step): one dispatcher per
+# instance routes each call to the probe of the thread that makes it.
+_DISPATCH_LOCK = threading.Lock()
+_DISPATCH_ATTR = "_mlflow_energy_probes"
+
+
+def _dispatch(obj: Any, method: str, probe: Any, handler: Any) -> bool:
+    """Route ``obj.<method>`` calls made on ``probe``'s thread through ``handler(call)``."""
+    with _DISPATCH_LOCK:
+        wrapper = vars(obj).get(method) if hasattr(obj, "__dict__") else None
+        if wrapper is None:
+            original = getattr(obj, method, None)
+            if original is None:
+                return False
+            handlers: dict[int, Any] = {}
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                own = handlers.get(threading.get_ident())
+                if own is None:
+                    return original(*args, **kwargs)
+                return own(lambda: original(*args, **kwargs))
+
+            setattr(wrapper, _DISPATCH_ATTR, handlers)
+            try:
+                setattr(obj, method, wrapper)
+            except (AttributeError, TypeError):
+                return False
+        handlers = getattr(wrapper, _DISPATCH_ATTR, None)
+        if handlers is None:  # a method the user set on the instance: leave it alone
+            return False
+        handlers[probe._thread] = handler
+        return True
+
+
+def _undispatch(obj: Any, method: str, probe: Any) -> None:
+    with _DISPATCH_LOCK:
+        wrapper = vars(obj).get(method)
+        handlers = getattr(wrapper, _DISPATCH_ATTR, None)
+        if handlers is None:
+            return
+        handlers.pop(probe._thread, None)
+        if not handlers:
+            vars(obj).pop(method, None)
+
+
 def synchronize(device: Any) -> None:
     """Wait for the device's queued work (CUDA, MPS); nothing on the CPU."""
     kind = str(device).split(":", 1)[0]
@@ -104,6 +154,7 @@ class CallRecord:
             then: the calls of one scheduler step (both passes of true CFG, a ControlNet and its
             UNet) are ``denoise_steps[step_ends[i - 1]:step_ends[i]]``. Empty when the pipeline
             never called its scheduler's ``step``.
+        overlapped: other measured calls (other threads) that ran while this one did.
     """
 
     whole: tuple[float, float] = (0.0, 0.0)
@@ -112,6 +163,7 @@ class CallRecord:
     calls: dict[str, int] = field(default_factory=dict)
     components: dict[str, list[float]] = field(default_factory=dict)
     step_ends: list[int] = field(default_factory=list)
+    overlapped: int = 0
 
     def per_step(self) -> list[tuple[float, float]]:
         """``(energy_j, time_s)`` per scheduler step (per denoiser call without step marks).
@@ -154,6 +206,7 @@ class CallProbe:
         self._open: tuple[str, str, str] | None = None  # (window, phase, component) of the open window
         self._count = 0
         self._prefix = f"autolog-{id(self):x}"  # unique per probe: threads may share one meter
+        self._thread = threading.get_ident()  # the calls this probe measures are made on this thread
         self._whole = f"{self._prefix}-whole"
 
     # ------------------------------------------------------------------ windows
@@ -199,10 +252,11 @@ class CallProbe:
             owned: list[bool] = []
 
             def pre(_mod: Any, _args: Any, *, _phase: str = phase, _name: str = name, _owned: list = owned) -> None:
-                _owned.append(self._begin(_phase, _name))
+                if threading.get_ident() == self._thread:  # a pipeline sharing this module on another thread
+                    _owned.append(self._begin(_phase, _name))
 
             def post(_mod: Any, _args: Any, _out: Any, *, _owned: list = owned) -> None:
-                if _owned and _owned.pop():
+                if threading.get_ident() == self._thread and _owned and _owned.pop():
                     self._end()
 
             self._handles.append(module.register_forward_pre_hook(pre))
@@ -211,45 +265,34 @@ class CallProbe:
 
     def _wrap_scheduler(self, scheduler: Any) -> None:
         """Mark the end of each scheduler step, so the denoiser calls of one step can be summed."""
-        original = getattr(scheduler, "step", None)
-        if original is None or "step" in vars(scheduler):
-            return
+        if scheduler is not None and _dispatch(scheduler, "step", self, self._on_step):
+            self._wrapped_steps.append(scheduler)
 
-        def step(*args: Any, **kwargs: Any) -> Any:
-            self.record.step_ends.append(len(self.record.denoise_steps))
-            return original(*args, **kwargs)
-
-        try:
-            scheduler.step = step
-        except (AttributeError, TypeError):
-            return
-        self._wrapped_steps.append(scheduler)
+    def _on_step(self, call: Any) -> Any:
+        self.record.step_ends.append(len(self.record.denoise_steps))
+        return call()
 
     def _wrap_decode(self, vae: Any, name: str) -> None:
-        original = getattr(vae, "decode", None)
-        if original is None or "decode" in vars(vae):
-            return
-
-        def decode(*args: Any, **kwargs: Any) -> Any:
+        def on_decode(call: Any) -> Any:
             owned = self._begin(schema.PHASE_DECODE, name)
             try:
-                return original(*args, **kwargs)
+                return call()
             finally:
                 if owned:
                     self._end()
 
-        vae.decode = decode
-        self._wrapped.append(vae)
+        if _dispatch(vae, "decode", self, on_decode):
+            self._wrapped.append(vae)
 
     def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         for vae in self._wrapped:
-            vars(vae).pop("decode", None)
+            _undispatch(vae, "decode", self)
         self._wrapped.clear()
         for scheduler in self._wrapped_steps:
-            vars(scheduler).pop("step", None)
+            _undispatch(scheduler, "step", self)
         self._wrapped_steps.clear()
 
     # ------------------------------------------------------------------ context
@@ -262,6 +305,11 @@ class CallProbe:
         except BaseException:
             self._remove()
             raise
+        with _ACTIVE_LOCK:
+            for other in _ACTIVE:
+                other.record.overlapped += 1
+            self.record.overlapped += len(_ACTIVE)
+            _ACTIVE.add(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -272,3 +320,5 @@ class CallProbe:
             self.record.whole = self.meter.end_window(self._whole)
         finally:
             self._remove()
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self)
