@@ -24,7 +24,7 @@ from mlflow_energy._version import __version__  # noqa: E402
 from mlflow_energy.config import InferenceConfig  # noqa: E402
 from mlflow_energy.errors import ConfigError, MlflowEnergyError  # noqa: E402
 
-__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__", "autolog"]
+__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__", "autolog", "flush"]
 
 
 def autolog(**kwargs: object) -> None:
@@ -37,3 +37,19 @@ def autolog(**kwargs: object) -> None:
     from mlflow_energy.autologging.patch import autolog as _autolog
 
     _autolog(**kwargs)  # type: ignore[arg-type]
+
+
+def flush(timeout: float | None = 60.0) -> bool:
+    """Wait until every autologged call is in MLflow: see :func:`mlflow_energy.autologging.background.flush`.
+
+    Autologged calls are logged by a background thread; call this before reading their runs.
+    Returns ``True`` when everything reached MLflow (``False``: kept in the journal, logged later).
+
+    Example:
+        >>> import mlflow_energy
+        >>> mlflow_energy.flush()
+        True
+    """
+    from mlflow_energy.autologging.background import flush as _flush
+
+    return _flush(timeout)

@@ -8,6 +8,7 @@ Modules:
     probe     forward hooks and meter windows around one call (text encoders, denoiser calls, VAE decode)
     identify  the family a pipeline's components belong to, the call's params, its images
     log       one call as MLflow params, per-image metrics, the per-step history and tags
+    background  the logger thread: journal first, then the run, off the caller's thread; ``flush()``
     patch     ``autolog()``: patching, run policy, errors that never break the user's call
 May import: the shared ground, ``families``, ``config``, ``flops``, ``measure``, ``tracking``.
 
@@ -20,7 +21,7 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["CallProbe", "CallRecord", "autolog", "is_enabled", "pipeline_family"]
+__all__ = ["CallProbe", "CallRecord", "autolog", "flush", "is_enabled", "pipeline_family"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -28,6 +29,7 @@ __getattr__, __dir__ = lazy_exports(
         "CallProbe": "probe",
         "CallRecord": "probe",
         "autolog": "patch",
+        "flush": "background",
         "is_enabled": "patch",
         "pipeline_family": "identify",
     },

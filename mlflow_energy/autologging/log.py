@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from mlflow_energy import schema
@@ -76,35 +75,26 @@ def flops_for(family: str | None, params: dict[str, Any]) -> dict[str, float]:
         return {}
 
 
-def log_call(
-    run_id: str,
-    *,
-    record: CallRecord,
-    params: dict[str, Any],
-    family: str | None,
-    meter: Any,
-    log_params: bool = True,
-) -> None:
-    """Log one call to ``run_id``: params, metrics, the per-step history and tags, in one batch."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
-
+def call_rows(record: CallRecord, params: dict[str, Any], family: str | None) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` of one call: per-image metrics and FLOPs (step 0) and the step histories."""
     images = int(params.get(schema.P_BATCH_SIZE, 1))
     metrics = record_metrics(record, images=images)
     metrics.update(flops_for(family, params))
-    now = int(time.time() * 1000)
-    rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
+    rows = [(k, float(v), 0) for k, v in metrics.items()]
     n = max(1, images)
-    for i, (energy, seconds) in enumerate(record.per_step()):
-        rows.append(Metric(schema.M_ENERGY_DENOISE_STEP, energy / n, now, i))
-        rows.append(Metric(schema.M_TIME_DENOISE_STEP, seconds / n, now, i))
-    if len(record.denoise_steps) != len(record.per_step()):  # several calls per step: each call too
+    steps = record.per_step()
+    for i, (energy, seconds) in enumerate(steps):
+        rows.append((schema.M_ENERGY_DENOISE_STEP, energy / n, i))
+        rows.append((schema.M_TIME_DENOISE_STEP, seconds / n, i))
+    if len(record.denoise_steps) != len(steps):  # several calls per step: each call too
         for i, (energy, seconds) in enumerate(record.denoise_steps):
-            rows.append(Metric(schema.M_ENERGY_DENOISE_CALL, energy / n, now, i))
-            rows.append(Metric(schema.M_TIME_DENOISE_CALL, seconds / n, now, i))
-    all_params = dict(params)
-    if family:
-        all_params[schema.P_MODEL] = family
+            rows.append((schema.M_ENERGY_DENOISE_CALL, energy / n, i))
+            rows.append((schema.M_TIME_DENOISE_CALL, seconds / n, i))
+    return rows
+
+
+def call_tags(record: CallRecord, meter: Any) -> dict[str, str]:
+    """The tags of one call's run: kind, energy source, hardware, version, the meter's own, overlaps."""
     tags = {
         schema.T_KIND: schema.KIND_AUTOLOG,
         schema.T_ENERGY_SOURCE: meter.source,
@@ -114,12 +104,4 @@ def log_call(
     }
     if record.overlapped:
         tags[schema.T_OVERLAPPED] = str(record.overlapped)
-    client = MlflowClient()
-    # log_batch takes at most 1000 metrics per call
-    for start in range(0, len(rows), 1000):
-        client.log_batch(
-            run_id,
-            metrics=rows[start:start + 1000],
-            params=[Param(k, str(v)) for k, v in all_params.items()] if (log_params and start == 0) else [],
-            tags=[RunTag(k, str(v)) for k, v in tags.items()] if start == 0 else [],
-        )
+    return {k: str(v) for k, v in tags.items()}

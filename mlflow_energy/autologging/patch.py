@@ -13,6 +13,10 @@ Runs, in the manner of MLflow's autologging:
 - an active run (``with mlflow.start_run():``) not yet holding a call: the call logs into it;
 - an active run that already holds a call, or ``exclusive=True``: a nested child run per call.
 
+The caller's thread only reads the meter and queues the call; the run is created and logged by
+a background thread, journal first (:mod:`.background`): call :func:`mlflow_energy.flush` before
+reading a call's run, and a tracking server that is away never holds your call.
+
 Measurement errors never break the user's call: they are warned about (unless ``silent``) and
 the pipeline runs unmeasured.
 
@@ -27,7 +31,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
+import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +44,6 @@ from mlflow_energy.autologging.probe import CallProbe
 
 _logger = logging.getLogger(__name__)
 _PATCHED_FLAG = "_mlflow_energy_autolog"
-#: Longest side of the logged image.
-IMAGE_MAX_SIDE = 256
 
 
 @dataclass
@@ -58,6 +63,7 @@ _METERS: dict[str, Any] = {}
 _HOOKED: list[Any] = []  # the DiffusionPipeline class whose __init_subclass__ we set
 _RUNS_WITH_CALL: set[str] = set()
 _RUNS_WITH_FAILURE: set[str] = set()  # runs of yours we tagged with a failure: a later success clears it
+_RUNS_LOCK = threading.Lock()
 # Opening a meter imports Zeus, whose AMD backend swaps sys.stdout for None while it imports
 # amdsmi: two threads doing it at once lose each other's stdout (and one import fails).
 _METER_LOCK = threading.Lock()
@@ -199,6 +205,7 @@ def _meter_for(device: str) -> Any:
 
 
 def _measured_call(original: Any, pipe: Any, args: tuple, kwargs: dict) -> Any:
+    start_ms = int(time.time() * 1000)
     try:
         device = _device(pipe)
         meter = _meter_for(device)
@@ -212,13 +219,13 @@ def _measured_call(original: Any, pipe: Any, args: tuple, kwargs: dict) -> Any:
     except BaseException as exc:
         try:
             probe.__exit__(None, None, None)
-            _log_failure(pipe, exc)
+            _submit_failure(pipe, exc, start_ms)
         except Exception as log_exc:
             _warn(f"could not log the failed call ({type(log_exc).__name__}: {log_exc})")
         raise
     try:
         probe.__exit__(None, None, None)
-        _log_success(pipe, args, kwargs, output, probe, meter)
+        _submit_success(pipe, args, kwargs, output, probe, meter, start_ms)
     except Exception as exc:
         _warn(f"could not log this call ({type(exc).__name__}: {exc})")
     return output
@@ -231,71 +238,73 @@ def _run_name(family: str | None, pipe: Any, params: dict[str, Any]) -> str:
     return f"{name}-{params.get(schema.P_STEPS, '?')}st"
 
 
-def _open_run(run_name: str) -> tuple[str, bool]:
-    """``(run_id, ours)``: the run this call logs to, and whether we started it (and end it)."""
+def _target() -> dict[str, Any]:
+    """Where this call logs, decided on the caller's thread (MLflow's active run is per thread).
+
+    No server round trip: the run itself is created by the background logger.
+    """
     import mlflow
+    from mlflow.tracking import fluent
 
     active = mlflow.active_run()
-    if active is not None and not _CONFIG.exclusive and active.info.run_id not in _RUNS_WITH_CALL:
-        return active.info.run_id, False
-    run = mlflow.start_run(run_name=run_name, nested=active is not None, tags=dict(_CONFIG.extra_tags))
-    return run.info.run_id, True
+    target: dict[str, Any] = {
+        "uri": mlflow.get_tracking_uri(),
+        "experiment_id": fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID"),
+        "experiment_name": os.environ.get("MLFLOW_EXPERIMENT_NAME"),
+        "run_id": None, "parent_run_id": None,
+    }
+    if active is None:
+        return target
+    with _RUNS_LOCK:
+        if not _CONFIG.exclusive and active.info.run_id not in _RUNS_WITH_CALL:
+            _RUNS_WITH_CALL.add(active.info.run_id)
+            return {**target, "run_id": active.info.run_id}
+    return {**target, "parent_run_id": active.info.run_id, "experiment_id": active.info.experiment_id}
 
 
-def _close_run(ours: bool, status: str) -> None:
-    if ours:
-        import mlflow
+def _entry(target: dict[str, Any], *, run_name: str, params: dict[str, Any], metrics: list[tuple[str, float, int]],
+           tags: dict[str, str], status: str, start_ms: int) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    return {**target, "id": uuid.uuid4().hex, "run_name": run_name, "params": {k: str(v) for k, v in params.items()},
+            "metrics": metrics, "tags": tags, "run_tags": dict(_CONFIG.extra_tags), "status": status,
+            "start_ms": start_ms, "end_ms": now, "time_ms": now}
 
-        mlflow.end_run(status)
 
-
-def _log_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallProbe, meter: Any) -> None:
-    from mlflow.exceptions import MlflowException
-
-    from mlflow_energy.autologging.identify import call_params, first_image, pipeline_family
-    from mlflow_energy.autologging.log import log_call
+def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallProbe, meter: Any,
+                    start_ms: int) -> None:
+    from mlflow_energy.autologging import background
+    from mlflow_energy.autologging.identify import call_params, pipeline_family
+    from mlflow_energy.autologging.log import call_rows, call_tags
 
     family = pipeline_family(pipe)
     params = call_params(pipe, args, kwargs, output, len(probe.record.denoise_steps))
     if probe.record.step_ends:
         params[schema.P_SCHEDULER_STEPS] = len(probe.record.per_step())
-    run_id, ours = _open_run(_run_name(family, pipe, params))
-    status = "FAILED"
-    try:
-        try:
-            log_call(run_id, record=probe.record, params=params, family=family, meter=meter)
-        except MlflowException as exc:  # your run already has one of these params with another value
-            _warn(f"params not logged ({exc.message.splitlines()[0][:200]})")
-            log_call(run_id, record=probe.record, params=params, family=family, meter=meter, log_params=False)
-        _RUNS_WITH_CALL.add(run_id)
-        if run_id in _RUNS_WITH_FAILURE:  # an earlier call in your run failed; this one did not
-            from mlflow import MlflowClient
-
-            MlflowClient().delete_tag(run_id, schema.T_FAILURE)
-            _RUNS_WITH_FAILURE.discard(run_id)
-        if _CONFIG.log_images:
-            image = first_image(output)
-            if image is not None:
-                from mlflow import MlflowClient
-
-                image = image.copy()
-                image.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE))
-                MlflowClient().log_image(run_id, image, artifact_file=schema.A_IMAGE_PNG)
-        status = "FINISHED"
-    finally:
-        _close_run(ours, status)
+    all_params = {**params, **({schema.P_MODEL: family} if family else {})}
+    target = _target()
+    entry = _entry(target, run_name=_run_name(family, pipe, params), params=all_params,
+                   metrics=call_rows(probe.record, params, family), tags=call_tags(probe.record, meter),
+                   status="FINISHED", start_ms=start_ms)
+    if target["run_id"] is not None:
+        with _RUNS_LOCK:
+            if target["run_id"] in _RUNS_WITH_FAILURE:  # an earlier call in your run failed; this one did not
+                _RUNS_WITH_FAILURE.discard(target["run_id"])
+                entry["delete_tags"] = [schema.T_FAILURE]
+    if _CONFIG.log_images:
+        entry["_image"] = output  # the first image is made and logged by the background logger
+    background.submit(entry, warn=_warn)
 
 
-def _log_failure(pipe: Any, exc: BaseException) -> None:
-    from mlflow import MlflowClient
-
+def _submit_failure(pipe: Any, exc: BaseException, start_ms: int) -> None:
+    from mlflow_energy.autologging import background
     from mlflow_energy.tracking import one_line
 
-    run_id, ours = _open_run(f"{type(pipe).__name__}-failed")
-    try:
-        MlflowClient().set_tag(run_id, schema.T_FAILURE, one_line(exc))
-        MlflowClient().set_tag(run_id, schema.T_KIND, schema.KIND_AUTOLOG)
-        if not ours:
-            _RUNS_WITH_FAILURE.add(run_id)
-    finally:
-        _close_run(ours, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    target = _target()
+    if target["run_id"] is not None:
+        with _RUNS_LOCK:
+            _RUNS_WITH_CALL.discard(target["run_id"])  # a failed call leaves your run free for the next one
+            _RUNS_WITH_FAILURE.add(target["run_id"])
+    entry = _entry(target, run_name=f"{type(pipe).__name__}-failed", params={}, metrics=[],
+                   tags={schema.T_FAILURE: one_line(exc), schema.T_KIND: schema.KIND_AUTOLOG},
+                   status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", start_ms=start_ms)
+    background.submit(entry, warn=_warn)

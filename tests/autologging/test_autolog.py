@@ -34,6 +34,7 @@ def _autolog_off(tracking_uri):
 def _runs(order: str = "attributes.start_time ASC"):
     import mlflow
 
+    mlflow_energy.flush()  # calls are logged by a background thread
     return mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=[order])
 
 
