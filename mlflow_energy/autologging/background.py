@@ -45,6 +45,7 @@ _THREAD: threading.Thread | None = None
 _START_LOCK = threading.Lock()
 _JOURNAL_LOCK = threading.Lock()
 _STATE = {"pending": 0, "warned": False, "replayed": False}
+_QUEUED: set[str] = set()  # ids submitted in this process and not yet handled: never replayed
 _WARN: list[Callable[[str], None]] = []
 
 
@@ -115,6 +116,7 @@ def submit(entry: dict[str, Any], *, warn: Callable[[str], None] | None = None) 
         _say(f"the autolog journal {path} is not writable ({exc}); logging without it")
     entry["_image"] = image
     with _START_LOCK:
+        _QUEUED.add(entry["id"])
         _STATE["pending"] += 1
         if _THREAD is None or not _THREAD.is_alive():
             _THREAD = threading.Thread(target=_worker, name="mlflow-energy-autolog", daemon=True)
@@ -154,6 +156,8 @@ def _worker() -> None:
         finally:
             with _START_LOCK:
                 _STATE["pending"] -= 1
+                if entry is not None:
+                    _QUEUED.discard(entry["id"])
             _QUEUE.task_done()
 
 
@@ -203,10 +207,14 @@ def _replay(skip: str | None = None) -> bool:
 
     uri = mlflow.get_tracking_uri()
     for entry in pending_entries(uri):
-        if entry["id"] == skip:
+        with _START_LOCK:
+            queued = entry["id"] in _QUEUED
+        if entry["id"] == skip or queued:  # the worker logs what is still in its queue
             continue
         _send(entry, replay=True)
-    return not [e for e in pending_entries(uri) if e["id"] != skip]
+    with _START_LOCK:
+        queued = set(_QUEUED)
+    return not [e for e in pending_entries(uri) if e["id"] != skip and e["id"] not in queued]
 
 
 def _existing_run(client: Any, entry: dict[str, Any]) -> str | None:
