@@ -134,23 +134,45 @@ def pipeline_family(pipe: Any) -> str | None:
     return found
 
 
+def _items(output: Any) -> Any:
+    """What a call produced, per sample: images, video frames (per video) or a prior's image embeddings."""
+    for name in ("images", "frames", "image_embeds", "videos"):
+        items = getattr(output, name, None)
+        if items is not None:
+            return items
+    if isinstance(output, dict):
+        for name in ("images", "frames", "image_embeds"):
+            if output.get(name) is not None:
+                return output[name]
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return None
+
+
 def image_count(output: Any) -> int:
-    """Images a pipeline call returned (``output.images``, or the first item of a tuple)."""
-    images = getattr(output, "images", None)
-    if images is None and isinstance(output, (tuple, list)) and output:
-        images = output[0]
+    """Samples a call returned: images, videos (``frames``: one per video), or a prior's image embeddings.
+
+    Example:
+        >>> image_count(type("Out", (), {"frames": [[1, 2, 3], [4, 5, 6]]})())  # two videos of 3 frames
+        2
+    """
+    items = _items(output)
     try:
-        return max(1, len(images))
+        return max(1, len(items))
     except TypeError:
         return 1
 
 
 def first_image(output: Any) -> Any | None:
-    """The first image of a call's output as a PIL image, or ``None`` (latents, arrays of odd shape)."""
+    """The first image (a video's first frame) of a call's output as a PIL image, or ``None``."""
     images = getattr(output, "images", None)
+    if images is None:
+        frames = getattr(output, "frames", None)
+        if frames is not None and len(frames):
+            images = frames[0]  # the first video's frames
     if images is None and isinstance(output, (tuple, list)) and output:
         images = output[0]
-    if images is None or not len(images):
+    if images is None or not hasattr(images, "__len__") or not len(images):
         return None
     first = images[0]
     try:
@@ -161,6 +183,8 @@ def first_image(output: Any) -> Any | None:
         import numpy as np
 
         arr = first.detach().float().cpu().numpy() if hasattr(first, "detach") else np.asarray(first)
+        if arr.ndim == 4 and arr.shape[0] >= 1:  # (frames, H, W, C) or (frames, C, H, W): the first frame
+            arr = arr[0]
         if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
             arr = arr.transpose(1, 2, 0)
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
@@ -203,6 +227,12 @@ def call_params(pipe: Any, args: tuple, kwargs: dict, output: Any, denoiser_call
     if isinstance(guidance, (int, float)):
         params[schema.P_GUIDANCE_SCALE] = float(guidance)
     params[schema.P_BATCH_SIZE] = image_count(output)
+    frames = getattr(output, "frames", None)
+    try:
+        if frames is not None and len(frames):
+            params[schema.P_NUM_FRAMES] = len(frames[0])  # a video's frames; values stay per video
+    except TypeError:
+        pass
     dtype = str(getattr(pipe, "dtype", ""))
     params[schema.P_PRECISION] = _PRECISIONS.get(dtype, dtype.replace("torch.", "") or "unknown")
     device = getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu")

@@ -55,3 +55,24 @@ def test_recognition_ignores_what_does_not_set_flops() -> None:
 def test_the_most_specific_family_wins(name: str) -> None:
     # tiny-sd3-medium's data names no dual-attention layers: SD3.5 pipelines agree with it too.
     assert pipeline_family(_on_meta(name)) == name
+
+
+def test_batch_and_size_from_every_output_kind() -> None:
+    import numpy as np
+    import torch
+
+    from mlflow_energy import schema
+    from mlflow_energy.autologging.identify import call_params, first_image, image_count
+
+    videos = type("VideoOut", (), {"frames": np.zeros((2, 5, 24, 40, 3), dtype="float32")})()  # 2 videos, 5 frames
+    assert image_count(videos) == 2 and first_image(videos).size == (40, 24)
+    prior = type("PriorOut", (), {"image_embeds": torch.zeros(3, 32), "negative_image_embeds": torch.zeros(3, 32)})()
+    assert image_count(prior) == 3 and first_image(prior) is None
+    images = type("Out", (), {"images": [np.zeros((16, 48, 3), dtype="float32")]})()
+    pipe = type("Pipe", (), {"__call__": lambda self, prompt, num_inference_steps=4: None})()
+    params = call_params(pipe, ("a cat",), {}, images, denoiser_calls=4)
+    # height and width from the output where the call did not pass them
+    assert (params[schema.P_HEIGHT], params[schema.P_WIDTH], params[schema.P_STEPS]) == (16, 48, 4)
+    video_params = call_params(pipe, ("a cat",), {}, videos, denoiser_calls=4)
+    assert (video_params[schema.P_BATCH_SIZE], video_params[schema.P_NUM_FRAMES]) == (2, 5)
+    assert (video_params[schema.P_HEIGHT], video_params[schema.P_WIDTH]) == (24, 40)
