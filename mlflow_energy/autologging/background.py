@@ -44,6 +44,7 @@ _QUEUE: queue.Queue[dict[str, Any] | None] = queue.Queue()
 _THREAD: threading.Thread | None = None
 _START_LOCK = threading.Lock()
 _JOURNAL_LOCK = threading.Lock()
+_SEND_LOCK = threading.RLock()  # one sender at a time: the logger thread, or a flush() replaying the journal
 _STATE = {"pending": 0, "warned": False, "replayed": False}
 _QUEUED: set[str] = set()  # ids submitted in this process and not yet handled: never replayed
 _WARN: list[Callable[[str], None]] = []
@@ -142,7 +143,8 @@ def flush(timeout: float | None = 60.0) -> bool:
             return False
         time.sleep(0.01)
     try:
-        return _replay()
+        with _SEND_LOCK:
+            return _replay()
     except Exception:
         return False
 
@@ -152,7 +154,8 @@ def _worker() -> None:
         entry = _QUEUE.get()
         try:
             if entry is not None:
-                _handle(entry)
+                with _SEND_LOCK:
+                    _handle(entry)
         finally:
             with _START_LOCK:
                 _STATE["pending"] -= 1
