@@ -15,6 +15,7 @@ P_WIDTH = "width"
 P_STEPS = "steps"
 P_GUIDANCE_SCALE = "guidance_scale"
 P_CFG = "cfg"
+P_CFG_PASSES = "cfg_passes"  # denoiser passes per step, 1 or 2 (default: what pipe(prompt) does)
 P_PRECISION = "precision"
 P_BATCH_SIZE = "batch_size"
 P_DEVICE = "device"
@@ -25,7 +26,7 @@ P_WARMUP = "warmup"
 
 RUN_PARAMS: tuple[str, ...] = (
     P_MODEL, P_WEIGHTS, P_HEIGHT, P_WIDTH, P_STEPS, P_GUIDANCE_SCALE, P_CFG, P_PRECISION,
-    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP,
+    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP, P_CFG_PASSES,
 )
 
 # --- phases -----------------------------------------------------------------------------
@@ -129,7 +130,7 @@ A_SWEEP_SPEC = "sweep_spec.yaml"
 PREDICTOR_INPUTS: tuple[str, ...] = (
     "model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "hardware",
 )
-PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh",)
+PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh", "cfg_passes", "setup")
 PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_text_encode_j", "energy_denoise_j", "energy_decode_j", "energy_total_j",
     "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
