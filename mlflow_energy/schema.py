@@ -155,6 +155,14 @@ A_FIT_CV_SUMMARY_CSV = "fit/cv_summary.csv"
 A_FIT_SOURCE_RUNS = "fit/source_run_ids.txt"
 A_FIT_PLOTS_DIR = "plots"
 REGISTERED_ALIAS_CHAMPION = "champion"
+# --- calibration (predict/calibrate.py) --------------------------------------------------
+P_CALIBRATION_SETUP = "calibration_setup"  # the setup name a calibrated version answers to
+P_CALIBRATION_PRIOR = "calibration_prior_model_uri"  # the model it adapts
+P_CALIBRATION_FAMILIES = "calibration_families"  # families with measurements, comma-separated
+M_CALIBRATION_POINTS = "calibration/points"  # measurements used
+M_CALIBRATION_SIGMA = "calibration/log_sigma"  # within-setup sd of log energy after calibration
+M_CALIBRATION_SETUP_OFFSET = "calibration/setup_log_offset"  # mean log correction over the families
+EXPERIMENT_CALIBRATION = "calibration"  # default experiment of calibration runs
 
 
 def fit_key(scope: str, phase: str, stat: str) -> str:

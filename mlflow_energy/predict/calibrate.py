@@ -1,0 +1,260 @@
+"""Calibration: adapt a registered energy model to the user's own setup from a few measurements.
+
+A *setup* is what the training data did not see: another harness, GPU board, driver, energy
+scope. Its error against the prior model is mostly a per-family level offset in log space (and,
+with a different saturation, a slope). Per family with measurements:
+
+* **level**: the mean log residual ``r`` (measured / prior) shrunk towards 0 by empirical Bayes,
+  ``delta = r_bar * tau^2 / (tau^2 + sigma^2 / n)``, where ``tau`` is the prior's between-setup
+  spread (its widest cross-validated interval level, ``unseen_setup``, or the widest stored level
+  until that exists) and ``sigma`` the within-setup noise (its ``known`` level);
+* **slope** (two or more distinct FLOP counts): the least-squares slope of ``r`` on log FLOPs,
+  shrunk the same way with a prior slope spread :data:`SLOPE_PRIOR_SD`;
+* **interval**: the posterior predictive spread ``z * sqrt(sigma_post^2 + var(delta) +
+  (x - x_bar)^2 var(slope))`` with ``sigma_post`` pooling the prior ``sigma`` (:data:`SIGMA_PRIOR_DOF`
+  pseudo-points) with the calibrated residuals: it narrows only as far as the evidence supports.
+
+Families of the setup without a measurement move by the mean correction of the measured ones
+and keep the unseen-setup width (level ``calibrated_setup``).
+
+Example:
+    >>> import pandas as pd
+    >>> from mlflow_energy.predict.calibrate import Calibration, FamilyCorrection
+    >>> c = Calibration("lab", {"sd2": FamilyCorrection(0.1, 0.0, 30.0, 0.01, 0.0, 3)}, 0.1, 0.05, 0.5, 3)
+    >>> d, half, level = c.apply(pd.Series(["sd2", "sdxl"]).to_numpy(), [30.0, 31.0])
+    >>> [round(v, 2) for v in d], list(level)
+    [0.1, 0.1], ['calibrated', 'calibrated_setup']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlflow_energy.fit import EnergyModel
+
+Z90 = 1.6449  # two-sided 90%: the intervals' nominal level
+#: Prior spread of a setup's slope correction (per log FLOP). Resolution and step scaling vary
+#: little between harnesses of one GPU generation; 0.1 lets 2+ points move the slope when they
+#: span a wide FLOP range and barely when they do not.
+SLOPE_PRIOR_SD = 0.1
+#: Pseudo-points of the prior within-setup noise when pooling it with calibrated residuals.
+SIGMA_PRIOR_DOF = 4.0
+LEVEL_CALIBRATED = "calibrated"
+LEVEL_CALIBRATED_SETUP = "calibrated_setup"
+LEVEL_UNSEEN_SETUP = "unseen_setup"
+
+
+@dataclass
+class FamilyCorrection:
+    """One family's correction: ``delta + slope * (x - x_ref)`` in log J, x = log FLOPs per image."""
+
+    offset: float
+    slope: float
+    x_ref: float
+    var_offset: float
+    var_slope: float
+    n: int
+
+
+@dataclass
+class Calibration:
+    """The corrections of one setup; :meth:`apply` gives per-row log shifts, half-widths and levels."""
+
+    name: str
+    families: dict[str, FamilyCorrection]
+    setup_offset: float  # for the setup's families without a measurement
+    sigma2: float  # within-setup noise after calibration (pooled)
+    unseen_half: float  # the unseen-setup half-width of the prior (families not measured)
+    n_points: int
+    hardware: list[str] = field(default_factory=list)
+
+    def apply(self, families: np.ndarray, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log shift, log half-width, level)`` per row."""
+        x = np.asarray(x, dtype=float)
+        n = len(families)
+        shift = np.full(n, self.setup_offset)
+        half = np.full(n, self.unseen_half)
+        level = np.full(n, LEVEL_CALIBRATED_SETUP, dtype=object)
+        for fam, c in self.families.items():
+            m = families == fam
+            if not m.any():
+                continue
+            dx = x[m] - c.x_ref
+            shift[m] = c.offset + c.slope * dx
+            half[m] = np.minimum(Z90 * np.sqrt(self.sigma2 + c.var_offset + dx**2 * c.var_slope), self.unseen_half)
+            level[m] = LEVEL_CALIBRATED
+        return shift, half, level
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        fams = {k: FamilyCorrection(**v) for k, v in d["families"].items()}
+        return cls(d["name"], fams, d["setup_offset"], d["sigma2"], d["unseen_half"], d["n_points"],
+                   list(d.get("hardware", [])))
+
+
+def calibrations_to_json(cals: dict[str, Calibration]) -> str:
+    return json.dumps({k: c.to_dict() for k, c in cals.items()})
+
+
+def calibrations_from_json(text: str) -> dict[str, Calibration]:
+    return {k: Calibration.from_dict(v) for k, v in json.loads(text).items()}
+
+
+# ============================================================================ the prior's spreads
+def unseen_setup_half(model: EnergyModel) -> float:
+    """Log half-width for a setup the model has not seen: the model's ``unseen_setup`` level
+    (leave one source out) when fit stored it, else the widest level it stored (conservative)."""
+    if LEVEL_UNSEEN_SETUP in model.interval and math.isfinite(model.interval[LEVEL_UNSEEN_SETUP]):
+        return float(model.interval[LEVEL_UNSEEN_SETUP])
+    widths = [v for v in model.interval.values() if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(max(widths)) if widths else math.log(2.0)
+
+
+def prior_spreads(model: EnergyModel) -> tuple[float, float]:
+    """``(tau, sigma)``: between-setup and within-setup sd of log residuals, from the 90% widths."""
+    tau = unseen_setup_half(model) / Z90
+    known = model.interval.get("known", float("nan"))
+    sigma = known / Z90 if isinstance(known, (int, float)) and math.isfinite(known) and known > 0 else tau / 3
+    return max(tau, 1e-3), max(min(sigma, tau), 1e-3)
+
+
+# ============================================================================ fitting
+def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
+                    calibrations: dict[str, Calibration] | None = None) -> Calibration:
+    """A :class:`Calibration` of ``model`` from the user's measurements.
+
+    ``data``: the predictor's input columns plus ``energy_total_j`` (J per image, > 0).
+
+    Raises:
+        ConfigError: a missing or bad column or value (row, column, value, what is allowed).
+    """
+    from mlflow_energy.predict.frame import predict_frame
+
+    if not isinstance(name, str) or not name.strip() or name in model.sources:
+        raise ConfigError("setup", name, "a new name for this setup (not one of the training sources "
+                          + ", ".join(model.sources) + ")")
+    data = pd.DataFrame(data).reset_index(drop=True)
+    if "energy_total_j" not in data.columns:
+        raise ConfigError("columns", "energy_total_j", "the predictor's input columns plus energy_total_j "
+                          "(measured J per image)")
+    if len(data) == 0:
+        raise ConfigError("rows", 0, "at least one measurement")
+    meas = pd.to_numeric(data["energy_total_j"], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(meas) & (meas > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError("energy_total_j", data["energy_total_j"].iloc[i], f"a number > 0 (J per image), row {i}")
+    inputs = data.drop(columns=[c for c in ("energy_total_j", "setup") if c in data.columns])
+    pred = predict_frame(model, inputs, calibrations=calibrations)
+    r = np.log(meas) - np.log(pred["energy_total_j"].to_numpy(dtype=float))
+    x = np.log(pred.attrs["flops_total"])
+    fams = inputs["model"].astype(str).to_numpy()
+    tau, sigma = prior_spreads(model)
+    corrections: dict[str, FamilyCorrection] = {}
+    fitted = np.zeros(len(r))
+    for fam in sorted(set(fams)):
+        m = fams == fam
+        n = int(m.sum())
+        xr, rr = x[m], r[m]
+        x_bar = float(xr.mean())
+        var_off = 1.0 / (1.0 / tau**2 + n / sigma**2)
+        offset = float(var_off * rr.sum() / sigma**2)  # = r_bar * tau^2 / (tau^2 + sigma^2 / n)
+        slope, var_slope = 0.0, SLOPE_PRIOR_SD**2
+        sxx = float(((xr - x_bar) ** 2).sum())
+        if len(np.unique(np.round(xr, 6))) >= 2 and sxx > 0:
+            var_slope = 1.0 / (1.0 / SLOPE_PRIOR_SD**2 + sxx / sigma**2)
+            slope = float(var_slope * ((xr - x_bar) * (rr - rr.mean())).sum() / sigma**2)
+        corrections[fam] = FamilyCorrection(offset, slope, x_bar, var_off, var_slope, n)
+        fitted[m] = offset + slope * (xr - x_bar)
+    # within-setup noise: the prior's, pooled with what the calibrated residuals show
+    n_par = sum(1 + (c.var_slope < SLOPE_PRIOR_SD**2) for c in corrections.values())
+    dof = max(len(r) - n_par, 0)
+    ssr = float(((r - fitted) ** 2).sum())
+    sigma2 = (SIGMA_PRIOR_DOF * sigma**2 + ssr) / (SIGMA_PRIOR_DOF + dof)
+    setup_offset = float(np.mean([c.offset for c in corrections.values()]))
+    return Calibration(name.strip(), corrections, setup_offset, sigma2, unseen_setup_half(model), len(r),
+                       sorted(set(pred.attrs["hardware"])))
+
+
+def read_measurements(path: str) -> pd.DataFrame:
+    """A CSV or JSONL file of measurements (the predictor's inputs plus ``energy_total_j``)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("file", path, "a CSV or JSONL file of measurements")
+    if p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        try:
+            return pd.read_json(p, lines=True)
+        except ValueError as exc:
+            raise ConfigError("file", path, f"JSON lines, one object per measurement ({exc})") from None
+    if p.suffix.lower() != ".csv":
+        raise ConfigError("file", path, "a .csv or .jsonl file")
+    return pd.read_csv(p)
+
+
+def runs_measurements(experiment: str) -> pd.DataFrame:
+    """The measurement runs of ``experiment`` as calibration rows (their config and total J per image)."""
+    from mlflow_energy.fit import runs_frame
+
+    f = runs_frame(experiment)
+    if len(f) == 0:
+        raise ConfigError("experiment", experiment, "an experiment with measurement runs")
+    out = pd.DataFrame({c: f[c] for c in ("model", "height", "width", "steps", "guidance_scale", "precision",
+                                          "batch_size")})
+    out["hardware"] = f["hardware_raw"] if "hardware_raw" in f.columns else f["hardware"]
+    out["energy_total_j"] = f["energy_total"]
+    if schema.P_CFG_PASSES in f.columns:
+        out["cfg_passes"] = pd.to_numeric(f[schema.P_CFG_PASSES], errors="coerce")
+    return out.reset_index(drop=True)
+
+
+# ============================================================================ the Python API
+def calibrate(data: pd.DataFrame | str, *, model_uri: str, registered_model: str, setup: str | None = None,
+              experiment: str = schema.EXPERIMENT_CALIBRATION) -> tuple[Any, Calibration]:
+    """Calibrate a registered energy model to a setup and register the result (alias ``@champion``).
+
+    ``data``: a DataFrame, or the path of a CSV/JSONL file, of the predictor's input columns plus
+    ``energy_total_j``. The new version wraps the prior model with the calibrations it already
+    had plus this one (same name: replaced); predict with ``setup=<name>`` to use it.
+
+    Returns ``(model version, calibration)``.
+
+    Example:
+        >>> import mlflow_energy                                                      # doctest: +SKIP
+        >>> mv, cal = mlflow_energy.calibrate("my_runs.csv", model_uri="models:/energy@champion",
+        ...                                   registered_model="energy", setup="lab-h100")
+    """
+    import mlflow
+
+    from mlflow_energy.predict.pyfunc import load_predictor, register_model
+
+    frame = read_measurements(data) if isinstance(data, str) else pd.DataFrame(data)
+    model, cals = load_predictor(model_uri)
+    name = setup or f"setup-{len(cals) + 1}"
+    cal = fit_calibration(model, frame, name=name)
+    cals = {**cals, cal.name: cal}
+    example = frame.drop(columns=[c for c in ("energy_total_j",) if c in frame.columns]).head(2).copy()
+    example["setup"] = cal.name
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"calibrate-{cal.name}"):
+        mlflow.log_params({schema.P_CALIBRATION_SETUP: cal.name, schema.P_CALIBRATION_PRIOR: model_uri,
+                           schema.P_CALIBRATION_FAMILIES: ",".join(sorted(cal.families))[:500]})
+        mlflow.log_metrics({schema.M_CALIBRATION_POINTS: cal.n_points,
+                            schema.M_CALIBRATION_SIGMA: math.sqrt(cal.sigma2),
+                            schema.M_CALIBRATION_SETUP_OFFSET: cal.setup_offset})
+        mv = register_model(model, example.reset_index(drop=True), registered_model, calibrations=cals)
+    return mv, cal
