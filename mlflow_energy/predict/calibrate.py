@@ -156,7 +156,9 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
     bad = ~(np.isfinite(meas) & (meas > 0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ConfigError("energy_total_j", data["energy_total_j"].iloc[i], f"a number > 0 (J per image), row {i}")
+        value = data["energy_total_j"].iloc[i]
+        raise ConfigError("energy_total_j", value.item() if isinstance(value, np.generic) else value,
+                          f"a number > 0 (J per image), row {i}")
     inputs = data.drop(columns=[c for c in ("energy_total_j", "setup") if c in data.columns])
     pred = predict_frame(model, inputs, calibrations=calibrations)
     r = np.log(meas) - np.log(pred["energy_total_j"].to_numpy(dtype=float))

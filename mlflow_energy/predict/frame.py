@@ -78,7 +78,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
         "energy_total_j": total, "energy_total_wh": total / 3600.0,
         "energy_total_j_low": total * np.exp(-half), "energy_total_j_high": total * np.exp(half),
         "co2e_g": total / J_PER_KWH * rows["carbon_intensity_g_per_kwh"].to_numpy(dtype=float),
-        "interval_level": levels, "energy_total_j_law": np.exp(law_logs[schema.PHASE_TOTAL]),
+        "interval_level": levels, "energy_total_j_law": np.exp(law_logs[schema.PHASE_TOTAL]) * factor,
         "energy_scope": np.full(len(rows), model.energy_scope, dtype=object),
     })
     out = pd.DataFrame({c: cols[c] for c in schema.PREDICTOR_OUTPUTS})
