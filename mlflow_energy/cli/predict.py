@@ -99,6 +99,7 @@ def calibrate_command(file: str | None, model_uri: str, registered_model: str, s
     click.echo(f"calibrated setup '{cal.name}' from {cal.n_points} measurement(s) of {len(cal.families)} "
                f"family(ies); within-setup log sd {cal.sigma2 ** 0.5:.3f}")
     for fam, c in sorted(cal.families.items()):
-        click.echo(f"  {fam}: level x{pow(2.718281828459045, c.offset):.3f}, slope {c.slope:+.3f} ({c.n} point(s))")
+        click.echo(f"  {fam}: level x{pow(2.718281828459045, c.offset):.3f}, FLOP slope {c.slope:+.3f}, "
+                   f"batch slope {c.batch_slope:+.3f} ({c.n} point(s))")
     click.echo(f"registered: models:/{registered_model}/{mv.version} = models:/{registered_model}@champion; "
                f"predict with setup='{cal.name}'")

@@ -8,11 +8,12 @@ with a different saturation, a slope). Per family with measurements:
   ``delta = r_bar * tau^2 / (tau^2 + sigma^2 / n)``, where ``tau`` is the prior's between-setup
   spread (its widest cross-validated interval level, ``unseen_setup``, or the widest stored level
   until that exists) and ``sigma`` the within-setup noise (its ``known`` level);
-* **slope** (two or more distinct FLOP counts): the least-squares slope of ``r`` on log FLOPs,
-  shrunk the same way with a prior slope spread :data:`SLOPE_PRIOR_SD`;
-* **interval**: the posterior predictive spread ``z * sqrt(sigma_post^2 + var(delta) +
-  (x - x_bar)^2 var(slope))`` with ``sigma_post`` pooling the prior ``sigma`` (:data:`SIGMA_PRIOR_DOF`
-  pseudo-points) with the calibrated residuals: it narrows only as far as the evidence supports.
+* **slopes** (two or more distinct FLOP counts, or batch sizes): the slopes of ``r`` on log FLOPs
+  per image and on log batch size, shrunk towards 0 with prior spreads :data:`SLOPE_PRIOR_SD` and
+  :data:`BATCH_SLOPE_PRIOR_SD` (one Bayesian linear regression per family, level and slopes together);
+* **interval**: the posterior predictive spread ``z * sqrt(sigma_post^2 + z' Cov z)`` with
+  ``sigma_post`` pooling the prior ``sigma`` (:data:`SIGMA_PRIOR_DOF` pseudo-points) with the
+  calibrated residuals: it narrows only as far as the evidence supports.
 
 Families of the setup without a measurement move by the mean correction of the measured ones
 and keep the unseen-setup width (level ``calibrated_setup``).
@@ -20,7 +21,8 @@ and keep the unseen-setup width (level ``calibrated_setup``).
 Example:
     >>> import pandas as pd
     >>> from mlflow_energy.predict.calibrate import Calibration, FamilyCorrection
-    >>> c = Calibration("lab", {"sd2": FamilyCorrection(0.1, 0.0, 30.0, 0.01, 0.0, 3)}, 0.1, 0.05, 0.5, 3)
+    >>> fc = FamilyCorrection([0.1, 0.0, 0.0], 30.0, 0.0, [[0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01]], 3)
+    >>> c = Calibration("lab", {"sd2": fc}, 0.1, 0.05, 0.5, 3)
     >>> d, half, level = c.apply(pd.Series(["sd2", "sdxl"]).to_numpy(), [30.0, 31.0])
     >>> [round(v, 2) for v in d], list(level)
     [0.1, 0.1], ['calibrated', 'calibrated_setup']
@@ -47,6 +49,9 @@ Z90 = 1.6449  # two-sided 90%: the intervals' nominal level
 #: little between harnesses of one GPU generation; 0.1 lets 2+ points move the slope when they
 #: span a wide FLOP range and barely when they do not.
 SLOPE_PRIOR_SD = 0.1
+#: Prior spread of a setup's batch exponent correction (per log batch size): on H100 the measured
+#: batch 1 -> 16 change of large models differs from a FLOP law's by about 0.25 in log, ~0.1 per log batch.
+BATCH_SLOPE_PRIOR_SD = 0.1
 #: Pseudo-points of the prior within-setup noise when pooling it with calibrated residuals.
 SIGMA_PRIOR_DOF = 4.0
 LEVEL_CALIBRATED = "calibrated"
@@ -56,14 +61,27 @@ LEVEL_UNSEEN_SETUP = "unseen_setup"
 
 @dataclass
 class FamilyCorrection:
-    """One family's correction: ``delta + slope * (x - x_ref)`` in log J, x = log FLOPs per image."""
+    """One family's correction in log J: ``coef . (1, x - x_ref, log batch - b_ref)`` (x = log FLOPs per image).
 
-    offset: float
-    slope: float
+    ``cov``: the posterior covariance of ``coef`` (3 x 3), for the interval."""
+
+    coef: list[float]
     x_ref: float
-    var_offset: float
-    var_slope: float
+    b_ref: float
+    cov: list[list[float]]
     n: int
+
+    @property
+    def offset(self) -> float:
+        return float(self.coef[0])
+
+    @property
+    def slope(self) -> float:
+        return float(self.coef[1])
+
+    @property
+    def batch_slope(self) -> float:
+        return float(self.coef[2])
 
 
 @dataclass
@@ -78,9 +96,11 @@ class Calibration:
     n_points: int
     hardware: list[str] = field(default_factory=list)
 
-    def apply(self, families: np.ndarray, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def apply(self, families: np.ndarray, x: Any, log_batch: Any | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(log shift, log half-width, level)`` per row."""
         x = np.asarray(x, dtype=float)
+        lb = np.zeros(len(x)) if log_batch is None else np.asarray(log_batch, dtype=float)
         n = len(families)
         shift = np.full(n, self.setup_offset)
         half = np.full(n, self.unseen_half)
@@ -89,9 +109,10 @@ class Calibration:
             m = families == fam
             if not m.any():
                 continue
-            dx = x[m] - c.x_ref
-            shift[m] = c.offset + c.slope * dx
-            half[m] = np.minimum(Z90 * np.sqrt(self.sigma2 + c.var_offset + dx**2 * c.var_slope), self.unseen_half)
+            z = np.column_stack([np.ones(int(m.sum())), x[m] - c.x_ref, lb[m] - c.b_ref])
+            shift[m] = z @ np.asarray(c.coef)
+            var = self.sigma2 + np.einsum("ij,jk,ik->i", z, np.asarray(c.cov), z)
+            half[m] = np.minimum(Z90 * np.sqrt(var), self.unseen_half)
             level[m] = LEVEL_CALIBRATED
         return shift, half, level
 
@@ -100,7 +121,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        fams = {k: FamilyCorrection(**v) for k, v in d["families"].items()}
+        fams = {k: FamilyCorrection(**{f: v[f] for f in ("coef", "x_ref", "b_ref", "cov", "n")})
+                for k, v in d["families"].items()}
         return cls(d["name"], fams, d["setup_offset"], d["sigma2"], d["unseen_half"], d["n_points"],
                    list(d.get("hardware", [])))
 
@@ -164,31 +186,34 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
     r = np.log(meas) - np.log(pred["energy_total_j"].to_numpy(dtype=float))
     x = np.log(pred.attrs["flops_total"])
     fams = inputs["model"].astype(str).to_numpy()
+    lb = np.log(inputs_batch(inputs))
     tau, sigma = prior_spreads(model)
+    prior_prec = np.diag([1 / tau**2, 1 / SLOPE_PRIOR_SD**2, 1 / BATCH_SLOPE_PRIOR_SD**2])
     corrections: dict[str, FamilyCorrection] = {}
     fitted = np.zeros(len(r))
+    n_par = 0
     for fam in sorted(set(fams)):
         m = fams == fam
-        n = int(m.sum())
-        xr, rr = x[m], r[m]
-        x_bar = float(xr.mean())
-        var_off = 1.0 / (1.0 / tau**2 + n / sigma**2)
-        offset = float(var_off * rr.sum() / sigma**2)  # = r_bar * tau^2 / (tau^2 + sigma^2 / n)
-        slope, var_slope = 0.0, SLOPE_PRIOR_SD**2
-        sxx = float(((xr - x_bar) ** 2).sum())
-        if len(np.unique(np.round(xr, 6))) >= 2 and sxx > 0:
-            var_slope = 1.0 / (1.0 / SLOPE_PRIOR_SD**2 + sxx / sigma**2)
-            slope = float(var_slope * ((xr - x_bar) * (rr - rr.mean())).sum() / sigma**2)
-        corrections[fam] = FamilyCorrection(offset, slope, x_bar, var_off, var_slope, n)
-        fitted[m] = offset + slope * (xr - x_bar)
+        x_ref, b_ref = float(x[m].mean()), float(lb[m].mean())
+        z = np.column_stack([np.ones(int(m.sum())), x[m] - x_ref, lb[m] - b_ref])
+        # Bayesian linear regression, prior mean 0 (the prior model is right on average)
+        cov = np.linalg.inv(z.T @ z / sigma**2 + prior_prec)
+        coef = cov @ z.T @ r[m] / sigma**2
+        corrections[fam] = FamilyCorrection([float(v) for v in coef], x_ref, b_ref, cov.tolist(), int(m.sum()))
+        fitted[m] = z @ coef
+        n_par += 1 + int(np.ptp(x[m]) > 1e-6) + int(np.ptp(lb[m]) > 1e-6)
     # within-setup noise: the prior's, pooled with what the calibrated residuals show
-    n_par = sum(1 + (c.var_slope < SLOPE_PRIOR_SD**2) for c in corrections.values())
     dof = max(len(r) - n_par, 0)
     ssr = float(((r - fitted) ** 2).sum())
     sigma2 = (SIGMA_PRIOR_DOF * sigma**2 + ssr) / (SIGMA_PRIOR_DOF + dof)
     setup_offset = float(np.mean([c.offset for c in corrections.values()]))
     return Calibration(name.strip(), corrections, setup_offset, sigma2, unseen_setup_half(model), len(r),
                        sorted(set(pred.attrs["hardware"])))
+
+
+def inputs_batch(df: pd.DataFrame) -> np.ndarray:
+    """Images per pipeline call of each row (validated by the predictor before)."""
+    return pd.to_numeric(df["batch_size"], errors="coerce").fillna(1).to_numpy(dtype=float)
 
 
 def read_measurements(path: str) -> pd.DataFrame:

@@ -116,10 +116,11 @@ def row_levels(model: EnergyModel, rows: pd.DataFrame, setup: np.ndarray, calibr
                         .to_numpy(dtype=float), half)
     fams = rows["model"].to_numpy(dtype=str)
     x = np.log(rows["flops_total"].to_numpy(dtype=float))
+    lb = np.log(rows["batch_size"].to_numpy(dtype=float))
     for name, cal in calibrations.items():
         m = setup == name
         if m.any():
-            s_, h_, l_ = cal.apply(fams[m], x[m])
+            s_, h_, l_ = cal.apply(fams[m], x[m], lb[m])
             shift[m], half[m], levels[m] = s_, h_, l_
     return levels, half, shift
 

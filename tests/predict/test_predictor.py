@@ -207,8 +207,9 @@ def test_non_integral_boolean_or_text_numbers_are_refused_naming_the_column(regi
 
 def test_outputs_say_the_interval_level_the_law_only_estimate_and_the_scope(registered):
     _, model = registered
-    out = model.predict(pd.DataFrame([row(), row(hardware="NVIDIA L40S")]))
-    assert list(out["interval_level"]) == ["known", "unseen_hardware"]
+    out = model.predict(pd.DataFrame([row(setup="zeus:nvml"), row(hardware="NVIDIA L40S", setup="zeus:nvml"), row()]))
+    # a training source: the level of its family and GPU; no setup: an unseen setup, the widest interval
+    assert list(out["interval_level"]) == ["known", "unseen_hardware", "unseen_setup"]
     assert (out["energy_total_j_law"] > 0).all()
     assert set(out["energy_scope"]) == {schema.SCOPE_TOTAL}
 
