@@ -24,7 +24,7 @@ from mlflow_energy._version import __version__  # noqa: E402
 from mlflow_energy.config import InferenceConfig  # noqa: E402
 from mlflow_energy.errors import ConfigError, MlflowEnergyError  # noqa: E402
 
-__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__", "autolog", "flush"]
+__all__ = ["ConfigError", "InferenceConfig", "MlflowEnergyError", "__version__", "autolog", "calibrate", "flush"]
 
 
 def autolog(**kwargs: object) -> None:
@@ -53,3 +53,16 @@ def flush(timeout: float | None = 60.0) -> bool:
     from mlflow_energy.autologging.background import flush as _flush
 
     return _flush(timeout)
+
+
+def calibrate(data: object, **kwargs: object) -> object:
+    """Calibrate a registered energy model to your setup: see :func:`mlflow_energy.predict.calibrate.calibrate`.
+
+    Example:
+        >>> import mlflow_energy
+        >>> mv, cal = mlflow_energy.calibrate("runs.csv", model_uri="models:/energy@champion",  # doctest: +SKIP
+        ...                                   registered_model="energy", setup="lab")
+    """
+    from mlflow_energy.predict.calibrate import calibrate as _calibrate
+
+    return _calibrate(data, **kwargs)  # type: ignore[arg-type]

@@ -38,6 +38,12 @@ MAX_GUIDANCE = 100.0
 #: (GB200); NVML refuses what the board does not allow, checked again when the limit is set.
 MAX_POWER_LIMIT_W = 2000.0
 
+#: Pipelines whose classifier-free guidance is "true CFG": ``pipe(prompt)`` runs one pass per step;
+#: two only with a negative prompt and ``true_cfg_scale`` > 1 (diffusers 0.42.1 ``QwenImagePipeline``
+#: and ``FluxPipeline``: ``do_true_cfg = true_cfg_scale > 1 and has_neg_prompt``).
+TRUE_CFG_PIPELINES: tuple[str, ...] = ("QwenImagePipeline", "FluxPipeline")
+CFG_PASSES: tuple[int, ...] = (1, 2)
+
 # Fields that change what is measured; `repeats`/`warmup` change how well, so they are
 # left out of the hash: a rerun with more repeats is the same config.
 _HASHED_FIELDS = (
@@ -68,6 +74,35 @@ def _device_precisions(device: str) -> tuple[str, ...]:
     return ("fp32",)
 
 
+def default_cfg_passes(family: Any, guidance_scale: float | None) -> int:
+    """Denoiser passes per step that ``pipe(prompt)`` runs for ``family`` in diffusers 0.42.1.
+
+    SD, SDXL, SD3, PixArt, Sana: 2 when the guidance scale is > 1 (classifier-free guidance).
+    Qwen-Image and FLUX.1: 1 (true CFG needs a negative prompt, which ``pipe(prompt)`` has not).
+
+    Example:
+        >>> from mlflow_energy.families import get_family
+        >>> default_cfg_passes(get_family("sd2"), 7.5), default_cfg_passes(get_family("qwen-image"), 4.0)
+        (2, 1)
+    """
+    if family.pipeline_class in TRUE_CFG_PIPELINES:
+        return 1
+    return family.passes(guidance_scale)
+
+
+def allowed_cfg_passes(family: Any, guidance_scale: float | None) -> tuple[int, ...]:
+    """Passes a family can run at ``guidance_scale``.
+
+    True-CFG pipelines (Qwen-Image, FLUX.1-dev): 1 or 2 when the scale is > 1 (2: a negative
+    prompt and ``true_cfg_scale`` > 1). The others decide by the scale alone (diffusers'
+    ``do_classifier_free_guidance = guidance_scale > 1``): set ``guidance_scale`` 1 for one pass.
+    """
+    scale = family.default_guidance_scale if guidance_scale is None else guidance_scale
+    if family.pipeline_class in TRUE_CFG_PIPELINES:
+        return CFG_PASSES if family.cfg in ("true", "distilled") and scale > 1.0 else (1,)
+    return (family.passes(scale),)
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """One inference configuration of a text-to-image diffusion pipeline.
@@ -80,7 +115,13 @@ class InferenceConfig:
         height, width: image size in pixels; a multiple of the family's latent x patch size.
         steps: denoising steps (>= 1).
         guidance_scale: classifier-free guidance scale; ``None`` takes the family default.
-            With CFG families a scale > 1 runs the denoiser twice per step.
+            With CFG families a scale > 1 runs the denoiser twice per step. For true-CFG
+            pipelines (Qwen-Image, FLUX.1) it is the ``true_cfg_scale`` when ``cfg_passes`` is 2
+            (FLUX.1-dev: the distilled guidance embedding, with true CFG at the same scale).
+        cfg_passes: denoiser passes per step, 1 or 2; ``None`` takes what ``pipe(prompt)`` does
+            (:func:`default_cfg_passes`: Qwen-Image and FLUX.1 run one pass, SD/SDXL/SD3 two
+            when the guidance scale is > 1). 2 on a true-CFG pipeline runs it with an empty
+            negative prompt and ``true_cfg_scale`` = the guidance scale.
         precision: ``fp32``, ``fp16`` or ``bf16``.
         batch_size: images per pipeline call; every logged value is per image.
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
@@ -107,6 +148,7 @@ class InferenceConfig:
     power_limit_w: float | None = None
     repeats: int = 1
     warmup: int = 1
+    cfg_passes: int | None = None
     prompt: str = field(default="a photograph of an astronaut riding a horse", compare=False)
 
     # ------------------------------------------------------------------ validation
@@ -159,22 +201,38 @@ class InferenceConfig:
                 raise ConfigError(
                     "scheduler", self.scheduler, f"'{SCHEDULER_DEFAULT}' or a diffusers scheduler class name"
                 )
+        scale = fam.default_guidance_scale if self.guidance_scale is None else float(self.guidance_scale)
+        passes = self.cfg_passes
+        if passes is not None:
+            allowed = allowed_cfg_passes(fam, scale)
+            if isinstance(passes, bool) or passes not in allowed:
+                why = "" if len(allowed) == 2 else f" ({self.model} at guidance_scale {scale:g})"
+                raise ConfigError("cfg_passes", passes, " or ".join(map(str, allowed)) + why)
+            passes = int(passes)
         return dataclasses.replace(
             self,
             height=self.height or fam.default_resolution,
             width=self.width or fam.default_resolution,
             steps=self.steps or fam.default_steps,
-            guidance_scale=fam.default_guidance_scale if self.guidance_scale is None else float(self.guidance_scale),
+            guidance_scale=scale,
+            cfg_passes=default_cfg_passes(fam, scale) if passes is None else passes,
             power_limit_w=None if self.power_limit_w is None else float(self.power_limit_w),
         )
 
     # ------------------------------------------------------------------ derived
     @property
-    def cfg(self) -> bool:
-        """True when the denoiser runs on two samples per step (classifier-free guidance)."""
+    def passes(self) -> int:
+        """Denoiser passes per step: ``cfg_passes``, or what ``pipe(prompt)`` does for the family."""
         from mlflow_energy.families import get_family
 
-        return get_family(self.model).uses_cfg(self.guidance_scale)
+        if self.cfg_passes is not None:
+            return int(self.cfg_passes)
+        return default_cfg_passes(get_family(self.model), self.guidance_scale)
+
+    @property
+    def cfg(self) -> bool:
+        """True when the denoiser runs on two samples per step (classifier-free guidance)."""
+        return self.passes == 2
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (JSON-serialisable)."""
@@ -196,6 +254,11 @@ class InferenceConfig:
             payload["guidance_scale"] = float(payload["guidance_scale"])
         if self.power_limit_w is not None:  # only when set: configs without a limit keep their hash
             payload["power_limit_w"] = float(self.power_limit_w)
+        if self.cfg_passes is not None:  # hashed only when it differs from pipe(prompt), so the
+            from mlflow_energy.families import get_family  # hashes of earlier configs stay
+
+            if int(self.cfg_passes) != default_cfg_passes(get_family(self.model), self.guidance_scale):
+                payload["cfg_passes"] = int(self.cfg_passes)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

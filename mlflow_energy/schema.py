@@ -15,6 +15,7 @@ P_WIDTH = "width"
 P_STEPS = "steps"
 P_GUIDANCE_SCALE = "guidance_scale"
 P_CFG = "cfg"
+P_CFG_PASSES = "cfg_passes"  # denoiser passes per step, 1 or 2 (default: what pipe(prompt) does)
 P_PRECISION = "precision"
 P_BATCH_SIZE = "batch_size"
 P_DEVICE = "device"
@@ -26,7 +27,7 @@ P_POWER_LIMIT = "power_limit_w"  # logged only when the config sets the GPU's po
 
 RUN_PARAMS: tuple[str, ...] = (
     P_MODEL, P_WEIGHTS, P_HEIGHT, P_WIDTH, P_STEPS, P_GUIDANCE_SCALE, P_CFG, P_PRECISION,
-    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP,
+    P_BATCH_SIZE, P_DEVICE, P_SCHEDULER, P_SEED, P_REPEATS, P_WARMUP, P_CFG_PASSES,
 )
 # Params a run carries only when its config sets them (records and runs without them stay valid).
 OPTIONAL_PARAMS: tuple[str, ...] = (P_POWER_LIMIT,)
@@ -132,7 +133,7 @@ A_SWEEP_SPEC = "sweep_spec.yaml"
 PREDICTOR_INPUTS: tuple[str, ...] = (
     "model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "hardware",
 )
-PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh",)
+PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh", "cfg_passes", "setup")
 PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_text_encode_j", "energy_denoise_j", "energy_decode_j", "energy_total_j",
     "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
@@ -157,6 +158,14 @@ A_FIT_CV_SUMMARY_CSV = "fit/cv_summary.csv"
 A_FIT_SOURCE_RUNS = "fit/source_run_ids.txt"
 A_FIT_PLOTS_DIR = "plots"
 REGISTERED_ALIAS_CHAMPION = "champion"
+# --- calibration (predict/calibrate.py) --------------------------------------------------
+P_CALIBRATION_SETUP = "calibration_setup"  # the setup name a calibrated version answers to
+P_CALIBRATION_PRIOR = "calibration_prior_model_uri"  # the model it adapts
+P_CALIBRATION_FAMILIES = "calibration_families"  # families with measurements, comma-separated
+M_CALIBRATION_POINTS = "calibration/points"  # measurements used
+M_CALIBRATION_SIGMA = "calibration/log_sigma"  # within-setup sd of log energy after calibration
+M_CALIBRATION_SETUP_OFFSET = "calibration/setup_log_offset"  # mean log correction over the families
+EXPERIMENT_CALIBRATION = "calibration"  # default experiment of calibration runs
 
 
 def fit_key(scope: str, phase: str, stat: str) -> str:

@@ -60,3 +60,23 @@ def test_round_trip_and_unknown_keys() -> None:
     assert InferenceConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="hieght"):
         InferenceConfig.from_dict({"model": "sd2", "hieght": 512})
+
+
+def test_cfg_passes_defaults_to_pipe_prompt_and_keeps_earlier_hashes() -> None:
+    """Qwen-Image runs one pass unless asked for true CFG; SD runs two at guidance > 1. A config that
+    leaves cfg_passes at its default hashes as before the field existed."""
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.errors import ConfigError
+
+    assert InferenceConfig(model="qwen-image").validate().cfg_passes == 1
+    assert not InferenceConfig(model="qwen-image").cfg
+    assert InferenceConfig(model="qwen-image", cfg_passes=2).cfg
+    assert InferenceConfig(model="sd2").validate().cfg_passes == 2
+    same = InferenceConfig(model="sd2", steps=4)
+    assert same.config_hash() == InferenceConfig(model="sd2", steps=4, cfg_passes=2, guidance_scale=None).config_hash()
+    assert InferenceConfig(model="qwen-image", cfg_passes=2).config_hash() != InferenceConfig(model="qwen-image")\
+        .config_hash()
+    with pytest.raises(ConfigError, match=r"cfg_passes=2 is not allowed: expected 1 \(flux.1-schnell"):
+        InferenceConfig(model="flux.1-schnell", cfg_passes=2).validate()
+    with pytest.raises(ConfigError, match=r"cfg_passes=3"):
+        InferenceConfig(model="qwen-image", cfg_passes=3).validate()

@@ -4,7 +4,7 @@ Bad input exits with code 2 and one line naming the field, the value and what is
 options are typed (:mod:`mlflow_energy.cli._types`), and the group turns every
 :class:`~mlflow_energy.errors.ConfigError` into that line, whether it comes from parsing or
 from the library. Heavy modules are imported inside each command, so ``--help`` stays fast.
-Modules (one per group of commands): ``measure`` (measure, sweep, ingest), ``fit`` (fit,
+Modules (one per group of commands): ``measure`` (measure, sweep, ingest), ``predict`` (predict, calibrate), ``fit`` (fit,
 import-mlenergy), ``search``, ``info`` (flops, families).
 
 Example:
@@ -47,4 +47,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `main`.
-from mlflow_energy.cli import fit, info, measure, search, serve  # noqa: E402, F401
+from mlflow_energy.cli import fit, info, measure, predict, search, serve  # noqa: E402, F401

@@ -41,12 +41,23 @@ class FluxAdapter:
             num_images_per_prompt=1,
             max_sequence_length=self._t5_length(pipe),
         )
-        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+        embeds = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+        if cfg.cfg:  # true CFG (cfg_passes 2): an empty negative prompt, as pipe(prompt, negative_prompt="") encodes it
+            negatives = [""] * cfg.batch_size
+            negative, negative_pooled, _ = pipe.encode_prompt(
+                negatives, negatives, device=pipe._execution_device, num_images_per_prompt=1,
+                max_sequence_length=self._t5_length(pipe),
+            )
+            embeds.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
+        return embeds
 
     def denoise(self, pipe: Any, embeds: dict[str, Any], cfg: InferenceConfig, generator: torch.Generator) -> torch.Tensor:
-        # guidance_scale is only read when the transformer has guidance embeddings (dev).
+        # guidance_scale is only read when the transformer has guidance embeddings (dev). True CFG (two
+        # transformer passes per step) runs when negative embeddings are given and true_cfg_scale > 1.
+        true_cfg = {"true_cfg_scale": cfg.guidance_scale} if cfg.cfg else {}
         return denoise_to_latents(
-            pipe, cfg, generator, guidance_scale=cfg.guidance_scale, max_sequence_length=self._t5_length(pipe), **embeds
+            pipe, cfg, generator, guidance_scale=cfg.guidance_scale, max_sequence_length=self._t5_length(pipe),
+            **true_cfg, **embeds
         )
 
     def decode(self, pipe: Any, latents: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:

@@ -8,7 +8,8 @@ softmax, activations, RoPE and scheduler arithmetic are not. The tests check eve
 against the meta-device counter.
 
 Per image: ``text_encode`` (the negative prompt too when the pipeline runs classifier-free
-guidance), ``denoise`` = denoiser calls (= steps; steps + 1 for SD 1.5's PNDM) x passes (2 with CFG, else 1) x one call,
+guidance), ``denoise`` = denoiser calls (= steps; steps + 1 for SD 1.5's PNDM) x passes (``cfg_passes``: 2 with CFG, else 1;
+by default what ``pipe(prompt)`` does: one for Qwen-Image and FLUX.1, whose true CFG needs a negative prompt) x one call,
 ``decode`` (one VAE decode), ``total`` and ``denoise_per_step``. Every term is linear in the
 batch size, so per-image values do not depend on it.
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from mlflow_energy.config import InferenceConfig
 
 PHASES: tuple[str, ...] = ("text_encode", "denoise", "decode", "total", "denoise_per_step")
-FRAME_INPUTS: tuple[str, ...] = ("model", "height", "width", "steps", "guidance_scale", "batch_size")
+FRAME_INPUTS: tuple[str, ...] = ("model", "height", "width", "steps", "guidance_scale", "batch_size", "cfg_passes")
 FRAME_OUTPUTS: tuple[str, ...] = tuple(f"flops_{p}" for p in PHASES)
 
 # Qwen-Image: the chat-template prefix the pipeline runs through the encoder and then drops.
@@ -171,9 +172,9 @@ def config_flops(cfg: InferenceConfig) -> dict[str, float]:
     plan = _plan(cfg.model)
     fam = plan.family
     lh, lw = cfg.height // fam.latent_downsample, cfg.width // fam.latent_downsample
-    passes = fam.passes(cfg.guidance_scale)
+    passes = cfg.passes  # 1 or 2: validated against the family; default what pipe(prompt) does
     per_call = float(plan.denoise_fn(plan.denoise_cfg, lh, lw, plan.denoise_text, 1))
-    text = plan.text_per_prompt * (2 if fam.uses_cfg(cfg.guidance_scale) else 1)
+    text = plan.text_per_prompt * passes  # the negative prompt is encoded when CFG runs
     per_step = passes * per_call
     scheduler = None if cfg.scheduler == SCHEDULER_DEFAULT else cfg.scheduler
     denoise = _denoiser_calls(cfg.model, cfg.steps, scheduler) * per_step

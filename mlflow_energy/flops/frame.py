@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlflow_energy.config import TRUE_CFG_PIPELINES
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.flops.count import _LINE_PROBES, FRAME_INPUTS, FRAME_OUTPUTS, _calls_line, _denoiser_calls, _plan
 
@@ -42,7 +43,9 @@ def flops_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Vectorised :func:`config_flops`: adds ``flops_<phase>`` columns (FLOP per image).
 
     Input columns: ``model``, ``height``, ``width``, ``steps``, ``guidance_scale``,
-    ``batch_size``. Missing columns or missing values take the family defaults (batch size 1).
+    ``batch_size``, ``cfg_passes`` (1 or 2). Missing columns or missing values take the family
+    defaults (batch size 1; passes: what ``pipe(prompt)`` does, see
+    :func:`~mlflow_energy.config.default_cfg_passes`).
     Rows are grouped by model; each group is evaluated with numpy over its distinct image sizes.
 
     Raises:
@@ -114,8 +117,16 @@ def _frame_group(name: str, cols: dict[str, np.ndarray], idx: np.ndarray, result
     lh, lw = uniq // (int(lw_all.max()) + 1), uniq % (int(lw_all.max()) + 1)
     per_call = np.broadcast_to(plan.denoise_fn(plan.denoise_cfg, lh, lw, plan.denoise_text, 1), lh.shape)[inverse]
     decode = np.broadcast_to(plan.decode_fn(plan.decode_cfg, lh, lw, 1), lh.shape)[inverse]
-    cfg_on = (scale > 1.0) if fam.cfg == "true" else np.zeros(len(scale), dtype=bool)
-    passes = np.where(cfg_on, 2.0, 1.0)
+    given = cols["cfg_passes"]
+    if fam.pipeline_class in TRUE_CFG_PIPELINES:  # pipe(prompt): one pass; 2 with a negative prompt
+        two_ok = (scale > 1.0) & (fam.cfg in ("true", "distilled"))
+        default = np.ones(len(scale))
+    else:  # the guidance scale decides
+        two_ok = (scale > 1.0) & (fam.cfg == "true")
+        default = np.where(two_ok, 2.0, 1.0)
+    passes = np.where(np.isnan(given), default, given)
+    _bad(~np.isin(passes, (1.0, 2.0)) | ((passes == 2) & ~two_ok) | ((passes == 1) & (default == 2)),
+         passes, "cfg_passes", f"what {name} runs at its guidance scale (see allowed_cfg_passes): 1 or 2")
     per_step = passes * per_call
     calls = np.empty_like(steps)
     line = _calls_line(name)

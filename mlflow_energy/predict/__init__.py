@@ -6,6 +6,7 @@ Modules:
     inputs    input checks: one clear line per bad value, upper limits, the FLOP range
     frame     :func:`predict_frame`: per-phase energy, the interval and carbon for a DataFrame
     pyfunc    :class:`EnergyPredictor` (``mlflow.pyfunc.PythonModel``), signature, registration
+    calibrate a setup's corrections from a few measurements (shrunk level and slope, honest interval)
     serve     ``mlflow-energy serve``: MLflow's scoring protocol behind strict payload checks (4xx, one line)
     analytic  :class:`AnalyticPredictor`: ``a * FLOPs^b`` with round constants, for tests and benchmarks
 May import: the shared ground, ``flops``, ``fit``.
@@ -21,13 +22,18 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["AnalyticPredictor", "EnergyPredictor", "log_and_register", "predict_frame", "prepare_inputs"]
+__all__ = ["AnalyticPredictor", "Calibration", "EnergyPredictor", "calibrate", "fit_calibration", "load_predictor",
+           "log_and_register", "predict_frame", "prepare_inputs"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "AnalyticPredictor": "analytic",
         "EnergyPredictor": "pyfunc",
+        "Calibration": "calibrate",
+        "calibrate": "calibrate",
+        "fit_calibration": "calibrate",
+        "load_predictor": "pyfunc",
         "log_and_register": "pyfunc",
         "predict_frame": "frame",
         "prepare_inputs": "inputs",

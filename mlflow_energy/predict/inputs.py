@@ -40,6 +40,8 @@ INPUT_RULES: dict[str, str] = {
     "batch_size": f"integral number (any int or float dtype), 1 to {MAX_BATCH}",
     "guidance_scale": f"real number (any int or float dtype), 0 to {MAX_GUIDANCE:g}; missing: the family default",
     "carbon_intensity_g_per_kwh": "real number >= 0 (gCO2e per kWh); missing: the world average",
+    "cfg_passes": "1 or 2 denoiser passes per step; missing: what pipe(prompt) does for the family",
+    "setup": "a training source or a calibration of this model; missing: an unseen setup (widest interval)",
     "booleans": "refused in every numeric column",
 }
 
@@ -80,6 +82,16 @@ def integral_column(series: pd.Series, field: str, low: float, high: float, allo
         bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < low) | (values > high)
     _first_bad(bad, series, field, allowed)
     return values.astype(np.int64)
+
+
+def _setup_column(df: pd.DataFrame) -> np.ndarray:
+    """The ``setup`` column as strings ("" where missing: an unseen setup)."""
+    if "setup" not in df.columns:
+        return np.full(len(df), "", dtype=object)
+    s = df["setup"]
+    ok = s.map(lambda v: v is None or isinstance(v, str) or (isinstance(v, float) and np.isnan(v))).to_numpy(bool)
+    _first_bad(~ok, s, "setup", "a setup name (a training source or a calibration) or empty")
+    return s.map(lambda v: v.strip() if isinstance(v, str) else "").to_numpy(dtype=object)
 
 
 def prepare_inputs(model: EnergyModel, df: pd.DataFrame) -> pd.DataFrame:
@@ -140,6 +152,12 @@ def input_columns(model: EnergyModel, df: pd.DataFrame) -> tuple[dict[str, np.nd
     _first_bad(~prec.isin(PRECISIONS).to_numpy(), prec, "precision", "one of " + ", ".join(PRECISIONS))
     cols["precision"] = prec.astype(str).to_numpy()
     cols["batch_size"] = integral_column(df["batch_size"], "batch_size", 1, MAX_BATCH)
+    if "cfg_passes" in df.columns:  # NaN: what pipe(prompt) does (the FLOP counter fills it per family)
+        cp = _as_float(df["cfg_passes"], "cfg_passes", "1 or 2 (missing: what pipe(prompt) does)")
+        _first_bad(~np.isnan(cp) & ~np.isin(cp, (1.0, 2.0)), df["cfg_passes"], "cfg_passes",
+                   "1 or 2 (missing: what pipe(prompt) does)")
+        cols["cfg_passes"] = cp
+    cols["setup"] = _setup_column(df)
 
     # hardware: each distinct name is resolved once
     hw = df["hardware"]

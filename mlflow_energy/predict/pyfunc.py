@@ -39,10 +39,12 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import EnergyModel, FitResult
+from mlflow_energy.predict.calibrate import Calibration, calibrations_from_json, calibrations_to_json
 from mlflow_energy.predict.frame import predict_frame
 from mlflow_energy.predict.inputs import INPUT_RULES
 
 ARTIFACT_KEY = "energy_model"
+CALIBRATIONS_KEY = "calibrations"  # optional artifact: the setups calibrated on this model (JSON)
 PARAM_INTERVAL_LEVEL = "interval_level"  # predict param: auto, or one calibration level for every row
 
 
@@ -55,6 +57,8 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         self._model = EnergyModel.from_json(Path(context.artifacts[ARTIFACT_KEY]).read_text())
+        cal = context.artifacts.get(CALIBRATIONS_KEY)
+        self._calibrations = calibrations_from_json(Path(cal).read_text()) if cal else {}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
@@ -62,7 +66,8 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
 
         level = str((params or {}).get(PARAM_INTERVAL_LEVEL, "auto"))
         try:
-            return predict_frame(self._model, model_input, interval_level=level)
+            return predict_frame(self._model, model_input, interval_level=level,
+                                 calibrations=getattr(self, "_calibrations", {}))
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except Exception as exc:  # any other bad payload: one line, a 400, never a stack trace
@@ -127,23 +132,52 @@ def log_and_register(result: FitResult, registered_model: str, *, alias: str = s
         ...     mv = log_and_register(fit_energy_model(runs_frame("exp")), "energy")
         >>> mlflow.pyfunc.load_model(f"models:/energy@champion")              # doctest: +SKIP
     """
+    return register_model(result.model, input_example(result), registered_model, alias=alias)
+
+
+def register_model(model: EnergyModel, example: pd.DataFrame, registered_model: str, *,
+                   calibrations: dict[str, Calibration] | None = None,
+                   alias: str = schema.REGISTERED_ALIAS_CHAMPION) -> Any:
+    """Log ``model`` (and its calibrations) into the active run as a pyfunc, register it, set ``alias``."""
     from mlflow import MlflowClient
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "energy_model.json"
-        state.write_text(result.model.to_json())
+        state.write_text(model.to_json())
+        artifacts = {ARTIFACT_KEY: str(state)}
+        if calibrations:
+            cal = Path(tmp) / "calibrations.json"
+            cal.write_text(calibrations_to_json(calibrations))
+            artifacts[CALIBRATIONS_KEY] = str(cal)
         info = mlflow.pyfunc.log_model(
             name="energy_model",
             python_model=EnergyPredictor(),
-            artifacts={ARTIFACT_KEY: str(state)},
+            artifacts=artifacts,
             signature=model_signature(),
-            input_example=input_example(result),
+            input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model,
-            metadata={"input_rules": INPUT_RULES, "energy_scope": result.model.energy_scope,
-                      "corrector_used": result.model.corrector_used},
+            metadata={"input_rules": INPUT_RULES, "energy_scope": model.energy_scope,
+                      "corrector_used": model.corrector_used, "calibrations": sorted(calibrations or {})},
         )
     version = info.registered_model_version
     client = MlflowClient()
     client.set_registered_model_alias(registered_model, alias, str(version))
     return client.get_model_version(registered_model, str(version))
+
+
+def load_predictor(model_uri: str) -> tuple[EnergyModel, dict[str, Calibration]]:
+    """The fitted model and the calibrations of a logged or registered energy model.
+
+    Raises:
+        ConfigError: ``model_uri`` does not load, or is not an mlflow-energy model.
+    """
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:
+        line = " ".join(str(exc).split())[:200]
+        raise ConfigError("model_uri", model_uri, f"a logged or registered energy model ({line})") from None
+    inner = loaded.unwrap_python_model()
+    if not isinstance(inner, EnergyPredictor):
+        raise ConfigError("model_uri", model_uri, "an energy model registered by mlflow-energy fit or calibrate")
+    return inner._model, dict(getattr(inner, "_calibrations", {}))

@@ -24,6 +24,7 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
       precision: [fp32]
       batch_size: [1]
       scheduler: [default]
+      cfg_passes: [null]            # 1 or 2 denoiser passes per step; null: what pipe(prompt) does
       power_limit_w: [null]         # GPU power limit in watts (NVIDIA; null: as it is); restored after
     overrides:                      # per model: replaces grid lists (and weights)
       tiny-sd2: {steps: [2]}
@@ -64,7 +65,8 @@ from mlflow_energy.config import (
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
 
-GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler", "power_limit_w")
+GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler", "cfg_passes",
+             "power_limit_w")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
             "protocol", "idle_seconds", "idle_each_config")
@@ -126,6 +128,10 @@ def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) ->
             values = [_resolution(name, v) for v in values]
         elif key in ("steps", "batch_size"):
             values = _int_list(name, values, 1, MAX_STEPS if key == "steps" else MAX_BATCH)
+        elif key == "cfg_passes":  # 1 or 2, or null: what pipe(prompt) does for the family
+            for v in values:
+                if v is not None and (isinstance(v, bool) or v not in (1, 2)):
+                    raise ConfigError(name, v, "1, 2 or null (what pipe(prompt) does for the family)")
         elif key == "guidance_scale":
             for v in values:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
@@ -247,13 +253,14 @@ class SweepSpec:
         for model in self.grid["model"]:
             axes = {**self.grid, **self.overrides.get(model, {})}
             weights = axes.get("weights", [self.weights])[0]
-            for res, steps, guidance, precision, batch, sched, limit in itertools.product(
+            for res, steps, guidance, precision, batch, sched, passes, limit in itertools.product(
                 axes.get("resolution", [(None, None)]),
                 axes.get("steps", [None]),
                 axes.get("guidance_scale", [None]),
                 axes.get("precision", ["fp32"]),
                 axes.get("batch_size", [1]),
                 axes.get("scheduler", [SCHEDULER_DEFAULT]),
+                axes.get("cfg_passes", [None]),
                 axes.get("power_limit_w", [None]),
             ):
                 out.append(
@@ -261,6 +268,7 @@ class SweepSpec:
                         model=model, height=res[0], width=res[1], steps=steps, guidance_scale=guidance,
                         weights=weights, precision=precision, batch_size=batch, device=self.device,
                         scheduler=sched, seed=self.seed, repeats=self.repeats, warmup=self.warmup,
+                        cfg_passes=passes,
                         power_limit_w=limit,
                     )
                 )
@@ -288,7 +296,7 @@ def _order_key(cfg: InferenceConfig) -> tuple[Any, ...]:
     return (
         cfg.model, cfg.weights, cfg.precision, cfg.device, cfg.scheduler,
         cfg.height or 0, cfg.width or 0, cfg.steps or 0, -1.0 if cfg.guidance_scale is None else cfg.guidance_scale,
-        cfg.batch_size, -1.0 if cfg.power_limit_w is None else cfg.power_limit_w,
+        cfg.batch_size, cfg.cfg_passes or 0, -1.0 if cfg.power_limit_w is None else cfg.power_limit_w,
     )
 
 

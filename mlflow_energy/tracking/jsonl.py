@@ -66,6 +66,7 @@ def run_params(m: Measurement) -> dict[str, str]:
         schema.P_SEED: cfg.seed,
         schema.P_REPEATS: cfg.repeats,
         schema.P_WARMUP: cfg.warmup,
+        schema.P_CFG_PASSES: cfg.passes,
     }
     params = {k: _param_value(values[k]) for k in schema.RUN_PARAMS}
     if cfg.power_limit_w is not None:

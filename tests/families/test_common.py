@@ -116,8 +116,17 @@ def test_tiny_three_phases(traced, check_images, tiny, guidance):
     t = traced(tiny, batch_size=2, guidance_scale=guidance)
     assert type(t.pipe) is getattr(diffusers, RECORDS[_full(tiny)].pipeline)
     check_images(t)
-    assert t.cfg.cfg is t.family.uses_cfg(guidance)
-    assert t.samples_per_image == t.family.passes(guidance) * t.family.denoiser_calls(t.cfg.steps)
+    # what pipe(prompt) runs: true-CFG pipelines (Qwen-Image, FLUX.1) one pass without a negative prompt
+    assert t.cfg.passes == (1 if t.family.pipeline_class in ("QwenImagePipeline", "FluxPipeline")
+                            else t.family.passes(guidance))
+    assert t.samples_per_image == t.cfg.passes * t.family.denoiser_calls(t.cfg.steps)
+
+
+@pytest.mark.parametrize("tiny", ["tiny-qwen-image", "tiny-flux.1-dev"])
+def test_true_cfg_runs_two_passes_when_asked(traced, tiny):
+    """``cfg_passes=2`` on a true-CFG pipeline: an empty negative prompt and true_cfg_scale, two passes per step."""
+    t = traced(tiny, batch_size=1, guidance_scale=4.0, cfg_passes=2)
+    assert t.cfg.cfg and t.samples_per_image == 2 * t.family.denoiser_calls(t.cfg.steps)
 
 
 @pytest.mark.parametrize("tiny", TINY)

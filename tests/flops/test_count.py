@@ -93,7 +93,9 @@ def test_config_flops_composes_phases(family: str) -> None:
     for scale in (0.0, 1.0, fam.default_guidance_scale, 6.0):
         f = config_flops(InferenceConfig(model=family, height=h, width=w, steps=3, guidance_scale=scale, batch_size=2))
         assert set(f) == set(PHASES)
-        passes = 2 if (fam.cfg == "true" and scale > 1) else 1
+        # what pipe(prompt) does: true-CFG pipelines (Qwen-Image, FLUX.1) one pass without a negative prompt
+        true_cfg = fam.pipeline_class in ("QwenImagePipeline", "FluxPipeline")
+        passes = 2 if (fam.cfg == "true" and scale > 1 and not true_cfg) else 1
         call = component_flops(family, fam.denoiser, height=h, width=w)
         text = sum(component_flops(family, c, height=h, width=w) for c in fam.text_encoders)
         assert f["denoise_per_step"] == pytest.approx(passes * call, rel=1e-12)
@@ -249,3 +251,33 @@ def test_cli_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.output
+
+
+@pytest.mark.parametrize(("family", "scale", "default", "allowed"), [
+    ("qwen-image", 4.0, 1, (1, 2)), ("qwen-image", 1.0, 1, (1,)), ("flux.1-dev", 3.5, 1, (1, 2)),
+    ("flux.1-schnell", 0.0, 1, (1,)), ("sd2", 7.5, 2, (2,)), ("sd2", 1.0, 1, (1,)), ("sd3.5-large", 3.5, 2, (2,)),
+])
+def test_cfg_passes_default_is_pipe_prompt_and_scales_denoise(family: str, scale: float, default: int,
+                                                               allowed: tuple[int, ...]) -> None:
+    """``cfg_passes`` defaults to what ``pipe(prompt)`` runs; 2 passes double the denoiser and text FLOPs;
+    the vectorised counter agrees and refuses what the family cannot run."""
+    import pandas as pd
+
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.flops.frame import flops_frame
+
+    base = InferenceConfig(model=family, steps=4, guidance_scale=scale)
+    assert base.validate().cfg_passes == default
+    one_call = component_flops(family, get_family(family).denoiser, height=get_family(family).default_resolution,
+                               width=get_family(family).default_resolution)
+    for p in (1, 2):
+        row = pd.DataFrame({"model": [family], "steps": [4], "guidance_scale": [scale], "cfg_passes": [p]})
+        if p in allowed:
+            f = config_flops(InferenceConfig(model=family, steps=4, guidance_scale=scale, cfg_passes=p))
+            assert f["denoise_per_step"] == pytest.approx(p * one_call, rel=1e-12)
+            assert flops_frame(row)["flops_total"].iloc[0] == pytest.approx(f["total"], rel=1e-12)
+        else:
+            with pytest.raises(ConfigError, match="cfg_passes"):
+                InferenceConfig(model=family, steps=4, guidance_scale=scale, cfg_passes=p).validate()
+            with pytest.raises(ConfigError, match="cfg_passes"):
+                flops_frame(row)

@@ -111,8 +111,8 @@ def test_carbon_intensity_column_is_used(registered):
 
 def test_unseen_hardware_uses_the_spec_table_or_caller_specs_with_a_wider_interval(registered):
     _, model = registered
-    known = model.predict(pd.DataFrame([row()]))
-    l40s = model.predict(pd.DataFrame([row(hardware="NVIDIA L40S")]))
+    known = model.predict(pd.DataFrame([row(setup="zeus:nvml")]))
+    l40s = model.predict(pd.DataFrame([row(hardware="NVIDIA L40S", setup="zeus:nvml")]))
     width = lambda o: o["energy_total_j_high"][0] / o["energy_total_j_low"][0]  # noqa: E731
     assert width(l40s) > width(known)
     custom = model.predict(pd.DataFrame([row(hardware="Acme X1", hardware_tdp_w=250.0, hardware_tflops=200.0,
@@ -207,8 +207,9 @@ def test_non_integral_boolean_or_text_numbers_are_refused_naming_the_column(regi
 
 def test_outputs_say_the_interval_level_the_law_only_estimate_and_the_scope(registered):
     _, model = registered
-    out = model.predict(pd.DataFrame([row(), row(hardware="NVIDIA L40S")]))
-    assert list(out["interval_level"]) == ["known", "unseen_hardware"]
+    out = model.predict(pd.DataFrame([row(setup="zeus:nvml"), row(hardware="NVIDIA L40S", setup="zeus:nvml"), row()]))
+    # a training source: the level of its family and GPU; no setup: an unseen setup, the widest interval
+    assert list(out["interval_level"]) == ["known", "unseen_hardware", "unseen_setup"]
     assert (out["energy_total_j_law"] > 0).all()
     assert set(out["energy_scope"]) == {schema.SCOPE_TOTAL}
 
@@ -240,8 +241,8 @@ def test_loading_and_predicting_imports_neither_torch_diffusers_nor_transformers
 
 def test_the_interval_level_param_picks_one_calibration_for_every_row(registered):
     _, model = registered
-    auto = model.predict(pd.DataFrame([row()]))
-    wide = model.predict(pd.DataFrame([row()]), params={"interval_level": "unseen_source"})
+    auto = model.predict(pd.DataFrame([row(setup="zeus:nvml")]))
+    wide = model.predict(pd.DataFrame([row(setup="zeus:nvml")]), params={"interval_level": "unseen_source"})
     assert wide["interval_level"][0] == "unseen_source" and auto["interval_level"][0] == "known"
     assert wide["energy_total_j"][0] == pytest.approx(auto["energy_total_j"][0])
     ratio = lambda o: o["energy_total_j_high"][0] / o["energy_total_j_low"][0]  # noqa: E731

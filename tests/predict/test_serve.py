@@ -62,7 +62,8 @@ def test_rest_accepts_any_number_where_it_fits_and_says_the_level(server):
     assert ints.status_code == 200 and floats.status_code == 200, (ints.text, floats.text)
     a, b = ints.json()["predictions"][0], floats.json()["predictions"][0]
     assert a["energy_total_j"] == pytest.approx(b["energy_total_j"])
-    assert a["interval_level"] == "known" and a["energy_total_j_law"] > 0 and a["energy_scope"]
+    # no setup column: an unseen setup, the widest interval
+    assert a["interval_level"] == "unseen_setup" and a["energy_total_j_law"] > 0 and a["energy_scope"]
 
 
 @pytest.mark.parametrize(("record", "needle"), [(row(steps=4.5), "steps=4.5"), (row(batch_size=True), "batch_size")],

@@ -54,6 +54,7 @@ def _by_kind(runs: list, kind: str) -> list:
         ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"speed": 1}}, "protocol.speed=1"),
         ({"grid": {"model": ["tiny-sd2"]}, "idle_seconds": 0}, "idle_seconds=0"),
         ({"grid": {"model": ["tiny-sd2"]}, "idle_each_config": "yes"}, "idle_each_config='yes'"),
+        ({"grid": {"model": ["tiny-qwen-image"], "cfg_passes": [3]}}, "grid.cfg_passes=3"),
     ],
 )
 def test_bad_spec_values_name_the_field(data, field):
@@ -71,6 +72,12 @@ def test_bad_yaml_file(tmp_path):
         SweepSpec.from_yaml(path)
     with pytest.raises(ConfigError, match="existing YAML file"):
         SweepSpec.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_cfg_passes_axis_reaches_the_configs():
+    spec = SweepSpec.from_dict({"grid": {"model": ["tiny-qwen-image"], "steps": [2], "cfg_passes": [None, 2]}})
+    passes = sorted(c.validate().cfg_passes for c in spec.configs())
+    assert passes == [1, 2]  # null: what pipe(prompt) runs (one pass without a negative prompt)
 
 
 def test_grid_overrides_and_grouping():

@@ -1,0 +1,196 @@
+"""Intervals that follow the setup, calibration to a new setup, and the predict/calibrate commands,
+on a real registered model in a SQLite store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mlflow_energy import schema
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_predictor import register_synthetic  # noqa: E402
+
+NAME = "energy-cal"
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("calibrate")
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        uri = register_synthetic(tmp, NAME)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        yield tmp, uri
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.chdir(old)
+        mlflow.set_tracking_uri("")
+
+
+def _prior(uri: str):
+    from mlflow_energy.predict import load_predictor
+
+    mlflow.set_tracking_uri(uri)
+    return load_predictor(f"models:/{NAME}/1")
+
+
+def row(**changes):
+    base = {"model": "tiny-sd2", "height": 48, "width": 48, "steps": 4, "guidance_scale": 7.5, "precision": "fp16",
+            "batch_size": 1, "hardware": H100}
+    base.update(changes)
+    return base
+
+
+def test_unknown_setup_gets_the_widest_interval_and_says_so(store):
+    from mlflow_energy.predict import predict_frame
+
+    _, uri = store
+    model, _ = _prior(uri)
+    src = model.sources[0]
+    out = predict_frame(model, pd.DataFrame([row(), row(setup=src), row(setup=src, hardware="L40S"),
+                                             row(setup=src, model="tiny-sd3.5-medium", height=64, width=64)]))
+    assert list(out["interval_level"]) == ["unseen_setup", "known", "unseen_hardware", "unseen_family"]
+    half = np.log(out["energy_total_j_high"] / out["energy_total_j"]).to_numpy()
+    # no unseen_setup width stored yet: the widest stored level, conservative
+    assert "unseen_setup" not in model.interval
+    assert half[0] == pytest.approx(max(model.interval.values()))
+    assert half[1] == pytest.approx(model.interval["known"]) and half[1] < half[0]
+    # once fit stores the unseen_setup level, it is what an unseen setup gets
+    wider = dataclasses.replace(model, interval={**model.interval, "unseen_setup": 1.234})
+    out2 = predict_frame(wider, pd.DataFrame([row()]))
+    assert np.log(out2["energy_total_j_high"] / out2["energy_total_j"])[0] == pytest.approx(1.234)
+
+
+def test_a_family_known_elsewhere_on_a_trained_gpu_is_not_unseen_family(store):
+    from mlflow_energy.predict.frame import source_level
+
+    _, uri = store
+    model, _ = _prior(uri)
+    hw = sorted(model.hardware)[0]
+    # a trained GPU, a family the model knows but never saw on it (the group removed)
+    total = model.phases[schema.PHASE_TOTAL]
+    saved = (dict(total.group), {h: dict(p.offsets) for h, p in total.pooled.items()})
+    try:
+        total.group.pop(f"tiny-sd2|{hw}", None)
+        total.pooled[hw].offsets.pop("tiny-sd2", None)
+        assert model.level_of("tiny-sd2", hw) == "unseen_family"  # the model's own label, the mislabel
+        assert source_level(model, "tiny-sd2", hw) == "unseen_hardware"
+    finally:
+        total.group.clear()
+        total.group.update(saved[0])
+        for h, offs in saved[1].items():
+            total.pooled[h].offsets = offs
+
+
+def test_bad_setup_and_cfg_passes_are_one_line(store):
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.predict import predict_frame
+
+    _, uri = store
+    model, _ = _prior(uri)
+    with pytest.raises(ConfigError, match=r"row 0: setup='nowhere' is not allowed: expected empty .*training source"):
+        predict_frame(model, pd.DataFrame([row(setup="nowhere")]))
+    with pytest.raises(ConfigError, match=r"cfg_passes=3"):
+        predict_frame(model, pd.DataFrame([row(cfg_passes=3)]))
+    with pytest.raises(ConfigError, match=r"cfg_passes"):  # SD at guidance 7.5 runs CFG: one pass is not possible
+        predict_frame(model, pd.DataFrame([row(cfg_passes=1)]))
+    one = predict_frame(model, pd.DataFrame([row(guidance_scale=1.0, cfg_passes=1), row(guidance_scale=1.0)]))
+    assert one["energy_total_j"][0] == pytest.approx(one["energy_total_j"][1])
+
+
+def _truth(model, rows: pd.DataFrame, level: float, slope: float) -> np.ndarray:
+    """A new setup: the prior times exp(level + slope * (log FLOPs - its mean))."""
+    from mlflow_energy.predict import predict_frame
+
+    p = predict_frame(model, rows)
+    x = np.log(p.attrs["flops_total"])
+    return p["energy_total_j"].to_numpy() * np.exp(level + slope * (x - x.mean()))
+
+
+def test_one_point_corrects_the_level_and_narrows_as_far_as_the_evidence_goes(store):
+    from mlflow_energy.predict import fit_calibration, predict_frame
+
+    _, uri = store
+    model, _ = _prior(uri)
+    grid = pd.DataFrame([row(height=h, width=h, steps=s) for h in (32, 48, 64) for s in (2, 4, 8)])
+    truth = _truth(model, grid, np.log(1.4), 0.0)
+    one = grid.iloc[[4]].assign(energy_total_j=truth[4])
+    cal = fit_calibration(model, one, name="lab")
+    c = cal.families["tiny-sd2"]
+    assert 0.9 * np.log(1.4) < c.offset < np.log(1.4)  # shrunk towards the prior, but not far with tau >> sigma
+    assert c.slope == 0.0  # one FLOP count: no slope
+    out = predict_frame(model, grid.assign(setup="lab"), calibrations={"lab": cal})
+    err = np.abs(out["energy_total_j"].to_numpy() / truth - 1)
+    assert err.max() < 0.10
+    prior_err = np.abs(predict_frame(model, grid)["energy_total_j"].to_numpy() / truth - 1)
+    assert prior_err.min() > 0.25
+    assert (out["interval_level"] == "calibrated").all()
+    half = np.log(out["energy_total_j_high"] / out["energy_total_j"]).to_numpy()
+    assert (half < cal.unseen_half).all() and (half >= model.interval["known"] * 0.99).all()
+    assert ((out["energy_total_j_low"] <= truth) & (truth <= out["energy_total_j_high"])).all()
+    # a family of the setup without a measurement moves by the setup's mean correction, keeps the wide interval
+    other = predict_frame(model, pd.DataFrame([row(model="tiny-sdxl", setup="lab")]), calibrations={"lab": cal})
+    assert other["interval_level"][0] == "calibrated_setup"
+
+
+def test_spread_points_also_correct_the_slope(store):
+    from mlflow_energy.predict import fit_calibration
+
+    _, uri = store
+    model, _ = _prior(uri)
+    grid = pd.DataFrame([row(height=h, width=h, steps=s) for h in (32, 64) for s in (2, 8)])
+    truth = _truth(model, grid, 0.0, 0.15)
+    cal = fit_calibration(model, grid.assign(energy_total_j=truth), name="lab")
+    assert 0.0 < cal.families["tiny-sd2"].slope <= 0.15
+
+
+def test_calibrate_and_predict_commands(store):
+    from mlflow_energy.cli import main
+
+    tmp, uri = store
+    model, _ = _prior(uri)
+    grid = pd.DataFrame([row(height=h, width=h, steps=4) for h in (32, 64)])
+    truth = _truth(model, grid, np.log(1.3), 0.0)
+    path = tmp / "mine.jsonl"
+    grid.assign(energy_total_j=truth).to_json(path, orient="records", lines=True)
+    runner = CliRunner()
+    res = runner.invoke(main, ["calibrate", str(path), "--model-uri", f"models:/{NAME}/1", "--registered-model", NAME,
+                               "--setup", "lab-h100"])
+    assert res.exit_code == 0, res.output
+    assert "calibrated setup 'lab-h100'" in res.output
+    mv = mlflow.MlflowClient().get_model_version_by_alias(NAME, schema.REGISTERED_ALIAS_CHAMPION)
+    assert int(mv.version) >= 2
+    run = mlflow.get_run(mv.run_id)
+    assert run.data.params[schema.P_CALIBRATION_SETUP] == "lab-h100"
+    args = ["predict", "--model-uri", f"models:/{NAME}@champion", "--model", "tiny-sd2", "--height", "48",
+            "--width", "48", "--steps", "4", "--hardware", H100, "--setup", "lab-h100", "--json"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output.strip().splitlines()[-1])
+    assert got["interval_level"] == "calibrated" and got["scope"]["energy_scope"] == "total"
+    # the served pyfunc reads the calibration too
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert served.predict(pd.DataFrame([row(setup="lab-h100")]))["energy_total_j"][0] == pytest.approx(
+        got["energy_total_j"])
+    res = runner.invoke(main, args[:-3])  # no --setup: unseen setup
+    assert res.exit_code == 0 and "interval level: unseen_setup" in res.output
+    # bad input: one line, exit 2
+    bad = tmp / "bad.csv"
+    grid.assign(energy_total_j=[1.0, -2.0]).to_csv(bad, index=False)
+    res = runner.invoke(main, ["calibrate", str(bad), "--model-uri", f"models:/{NAME}/1", "--registered-model", NAME])
+    assert res.exit_code == 2 and res.output.strip() == (
+        "Error: energy_total_j=-2.0 is not allowed: expected a number > 0 (J per image), row 1")
+    res = runner.invoke(main, [*args[:-3], "--setup", "elsewhere"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "setup='elsewhere'" in res.output
