@@ -219,7 +219,9 @@ def _check_record(record: Any, where: str) -> None:
     for key in ("params", "metrics", "tags"):
         if not isinstance(record.get(key), dict):
             raise ConfigError(f"{where} {key}", record.get(key), "an object")
-    missing = [k for k in (*schema.RUN_PARAMS,) if k not in record["params"]]
+    # cfg_passes came with records format 1's later files: earlier records (one pass less of
+    # information, the family default) stay valid.
+    missing = [k for k in schema.RUN_PARAMS if k not in record["params"] and k != schema.P_CFG_PASSES]
     missing += [k for k in schema.RUN_METRICS if k not in record["metrics"]]
     missing += [k for k in schema.RUN_TAGS if k not in record["tags"]]
     if missing:

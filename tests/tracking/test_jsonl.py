@@ -84,3 +84,18 @@ def test_malformed_jsonl_names_the_line(tmp_path):
         read_jsonl(tmp_path / "missing.jsonl")
     with pytest.raises(ConfigError, match="output"):
         JsonlSink(tmp_path)
+
+
+
+def test_records_written_before_cfg_passes_existed_still_read(gpu_measurement, tmp_path) -> None:
+    """A record without the cfg_passes param (files written before it existed) is still valid."""
+    record = to_record(gpu_measurement)
+    assert schema.P_CFG_PASSES in record["params"]
+    record["params"].pop(schema.P_CFG_PASSES)
+    older = tmp_path / "older.jsonl"
+    older.write_text(json.dumps(record) + "\n")
+    assert len(read_jsonl(older)) == 1
+    record["params"].pop(schema.P_SEED)  # but a key that was always there is still required
+    older.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ConfigError, match="seed"):
+        read_jsonl(older)
