@@ -203,3 +203,51 @@ def test_search_storage_is_one_line_without_the_password(url, needle):
     with pytest.raises(ConfigError) as info:
         _storage(url)
     assert needle in str(info.value) and "secret" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_rest_refuses_a_large_body_before_reading_it(strict_server):
+    """A declared Content-Length over the limit is refused at once; a chunked body as its count passes it."""
+    import socket
+    from urllib.parse import urlparse
+
+    import requests
+
+    url = urlparse(strict_server)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 300000000\r\n\r\n{")  # 300 MB announced, 1 byte sent
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413") and "at most 1000000 bytes" in reply
+
+    def chunks():  # 8 MB, chunked: no Content-Length
+        for _ in range(128):
+            yield b" " * 65536
+
+    r = requests.post(f"{strict_server}/invocations", data=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "at most" in r.json()["message"]
+
+
+@pytest.mark.slow
+def test_rest_takes_csv(strict_server):
+    import io
+
+    import pandas as pd
+    import requests
+
+    csv = io.StringIO()
+    pd.DataFrame([_row(), _row(steps=8)]).to_csv(csv, index=False)
+    r = requests.post(f"{strict_server}/invocations", data=csv.getvalue(), headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 2
+
+
+@pytest.mark.slow
+def test_rest_names_a_missing_column_first_without_echoing_the_data(strict_server):
+    import requests
+
+    record = {k: v for k, v in _row().items() if k != "steps"}
+    r = requests.post(f"{strict_server}/invocations", json={"dataframe_records": [record] * 20})
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert "steps" in message[:120] and len(message) < 400, message
