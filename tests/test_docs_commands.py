@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```(bash|sh|shell|python)\s*\n(.*?)^```", re.S | re.M)
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
 GPU = re.compile(r"--device cuda|CUDA_VISIBLE_DEVICES|nvidia-smi")
+SERVER = re.compile(r"^\s*(mlflow ui|mlflow server|mlflow models serve|mlflow-energy serve|mkdocs serve)\b|&& mkdocs serve", re.M)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ def test_the_marker_is_read() -> None:
 def test_blocks_that_need_a_gpu_are_marked() -> None:
     unmarked = [f"{b.path}:{b.line}" for b in all_blocks() if GPU.search(b.code) and b.skip is None]
     assert not unmarked, "blocks naming a GPU without <!-- docs-test: skip (needs a GPU) -->: " + ", ".join(unmarked)
+
+
+def test_blocks_that_start_a_server_are_marked() -> None:
+    """A server runs until stopped: the reader opens it, the run of the blocks cannot wait for it."""
+    unmarked = [f"{b.path}:{b.line}" for b in all_blocks() if SERVER.search(b.code) and b.skip is None]
+    assert not unmarked, "blocks starting a server without <!-- docs-test: skip (starts a server) -->: " + ", ".join(
+        unmarked)
 
 
 @pytest.mark.slow
