@@ -4,7 +4,10 @@ Builds a small demo store (a sweep of a few tiny families, the law fitted on it 
 as ``mlflow-energy``, a short predict-mode search) unless ``--store`` names an existing one (for
 example the ``mlflow.db`` that ``mlflow run . --env-manager local`` wrote), starts
 ``mlflow server`` on a free loopback port, and writes PNGs of the runs table, a measurement run,
-the fit plot and the registered model into ``--out``.
+the fit plot and the registered model into ``--out``. Each page is loaded in a new headless
+Chromium with an empty profile, as a first-time user's browser opens it (nothing primed in
+local storage: MLflow's Assistant panel opens on a local server, as it does for the user), at the
+addresses mlflow-energy prints (``workflowType=machine_learning``: see ``mlflow_energy.tracking.ui``).
 
     apt-get install -y chromium
     python docs/screenshots.py --out docs/img
@@ -29,10 +32,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow_energy.tracking.ui import WORKFLOW_ML, energy_view_path
+
 REGISTERED_MODEL = "mlflow-energy"
 DEMO_EXPERIMENT = "mlflow-energy-demo"
 DEMO_FAMILIES = ("tiny-sd2", "tiny-sdxl", "tiny-pixart-sigma", "tiny-flux.1-schnell")
-WINDOW = "1400,860"
+WINDOW = "1600,900"
 
 
 def chromium() -> str | None:
@@ -86,95 +91,19 @@ def mlflow_server(store: Path, *, log: Path | None = None) -> Iterator[str]:
         out.close()
 
 
-class _SetupProxy:
-    """A loopback proxy to the MLflow server that also serves one page setting the UI's localStorage.
-
-    The UI keeps its view state in the browser (closed assistant panel, the ML workflow, the
-    runs table's columns); a plain headless Chromium has no way to set it. Served from the same
-    origin as the proxied UI, ``/__setup?next=...`` writes the keys, then loads ``next``.
-    """
-
-    def __init__(self, upstream: str, storage: dict[str, str]) -> None:
-        import http.server
-        import json
-        import threading
-        import urllib.parse
-
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return None
-
-            def _forward(self) -> None:
-                if self.path.startswith("/__setup"):
-                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                    page = ("<!doctype html><script>const s=" + json.dumps(proxy.storage) +
-                            ";for(const k in s){localStorage.setItem(k,s[k]);}location.replace(" +
-                            json.dumps(query.get("next", ["/"])[0]) + ");</script>").encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(page)))
-                    self.end_headers()
-                    self.wfile.write(page)
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                req = urllib.request.Request(upstream + self.path, data=body, headers=headers, method=self.command)
-                try:
-                    with urllib.request.urlopen(req, timeout=60) as resp:
-                        status, rheaders, data = resp.status, resp.headers.items(), resp.read()
-                except urllib.error.HTTPError as err:
-                    status, rheaders, data = err.code, err.headers.items(), err.read()
-                self.send_response(status)
-                for k, v in rheaders:
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _forward
-
-        self.storage = dict(storage)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def page(self, path: str) -> str:
-        import urllib.parse
-
-        return f"{self.url}/__setup?next={urllib.parse.quote(path, safe='')}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def ui_storage() -> dict[str, str]:
-    """localStorage of the MLflow 3.17 UI for a clean picture: assistant panel closed, the ML workflow.
-
-    The runs table's columns come from the experiment itself: the saved ``energy`` view that
-    mlflow-energy tags every experiment it creates with (``?viewStateShareKey=energy``).
-    """
-    import json
-
-    return {
-        "mlflow.assistant.panelOpen_v1": "false",
-        "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
-        "mlflow.workflowType_v1": json.dumps("machine_learning"),
-    }
+#: Chromium as a first-time user's browser: a new, empty profile (no local storage, no saved UI
+#: state), nothing fetched but the page.
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
 def _browser_args(budget_ms: int) -> list[str]:
     exe = chromium()
     if exe is None:
         raise RuntimeError("Chromium not found: apt-get install -y chromium")
-    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-            f"--window-size={WINDOW}", f"--virtual-time-budget={budget_ms}", "--run-all-compositor-stages-before-draw",
-            f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]
+    return [exe, *BROWSER_FLAGS, "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={WINDOW}",
+            f"--virtual-time-budget={budget_ms}", "--run-all-compositor-stages-before-draw",
+            f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]  # a new, empty profile per page
 
 
 def dump_dom(url: str, *, budget_ms: int = 20000) -> str:
@@ -245,20 +174,17 @@ def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> li
     out.mkdir(parents=True, exist_ok=True)
     ids = _ids(store, experiment)
     exp = ids["experiment"]
-    pages = {"runs-table.png": f"/#/experiments/{exp}/runs?viewStateShareKey=energy"}
+    ml = f"?workflowType={WORKFLOW_ML}"
+    pages = {"runs-table.png": energy_view_path(exp)}  # the address `mlflow-energy sweep` prints
     if "measurement" in ids:
-        pages["measurement-run.png"] = f"/#/experiments/{exp}/runs/{ids['measurement']}"
+        pages["measurement-run.png"] = f"/#/experiments/{exp}/runs/{ids['measurement']}{ml}"
     if "fit" in ids:
-        pages["fit-plot.png"] = f"/#/experiments/{exp}/runs/{ids['fit']}/artifacts/plots/energy_vs_flops_total.png"
-        pages["registered-model.png"] = f"/#/models/{REGISTERED_MODEL}"
+        pages["fit-plot.png"] = f"/#/experiments/{exp}/runs/{ids['fit']}/artifacts/plots/energy_vs_flops_total.png{ml}"
+        pages["registered-model.png"] = f"/#/models/{REGISTERED_MODEL}{ml}"
     written = []
     with mlflow_server(store) as url:
-        proxy = _SetupProxy(url, ui_storage())
-        try:
-            for name, page in pages.items():
-                written.append(screenshot(proxy.page(page), out / name))
-        finally:
-            proxy.close()
+        for name, page in pages.items():
+            written.append(screenshot(url + page, out / name))
     return written
 
 

@@ -17,7 +17,7 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @main.command("search")
 @click.option("--spec", type=Text(), help="YAML spec with sections space, constraints, search (flags override it).")
 @click.option("--mode", type=Text(), help="predict (registered model, ms per trial) or measure (live) [predict].")
-@click.option("--model-uri", type=Text(), help="Predict mode: the energy model, e.g. models:/energy@champion.")
+@click.option("--model-uri", type=Text(), help="Predict mode: the energy model, e.g. models:/mlflow-energy@champion (the demo's).")
 @click.option("--hardware", type=Text(), help="Predict mode: the GPU to predict for, e.g. H100.")
 @click.option("--avg-power-w", type=Float("avg_power_w", minimum=0.0, strict=True),
               help="Predict mode, predictor without time_total_s: latency = energy / this power (W).")

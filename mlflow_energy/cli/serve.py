@@ -9,8 +9,8 @@ from mlflow_energy.cli._types import Int, Text
 
 
 @main.command("serve")
-@click.option("--model-uri", "-m", type=Text(unset_value="models:/energy@champion"), default="models:/energy@champion",
-              show_default=True, help="The registered energy model.")
+@click.option("--model-uri", "-m", type=Text(unset_value="models:/mlflow-energy@champion"), default="models:/mlflow-energy@champion",
+              show_default=True, help="The registered energy model (the demo registers mlflow-energy).")
 @click.option("--host", "-h", type=Text(unset_value="127.0.0.1"), default="127.0.0.1", show_default=True,
               help="Address to listen on.")
 @click.option("--port", "-p", type=Int("port", minimum=1, maximum=65535, unset_value=5001), default=5001,

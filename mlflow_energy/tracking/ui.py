@@ -1,10 +1,18 @@
 """How the MLflow UI opens our experiments: on the runs table, with the energy columns.
 
-Two experiment tags, set when mlflow-energy creates an experiment:
+MLflow 3.17's UI opens an experiment by its *workflow type*, not by the experiment: the
+``workflowType`` query parameter of the address if there is one, else the browser's local storage
+(``mlflow.workflowType_v1``), else ``genai``. A browser that never switched to "Model training"
+therefore opens ``#/experiments/<id>`` on the GenAI "Overview" (traces), whatever the experiment's
+tags say. The address that lands on the runs table for everyone is
+``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=energy``:
+:func:`energy_view_url` builds it, and every address mlflow-energy prints or documents is one.
+
+Two experiment tags, set when mlflow-energy creates an experiment (:func:`experiment_tags`):
 
 ``mlflow.experimentKind = custom_model_development``
-    MLflow 3.17 opens an experiment without this tag on the GenAI overview (traces); with it,
-    on the runs table (the values are the UI's ``ExperimentKind`` enum).
+    the experiment's kind (the UI's ``ExperimentKind`` enum), read where the UI's workflow switch
+    is off; with the switch (MLflow 3.17's default) the ``workflowType`` above decides.
 ``mlflow.sharedViewState.energy``
     a saved runs-table view (the UI's "share view" format: selected columns as JSON): energy and
     time per image, the search's best energy and saving, the sweep summaries, the config params. Runs stay in the default
@@ -14,7 +22,7 @@ Two experiment tags, set when mlflow-energy creates an experiment:
 
 Example:
     >>> energy_view_url("http://127.0.0.1:5000", "3")
-    'http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=energy'
+    'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=energy'
 """
 
 from __future__ import annotations
@@ -46,6 +54,15 @@ def experiment_tags() -> dict[str, str]:
     }
 
 
+#: The UI's workflow type for classic ML (its ``WorkflowType.MACHINE_LEARNING``): runs, models, registry.
+WORKFLOW_ML = "machine_learning"
+
+
+def energy_view_path(experiment_id: str) -> str:
+    """The UI route (after the host) of ``experiment_id``'s runs table in the energy view, ML workflow."""
+    return f"/#/experiments/{experiment_id}/runs?workflowType={WORKFLOW_ML}&viewStateShareKey={schema.SHARED_VIEW_ENERGY}"
+
+
 def energy_view_url(ui_url: str, experiment_id: str) -> str:
-    """The UI address that opens ``experiment_id``'s runs in the energy view."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={schema.SHARED_VIEW_ENERGY}"
+    """The UI address that opens ``experiment_id``'s runs in the energy view, in a fresh browser too."""
+    return ui_url.rstrip("/") + energy_view_path(experiment_id)

@@ -92,7 +92,7 @@ def test_sweep_and_ingest_commands(tracking_uri, tmp_path, no_rapl):
     assert "2 configs: 1 measured, 1 failed, 0 skipped" in result.output
     assert "FAILED tiny-sd2 36x36" in result.output
     assert "sweep run id: " in result.output
-    assert "/runs?viewStateShareKey=energy" in result.output  # the UI address of the energy view
+    assert "/runs?workflowType=machine_learning&viewStateShareKey=energy" in result.output  # the UI address of the energy view
     again = _invoke(["sweep", str(spec), "--experiment", "s", "--shard", "0/1", "--no-progress"])
     assert "1 skipped" in again.output
     result = _invoke(["ingest", str(out), "--experiment", "from-file"])
