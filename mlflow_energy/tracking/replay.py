@@ -37,14 +37,18 @@ def log_records(
     seen = finished_keys(exp_id)
     new_ids: list[str] = []
     skipped = 0
+    from mlflow_energy.tracking.stale import worker_id
+
     for record in records:
         key = record_key(record)
+        if key not in seen and _finished_now(exp_id, key):  # another worker logged it meanwhile
+            seen.add(key)
         if key in seen:
             skipped += 1
             if on_logged is not None:
                 on_logged(record)
             continue
-        tags = dict(record["tags"])
+        tags = {**record["tags"], schema.T_WORKER: worker_id()}  # a killed ingest's run is found stale
         kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
         config = record.get("config")
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
@@ -58,6 +62,15 @@ def log_records(
         if on_logged is not None:
             on_logged(record)
     return new_ids, skipped
+
+
+def _finished_now(exp_id: str, key: tuple[str, str]) -> bool:
+    """Whether a FINISHED measurement run of ``key`` exists right now (rechecked before each log)."""
+    from mlflow_energy.tracking.read import _search
+
+    filt = (f"tags.`{schema.T_CONFIG_HASH}` = '{key[0]}' and attributes.status = 'FINISHED' and "
+            f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}'")
+    return any(r.data.tags.get(schema.T_HARDWARE, "") == key[1] for r in _search([exp_id], filt))
 
 
 class _Cfg:
