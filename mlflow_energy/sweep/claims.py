@@ -351,7 +351,7 @@ class SweepGuard:
         try:
             self.journal.mark_logged([record])
         except JournalUnwritable as exc:  # the run is in MLflow; a later replay finds it FINISHED
-            self._warn("ledger", f"{exc}; the run is logged, the sweep goes on")
+            self._warn("ledger", f"{exc}; the runs are logged, the sweep goes on")
 
     def _warn(self, what: str, line: str) -> None:
         if what not in self._warned:
@@ -415,6 +415,8 @@ class SweepGuard:
         except TrackingUnavailable as exc:
             self._go_offline(exc)
             return
+        if self.journal.ledger_error:
+            self._warn("ledger", f"{self.journal.ledger_error}; the runs are logged, the sweep goes on")
         self.replayed += len(ids)
         if ids:
             self.echo(f"replayed {len(ids)} measurement(s) from the journal {self.journal.path}")

@@ -181,6 +181,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = check_writable(path or default_journal_path(), "journal")
         self.logged_path = self.path + ".logged"
+        self.ledger_error: str | None = None  # the last failure to write the ``.logged`` side file
 
     def append(self, m: Measurement, *, experiment: str | None = None, parent_run_id: str | None = None
                ) -> dict[str, Any]:
@@ -209,9 +210,17 @@ class Journal:
         if lines:
             _append_synced(self.logged_path, lines)
 
+    def _try_mark(self, record: dict[str, Any], experiment: str | None) -> None:
+        """Mark one record; a ledger that cannot be written is noted in :attr:`ledger_error`, not raised
+        (the run is in MLflow, and the next replay finds it FINISHED)."""
+        try:
+            self.mark_logged([record], experiment=experiment)
+        except JournalUnwritable as exc:
+            self.ledger_error = str(exc)
+
     def logged(self) -> set[tuple[str, ...]]:
         """The ledger keys of the ``.logged`` side file (see :func:`ledger_key`)."""
-        if not os.path.exists(self.logged_path):
+        if not os.path.isfile(self.logged_path):  # a device (/dev/full) is never read
             return set()
         with open(self.logged_path, encoding="utf-8") as fh:
             out = set()
@@ -229,7 +238,7 @@ class Journal:
     def records(self) -> list[dict[str, Any]]:
         from mlflow_energy.tracking.jsonl import read_jsonl
 
-        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
             return []
         return read_jsonl(self.path, tolerate_torn_tail=True)
 
@@ -267,14 +276,13 @@ class Journal:
         skipped = 0
         for r in self.pending(this_server=this_server):
             if keep is not None and not keep(r):
-                self.mark_logged([r])
+                self._try_mark(r, None)
                 skipped += 1
                 continue
             groups.setdefault(experiment or r.get("experiment"), []).append(r)
         new_ids: list[str] = []
         for exp, records in groups.items():
-            ids, n = log_records(records, experiment=exp,
-                                 on_logged=lambda r, exp=exp: self.mark_logged([r], experiment=exp))
+            ids, n = log_records(records, experiment=exp, on_logged=lambda r, exp=exp: self._try_mark(r, exp))
             new_ids += ids
             skipped += n
         return new_ids, skipped
