@@ -48,12 +48,13 @@ def log_records(
             if on_logged is not None:
                 on_logged(record)
             continue
-        tags = {**record["tags"], schema.T_WORKER: worker_id()}  # a killed ingest's run is found stale
+        tags = dict(record["tags"])
         kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
         config = record.get("config")
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
         parent = record.get("parent_run_id") or None
-        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent) as run_id:
+        worker = {schema.T_WORKER: worker_id()}  # on the run from its creation: a killed ingest's run is found
+        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent, tags=worker) as run_id:
             _log_fields(run_id, record["params"], record["metrics"], tags)
             if isinstance(config, dict):
                 client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)

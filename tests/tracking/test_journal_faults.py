@@ -11,7 +11,6 @@ import subprocess
 import pytest
 import yaml
 from click.testing import CliRunner
-from mlflow import MlflowClient
 
 from mlflow_energy import schema
 from mlflow_energy.cli import main
