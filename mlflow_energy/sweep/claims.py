@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -134,6 +135,7 @@ class SweepGuard:
         self.fence: str | None = None  # why this worker was fenced (its run ended by another)
         self.peers: tuple[int, int] = (0, 1)  # this worker's share of the live workers, for offline work
         self.unjournaled: list[dict[str, Any]] = []  # records the journal could not take (disk full)
+        self.store_full = False
         self.missing: list[Any] = []  # configs the final pass could not settle (the server stayed away)
         self._warned: set[str] = set()
         if tracker is not None:  # on the sweep run from its creation: a kill -9 right after is recognised
@@ -251,18 +253,13 @@ class SweepGuard:
         try:
             if retrying(lambda: self._finished(h), what="checking the finished configs"):
                 return False
-            self._count_peers_quietly()
+            with contextlib.suppress(Exception):  # only needed once the server is away; the last count stands
+                self._count_peers()
             return retrying(lambda: self.ledger.claim(h, self.hardware, self.parent, self._alive),
                             what="claiming a config")
         except TrackingUnavailable as exc:
             self._go_offline(exc)
             return self._mine_offline(h)
-
-    def _count_peers_quietly(self) -> None:
-        try:
-            self._count_peers()
-        except Exception:  # only needed once the server is away; the last count stands
-            pass
 
     def settle(self, cfg: Any) -> str:
         """In the final pass: ``"measure"`` (claimed now), ``"wait"`` (a live holder) or ``"done"``."""
@@ -338,6 +335,7 @@ class SweepGuard:
             self._go_offline(exc)
             return None
         except ArtifactStoreError:
+            self.store_full = True  # nothing more is replayed into it; the sweep stops
             raise
         if record in self.unjournaled:
             self.unjournaled.remove(record)
@@ -400,7 +398,7 @@ class SweepGuard:
         from mlflow_energy.tracking.replay import log_records
         from mlflow_energy.tracking.retry import TrackingUnavailable, retrying
 
-        if not self.online or self.fence:
+        if not self.online or self.fence or self.store_full:
             return
         try:
             ids: list[str] = []

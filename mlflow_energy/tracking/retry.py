@@ -86,6 +86,23 @@ def is_unavailable(exc: BaseException) -> bool:
     return type(exc).__name__ in ("OperationalError", "DisconnectionError", "InterfaceError")
 
 
+def _artifact_store_refused(exc: BaseException) -> bool:
+    """An artifact upload through the server's proxy failed (5xx) while its tracking API answers.
+
+    The server's 500 hides its disk's error (``too many 500 error responses``): a tracking call that
+    answers tells a full artifact store from a server that is away.
+    """
+    if "mlflow-artifacts/artifacts" not in str(exc):
+        return False
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient().search_experiments(max_results=1)
+    except Exception:
+        return False
+    return True
+
+
 def retrying(fn: Callable[[], T], *, what: str, backoff: tuple[float, ...] = BACKOFF_S) -> T:
     """``fn()``, retried after each delay of ``backoff`` while the server is unavailable.
 
@@ -107,6 +124,10 @@ def retrying(fn: Callable[[], T], *, what: str, backoff: tuple[float, ...] = BAC
                                          f"not an outage): {type(exc).__name__}: {text}") from None
             if not is_unavailable(exc):
                 raise
+            if _artifact_store_refused(exc):
+                text = " ".join(str(exc).split())[:200]
+                raise ArtifactStoreError(f"the artifact store refused a file while {what} (the tracking server "
+                                         f"answers; full or read-only?): {type(exc).__name__}: {text}") from None
             last = exc
     first = " ".join(str(last).split())[:200]
     raise TrackingUnavailable(f"tracking server unavailable while {what}: {type(last).__name__}: {first}")

@@ -299,3 +299,39 @@ def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_
             if p is not None and p.poll() is None:
                 os.killpg(p.pid, signal.SIGCONT)
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_tracking_db):
+    """Artifacts on a full disk (a filled tmpfs): one FAILED run with the reason, the sweep stops, exit 1."""
+    import shutil
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/fill", "bs=4k", "count=64"], capture_output=True)
+        os.symlink(disk, tmp_path / "artifacts")  # the server's --artifacts-destination
+        shutil.copyfile(_empty_tracking_db, tmp_path / "backend.db")
+        server = MlflowServer(f"sqlite:///{tmp_path}/backend.db", tmp_path).start()
+        try:
+            spec, log = _spec(tmp_path, "full", steps=[1, 2, 3, 4]), tmp_path / "w.log"
+            proc = _worker_env(spec, server.url, "full", tmp_path / "j.jsonl", log, **_fault_env())
+            assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
+            out = log.read_text()
+            assert "Traceback" not in out
+            assert out.count("Error: the artifact store refused a file") == 1, out[-3000:]
+            runs = _all_runs(server.url, "full")
+            measured = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+            assert [r.info.status for r in measured] == ["FAILED"]
+            assert "artifact" in measured[0].data.tags[schema.T_FAILURE].lower() or \
+                "mlflow-artifacts" in measured[0].data.tags[schema.T_FAILURE]
+            sweeps = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+            assert [r.info.status for r in sweeps] == ["FAILED"]
+            from mlflow_energy.tracking.journal import Journal
+
+            assert len(Journal(tmp_path / "j.jsonl").pending()) == 1  # kept for `ingest` once there is room
+        finally:
+            server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
