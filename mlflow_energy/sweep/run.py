@@ -292,9 +292,18 @@ class _Tracker:
         if self.shard is not None:
             tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"
             name += f"-shard{self.shard[0]}of{self.shard[1]}"
-        self.run_id = self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name, tags=tags)
+        from mlflow_energy.tracking.retry import ArtifactStoreError, retrying
+
+        self.run_id = retrying(lambda: self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name,
+                                                        tags=tags), what="starting the sweep run")
         if self.spec.source:
-            self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC)
+            try:
+                retrying(lambda: self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC),
+                         what="storing the sweep spec")
+            except ArtifactStoreError as exc:  # a full store: stop before any GPU time is spent
+                self.t.client().set_tag(self.run_id, schema.T_FAILURE, str(exc)[:480])
+                self.t.end_run(self.run_id, "FAILED")
+                raise
         return self.run_id
 
     def finished_keys(self) -> set[tuple[str, str]]:

