@@ -239,11 +239,9 @@ def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_
         _assert_each_once(server.url, "restart", 9)
         from mlflow_energy.tracking.journal import Journal
 
-        with_server = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
-        assert with_server  # the journals' records are keyed to this server
-        for i in range(3):
-            records = Journal(tmp_path / f"j{i}.jsonl").records()
-            assert len(records) <= 9
+        measured = sum(len(Journal(tmp_path / f"j{i}.jsonl").records()) for i in range(3))
+        print(f"measurements made for 9 configs: {measured}")
+        assert measured < 18  # offline, each worker measures its share, not every config
     finally:
         for p in procs:
             if p.poll() is None:
