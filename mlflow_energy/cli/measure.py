@@ -208,9 +208,12 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
 @click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
 def ingest_command(file: str, experiment: str | None) -> None:
     """Log the measurements of a JSONL FILE (from --output) as MLflow runs; skips those already there."""
+    import os
+
     from mlflow_energy.tracking import ingest
 
-    _recover_killed(experiment)
+    if os.path.isfile(file):
+        _recover_killed(experiment)
     new_ids, skipped = ingest(file, experiment=experiment)
     click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")
 
@@ -221,10 +224,13 @@ def _recover_killed(experiment: str | None) -> None:
     from mlflow_energy.tracking.runs import client
     from mlflow_energy.tracking.stale import recover_dead_processes
 
-    exp = client().get_experiment_by_name(experiment) if experiment else None
-    if exp is None and experiment:
+    try:
+        exp = client().get_experiment_by_name(experiment) if experiment else None
+        if exp is None and experiment:
+            return
+        exp_ids = [exp.experiment_id] if exp else [e.experiment_id for e in client().search_experiments()]
+        ended = [r for e in exp_ids for r in recover_dead_processes(e, (schema.KIND_FIT, schema.KIND_MEASUREMENT))]
+    except Exception:  # a cleanup only: the command itself says what is wrong with the store
         return
-    exp_ids = [exp.experiment_id] if exp else [e.experiment_id for e in client().search_experiments()]
-    ended = [r for e in exp_ids for r in recover_dead_processes(e, (schema.KIND_FIT, schema.KIND_MEASUREMENT))]
     if ended:
         click.echo(f"ended {len(ended)} RUNNING run(s) of a killed fit or ingest (reason in tag {schema.T_FAILURE})")

@@ -78,6 +78,7 @@ def test_a_killed_fit_run_is_ended_by_the_next_command(tracking_uri, tmp_path):
                             text=True, start_new_session=True)
     run_id = proc.stdout.readline().strip()
     assert MlflowClient().get_run(run_id).info.status == "RUNNING"
+    (tmp_path / "none.jsonl").write_text("")
     CliRunner().invoke(main, ["ingest", str(tmp_path / "none.jsonl"), "--experiment", "kf"])  # alive: kept
     assert MlflowClient().get_run(run_id).info.status == "RUNNING"
     os.killpg(proc.pid, signal.SIGKILL)
