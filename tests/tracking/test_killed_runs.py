@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
@@ -31,6 +32,7 @@ def _running(uri: str, experiment: str) -> list:
     return [r for r in c.search_runs([exp.experiment_id])] if exp else []
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_leaves_no_run_running(tracking_uri, tmp_path, no_rapl, small_config):
     rec = to_record(measure(small_config(steps=1)))
     path = tmp_path / "m.jsonl"
