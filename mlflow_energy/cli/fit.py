@@ -34,9 +34,11 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
     import mlflow
 
     from mlflow_energy import schema, tracking
+    from mlflow_energy.cli.measure import _recover_killed
     from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame, weigh_noisy
     from mlflow_energy.predict import log_and_register
 
+    _recover_killed(experiment)
     frame = runs_frame(experiment, target=target)
     sources = check_sources(frame, allow_mixed=allow_mixed_sources)
     noisy_mode = "keep" if keep_noisy else noisy_mode
@@ -52,13 +54,22 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
         result.noisy_downweighted = noisy
     # Create the run explicitly: under `mlflow run` (MLFLOW_RUN_ID set) a bare start_run()
     # would resume the project's own run, possibly in another experiment.
+    # A killed fit cannot end its run: each run carries its worker and a heartbeat, and the next
+    # fit or ingest ends those whose process is gone.
+    from mlflow_energy.tracking.stale import Heartbeat, worker_id
+
     exp_id = tracking.experiment_id(experiment)
     mlflow.set_experiment(experiment_id=exp_id)
-    run_id = tracking.start_run(exp_id, kind=schema.KIND_FIT, run_name=f"fit-{registered_model}")
-    with mlflow.start_run(run_id=run_id) as run:
-        log_fit(result, experiment=experiment, allow_mixed=allow_mixed_sources, registered_model=registered_model,
-                plots=not no_plots)
-        mv = log_and_register(result, registered_model)
+    run_id = tracking.start_run(exp_id, kind=schema.KIND_FIT, run_name=f"fit-{registered_model}",
+                                tags={schema.T_WORKER: worker_id()})
+    beat = Heartbeat(run_id).start()
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            log_fit(result, experiment=experiment, allow_mixed=allow_mixed_sources,
+                    registered_model=registered_model, plots=not no_plots)
+            mv = log_and_register(result, registered_model)
+    finally:
+        beat.stop()
     click.echo(format_summary(result))
     click.echo(f"fit run: {run.info.run_id} (experiment '{experiment}'; artifacts fit/ and plots/)")
     click.echo(f"registered: models:/{registered_model}/{mv.version} = models:/{registered_model}@"

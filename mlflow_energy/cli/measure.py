@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -41,6 +42,14 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
         click.echo(f"run id: {run_id}")
 
 
+def _print_record(m: Any) -> None:
+    import json
+
+    from mlflow_energy.tracking.jsonl import to_record
+
+    click.echo(json.dumps(to_record(m), sort_keys=True))
+
+
 def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool,
                      journal: str | None = None) -> tuple[Any, str | None]:
     """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run.
@@ -50,7 +59,7 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
     """
     from mlflow_energy.measure import check_device, measure
     from mlflow_energy.tracking import JsonlSink
-    from mlflow_energy.tracking.journal import Journal
+    from mlflow_energy.tracking.journal import Journal, JournalUnwritable
     from mlflow_energy.tracking.retry import TrackingUnavailable, configure_client_retries, ensure_store, retrying
 
     sink = JsonlSink(output) if output else None
@@ -66,17 +75,27 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
         run_id = None
         if jour is not None:
             from mlflow_energy.tracking import log_measurement
-            from mlflow_energy.tracking.jsonl import record_key
 
-            record = jour.append(m, experiment=experiment)
+            try:
+                record: dict[str, Any] | None = jour.append(m, experiment=experiment)
+            except JournalUnwritable as exc:  # the measurement still goes to MLflow
+                click.echo(f"Warning: {exc}; logging the measurement straight to MLflow", err=True)
+                record = None
             try:
                 run_id = retrying(lambda: log_measurement(m, experiment=experiment), what="logging the measurement")
             except TrackingUnavailable as exc:
                 _print_measurement(m, None)
-                click.echo(f"Error: {exc}; the measurement is kept in the journal {jour.path}: run "
-                           f"`mlflow-energy ingest {jour.path}` when the server is back", err=True)
+                if record is None:
+                    _print_record(m)
+                    click.echo(f"Error: {exc}; the journal {jour.path} cannot be written either: the measurement "
+                               "is printed above as a JSONL record (save it and `mlflow-energy ingest` it)", err=True)
+                else:
+                    click.echo(f"Error: {exc}; the measurement is kept in the journal {jour.path}: run "
+                               f"`mlflow-energy ingest {jour.path}` when the server is back", err=True)
                 sys.exit(1)
-            jour.mark_logged([record_key(record)])
+            if record is not None:
+                with contextlib.suppress(JournalUnwritable):  # logged; a later replay finds it FINISHED
+                    jour.mark_logged([record])
         return m, run_id
     except (ConfigError, MissingDependencyError):
         raise
@@ -175,6 +194,14 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
         click.echo(f"sweep run id: {result.parent_run_id}")
         exp_id = client().get_run(result.parent_run_id).info.experiment_id
         click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
+    if result.fenced:
+        click.echo(f"stopped: this worker was declared stale and its claims were taken over ({result.fenced}); "
+                   "the configs it held are measured by the others")
+        return
+    if result.missing:
+        click.echo(f"Error: {len(result.missing)} config(s) left unmeasured: the tracking server stayed away; "
+                   "run the sweep again when it is back", err=True)
+        sys.exit(1)
     if result.total and len(result.failed) == result.total:
         click.echo("Error: every config of the sweep failed", err=True)
         sys.exit(1)
@@ -185,7 +212,29 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
 @click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
 def ingest_command(file: str, experiment: str | None) -> None:
     """Log the measurements of a JSONL FILE (from --output) as MLflow runs; skips those already there."""
+    import os
+
     from mlflow_energy.tracking import ingest
 
+    if os.path.isfile(file):
+        _recover_killed(experiment)
     new_ids, skipped = ingest(file, experiment=experiment)
     click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")
+
+
+def _recover_killed(experiment: str | None) -> None:
+    """End the RUNNING fit/ingest runs of this experiment whose process was killed (one line)."""
+    from mlflow_energy import schema
+    from mlflow_energy.tracking.runs import client
+    from mlflow_energy.tracking.stale import recover_dead_processes
+
+    try:
+        exp = client().get_experiment_by_name(experiment) if experiment else None
+        if exp is None and experiment:
+            return
+        exp_ids = [exp.experiment_id] if exp else [e.experiment_id for e in client().search_experiments()]
+        ended = [r for e in exp_ids for r in recover_dead_processes(e, (schema.KIND_FIT, schema.KIND_MEASUREMENT))]
+    except Exception:  # a cleanup only: the command itself says what is wrong with the store
+        return
+    if ended:
+        click.echo(f"ended {len(ended)} RUNNING run(s) of a killed fit or ingest (reason in tag {schema.T_FAILURE})")

@@ -43,6 +43,8 @@ class SweepResult:
     idle_power_w: float = 0.0
     wall_s: float = 0.0
     inference_s: float = 0.0
+    fenced: str | None = None  # why another worker took this one's claims over (it stopped)
+    missing: list[InferenceConfig] = field(default_factory=list)  # left open: the server stayed away
 
 
 def run_sweep(
@@ -112,64 +114,70 @@ def run_sweep(
     cache = PipelineCache()
     status = "FAILED"
     bar = None
+    passed: list[InferenceConfig] = []  # left to another worker (or to later, offline): checked again at the end
+
+    def measure_one(cfg: InferenceConfig) -> None:
+        try:
+            valid = cfg.validate()
+            pipe = cache.get(valid)
+            if spec.idle_each_config:
+                result.idle_power_w = idle_power(meter, spec.idle_seconds)
+            start = time.perf_counter()
+            m = measure(valid, meter=meter, pipeline=pipe, protocol=spec.protocol, idle_power_w=result.idle_power_w)
+            result.inference_s += time.perf_counter() - start
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # any failure of one config: record it, go on
+            from mlflow_energy.tracking import one_line
+
+            reason = one_line(exc)
+            result.failed.append((cfg, reason))
+            if tracker is not None:
+                guard.safely("logging a failure", lambda cfg=cfg, exc=exc: tracker.fail(cfg, exc, meter))
+            if not isinstance(exc, ConfigError):
+                cache.clear()
+            if not progress:
+                _line(result.measured + len(result.failed) + result.skipped, len(configs), cfg, f"FAILED: {reason}")
+            return
+        if guard is not None:
+            run_id = guard.record(m)  # journalled first; None: kept in the journal for now (or fenced)
+            if guard.fence:
+                return  # taken over by another worker: not counted, not logged
+            if run_id:
+                result.done.append(run_id)
+        result.measured += 1
+        result.noisy += int(m.noisy)
+        result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
+        if sink is not None:
+            sink.write(m)
+        done_keys.add((valid.config_hash(), meter.hardware))
+        if not progress:
+            _line(result.measured + len(result.failed) + result.skipped, len(configs), valid, _summary(m))
+
     try:
         if tracker is not None:
             result.parent_run_id = tracker.start()
             guard.start(result.parent_run_id)
-        done_keys = tracker.finished_keys() if tracker is not None else set()
+        done_keys = _finished(tracker, guard) if tracker is not None else set()
         if sink is not None:
             done_keys |= sink.keys()
         bar = tqdm(total=len(configs), desc=spec.name, unit="config", disable=not progress, dynamic_ncols=True)
         for cfg in configs:
             cfg = resolved(cfg)
+            if guard is not None and guard.fence:
+                break
             if (cfg.config_hash(), meter.hardware) in done_keys:
                 result.skipped += 1
-                bar.update(1)
-                bar.set_postfix(_postfix(result))
-                continue
-            if guard is not None and not guard.claim(cfg):  # another worker measures it
-                result.skipped += 1
-                bar.update(1)
-                continue
-            try:
-                valid = cfg.validate()
-                pipe = cache.get(valid)
-                if spec.idle_each_config:
-                    result.idle_power_w = idle_power(meter, spec.idle_seconds)
-                start = time.perf_counter()
-                m = measure(valid, meter=meter, pipeline=pipe, protocol=spec.protocol, idle_power_w=result.idle_power_w)
-                result.inference_s += time.perf_counter() - start
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # any failure of one config: record it, go on
-                from mlflow_energy.tracking import one_line
-
-                reason = one_line(exc)
-                result.failed.append((cfg, reason))
-                if tracker is not None:
-                    guard.safely("logging a failure", lambda cfg=cfg, exc=exc: tracker.fail(cfg, exc, meter))
-                if not isinstance(exc, ConfigError):
-                    cache.clear()
-                if not progress:
-                    _line(result.measured + len(result.failed) + result.skipped, len(configs), cfg, f"FAILED: {reason}")
-                bar.update(1)
-                bar.set_postfix(_postfix(result))
-                continue
-            result.measured += 1
-            result.noisy += int(m.noisy)
-            result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
-            if guard is not None:
-                run_id = guard.record(m)  # journalled first; None: kept in the journal for now
-                if run_id:
-                    result.done.append(run_id)
-            if sink is not None:
-                sink.write(m)
-            done_keys.add((valid.config_hash(), meter.hardware))
-            if not progress:
-                _line(result.measured + len(result.failed) + result.skipped, len(configs), valid, _summary(m))
+            elif guard is not None and not guard.claim(cfg):  # another worker measures it (or later)
+                if not guard.fence:
+                    passed.append(cfg)
+            else:
+                measure_one(cfg)
             bar.update(1)
             bar.set_postfix(_postfix(result))
-        status = "FINISHED"
+        if guard is not None and guard.ledger is not None and not guard.fence:
+            result.skipped += final_pass(guard, passed, measure_one)
+        status = "KILLED" if guard is not None and guard.fence else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -181,9 +189,58 @@ def run_sweep(
         if own_meter:
             meter.close()
         if guard is not None and result.parent_run_id is not None:
+            result.fenced = guard.fence
+            result.missing = list(guard.missing)
             guard.finish()
-            guard.safely("ending the sweep run", lambda: tracker.finish(result, status))
+            if not guard.fence:  # a fenced run was ended by the worker that took it over
+                guard.safely("ending the sweep run", lambda: tracker.finish(result, status))
     return result
+
+
+def _finished(tracker: Any, guard: Any) -> set[tuple[str, str]]:
+    """The finished keys of the experiment; empty (claims decide) when the server is away."""
+    got = guard.safely("reading the finished configs", tracker.finished_keys)
+    return set(got or ())
+
+
+def final_pass(guard: Any, passed: list[InferenceConfig], measure_one: Any) -> int:
+    """Measure the passed configs whose holder died; wait for those a live worker holds.
+
+    A holder that stops beating is ended (fenced) and its claim taken over after
+    ``STALE_AFTER`` heartbeats. Returns how many configs were left to others (done there).
+    Configs still open when the server stays away are in ``guard.missing``.
+    """
+    from mlflow_energy.tracking.retry import TrackingUnavailable
+    from mlflow_energy.tracking.stale import heartbeat_s
+
+    todo, left = list(passed), 0
+    guard.missing = []
+    while todo and not guard.fence:
+        if not guard.wait_online():
+            guard.missing = todo
+            guard.echo(f"{len(todo)} config(s) not measured: the tracking server stayed away, so their "
+                       "claims could not be checked; run the sweep again when it is back")
+            return left
+        waiting = []
+        for cfg in todo:
+            try:
+                state = guard.settle(cfg)
+            except TrackingUnavailable as exc:
+                guard._go_offline(exc)
+                waiting.append(cfg)
+                continue
+            if state == "measure":
+                measure_one(cfg)
+            elif state == "wait":
+                waiting.append(cfg)
+            else:
+                left += 1
+            if guard.fence:
+                return left
+        todo = waiting
+        if todo:
+            time.sleep(min(heartbeat_s(), 5.0))
+    return left
 
 
 def _summary(m: Any) -> str:
@@ -235,9 +292,18 @@ class _Tracker:
         if self.shard is not None:
             tags[schema.T_SHARD] = f"{self.shard[0]}/{self.shard[1]}"
             name += f"-shard{self.shard[0]}of{self.shard[1]}"
-        self.run_id = self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name, tags=tags)
+        from mlflow_energy.tracking.retry import ArtifactStoreError, retrying
+
+        self.run_id = retrying(lambda: self.t.start_run(self.exp_id, kind=schema.KIND_SWEEP, run_name=name,
+                                                        tags=tags), what="starting the sweep run")
         if self.spec.source:
-            self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC)
+            try:
+                retrying(lambda: self.t.client().log_text(self.run_id, self.spec.source, schema.A_SWEEP_SPEC),
+                         what="storing the sweep spec")
+            except ArtifactStoreError as exc:  # a full store: stop before any GPU time is spent
+                self.t.client().set_tag(self.run_id, schema.T_FAILURE, str(exc)[:480])
+                self.t.end_run(self.run_id, "FAILED")
+                raise
         return self.run_id
 
     def finished_keys(self) -> set[tuple[str, str]]:
@@ -274,8 +340,13 @@ class _Tracker:
                 ],
             )
             from mlflow_energy.sweep.summary import log_summary
+            from mlflow_energy.tracking.retry import is_storage_full
 
-            log_summary(self.run_id, self.rows)
+            try:
+                log_summary(self.run_id, self.rows)
+            except Exception as exc:  # a full artifact store: the run still ends, with its metrics
+                if not is_storage_full(exc):
+                    raise
         finally:
             self.t.end_run(self.run_id, status)
 

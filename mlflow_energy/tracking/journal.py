@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from mlflow_energy.errors import ConfigError
+from mlflow_energy.errors import ConfigError, MlflowEnergyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_energy.measure.runner import Measurement
@@ -88,14 +88,91 @@ def tracking_digest(uri: str | None = None) -> str:
     return hashlib.sha256(str(uri).encode()).hexdigest()[:12]
 
 
-def _append_synced(path: str, lines: Iterable[str]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+class JournalUnwritable(MlflowEnergyError):
+    """The journal (or its ``.logged`` side file) could not be written: disk full, read-only, gone."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a nearly full disk writes short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - the kernel raises ENOSPC rather than writing 0 bytes
+            raise OSError(28, "No space left on device")
+        view = view[n:]
+
+
+def _fsync_dir(path: str) -> None:
+    """fsync the directory of ``path``, so that a newly created file's name survives a crash."""
     try:
-        data = "".join(line + "\n" for line in lines).encode("utf-8")
-        os.write(fd, data)
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
         os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the data itself is synced
+        pass
     finally:
         os.close(fd)
+
+
+def _fence_torn_tail(fd: int) -> None:
+    """Cut a last line left without its newline by a crash mid-write (it never was a whole record).
+
+    Appending after it would glue the next record onto it and make a line that is valid JSON
+    neither for the torn record nor for the new one.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    tail_start, pos, block = 0, size, 65536
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            tail_start = start + i + 1
+            break
+        pos = start
+    os.ftruncate(fd, tail_start)
+
+
+def _append_synced(path: str, lines: Iterable[str]) -> None:
+    """Append whole lines and fsync them (the directory too when the file is new).
+
+    A torn last line is cut first; every byte is written (short writes are continued).
+
+    Raises:
+        JournalUnwritable: one line, naming the file and the reason (disk full, read-only, ...).
+    """
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    try:
+        created = not os.path.exists(path)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if not created and os.path.isfile(path):
+                _fence_torn_tail(fd)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(path)
+    except OSError as exc:
+        raise JournalUnwritable(f"could not write the journal file {path}: "
+                                f"{exc.strerror or type(exc).__name__}") from None
+
+
+def ledger_key(record: dict[str, Any], *, store: str | None = None, experiment: str | None = None
+               ) -> tuple[str, ...]:
+    """``(config hash, hardware, tracking store digest, experiment)`` of a journal record.
+
+    ``store``/``experiment`` default to the record's own (where it was meant to be logged).
+    """
+    from mlflow_energy.tracking.jsonl import record_key
+
+    h, hw = record_key(record)
+    return (h, hw, store or record.get("tracking") or "", experiment or record.get("experiment") or "")
 
 
 class Journal:
@@ -104,6 +181,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = check_writable(path or default_journal_path(), "journal")
         self.logged_path = self.path + ".logged"
+        self.ledger_error: str | None = None  # the last failure to write the ``.logged`` side file
 
     def append(self, m: Measurement, *, experiment: str | None = None, parent_run_id: str | None = None
                ) -> dict[str, Any]:
@@ -120,29 +198,47 @@ class Journal:
     def append_record(self, record: dict[str, Any]) -> None:
         _append_synced(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
 
-    def mark_logged(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Record that these (config hash, hardware) keys are FINISHED runs in MLflow."""
-        lines = [json.dumps(list(k)) for k in keys]
+    def mark_logged(self, records: Iterable[dict[str, Any]], *, experiment: str | None = None) -> None:
+        """Record that these records are FINISHED runs of the current tracking store.
+
+        The ledger is keyed by (config hash, hardware, tracking store, experiment): a journal that
+        served two stores replays to each what it missed. ``experiment``: where they were logged
+        (default: each record's own).
+        """
+        store = tracking_digest()
+        lines = [json.dumps(list(ledger_key(r, store=store, experiment=experiment))) for r in records]
         if lines:
             _append_synced(self.logged_path, lines)
 
-    def logged(self) -> set[tuple[str, str]]:
-        if not os.path.exists(self.logged_path):
+    def _try_mark(self, record: dict[str, Any], experiment: str | None) -> None:
+        """Mark one record; a ledger that cannot be written is noted in :attr:`ledger_error`, not raised
+        (the run is in MLflow, and the next replay finds it FINISHED)."""
+        try:
+            self.mark_logged([record], experiment=experiment)
+        except JournalUnwritable as exc:
+            self.ledger_error = str(exc)
+
+    def logged(self) -> set[tuple[str, ...]]:
+        """The ledger keys of the ``.logged`` side file (see :func:`ledger_key`)."""
+        if not os.path.isfile(self.logged_path):  # a device (/dev/full) is never read
             return set()
         with open(self.logged_path, encoding="utf-8") as fh:
             out = set()
             for line in fh:
                 try:
-                    h, hw = json.loads(line)
-                except (ValueError, TypeError):
-                    continue  # a line cut by a crash: its record is simply replayed again
-                out.add((h, hw))
+                    key = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a crash: its record is simply replayed again (idempotent)
+                # a line of an older ledger (config hash, hardware) names no store: the record is
+                # checked against the store again on replay, which logs nothing twice
+                if isinstance(key, list) and len(key) == 4:
+                    out.add(tuple(key))
             return out
 
     def records(self) -> list[dict[str, Any]]:
         from mlflow_energy.tracking.jsonl import read_jsonl
 
-        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
             return []
         return read_jsonl(self.path, tolerate_torn_tail=True)
 
@@ -151,38 +247,42 @@ class Journal:
 
         ``this_server``: only those meant for the current tracking URI.
         """
-        from mlflow_energy.tracking.jsonl import record_key
-
         done = self.logged()
         out, seen = [], set()
         digest = tracking_digest() if this_server else None
         for r in self.records():
             if digest is not None and r.get("tracking", digest) != digest:
                 continue
-            key = record_key(r)
+            key = ledger_key(r)
             if key not in done and key not in seen:
                 seen.add(key)
                 out.append(r)
         return out
 
-    def replay(self, *, experiment: str | None = None, this_server: bool = False) -> tuple[list[str], int]:
+    def replay(self, *, experiment: str | None = None, this_server: bool = False,
+               keep: Callable[[dict[str, Any]], bool] | None = None) -> tuple[list[str], int]:
         """Log the pending records (each into its own experiment unless ``experiment`` is given).
 
         ``this_server``: only the records meant for the current tracking URI (automatic replays).
+        ``keep(record)``: False for a record that must not be logged (a sweep's claim lost to another
+        worker while it measured offline); it is marked done without a run.
 
         Idempotent: a record already FINISHED in MLflow is skipped and marked logged.
         Returns ``(new run ids, records skipped)``.
         """
-        from mlflow_energy.tracking.jsonl import record_key
         from mlflow_energy.tracking.replay import log_records
 
         groups: dict[str | None, list[dict[str, Any]]] = {}
+        skipped = 0
         for r in self.pending(this_server=this_server):
+            if keep is not None and not keep(r):
+                self._try_mark(r, None)
+                skipped += 1
+                continue
             groups.setdefault(experiment or r.get("experiment"), []).append(r)
         new_ids: list[str] = []
-        skipped = 0
         for exp, records in groups.items():
-            ids, n = log_records(records, experiment=exp, on_logged=lambda r: self.mark_logged([record_key(r)]))
+            ids, n = log_records(records, experiment=exp, on_logged=lambda r, exp=exp: self._try_mark(r, exp))
             new_ids += ids
             skipped += n
         return new_ids, skipped

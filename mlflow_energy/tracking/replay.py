@@ -37,8 +37,12 @@ def log_records(
     seen = finished_keys(exp_id)
     new_ids: list[str] = []
     skipped = 0
+    from mlflow_energy.tracking.stale import worker_id
+
     for record in records:
         key = record_key(record)
+        if key not in seen and _finished_now(exp_id, key):  # another worker logged it meanwhile
+            seen.add(key)
         if key in seen:
             skipped += 1
             if on_logged is not None:
@@ -49,7 +53,8 @@ def log_records(
         config = record.get("config")
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
         parent = record.get("parent_run_id") or None
-        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent) as run_id:
+        worker = {schema.T_WORKER: worker_id()}  # on the run from its creation: a killed ingest's run is found
+        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent, tags=worker) as run_id:
             _log_fields(run_id, record["params"], record["metrics"], tags)
             if isinstance(config, dict):
                 client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
@@ -58,6 +63,15 @@ def log_records(
         if on_logged is not None:
             on_logged(record)
     return new_ids, skipped
+
+
+def _finished_now(exp_id: str, key: tuple[str, str]) -> bool:
+    """Whether a FINISHED measurement run of ``key`` exists right now (rechecked before each log)."""
+    from mlflow_energy.tracking.read import _search
+
+    filt = (f"tags.`{schema.T_CONFIG_HASH}` = '{key[0]}' and attributes.status = 'FINISHED' and "
+            f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}'")
+    return any(r.data.tags.get(schema.T_HARDWARE, "") == key[1] for r in _search([exp_id], filt))
 
 
 class _Cfg:

@@ -39,6 +39,29 @@ class TrackingUnavailable(MlflowEnergyError):
     """The tracking server did not answer after the bounded retries."""
 
 
+class ArtifactStoreError(MlflowEnergyError):
+    """The artifact store refused to store a file (full, read-only, over quota): not an outage.
+
+    Retrying cannot help and measuring on would only fill the journal: a sweep stops at once.
+    """
+
+
+#: What a full or read-only store says (the server's 500 carries the OS error of its disk).
+STORAGE_ERRORS = ("No space left on device", "Read-only file system", "Disk quota exceeded", "File too large",
+                  "ENOSPC", "EROFS", "EDQUOT", "[Errno 28]", "[Errno 30]", "[Errno 122]", "[Errno 27]",
+                  "QuotaExceeded", "InsufficientStorage")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for an error of a store that is full or read-only (see :class:`ArtifactStoreError`)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = f"{exc} {getattr(getattr(exc, 'response', None), 'text', '')}"
+    return any(s in text for s in STORAGE_ERRORS)
+
+
 def configure_client_retries() -> None:
     """Lower MLflow's HTTP retry defaults (see the module doc); values already set win."""
     for name, value in CLIENT_DEFAULTS.items():
@@ -63,11 +86,29 @@ def is_unavailable(exc: BaseException) -> bool:
     return type(exc).__name__ in ("OperationalError", "DisconnectionError", "InterfaceError")
 
 
+def _artifact_store_refused(exc: BaseException) -> bool:
+    """An artifact upload through the server's proxy failed (5xx) while its tracking API answers.
+
+    The server's 500 hides its disk's error (``too many 500 error responses``): a tracking call that
+    answers tells a full artifact store from a server that is away.
+    """
+    if "mlflow-artifacts/artifacts" not in str(exc):
+        return False
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient().search_experiments(max_results=1)
+    except Exception:
+        return False
+    return True
+
+
 def retrying(fn: Callable[[], T], *, what: str, backoff: tuple[float, ...] = BACKOFF_S) -> T:
     """``fn()``, retried after each delay of ``backoff`` while the server is unavailable.
 
     Raises:
         TrackingUnavailable: after the last attempt, naming ``what`` and the last error in one line.
+        ArtifactStoreError: at once, when the store says it is full or read-only (not retried).
         Exception: any error that is not about availability, at once (a bad request is not retried).
     """
     last: BaseException | None = None
@@ -77,8 +118,16 @@ def retrying(fn: Callable[[], T], *, what: str, backoff: tuple[float, ...] = BAC
         try:
             return fn()
         except Exception as exc:
+            if is_storage_full(exc):
+                text = " ".join(str(exc).split())[:200]
+                raise ArtifactStoreError(f"the artifact store refused a file while {what} (full or read-only, "
+                                         f"not an outage): {type(exc).__name__}: {text}") from None
             if not is_unavailable(exc):
                 raise
+            if _artifact_store_refused(exc):
+                text = " ".join(str(exc).split())[:200]
+                raise ArtifactStoreError(f"the artifact store refused a file while {what} (the tracking server "
+                                         f"answers; full or read-only?): {type(exc).__name__}: {text}") from None
             last = exc
     first = " ".join(str(last).split())[:200]
     raise TrackingUnavailable(f"tracking server unavailable while {what}: {type(last).__name__}: {first}")

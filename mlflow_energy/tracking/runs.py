@@ -140,6 +140,10 @@ def run(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # the reason on the FAILED run (a full artifact store, ...)
+            client().set_tag(run_id, schema.T_FAILURE, one_line(exc))
+        raise
     finally:
         end_run(run_id, status)
 

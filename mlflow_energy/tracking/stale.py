@@ -27,8 +27,18 @@ from typing import Any
 from mlflow_energy import schema
 
 HEARTBEAT_ENV = "MLFLOW_ENERGY_HEARTBEAT_S"
+FINISH_WAIT_ENV = "MLFLOW_ENERGY_FINISH_WAIT_S"
 #: A run is stale after this many heartbeat periods without a beat.
 STALE_AFTER = 3
+
+
+def finish_wait_s() -> float:
+    """Seconds a sweep waits for a server that is away before it ends (``$MLFLOW_ENERGY_FINISH_WAIT_S``, 60)."""
+    try:
+        value = float(os.environ.get(FINISH_WAIT_ENV, "60"))
+    except ValueError:
+        value = 60.0
+    return max(value, 0.0)
 
 
 def heartbeat_s() -> float:
@@ -121,6 +131,17 @@ def _end(run: Any, status: str, reason: str, *, delete_empty: bool = False) -> N
         c.delete_run(run.info.run_id)
 
 
+def end_stale(run: Any, *, by: str | None) -> None:
+    """End a RUNNING sweep run whose heartbeat is stale KILLED (it is fenced: on resuming it stops)."""
+    import datetime as dt
+
+    tags = run.data.tags
+    last = float(tags.get(schema.T_HEARTBEAT, (run.info.start_time or 0) / 1000.0))
+    when = dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    why = "its process is gone" if process_gone(tags) else f"no heartbeat since {when}"
+    _end(run, "KILLED", f"stale: {why}; the worker stopped" + (f" (found by run {by})" if by else ""))
+
+
 def recover_stale(exp_id: str, *, spec_name: str | None = None, hardware: str | None = None,
                   by: str | None = None) -> list[str]:
     """End the stale RUNNING runs of an experiment (see the module doc); return their ids.
@@ -128,8 +149,6 @@ def recover_stale(exp_id: str, *, spec_name: str | None = None, hardware: str | 
     ``spec_name``/``hardware`` restrict the sweep runs considered to this spec on this hardware
     (another team's sweep on other GPUs is left alone). Children are judged by their parent.
     """
-    import datetime as dt
-
     now = time.time()
     running = _search(exp_id, "attributes.status = 'RUNNING'")
     by_id = {r.info.run_id: r for r in running}
@@ -145,11 +164,7 @@ def recover_stale(exp_id: str, *, spec_name: str | None = None, hardware: str | 
             continue
         if not is_stale(tags, start_time_ms=r.info.start_time, now=now):
             continue
-        last = float(tags.get(schema.T_HEARTBEAT, (r.info.start_time or 0) / 1000.0))
-        when = dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        why = "its process is gone" if process_gone(tags) else f"no heartbeat since {when}"
-        _end(r, "KILLED", f"stale: {why}; the worker stopped"
-             + (f" (found by run {by})" if by else ""))
+        end_stale(r, by=by)
         dead.add(r.info.run_id)
         ended.append(r.info.run_id)
     for r in running:
@@ -177,5 +192,28 @@ def end_orphans(exp_id: str, parent_run_id: str) -> list[str]:
     for r in _search(exp_id, filt):
         _end(r, "FAILED", "logging was cut short (the tracking server went away); the journal holds the "
              "measurement", delete_empty=True)
+        ended.append(r.info.run_id)
+    return ended
+
+
+def recover_dead_processes(exp_id: str, kinds: tuple[str, ...]) -> list[str]:
+    """End the RUNNING runs of ``kinds`` (``fit``, ``measurement``) whose process is gone; return their ids.
+
+    ``fit`` and ``ingest`` tag their runs with :data:`~mlflow_energy.schema.T_WORKER` and beat while
+    they run; a run killed with them is found here (same host: by PID at once; another host: by a
+    heartbeat older than ``STALE_AFTER`` periods) and ended FAILED with the reason. Runs without the
+    worker tag (made by other tools) are left alone.
+    """
+    ended = []
+    for r in _search(exp_id, "attributes.status = 'RUNNING'"):
+        tags = r.data.tags
+        if tags.get(schema.T_KIND) not in kinds or not tags.get(schema.T_WORKER):
+            continue
+        if tags.get(schema.T_PARENT_RUN_ID) and tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT:
+            continue  # a sweep's child: judged with its sweep (recover_stale)
+        if not is_stale(tags, start_time_ms=r.info.start_time):
+            continue
+        _end(r, "FAILED", "stale: the process that ran it stopped (killed); found at the start of the next run",
+             delete_empty=tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT)
         ended.append(r.info.run_id)
     return ended

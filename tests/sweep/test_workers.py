@@ -159,3 +159,174 @@ def test_workers_on_a_fresh_store_measure_each_config_once(tmp_path, via):
     finally:
         if server:
             server.stop()
+
+
+def _fault_env(**extra: str) -> dict[str, str]:
+    return {"MLFLOW_ENERGY_HEARTBEAT_S": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_ENERGY_FINISH_WAIT_S": "120", **extra}
+
+
+def _worker_env(spec: Path, uri: str, experiment: str, journal: Path, log: Path, **extra: str) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "MLFLOW_ENERGY_JOURNAL": str(journal), **extra}
+    code = "from mlflow_energy.cli import main; main()"
+    return subprocess.Popen([sys.executable, "-c", code, "sweep", str(spec), "--experiment", experiment,
+                             "--no-progress"], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _finished_count(uri: str, experiment: str) -> int:
+    try:
+        return sum(r.info.status == "FINISHED" for r in _measurements(uri, experiment))
+    except Exception:
+        return 0
+
+
+def test_server_frozen_during_the_claim_check_loses_nothing(tmp_path, monkeypatch, no_rapl, capsys):
+    """SIGSTOP on the real server while a worker checks its claims: retried, offline, replayed; no traceback."""
+    import threading
+
+    import mlflow
+
+    from mlflow_energy.sweep import SweepSpec, run_sweep
+    from mlflow_energy.sweep.claims import SweepGuard
+
+    server = MlflowServer(backend_uri(tmp_path), tmp_path).start()
+    for k, v in _fault_env(MLFLOW_TRACKING_URI=server.url).items():
+        monkeypatch.setenv(k, v)
+    mlflow.set_tracking_uri(server.url)
+    real, calls = SweepGuard.claim, [0]
+
+    def freeze_then_claim(self, cfg):
+        calls[0] += 1
+        if calls[0] == 2:  # frozen while the finished configs and claims are read: retried, not a traceback
+            os.killpg(server.proc.pid, signal.SIGSTOP)
+            threading.Timer(12.0, lambda: os.killpg(server.proc.pid, signal.SIGCONT)).start()
+        return real(self, cfg)
+
+    monkeypatch.setattr(SweepGuard, "claim", freeze_then_claim)
+    try:
+        result = run_sweep(SweepSpec.from_yaml(_spec(tmp_path, "frozen", steps=[1, 2, 3, 4])), experiment="frozen",
+                           progress=False, journal=tmp_path / "journal.jsonl")
+        out = capsys.readouterr().out
+        assert result.measured == 4 and not result.failed and "Traceback" not in out
+        _assert_each_once(server.url, "frozen", 4)
+        from mlflow_energy.tracking.journal import Journal
+
+        assert Journal(tmp_path / "journal.jsonl").pending() == []
+    finally:
+        mlflow.set_tracking_uri("")
+        server.stop()
+
+
+def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_path):
+    """The server dies mid-sweep under 3 workers and comes back: offline each measures only its share."""
+    server = MlflowServer(backend_uri(tmp_path), tmp_path).start()
+    spec = _spec(tmp_path, "restart", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
+    procs = [_worker_env(spec, server.url, "restart", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
+                         **_fault_env()) for i in range(3)]
+    try:
+        deadline = time.monotonic() + 400
+        while _finished_count(server.url, "restart") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.stop(signal.SIGKILL)
+        time.sleep(8)
+        server.start()
+        codes = [p.wait(timeout=600) for p in procs]
+        logs = "\n".join((tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(3))
+        assert codes == [0, 0, 0], logs
+        assert "Traceback" not in logs
+        _assert_each_once(server.url, "restart", 9)
+        from mlflow_energy.tracking.journal import Journal
+
+        measured = sum(len(Journal(tmp_path / f"j{i}.jsonl").records()) for i in range(3))
+        print(f"measurements made for 9 configs: {measured}")
+        assert measured < 18  # offline, each worker measures its share, not every config
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        server.stop()
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_tracking_db, fault):
+    """A worker stops (SIGKILL) or freezes (SIGSTOP, longer than 3 heartbeats) holding a claim: the other
+    worker, already past that config, takes it over in its final pass; a frozen one that resumes is fenced."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_tracking_db, db)
+    uri = f"sqlite:///{db}"
+    spec = _spec(tmp_path, "held", steps=[1, 2, 3, 4])
+    a = _worker_env(spec, uri, "held", tmp_path / "ja.jsonl", tmp_path / "a.log", **_fault_env())
+    b = None
+    try:
+        c = MlflowClient(uri)
+        deadline, held = time.monotonic() + 300, None
+        while held is None and time.monotonic() < deadline and a.poll() is None:
+            exp = c.get_experiment_by_name("held")
+            runs = c.search_runs([exp.experiment_id]) if exp else []
+            ledger = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_CLAIMS]
+            done = {r.data.tags.get(schema.T_CONFIG_HASH) for r in runs if r.info.status == "FINISHED"}
+            if ledger:
+                os.killpg(a.pid, signal.SIGSTOP)
+                claims = c.get_run(ledger[0].info.run_id).data.params
+                open_ = [k for k in claims if k.split("/")[1] not in done]
+                if open_:
+                    held = open_[0].split("/")[1]
+                    break
+                os.killpg(a.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        assert held, "worker A never held an open claim: " + (tmp_path / "a.log").read_text()[-2000:]
+        if fault == "kill":
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+        b = _worker_env(spec, uri, "held", tmp_path / "jb.jsonl", tmp_path / "b.log", **_fault_env())
+        assert b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-3000:]
+        if fault == "pause":
+            os.killpg(a.pid, signal.SIGCONT)
+            assert a.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
+            a_log = (tmp_path / "a.log").read_text()
+            assert "stopped: this worker was declared stale" in a_log and "Traceback" not in a_log
+        _assert_each_once(uri, "held", 4)
+        sweeps = [r for r in _all_runs(uri, "held") if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+        assert sorted(r.info.status for r in sweeps) == ["FINISHED", "KILLED"]
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_tracking_db):
+    """Artifacts on a full disk (a filled tmpfs): one FAILED run with the reason, the sweep stops, exit 1."""
+    import shutil
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/fill", "bs=4k", "count=64"], capture_output=True)
+        os.symlink(disk, tmp_path / "artifacts")  # the server's --artifacts-destination
+        shutil.copyfile(_empty_tracking_db, tmp_path / "backend.db")
+        server = MlflowServer(f"sqlite:///{tmp_path}/backend.db", tmp_path).start()
+        try:
+            spec, log = _spec(tmp_path, "full", steps=[1, 2, 3, 4]), tmp_path / "w.log"
+            proc = _worker_env(spec, server.url, "full", tmp_path / "j.jsonl", log, **_fault_env())
+            assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
+            out = log.read_text()
+            assert "Traceback" not in out
+            assert out.count("Error: the artifact store refused a file") == 1, out[-3000:]
+            runs = _all_runs(server.url, "full")
+            # the sweep's spec is its first artifact: the full store is found before any config is measured
+            measured = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+            assert not [r for r in measured if r.info.status != "FAILED"]
+            sweeps = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+            assert [r.info.status for r in sweeps] == ["FAILED"]
+            assert "artifact store refused" in sweeps[0].data.tags[schema.T_FAILURE]
+        finally:
+            server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])

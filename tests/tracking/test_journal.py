@@ -56,12 +56,12 @@ def test_replay_keeps_each_record_in_its_experiment_and_parent(tracking_uri, tmp
 def test_records_for_another_server_are_not_replayed_automatically(tracking_uri, tmp_path, two):
     j = Journal(tmp_path / "j.jsonl")
     rec = j.append(two[0], experiment="x")
-    j.append_record({**rec, "tracking": "elsewhere"})
-    assert len(j.pending()) == 1 and len(j.pending(this_server=True)) == 1
+    j.append_record({**rec, "tracking": "elsewhere"})  # the same config, meant for another store
+    assert len(j.pending()) == 2 and len(j.pending(this_server=True)) == 1
     other = {**rec, "tracking": "elsewhere"}
     other["tags"] = {**rec["tags"], schema.T_CONFIG_HASH: "0" * 16}
     j.append_record(other)
-    assert len(j.pending()) == 2 and len(j.pending(this_server=True)) == 1
+    assert len(j.pending()) == 3 and len(j.pending(this_server=True)) == 1
 
 
 def test_a_torn_last_line_is_ignored(tracking_uri, tmp_path, two):
