@@ -17,19 +17,47 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import click
 
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
-__all__ = ["main"]
+__all__ = ["main", "quiet_libraries"]
+
+
+#: transformers' notice that an image processor falls back to its PIL twin without torchvision:
+#: the pipelines never process images with it, so the terminal need not hear of it.
+_TORCHVISION_NOTICE = "requires torchvision (not installed)"
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _TORCHVISION_NOTICE not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal to what the command means to say.
+
+    Drops transformers' torchvision fall-back notice (only that message), keeps MLflow's own
+    INFO chatter (database set-up, input-example validation) and its artifact progress bars out
+    unless ``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` say otherwise.
+    MLflow's warnings and errors still show.
+    """
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _DropNotice) for f in logger.filters):
+        logger.addFilter(_DropNotice())
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class _Group(click.Group):
     """A group that prints our input errors as one line and exits 2 (no traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        quiet_libraries()
         try:
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
