@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import click
@@ -44,8 +45,11 @@ def quiet_libraries() -> None:
     Drops transformers' torchvision fall-back notice (only that message), keeps MLflow's own
     INFO chatter (database set-up, input-example validation) and its artifact progress bars out
     unless ``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` say otherwise.
-    MLflow's warnings and errors still show.
+    MLflow's warnings and errors still show, but for one: importing ``mlflow.pyfunc`` infers a
+    schema for MLflow's own agent request types and warns that it has integer columns; nothing
+    of this package's data is involved (the energy model's example is all floats).
     """
+    warnings.filterwarnings("ignore", message=r"(?s).*Inferred schema contains integer column")
     logger = logging.getLogger("transformers.utils.import_utils")
     if not any(isinstance(f, _DropNotice) for f in logger.filters):
         logger.addFilter(_DropNotice())
