@@ -5,7 +5,7 @@ options are typed (:mod:`mlflow_energy.cli._types`), and the group turns every
 :class:`~mlflow_energy.errors.ConfigError` into that line, whether it comes from parsing or
 from the library. Heavy modules are imported inside each command, so ``--help`` stays fast.
 Modules (one per group of commands): ``measure`` (measure, sweep, ingest), ``fit`` (fit,
-import-mlenergy), ``search``, ``info`` (flops, families).
+import-mlenergy), ``search``, ``info`` (flops, families), ``serve``, ``doctor`` (which meter, and why).
 
 Example:
     >>> from click.testing import CliRunner
@@ -79,4 +79,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `main`.
-from mlflow_energy.cli import fit, info, measure, search, serve  # noqa: E402, F401
+from mlflow_energy.cli import doctor, fit, info, measure, search, serve  # noqa: E402, F401
