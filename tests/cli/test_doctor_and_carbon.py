@@ -55,6 +55,10 @@ def test_measure_logs_carbon_with_its_intensity_and_source(tracking_uri, no_rapl
     energy = run.data.metrics[schema.M_ENERGY_TOTAL]
     assert run.data.metrics[schema.M_CARBON_CO2E] == pytest.approx(energy / 3.6e6 * g, rel=1e-6)
     assert "estimate J/img" in result.output
+    note = run.data.tags[schema.T_NOTE]
+    assert note.startswith("| phase | energy J/img | time s/img | FLOPs/img | share |")
+    assert f"| total | {energy:.3g} |" in note and "(an estimate, not a measurement)" in note
+    assert "95% interval" in note
 
 
 def test_region_and_intensity_together_are_refused(tracking_uri):
