@@ -196,6 +196,8 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
     if result.wall_s > 0:
         click.echo(f"sweep wall {result.wall_s:.1f} s, of which measuring {result.inference_s:.1f} s "
                    f"({100.0 * result.inference_s / result.wall_s:.0f}%)")
+    if tracking and not result.parent_run_id and result.total and result.skipped == result.total:
+        click.echo("nothing new to measure: no sweep run added")
     if result.parent_run_id:
         from mlflow_energy.tracking import client, energy_view_url
 
