@@ -322,3 +322,4 @@ T_MV_CV_MAPE = "mlflow_energy.cv_mape_total"  # grouped-CV MAPE of the total, pe
 T_CARBON_INTENSITY = "mlflow_energy.carbon_intensity_g_per_kwh"  # the intensity carbon/co2e_g used
 T_CARBON_SOURCE = "mlflow_energy.carbon_source"  # where it comes from (table row, caller, default)
 T_NOTE = "mlflow.note.content"  # MLflow's run description (markdown), shown on the run page
+CLAIMS_EXPERIMENT_SUFFIX = "-sweep-claims"  # the claims ledger's experiment: <results experiment> + this

@@ -72,14 +72,20 @@ def log_call(
     family: str | None,
     meter: Any,
     log_params: bool = True,
+    carbon: Any = None,
 ) -> None:
-    """Log one call to ``run_id``: params, metrics, the per-step history and tags, in one batch."""
+    """Log one call to ``run_id``: params, metrics, the per-step history and tags, in one batch.
+
+    ``carbon``: ``(GridIntensity, source)`` from :func:`mlflow_energy.carbon.run_intensity`.
+    """
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
     images = int(params.get(schema.P_BATCH_SIZE, 1))
     metrics = record_metrics(record, images=images)
     metrics.update(flops_for(family, params))
+    if carbon is not None and schema.M_ENERGY_TOTAL in metrics:
+        metrics[schema.M_CARBON_CO2E] = metrics[schema.M_ENERGY_TOTAL] / 3.6e6 * carbon[0].g_per_kwh
     now = int(time.time() * 1000)
     rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
     n = max(1, images)
@@ -96,6 +102,9 @@ def log_call(
         schema.T_VERSION: __version__,
         **meter.tags(),
     }
+    if carbon is not None:
+        tags[schema.T_CARBON_INTENSITY] = f"{carbon[0].g_per_kwh:g}"
+        tags[schema.T_CARBON_SOURCE] = carbon[1]
     client = MlflowClient()
     # log_batch takes at most 1000 metrics per call
     for start in range(0, len(rows), 1000):

@@ -49,6 +49,7 @@ class _Config:
     silent: bool = False
     meter: Any | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    carbon: Any = None  # (GridIntensity, source label) from carbon.run_intensity
 
 
 _CONFIG = _Config()
@@ -67,6 +68,8 @@ def autolog(
     silent: bool = False,
     meter: Any | None = None,
     extra_tags: dict[str, str] | None = None,
+    carbon_intensity: float | str | None = None,
+    region: str | None = None,
 ) -> None:
     """Log the energy of every diffusers pipeline call to MLflow (see the module doc).
 
@@ -78,6 +81,9 @@ def autolog(
         meter: an :class:`~mlflow_energy.measure.meters.EnergyMeter`; default
             :func:`~mlflow_energy.measure.meters.auto_meter` for the pipeline's device.
         extra_tags: more tags for every autologged run.
+        carbon_intensity: grid gCO2e/kWh (or a code) for ``carbon/co2e_g``; default
+            ``$MLFLOW_ENERGY_CARBON_INTENSITY``, else the world average.
+        region: WORLD, a country code (FRA) or a cloud region (gcp:us-central1), instead of a number.
 
     Example:
         >>> import mlflow_energy
@@ -95,6 +101,9 @@ def autolog(
     _CONFIG.silent = silent
     _CONFIG.meter = meter
     _CONFIG.extra_tags = dict(extra_tags or {})
+    from mlflow_energy.carbon import run_intensity
+
+    _CONFIG.carbon = run_intensity(region if region is not None else carbon_intensity)
     _CONFIG.enabled = True
     for cls in [DiffusionPipeline, *_subclasses(DiffusionPipeline)]:
         _patch(cls)
@@ -244,10 +253,11 @@ def _log_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallP
     status = "FAILED"
     try:
         try:
-            log_call(run_id, record=probe.record, params=params, family=family, meter=meter)
+            log_call(run_id, record=probe.record, params=params, family=family, meter=meter, carbon=_CONFIG.carbon)
         except MlflowException as exc:  # your run already has one of these params with another value
             _warn(f"params not logged ({exc.message.splitlines()[0][:200]})")
-            log_call(run_id, record=probe.record, params=params, family=family, meter=meter, log_params=False)
+            log_call(run_id, record=probe.record, params=params, family=family, meter=meter, log_params=False,
+                     carbon=_CONFIG.carbon)
         _RUNS_WITH_CALL.add(run_id)
         if _CONFIG.log_images:
             image = first_image(output)

@@ -131,7 +131,11 @@ class SweepGuard:
             self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker (reason in tag {schema.T_FAILURE})")
         self.heartbeat = Heartbeat(parent_run_id).start()
         if self.claims:
-            self.ledger = ClaimLedger(exp_id, self.tracker.spec.name)
+            # the ledger lives in a sibling experiment, so it is never a row among the results
+            from mlflow_energy.tracking.runs import experiment_id
+
+            ledger_exp = experiment_id(self.tracker.exp_name + schema.CLAIMS_EXPERIMENT_SUFFIX)
+            self.ledger = ClaimLedger(ledger_exp, self.tracker.spec.name)
         self._replay()
 
     def finish(self) -> None:
