@@ -91,6 +91,34 @@ def grid_intensity(where: str | float | int | None = None) -> GridIntensity:
     return table[key]
 
 
+#: Environment variable: the grid intensity measurement runs use when none is given
+#: (a number in gCO2e/kWh, WORLD, a country code or a cloud region).
+ENV_CARBON_INTENSITY = "MLFLOW_ENERGY_CARBON_INTENSITY"
+
+
+def run_intensity(where: str | float | int | None = None) -> tuple[GridIntensity, str]:
+    """The intensity a measurement run's carbon uses, and its source label for the run's tag.
+
+    ``where``, else ``$MLFLOW_ENERGY_CARBON_INTENSITY``, else the world average (labelled a default).
+
+    Example:
+        >>> run_intensity(350)[1]
+        'custom: given by the caller'
+    """
+    import os
+
+    if where is None or (isinstance(where, str) and not where.strip()):
+        where = os.environ.get(ENV_CARBON_INTENSITY) or None
+    if isinstance(where, str):
+        try:
+            where = float(where)
+        except ValueError:
+            pass
+    grid = grid_intensity(where)
+    label = f"{grid.code}: {grid.source}" + (f" ({grid.year})" if grid.year else "")
+    return grid, ("default " + label if where is None else label)
+
+
 def co2e_g(energy_j: float, intensity: str | float | int | None = None, *, pue: float = 1.0) -> float:
     """Grams CO2e for ``energy_j`` joules: kWh x intensity x PUE.
 

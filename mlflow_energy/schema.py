@@ -336,3 +336,15 @@ def claim_param(config_hash: str, hardware: str, attempt: int) -> str:
 
     hw = hashlib.sha256(hardware.encode()).hexdigest()[:8]
     return f"claim/{config_hash}/{hw}/{attempt}"
+
+# --- registered model versions (fit/registry.py) ---------------------------------------------
+T_FIT_FINGERPRINT = "mlflow_energy.fit_fingerprint"  # hash of the training runs and fit settings
+T_MV_TRAINING_DATA = "mlflow_energy.training_data"  # "<experiment>: <n> runs"
+T_MV_FLOPS_RANGE = "mlflow_energy.flops_range"  # fitted FLOPs per image, "<min> to <max>"
+T_MV_CV_MAPE = "mlflow_energy.cv_mape_total"  # grouped-CV MAPE of the total, per scheme
+
+# --- carbon on measurement runs (tracking/runs.py) --------------------------------------------
+T_CARBON_INTENSITY = "mlflow_energy.carbon_intensity_g_per_kwh"  # the intensity carbon/co2e_g used
+T_CARBON_SOURCE = "mlflow_energy.carbon_source"  # where it comes from (table row, caller, default)
+T_NOTE = "mlflow.note.content"  # MLflow's run description (markdown), shown on the run page
+CLAIMS_EXPERIMENT_SUFFIX = "-sweep-claims"  # the claims ledger's experiment: <results experiment> + this

@@ -75,11 +75,17 @@ def flops_for(family: str | None, params: dict[str, Any]) -> dict[str, float]:
         return {}
 
 
-def call_rows(record: CallRecord, params: dict[str, Any], family: str | None) -> list[tuple[str, float, int]]:
-    """``(key, value, step)`` of one call: per-image metrics and FLOPs (step 0) and the step histories."""
+def call_rows(record: CallRecord, params: dict[str, Any], family: str | None,
+              carbon: Any = None) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` of one call: per-image metrics and FLOPs (step 0) and the step histories.
+
+    ``carbon``: ``(GridIntensity, source)`` from :func:`mlflow_energy.carbon.run_intensity`.
+    """
     images = int(params.get(schema.P_BATCH_SIZE, 1))
     metrics = record_metrics(record, images=images)
     metrics.update(flops_for(family, params))
+    if carbon is not None and schema.M_ENERGY_TOTAL in metrics:
+        metrics[schema.M_CARBON_CO2E] = metrics[schema.M_ENERGY_TOTAL] / 3.6e6 * carbon[0].g_per_kwh
     rows = [(k, float(v), 0) for k, v in metrics.items()]
     n = max(1, images)
     steps = record.per_step()
@@ -93,7 +99,7 @@ def call_rows(record: CallRecord, params: dict[str, Any], family: str | None) ->
     return rows
 
 
-def call_tags(record: CallRecord, meter: Any) -> dict[str, str]:
+def call_tags(record: CallRecord, meter: Any, carbon: Any = None) -> dict[str, str]:
     """The tags of one call's run: kind, energy source, hardware, version, the meter's own, overlaps."""
     tags = {
         schema.T_KIND: schema.KIND_AUTOLOG,
@@ -104,4 +110,7 @@ def call_tags(record: CallRecord, meter: Any) -> dict[str, str]:
     }
     if record.overlapped:
         tags[schema.T_OVERLAPPED] = str(record.overlapped)
+    if carbon is not None:
+        tags[schema.T_CARBON_INTENSITY] = f"{carbon[0].g_per_kwh:g}"
+        tags[schema.T_CARBON_SOURCE] = carbon[1]
     return {k: str(v) for k, v in tags.items()}

@@ -54,6 +54,7 @@ class _Config:
     silent: bool = False
     meter: Any | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    carbon: Any = None  # (GridIntensity, source label) from carbon.run_intensity
 
 
 _CONFIG = _Config()
@@ -77,6 +78,8 @@ def autolog(
     silent: bool = False,
     meter: Any | None = None,
     extra_tags: dict[str, str] | None = None,
+    carbon_intensity: float | str | None = None,
+    region: str | None = None,
 ) -> None:
     """Log the energy of every diffusers pipeline call to MLflow (see the module doc).
 
@@ -88,6 +91,9 @@ def autolog(
         meter: an :class:`~mlflow_energy.measure.meters.EnergyMeter`; default
             :func:`~mlflow_energy.measure.meters.auto_meter` for the pipeline's device.
         extra_tags: more tags for every autologged run.
+        carbon_intensity: grid gCO2e/kWh (or a code) for ``carbon/co2e_g``; default
+            ``$MLFLOW_ENERGY_CARBON_INTENSITY``, else the world average.
+        region: WORLD, a country code (FRA) or a cloud region (gcp:us-central1), instead of a number.
 
     Example:
         >>> import mlflow_energy
@@ -105,6 +111,9 @@ def autolog(
     _CONFIG.silent = silent
     _CONFIG.meter = meter
     _CONFIG.extra_tags = dict(extra_tags or {})
+    from mlflow_energy.carbon import run_intensity
+
+    _CONFIG.carbon = run_intensity(region if region is not None else carbon_intensity)
     _CONFIG.enabled = True
     _prewarm()
     for cls in [DiffusionPipeline, *_subclasses(DiffusionPipeline)]:
@@ -299,7 +308,8 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     all_params = {**params, **({schema.P_MODEL: family} if family else {})}
     target = _target()
     entry = _entry(target, run_name=_run_name(family, pipe, params), params=all_params,
-                   metrics=call_rows(probe.record, params, family), tags=call_tags(probe.record, meter),
+                   metrics=call_rows(probe.record, params, family, _CONFIG.carbon),
+                   tags=call_tags(probe.record, meter, _CONFIG.carbon),
                    status="FINISHED", start_ms=start_ms)
     if target["run_id"] is not None:
         with _RUNS_LOCK:

@@ -5,7 +5,7 @@ options are typed (:mod:`mlflow_energy.cli._types`), and the group turns every
 :class:`~mlflow_energy.errors.ConfigError` into that line, whether it comes from parsing or
 from the library. Heavy modules are imported inside each command, so ``--help`` stays fast.
 Modules (one per group of commands): ``measure`` (measure, sweep, ingest), ``predict`` (predict, calibrate), ``fit`` (fit,
-import-mlenergy), ``search``, ``info`` (flops, families).
+import-mlenergy), ``search``, ``info`` (flops, families), ``serve``, ``doctor`` (which meter, and why).
 
 Example:
     >>> from click.testing import CliRunner
@@ -17,19 +17,51 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from typing import Any
 
 import click
 
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
-__all__ = ["main"]
+__all__ = ["main", "quiet_libraries"]
+
+
+#: transformers' notice that an image processor falls back to its PIL twin without torchvision:
+#: the pipelines never process images with it, so the terminal need not hear of it.
+_TORCHVISION_NOTICE = "requires torchvision (not installed)"
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _TORCHVISION_NOTICE not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal to what the command means to say.
+
+    Drops transformers' torchvision fall-back notice (only that message), keeps MLflow's own
+    INFO chatter (database set-up, input-example validation) and its artifact progress bars out
+    unless ``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` say otherwise.
+    MLflow's warnings and errors still show, but for one: importing ``mlflow.pyfunc`` infers a
+    schema for MLflow's own agent request types and warns that it has integer columns; nothing
+    of this package's data is involved (the energy model's example is all floats).
+    """
+    warnings.filterwarnings("ignore", message=r"(?s).*Inferred schema contains integer column")
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _DropNotice) for f in logger.filters):
+        logger.addFilter(_DropNotice())
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class _Group(click.Group):
     """A group that prints our input errors as one line and exits 2 (no traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        quiet_libraries()
         try:
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
@@ -47,4 +79,4 @@ def main() -> None:
 
 
 # Each module registers its commands on `main`.
-from mlflow_energy.cli import fit, info, measure, predict, search, serve  # noqa: E402, F401
+from mlflow_energy.cli import doctor, fit, info, measure, predict, search, serve  # noqa: E402, F401

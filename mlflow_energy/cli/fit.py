@@ -35,7 +35,16 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 
     from mlflow_energy import schema, tracking
     from mlflow_energy.cli.measure import _recover_killed
-    from mlflow_energy.fit import check_sources, fit_energy_model, format_summary, log_fit, runs_frame, weigh_noisy
+    from mlflow_energy.fit import (
+        check_sources,
+        fit_energy_model,
+        fit_fingerprint,
+        format_summary,
+        log_fit,
+        runs_frame,
+        version_card,
+        weigh_noisy,
+    )
     from mlflow_energy.predict import log_and_register
 
     _recover_killed(experiment)
@@ -46,6 +55,15 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
     what = {"downweight": "down-weighted", "exclude": "left out"}.get(noisy_mode, "")
     click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}; "
                f"target: {target} energy" + (f"; {noisy} noisy run(s) {what}" if noisy else ""))
+    settings = {"target": target, "noisy": noisy_mode, "bootstrap": bootstrap, "n_estimators": n_estimators,
+                "max_folds": max_folds, "allow_mixed_sources": allow_mixed_sources}
+    fingerprint = fit_fingerprint(frame, settings)
+    same = _version_with(registered_model, fingerprint)
+    if same is not None:
+        tracking.client().set_registered_model_alias(registered_model, schema.REGISTERED_ALIAS_CHAMPION, same)
+        click.echo(f"identical fit (same {len(frame)} runs and settings): reusing models:/{registered_model}/{same}, "
+                   f"no new version; models:/{registered_model}@{schema.REGISTERED_ALIAS_CHAMPION} points at it")
+        return
     result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds)
     result.target = target
     if noisy_mode == "exclude":
@@ -67,13 +85,24 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
         with mlflow.start_run(run_id=run_id) as run:
             log_fit(result, experiment=experiment, allow_mixed=allow_mixed_sources,
                     registered_model=registered_model, plots=not no_plots)
-            mv = log_and_register(result, registered_model)
+            description, tags = version_card(result, experiment=experiment, fingerprint=fingerprint)
+            mv = log_and_register(result, registered_model, description=description, tags=tags)
     finally:
         beat.stop()
     click.echo(format_summary(result))
     click.echo(f"fit run: {run.info.run_id} (experiment '{experiment}'; artifacts fit/ and plots/)")
     click.echo(f"registered: models:/{registered_model}/{mv.version} = models:/{registered_model}@"
                f"{schema.REGISTERED_ALIAS_CHAMPION}")
+
+
+def _version_with(registered_model: str, fingerprint: str) -> str | None:
+    """The version of ``registered_model`` an identical fit registered, if any."""
+    from mlflow_energy import schema, tracking
+
+    for mv in tracking.client().search_model_versions(f"name = '{registered_model.replace(chr(39), '')}'"):
+        if mv.tags.get(schema.T_FIT_FINGERPRINT) == fingerprint:
+            return str(mv.version)
+    return None
 
 
 @main.command("import-mlenergy")

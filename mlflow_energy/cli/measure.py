@@ -9,13 +9,16 @@ from typing import Any
 import click
 
 from mlflow_energy.cli import main
-from mlflow_energy.cli._types import Float, Int, Text
+from mlflow_energy.cli._types import Float, Int, NumberOrText, Text
 from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_POWER_LIMIT_W, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
 OUTPUT_HELP = "Also append the measurement(s) to this JSONL file."
 TRACKING_HELP = "Log to MLflow; --no-tracking with --output needs no MLflow at all."
+CARBON_HELP = ("Grid intensity for carbon/co2e_g: a number in gCO2e/kWh, WORLD, a country code (DEU) or a "
+               "cloud region (gcp:us-central1) [$MLFLOW_ENERGY_CARBON_INTENSITY, else WORLD, 475].")
+REGION_HELP = "Where the machine draws power: WORLD, a country code (FRA) or a cloud region (aws:eu-west-3)."
 JOURNAL_HELP = ("Local journal written (fsync) before each run is logged "
                 "[$MLFLOW_ENERGY_JOURNAL, else ./mlflow-energy-journal.jsonl].")
 
@@ -27,7 +30,8 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
     click.echo(f"{m.config.model} {m.config.height}x{m.config.width}, {m.config.steps} steps, "
                f"guidance {m.config.guidance_scale:g}, {m.config.precision}, batch {m.config.batch_size} "
                f"on {m.hardware} [{m.energy_source}]")
-    click.echo(f"{'phase':<12} {'energy J/img':>14} {'time s/img':>12} {'share':>7}")
+    estimate = m.energy_source.startswith(schema.SOURCE_ESTIMATE_PREFIX)
+    click.echo(f"{'phase':<12} {'estimate J/img' if estimate else 'energy J/img':>14} {'time s/img':>12} {'share':>7}")
     for phase in (*schema.PHASES, schema.PHASE_TOTAL):
         share = 100.0 * m.energy_j[phase] / total
         click.echo(f"{phase:<12} {m.energy_j[phase]:>14.6g} {m.time_s[phase]:>12.6g} {share:>6.1f}%")
@@ -38,6 +42,8 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
     if m.noisy:
         click.echo(f"noisy: the 95% interval of the total (+-{ci:.1f}%) missed the target; the run is tagged "
                    f"{schema.T_NOISY}=true and fit down-weights it")
+    if estimate:
+        click.echo(f"energy is an estimate ({m.energy_source}), not a measurement: `mlflow-energy doctor` says why")
     if run_id:
         click.echo(f"run id: {run_id}")
 
@@ -50,8 +56,20 @@ def _print_record(m: Any) -> None:
     click.echo(json.dumps(to_record(m), sort_keys=True))
 
 
+def carbon_choice(carbon_intensity: str | float | None, region: str | None) -> str | float | None:
+    """The one grid intensity of ``--carbon-intensity`` / ``--region`` (checked now, not after measuring)."""
+    from mlflow_energy.carbon import grid_intensity
+
+    if carbon_intensity is not None and region is not None:
+        raise ConfigError("region", region, "either --region or --carbon-intensity, not both")
+    where = region if region is not None else carbon_intensity
+    if where is not None:
+        grid_intensity(where)
+    return where
+
+
 def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, tracking: bool,
-                     journal: str | None = None) -> tuple[Any, str | None]:
+                     journal: str | None = None, carbon: str | float | None = None) -> tuple[Any, str | None]:
     """Measure ``cfg``, append it to ``output``, log it; a run-time failure becomes a FAILED run.
 
     Output and journal paths are checked before measuring; the measurement is in the journal
@@ -82,7 +100,7 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
                 click.echo(f"Warning: {exc}; logging the measurement straight to MLflow", err=True)
                 record = None
             try:
-                run_id = retrying(lambda: log_measurement(m, experiment=experiment), what="logging the measurement")
+                run_id = retrying(lambda: log_measurement(m, experiment=experiment, carbon_intensity=carbon), what="logging the measurement")
             except TrackingUnavailable as exc:
                 _print_measurement(m, None)
                 if record is None:
@@ -141,15 +159,18 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
 @click.option("--journal", type=Text(), help=JOURNAL_HELP)
+@click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"), help=CARBON_HELP)
+@click.option("--region", type=Text(), help=REGION_HELP)
 def measure_command(experiment: str | None, output: str | None, tracking: bool, journal: str | None,
-                    **fields: Any) -> None:
+                    carbon_intensity: str | float | None, region: str | None, **fields: Any) -> None:
     """Measure the per-phase energy of one inference config and log it as an MLflow run."""
     from mlflow_energy.config import InferenceConfig
 
     cfg = InferenceConfig(**fields).validate()
     if not tracking and not output:
         raise ConfigError("output", None, "a JSONL file when --no-tracking is given")
-    m, run_id = _measure_and_log(cfg, experiment, output, tracking, journal)
+    carbon = carbon_choice(carbon_intensity, region)
+    m, run_id = _measure_and_log(cfg, experiment, output, tracking, journal, carbon)
     _print_measurement(m, run_id)
     if output:
         click.echo(f"appended to {output}")
@@ -164,10 +185,20 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar (--no-progress: one line per config).")
 @click.option("--journal", type=Text(), help=JOURNAL_HELP)
+@click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"), help=CARBON_HELP)
+@click.option("--region", type=Text(), help=REGION_HELP)
 def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
-                  progress: bool, journal: str | None) -> None:
+                  progress: bool, journal: str | None, carbon_intensity: str | float | None,
+                  region: str | None) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
+    import os
+
+    from mlflow_energy.carbon import ENV_CARBON_INTENSITY
     from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
+
+    carbon = carbon_choice(carbon_intensity, region)
+    if carbon is not None:  # every run the sweep logs reads it (tracking.log_measurement)
+        os.environ[ENV_CARBON_INTENSITY] = str(carbon)
 
     parsed = SweepSpec.from_yaml(spec)
     try:
@@ -188,6 +219,8 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
     if result.wall_s > 0:
         click.echo(f"sweep wall {result.wall_s:.1f} s, of which measuring {result.inference_s:.1f} s "
                    f"({100.0 * result.inference_s / result.wall_s:.0f}%)")
+    if tracking and not result.parent_run_id and result.total and result.skipped == result.total:
+        click.echo("nothing new to measure: no sweep run added")
     if result.parent_run_id:
         from mlflow_energy.tracking import client, energy_view_url
 

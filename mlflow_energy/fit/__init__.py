@@ -28,6 +28,7 @@ Modules:
     result      :func:`fit_energy_model`, the one call that does all of the above
     report      the fit as an MLflow run, and as a text summary
     plots       energy vs FLOPs, predicted vs measured, residuals
+    registry    the registered version's description and tags; the fit fingerprint
 May import: the shared ground, ``families``, ``flops``, ``measure.hardware``, ``tracking``.
 
 Example:
@@ -74,6 +75,8 @@ _EXPORTS = {
     "format_summary": "report",
     "log_fit": "report",
     "make_plots": "plots",
+    "fit_fingerprint": "registry",
+    "version_card": "registry",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from mlflow_energy import schema
 from mlflow_energy.errors import MlflowEnergyError
+from mlflow_energy.measure._cpuclock import cpu_clocks, window_user_cpu_s
 from mlflow_energy.measure.cpu import cpu_model_name, omp_wait_policy
 
 # --------------------------------------------------------------------------- constants
@@ -138,7 +139,8 @@ class EstimateMeter(EnergyMeter):
         utilisation = user CPU seconds of this process in the window / (wall seconds x logical cores)
 
     clipped to [0, 1]. User CPU seconds are ``getrusage(RUSAGE_SELF).ru_utime`` (every
-    thread of this process); logical cores are ``os.cpu_count()``. So the estimate is
+    thread of this process; a window shorter than the kernel's tick-sampled split reads the
+    nanosecond process clock times the user share, see :func:`window_user_cpu_s`); logical cores are ``os.cpu_count()``. So the estimate is
     ``tdp_w / cores x user CPU seconds``: it measures work, not waiting. Two things keep
     waiting out of it. Importing :mod:`mlflow_energy` before torch sets
     ``OMP_WAIT_POLICY=PASSIVE`` (unless set already), so idle OpenMP threads sleep instead
@@ -183,12 +185,12 @@ class EstimateMeter(EnergyMeter):
         self.tdp_w = float(tdp_w)
         self.cores = int(cores or os.cpu_count() or 1)
         self.hardware = hardware or cpu_model_name()
-        self._open: dict[str, tuple[float, float]] = {}
+        self._open: dict[str, tuple[float, tuple[float, float, float]]] = {}
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
             raise ValueError(f"measurement window {name!r} is already open")
-        self._open[name] = (time.perf_counter(), user_cpu_seconds())
+        self._open[name] = (time.perf_counter(), cpu_clocks())
 
     def end_window(self, name: str) -> tuple[float, float]:
         try:
@@ -196,7 +198,7 @@ class EstimateMeter(EnergyMeter):
         except KeyError:
             raise ValueError(f"measurement window {name!r} is not open") from None
         wall = time.perf_counter() - wall0
-        cpu = user_cpu_seconds() - cpu0
+        cpu = window_user_cpu_s(cpu0, cpu_clocks())
         utilisation = min(1.0, max(0.0, cpu / (wall * self.cores))) if wall > 0 else 0.0
         return self.tdp_w * utilisation * wall, wall
 

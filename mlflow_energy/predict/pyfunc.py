@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,16 @@ def model_signature() -> Any:
 
 
 def input_example(result: FitResult) -> pd.DataFrame:
-    """Two training configs as the logged input example."""
+    """Two training configs as the logged input example.
+
+    Numbers are floats (``512.0``): the predictor takes integral floats, and MLflow infers an
+    integer column as one that cannot hold a missing value (and warns about it).
+    """
     f = result.frame.head(2)
     ex = pd.DataFrame({
-        "model": f["model"].astype(str), "height": f["height"].astype("int64"), "width": f["width"].astype("int64"),
-        "steps": f["steps"].astype("int64"), "guidance_scale": f["guidance_scale"].astype(float),
-        "precision": f["precision"].astype(str), "batch_size": f["batch_size"].astype("int64"),
+        "model": f["model"].astype(str), "height": f["height"].astype(float), "width": f["width"].astype(float),
+        "steps": f["steps"].astype(float), "guidance_scale": f["guidance_scale"].astype(float),
+        "precision": f["precision"].astype(str), "batch_size": f["batch_size"].astype(float),
         "hardware": f["hardware_raw"].astype(str),
     })
     ex["guidance_scale"] = ex["guidance_scale"].fillna(7.5)
@@ -121,9 +126,20 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_and_register(result: FitResult, registered_model: str, *, alias: str = schema.REGISTERED_ALIAS_CHAMPION
-                     ) -> Any:
+class _NoPickleNotice(logging.Filter):
+    """MLflow's CloudPickle notice: the pickled object is an empty :class:`EnergyPredictor` (the
+    fitted state is the JSON artifact), so loading it runs this package's code, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "serialized using CloudPickle" not in record.getMessage()
+
+
+def log_and_register(result: FitResult, registered_model: str, *, alias: str = schema.REGISTERED_ALIAS_CHAMPION,
+                     description: str | None = None, tags: dict[str, str] | None = None) -> Any:
     """Log the fitted model into the active run as a pyfunc, register it and point ``alias`` at it.
+
+    The version gets ``description`` (markdown) and ``tags`` (see
+    :func:`mlflow_energy.fit.version_card`).
 
     Returns the :class:`mlflow.entities.model_registry.ModelVersion`.
 
@@ -132,15 +148,25 @@ def log_and_register(result: FitResult, registered_model: str, *, alias: str = s
         ...     mv = log_and_register(fit_energy_model(runs_frame("exp")), "energy")
         >>> mlflow.pyfunc.load_model(f"models:/energy@champion")              # doctest: +SKIP
     """
-    return register_model(result.model, input_example(result), registered_model, alias=alias)
+    return register_model(result.model, input_example(result), registered_model, alias=alias,
+                          description=description, tags=tags)
 
 
 def register_model(model: EnergyModel, example: pd.DataFrame, registered_model: str, *,
                    calibrations: dict[str, Calibration] | None = None,
-                   alias: str = schema.REGISTERED_ALIAS_CHAMPION) -> Any:
-    """Log ``model`` (and its calibrations) into the active run as a pyfunc, register it, set ``alias``."""
-    from mlflow import MlflowClient
+                   alias: str = schema.REGISTERED_ALIAS_CHAMPION,
+                   description: str | None = None, tags: dict[str, str] | None = None) -> Any:
+    """Log ``model`` (and its calibrations) into the active run as a pyfunc, register it, set ``alias``.
 
+    The version gets ``description`` (markdown) and ``tags``; registration goes through the client
+    (no MLflow prints), and MLflow's CloudPickle notice is kept off the terminal (see
+    :class:`_NoPickleNotice`)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    notice = _NoPickleNotice()
+    pyfunc_logger.addFilter(notice)
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "energy_model.json"
         state.write_text(model.to_json())
@@ -149,19 +175,27 @@ def register_model(model: EnergyModel, example: pd.DataFrame, registered_model: 
             cal = Path(tmp) / "calibrations.json"
             cal.write_text(calibrations_to_json(calibrations))
             artifacts[CALIBRATIONS_KEY] = str(cal)
-        info = mlflow.pyfunc.log_model(
-            name="energy_model",
-            python_model=EnergyPredictor(),
-            artifacts=artifacts,
-            signature=model_signature(),
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            registered_model_name=registered_model,
-            metadata={"input_rules": INPUT_RULES, "energy_scope": model.energy_scope,
-                      "corrector_used": model.corrector_used, "calibrations": sorted(calibrations or {})},
-        )
-    version = info.registered_model_version
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="energy_model",
+                python_model=EnergyPredictor(),
+                artifacts=artifacts,
+                signature=model_signature(),
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                metadata={"input_rules": INPUT_RULES, "energy_scope": model.energy_scope,
+                          "corrector_used": model.corrector_used, "calibrations": sorted(calibrations or {})},
+            )
+        finally:
+            pyfunc_logger.removeFilter(notice)
     client = MlflowClient()
+    try:
+        client.get_registered_model(registered_model)
+    except MlflowException:
+        client.create_registered_model(registered_model)
+    mv = client.create_model_version(registered_model, info.model_uri, run_id=info.run_id, tags=tags,
+                                     description=description, model_id=info.model_id)
+    version = mv.version
     client.set_registered_model_alias(registered_model, alias, str(version))
     return client.get_model_version(registered_model, str(version))
 

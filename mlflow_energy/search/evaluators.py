@@ -203,7 +203,16 @@ class PredictEvaluator:
 
     def predict(self, cfgs: Sequence[InferenceConfig]) -> pd.DataFrame:
         """Metrics of many configs at once (run-schema keys), one row per config."""
-        raw = pd.DataFrame(self.predictor.predict(self._frame(cfgs)))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            raw = pd.DataFrame(self.predictor.predict(self._frame(cfgs)))
+        except MlflowException as exc:  # the pyfunc's input check (e.g. FLOPs outside the fitted range)
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            err = ConfigError("config", exc.message, "a config the energy model covers")
+            err.args = (exc.message.removeprefix("row 0: "),)  # already names the field, value and range
+            raise err from None
         missing = [c for c in ("energy_total_j",) if c not in raw]
         if missing:
             raise ConfigError("predictor", f"outputs {list(raw.columns)}", "a predictor with an energy_total_j output")
@@ -276,6 +285,9 @@ class MeasureEvaluator:
         self.parent_run_id: str | None = None
 
     def check(self, space: SearchSpace, constraints: Constraints, quality_metric: str | None) -> None:
+        from mlflow_energy.measure import check_device
+
+        check_device(self.device)  # before any trial: a missing device is one line, not a failed trial
         if schema.M_QUALITY_CLIP in (quality_metric, *(c.metric for c in constraints.active())) and not self.clip_model:
             raise ConfigError("clip_model", None, "a local CLIP model directory (--clip-model) for CLIP-score constraints")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from typing import Any
@@ -288,16 +289,32 @@ def _default_energy(evaluator: Evaluator, default: InferenceConfig) -> float:
     return float(m.energy_j[schema.PHASE_TOTAL])
 
 
+class _DropInputErrors(logging.Filter):
+    """Optuna's "Trial failed" warnings for a ConfigError: the error is re-raised and shown as one line."""
+
+    dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ConfigError):
+            self.dropped = True
+            return False
+        return not (self.dropped and "failed with value None" in record.getMessage())
+
+
 class _quiet_optuna:
     """Optuna logs one INFO line per trial; keep the terminal to our own summary."""
+
+    _filter = _DropInputErrors()
 
     def __enter__(self) -> None:
         import optuna
 
         self._level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("optuna.study._optimize").addFilter(self._filter)
 
     def __exit__(self, *exc: Any) -> None:
         import optuna
 
         optuna.logging.set_verbosity(self._level)
+        logging.getLogger("optuna.study._optimize").removeFilter(self._filter)

@@ -158,7 +158,12 @@ class SweepGuard:
             self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker (reason in tag {schema.T_FAILURE})")
         self.heartbeat = Heartbeat(parent_run_id).start()
         if self.claims:
-            self.ledger = retrying(lambda: ClaimLedger(exp_id, self.tracker.spec.name), what="opening the claims")
+            # the ledger lives in a sibling experiment, so it is never a row among the results
+            from mlflow_energy.tracking.runs import experiment_id
+
+            ledger_exp = retrying(lambda: experiment_id(self.tracker.exp_name + schema.CLAIMS_EXPERIMENT_SUFFIX),
+                                  what="opening the claims")
+            self.ledger = retrying(lambda: ClaimLedger(ledger_exp, self.tracker.spec.name), what="opening the claims")
             self.safely("listing the live workers", self._count_peers)
         self._replay()
 

@@ -324,6 +324,12 @@ class _Tracker:
 
     def finish(self, result: SweepResult, status: str) -> None:
         assert self.run_id is not None
+        if status == "FINISHED" and not result.measured and not result.failed:
+            # A rerun with everything measured already: no empty parent among the results.
+            self.t.end_run(self.run_id, status)
+            self.t.client().delete_run(self.run_id)
+            result.parent_run_id = None
+            return
         try:
             from mlflow.entities import Metric
 

@@ -197,14 +197,20 @@ def log_measurement(
     experiment: str | None = None,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    carbon_intensity: str | float | None = None,
 ) -> str:
     """Log a :class:`~mlflow_energy.measure.runner.Measurement` as one FINISHED run; return its id.
+
+    The run carries ``carbon/co2e_g`` per image at ``carbon_intensity`` (see
+    :func:`mlflow_energy.carbon.run_intensity`: else ``$MLFLOW_ENERGY_CARBON_INTENSITY``, else the
+    world average), with the intensity and its source as tags.
 
     Args:
         m: the measurement.
         experiment: experiment name (created if missing); default: see the module doc.
         parent_run_id: nest the run under this run (a sweep).
         run_name: default ``<model>-<height>x<width>-<steps>st-<precision>-b<batch>``.
+        carbon_intensity: gCO2e/kWh, WORLD, a country code (DEU) or a cloud region (gcp:us-central1).
 
     Example:
         >>> from mlflow_energy.config import InferenceConfig
@@ -212,15 +218,45 @@ def log_measurement(
         >>> log_measurement(measure(InferenceConfig(model="tiny-sd2", steps=1)), experiment="demo")  # doctest: +SKIP
         'a1b2c3...'
     """
+    from mlflow_energy.carbon import J_PER_KWH, run_intensity
     from mlflow_energy.tracking.jsonl import run_metrics, run_params, run_tags
 
+    grid, carbon_source = run_intensity(carbon_intensity)
+    metrics = run_metrics(m)
+    metrics[schema.M_CARBON_CO2E] = m.energy_j[schema.PHASE_TOTAL] / J_PER_KWH * grid.g_per_kwh
+    tags = {**run_tags(m), schema.T_CARBON_INTENSITY: f"{grid.g_per_kwh:g}", schema.T_CARBON_SOURCE: carbon_source,
+            schema.T_NOTE: run_description(m)}
     with run(
         experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
         parent_run_id=parent_run_id,
     ) as run_id:
-        _log_fields(run_id, run_params(m), run_metrics(m), run_tags(m))
+        _log_fields(run_id, run_params(m), metrics, tags)
         log_artifacts(run_id, m)
     return run_id
+
+
+def sig3(value: float) -> str:
+    """A number as the run description prints it: three significant digits (``1.23e+12``, ``0.0457``)."""
+    return f"{value:.3g}"
+
+
+def run_description(m: Measurement) -> str:
+    """The run note: per phase energy, time, FLOPs and share, the energy source and its 95% interval.
+
+    Example:
+        >>> sig3(1234.5678), sig3(0.000123456)
+        ('1.23e+03', '0.000123')
+    """
+    total = m.energy_j[schema.PHASE_TOTAL] or 1.0
+    estimate = m.energy_source.startswith(schema.SOURCE_ESTIMATE_PREFIX)
+    rows = ["| phase | energy J/img | time s/img | FLOPs/img | share |", "| --- | ---: | ---: | ---: | ---: |"]
+    for phase in (*schema.PHASES, schema.PHASE_TOTAL):
+        rows.append(f"| {phase} | {sig3(m.energy_j[phase])} | {sig3(m.time_s[phase])} | "
+                    f"{sig3(m.flops.get(phase, float('nan')))} | {100.0 * m.energy_j[phase] / total:.0f}% |")
+    ci = m.energy_total_ci95_j
+    conf = f"total ±{100.0 * ci / total:.1f}% (95% interval, {m.repeats} runs)" if m.repeats and ci == ci else "n/a"
+    kind = "an estimate, not a measurement" if estimate else "measured"
+    return "\n".join([*rows, "", f"Energy source: `{m.energy_source}` ({kind}) on {m.hardware}; confidence: {conf}."])
 
 
 def default_run_name(cfg: Any) -> str:
