@@ -26,6 +26,7 @@ def test_autolog_logs_carbon_at_the_given_region(tracking_uri, sd_pipe):
         sd_pipe("a red bicycle", num_inference_steps=3, height=32, width=32)
     finally:
         mlflow_energy.autolog(disable=True)
+    mlflow_energy.flush()  # autologged calls are logged by a background thread
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     g = grid_intensity("FRA").g_per_kwh
     assert float(run.data.tags[schema.T_CARBON_INTENSITY]) == pytest.approx(g)
