@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ def _dispatch(obj: Any, method: str, probe: Any, handler: Any) -> bool:
                 return False
             handlers: dict[int, Any] = {}
 
+            # The original's signature stays visible: pipelines pass ``generator`` and ``eta`` to
+            # ``scheduler.step`` only when its signature takes them (``prepare_extra_step_kwargs``).
+            @functools.wraps(original)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 own = handlers.get(threading.get_ident())
                 if own is None:
@@ -261,7 +265,10 @@ class CallProbe:
 
             self._handles.append(module.register_forward_pre_hook(pre))
             self._handles.append(module.register_forward_hook(post, always_call=True))
-        self._wrap_scheduler(getattr(self.pipe, "scheduler", None))
+        schedulers = [getattr(self.pipe, "scheduler", None)]  # and a prior's (``prior_scheduler``)
+        schedulers += [m for n, m in components.items() if n.endswith("scheduler") and m not in schedulers]
+        for scheduler in schedulers:
+            self._wrap_scheduler(scheduler)
 
     def _wrap_scheduler(self, scheduler: Any) -> None:
         """Mark the end of each scheduler step, so the denoiser calls of one step can be summed."""

@@ -1,0 +1,72 @@
+"""The autolog zoo: diffusers pipeline classes built tiny (``zoo.py``), each called with autolog off and on.
+
+For each: the output is unchanged (same seed), the run is FINISHED, every phase the pipeline
+runs gets energy > 0, the denoiser calls and scheduler steps are those the call made, and
+FLOPs are logged where the family is recognised.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlflow_energy
+from mlflow_energy import schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo import CASES, call  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(autouse=True)
+def _autolog_off(tracking_uri):
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_experiment("zoo")
+    yield
+    mlflow_energy.autolog(disable=True)
+
+
+def _last_run():
+    import mlflow
+
+    mlflow_energy.flush()
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return run
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if c.slow else [])
+                                  for n, c in CASES.items()])
+def test_pipeline_autologs_unchanged(name: str) -> None:
+    case = CASES[name]
+    pipe, kwargs = case.build()
+    pipe.set_progress_bar_config(disable=True)
+    off = call(case, pipe, kwargs)
+    mlflow_energy.autolog(silent=True, log_images=False)
+    on = call(case, pipe, kwargs)
+    mlflow_energy.autolog(disable=True)
+    np.testing.assert_array_equal(off, on)
+
+    run = _last_run()
+    p, m = run.data.params, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert p[schema.P_PIPELINE_CLASS] == type(pipe).__name__
+    for phase in schema.PHASES:
+        if phase in case.phases:
+            assert m[schema.energy_key(phase)] > 0, phase
+        else:
+            assert m[schema.energy_key(phase)] == 0, phase
+    assert int(p[schema.P_DENOISER_CALLS]) == case.denoiser_calls
+    assert int(p[schema.P_SCHEDULER_STEPS]) == case.scheduler_steps
+    if case.family:
+        assert p[schema.P_MODEL] == case.family
+        assert m[schema.M_FLOPS_DENOISE] > 0 and m[schema.M_FLOPS_TOTAL] > 0
+    else:
+        assert schema.P_MODEL not in p

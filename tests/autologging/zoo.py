@@ -1,0 +1,254 @@
+"""Tiny diffusers pipelines for the autolog zoo: random weights, small widths, in-memory tokenizers.
+
+Each :class:`Case` builds one pipeline class and names the call to make on it and what
+autolog should log for that call (phases, denoiser calls, scheduler steps, family). The
+families the project knows are built through the project's own tiny builds; the other
+pipelines are built here from small configs of the same shape as diffusers' own tests use.
+
+Used by ``tests/autologging/test_zoo.py`` and ``benchmarks/autolog_zoo.py``.
+
+Example:
+    >>> case = CASES["StableDiffusionPipeline"]
+    >>> pipe, kwargs = case.build()  # doctest: +SKIP
+    >>> pipe(**kwargs).images.shape  # doctest: +SKIP
+    (1, 64, 64, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["CASES", "Case", "UNSUPPORTED", "call"]
+
+PROMPT = "a red bicycle"
+ALL = ("text_encode", "denoise", "decode")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One pipeline of the zoo.
+
+    Attributes:
+        build: returns ``(pipe, call_kwargs)``; the call takes a ``generator`` on top.
+        phases: the phases the call runs (each must get energy > 0).
+        denoiser_calls: the denoiser (and ControlNet) calls the call makes.
+        scheduler_steps: the scheduler steps the call runs.
+        family: the family autolog recognises (FLOPs logged), or ``None``.
+        slow: heavy enough to be marked slow in the tests.
+    """
+
+    build: Callable[[], tuple[Any, dict[str, Any]]]
+    phases: tuple[str, ...]
+    denoiser_calls: int
+    scheduler_steps: int
+    family: str | None = None
+    slow: bool = False
+    output_type: str | None = "np"
+
+
+def _family(model: str) -> Any:
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.measure.runner import build_pipeline
+
+    return build_pipeline(InferenceConfig(model=model).validate())
+
+
+def _t2i(model: str, *, steps: int = 2, size: int = 64, **extra: Any) -> Callable[[], tuple[Any, dict[str, Any]]]:
+    def build() -> tuple[Any, dict[str, Any]]:
+        return _family(model), {"prompt": PROMPT, "num_inference_steps": steps, "height": size, "width": size,
+                                **extra}
+
+    return build
+
+
+def _sana() -> tuple[Any, dict[str, Any]]:
+    """SANA is FLOPs-only in the project (no phase adapter): built here from its tiny family."""
+    from mlflow_energy.families import _build, get_family
+    from mlflow_energy.families._tokenizers import word_tokenizer
+
+    fam = get_family("tiny-sana-1.6b")
+    pipe = _build.build_pipeline(fam, tokenizers={"tokenizer": word_tokenizer(300, bos="<bos>", eos="<eos>")})
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 64, "width": 64,
+                  "complex_human_instruction": None, "use_resolution_binning": False}
+
+
+def _sd_parts() -> dict[str, Any]:
+    return dict(_family("tiny-sd2").components)
+
+
+def _img2img() -> tuple[Any, dict[str, Any]]:
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    torch.manual_seed(0)
+    return StableDiffusionImg2ImgPipeline(**_sd_parts()), {
+        "prompt": PROMPT, "image": torch.rand(1, 3, 64, 64), "strength": 0.5, "num_inference_steps": 4}
+
+
+def _inpaint() -> tuple[Any, dict[str, Any]]:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    torch.manual_seed(0)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    return StableDiffusionInpaintPipeline(**_sd_parts()), {
+        "prompt": PROMPT, "image": torch.rand(1, 3, 64, 64), "mask_image": mask, "num_inference_steps": 2,
+        "height": 64, "width": 64, "strength": 1.0}
+
+
+def _lcm() -> tuple[Any, dict[str, Any]]:
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    parts = _sd_parts()
+    parts["scheduler"] = LCMScheduler.from_config(parts["scheduler"].config)
+    return StableDiffusionPipeline(**parts), {"prompt": PROMPT, "num_inference_steps": 2, "height": 64,
+                                              "width": 64, "guidance_scale": 1.0}
+
+
+def _controlnet() -> tuple[Any, dict[str, Any]]:
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    parts = _sd_parts()
+    torch.manual_seed(0)
+    vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    channels = tuple(16 * 2**i for i in range(vae_scale.bit_length()))
+    controlnet = ControlNetModel.from_unet(parts["unet"], conditioning_channels=3,
+                                           conditioning_embedding_out_channels=channels)
+    return StableDiffusionControlNetPipeline(**parts, controlnet=controlnet), {
+        "prompt": PROMPT, "image": torch.rand(1, 3, 64, 64), "num_inference_steps": 2, "height": 64, "width": 64}
+
+
+def _animatediff() -> tuple[Any, dict[str, Any]]:
+    from diffusers import AnimateDiffPipeline, MotionAdapter
+
+    parts = _sd_parts()
+    unet = parts["unet"]
+    torch.manual_seed(0)
+    adapter = MotionAdapter(block_out_channels=tuple(unet.config.block_out_channels),
+                            motion_layers_per_block=unet.config.layers_per_block, motion_norm_num_groups=2,
+                            motion_num_attention_heads=2, motion_max_seq_length=32)
+    pipe = AnimateDiffPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
+                               unet=unet, motion_adapter=adapter, scheduler=parts["scheduler"])
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 64, "width": 64, "num_frames": 2}
+
+
+def _kandinsky_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        in_channels=4, out_channels=8, addition_embed_type="image", down_block_types=("ResnetDownsampleBlock2D",
+        "SimpleCrossAttnDownBlock2D"), up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64), layers_per_block=1,
+        encoder_hid_dim=32, encoder_hid_dim_type="image_proj", cross_attention_dim=32, attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift", class_embed_type=None,
+    )
+
+
+def _movq() -> Any:
+    from diffusers import VQModel
+
+    torch.manual_seed(0)
+    return VQModel(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+                   in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
+                   num_vq_embeddings=12, out_channels=3, up_block_types=["AttnUpDecoderBlock2D",
+                                                                          "UpDecoderBlock2D"], vq_embed_dim=4)
+
+
+def _ddpm() -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                         prediction_type="epsilon", thresholding=False)
+
+
+def _kandinsky_decoder() -> tuple[Any, dict[str, Any]]:
+    from diffusers import KandinskyV22Pipeline
+
+    pipe = KandinskyV22Pipeline(unet=_kandinsky_unet(), scheduler=_ddpm(), movq=_movq())
+    return pipe, {"image_embeds": torch.randn(1, 32), "negative_image_embeds": torch.zeros(1, 32),
+                  "height": 64, "width": 64, "num_inference_steps": 2}
+
+
+def _kandinsky_prior_parts() -> dict[str, Any]:
+    from diffusers import PriorTransformer, UnCLIPScheduler
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    from mlflow_energy.families._tokenizers import word_tokenizer
+
+    torch.manual_seed(0)
+    text = CLIPTextModelWithProjection(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, hidden_size=32, projection_dim=32, intermediate_size=37,
+        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000)).eval()
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, image_size=32, projection_dim=32, intermediate_size=37, num_attention_heads=4,
+        num_channels=3, num_hidden_layers=2, patch_size=14)).eval()
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=32, num_layers=1)
+    prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))
+    processor = CLIPImageProcessor(crop_size=32, do_center_crop=True, do_normalize=True, do_resize=True,
+                                   image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=3, size=32)
+    scheduler = UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
+                                clip_sample=True, clip_sample_range=10.0)
+    return {"prior": prior, "image_encoder": vision, "text_encoder": text,
+            "tokenizer": word_tokenizer(77, bos="<|startoftext|>", eos="<|endoftext|>"),
+            "scheduler": scheduler, "image_processor": processor}
+
+
+def _kandinsky_prior() -> tuple[Any, dict[str, Any]]:
+    from diffusers import KandinskyV22PriorPipeline
+
+    return KandinskyV22PriorPipeline(**_kandinsky_prior_parts()), {"prompt": PROMPT, "num_inference_steps": 2}
+
+
+def _kandinsky_combined() -> tuple[Any, dict[str, Any]]:
+    from diffusers import KandinskyV22CombinedPipeline
+
+    prior = _kandinsky_prior_parts()
+    pipe = KandinskyV22CombinedPipeline(
+        unet=_kandinsky_unet(), scheduler=_ddpm(), movq=_movq(), prior_prior=prior["prior"],
+        prior_image_encoder=prior["image_encoder"], prior_text_encoder=prior["text_encoder"],
+        prior_tokenizer=prior["tokenizer"], prior_scheduler=prior["scheduler"],
+        prior_image_processor=prior["image_processor"])
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "prior_num_inference_steps": 2, "height": 64,
+                  "width": 64}
+
+
+#: Pipeline class -> case. Order: the project's families, then the variants and other pipelines.
+CASES: dict[str, Case] = {
+    "StableDiffusionPipeline": Case(_t2i("tiny-sd2"), ALL, 2, 2, "tiny-sd2"),
+    "StableDiffusionXLPipeline": Case(_t2i("tiny-sdxl"), ALL, 2, 2, "tiny-sdxl"),
+    "StableDiffusion3Pipeline": Case(_t2i("tiny-sd3-medium"), ALL, 2, 2, "tiny-sd3-medium"),
+    "FluxPipeline": Case(_t2i("tiny-flux.1-schnell", guidance_scale=0.0), ALL, 2, 2, "tiny-flux.1-schnell"),
+    "PixArtSigmaPipeline": Case(_t2i("tiny-pixart-sigma"), ALL, 2, 2, "tiny-pixart-sigma"),
+    "SanaPipeline": Case(_sana, ALL, 2, 2, "tiny-sana-1.6b"),
+    "QwenImagePipeline": Case(_t2i("tiny-qwen-image"), ALL, 2, 2, "tiny-qwen-image"),
+    "StableDiffusionImg2ImgPipeline": Case(_img2img, ALL, 2, 2, "tiny-sd2"),
+    "StableDiffusionInpaintPipeline": Case(_inpaint, ALL, 2, 2, "tiny-sd2"),
+    "StableDiffusionPipeline+LCMScheduler": Case(_lcm, ALL, 2, 2, "tiny-sd2"),
+    "StableDiffusionControlNetPipeline": Case(_controlnet, ALL, 4, 2, "tiny-sd2"),
+    "KandinskyV22PriorPipeline": Case(_kandinsky_prior, ("text_encode", "denoise"), 2, 2, None,
+                                      output_type=None),
+    "KandinskyV22Pipeline": Case(_kandinsky_decoder, ("denoise", "decode"), 2, 2, None),
+    "KandinskyV22CombinedPipeline": Case(_kandinsky_combined, ALL, 4, 4, None),
+    "AnimateDiffPipeline": Case(_animatediff, ALL, 2, 2, None, slow=True),
+}
+
+def call(case: Case, pipe: Any, kwargs: dict[str, Any]) -> Any:
+    """The case's call with a fixed seed; returns its first output (images, frames or embeddings)."""
+    extra = {"output_type": case.output_type} if case.output_type else {}
+    out = pipe(generator=torch.Generator().manual_seed(0), **extra, **kwargs)
+    first = out[0]
+    return first.numpy() if isinstance(first, torch.Tensor) else first
+
+
+#: Pipelines of the issue's list not built here, and why.
+UNSUPPORTED: dict[str, str] = {}
