@@ -222,6 +222,116 @@ def _kandinsky_combined() -> tuple[Any, dict[str, Any]]:
                   "width": 64}
 
 
+def _t5(umt5: bool = False) -> Any:
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    kw = {"vocab_size": 1000, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4}
+    return (UMT5EncoderModel(UMT5Config(**kw)) if umt5 else T5EncoderModel(T5Config(**kw))).eval()
+
+
+def _vae(latent_channels: int = 4, levels: int = 2, **extra: Any) -> Any:
+    """A tiny AutoencoderKL; ``levels=4`` downsamples by 8 (HunyuanDiT assumes 8 for its rotary grid)."""
+    from diffusers import AutoencoderKL
+
+    from mlflow_energy.families._tiny import VAE_KL
+
+    torch.manual_seed(0)
+    cfg = dict(VAE_KL)
+    if levels != 2:
+        cfg.update(block_out_channels=[8] * levels, down_block_types=["DownEncoderBlock2D"] * levels,
+                   up_block_types=["UpDecoderBlock2D"] * levels)
+    return AutoencoderKL(**cfg, latent_channels=latent_channels, **extra).eval()
+
+
+def _flow() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler()
+
+
+def _tok(length: int) -> Any:
+    from mlflow_energy.families._tokenizers import word_tokenizer
+
+    return word_tokenizer(length)
+
+
+def _auraflow() -> tuple[Any, dict[str, Any]]:
+    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = AuraFlowTransformer2DModel(
+        sample_size=32, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
+        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+        out_channels=4, pos_embed_max_size=256)
+    pipe = AuraFlowPipeline(tokenizer=_tok(256), text_encoder=_t5(umt5=True), vae=_vae(), transformer=transformer,
+                            scheduler=_flow())
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32}
+
+
+def _cogview3() -> tuple[Any, dict[str, Any]]:
+    from diffusers import CogVideoXDDIMScheduler, CogView3PlusPipeline, CogView3PlusTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = CogView3PlusTransformer2DModel(
+        patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4, num_attention_heads=2, out_channels=4,
+        text_embed_dim=32, time_embed_dim=8, condition_dim=2, pos_embed_max_size=32, sample_size=32)
+    pipe = CogView3PlusPipeline(tokenizer=_tok(224), text_encoder=_t5(), vae=_vae(), transformer=transformer,
+                                scheduler=CogVideoXDDIMScheduler())
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32}
+
+
+def _hunyuandit() -> tuple[Any, dict[str, Any]]:
+    from diffusers import DDPMScheduler, HunyuanDiT2DModel, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    transformer = HunyuanDiT2DModel(
+        sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, in_channels=4,
+        cross_attention_dim=32, cross_attention_dim_t5=32, pooled_projection_dim=16, hidden_size=24,
+        activation_fn="gelu-approximate")
+    bert = BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=37)).eval()
+    pipe = HunyuanDiTPipeline(vae=_vae(levels=4), text_encoder=bert, tokenizer=_tok(77), transformer=transformer,
+                              scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None,
+                              requires_safety_checker=False, text_encoder_2=_t5(), tokenizer_2=_tok(256))
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 64, "width": 64,
+                  "use_resolution_binning": False}
+
+
+def _lumina2() -> tuple[Any, dict[str, Any]]:
+    from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(0)
+    transformer = Lumina2Transformer2DModel(
+        sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=2, num_attention_heads=1,
+        num_kv_heads=1, multiple_of=16, norm_eps=1e-5, scaling_factor=1.0, axes_dim_rope=(4, 2, 2), cap_feat_dim=8)
+    gemma = Gemma2Model(Gemma2Config(head_dim=4, hidden_size=8, intermediate_size=8, num_attention_heads=2,
+                                     num_hidden_layers=2, num_key_value_heads=2, sliding_window=2,
+                                     vocab_size=1000)).eval()
+    pipe = Lumina2Pipeline(transformer=transformer, scheduler=_flow(), vae=_vae(shift_factor=0.0609),
+                           text_encoder=gemma,
+                           tokenizer=_tok(256))
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32}
+
+
+def _wan() -> tuple[Any, dict[str, Any]]:
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    pipe = WanPipeline(tokenizer=_tok(512), text_encoder=_t5(umt5=True), vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), transformer=transformer)
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 16, "width": 16, "num_frames": 5,
+                  "max_sequence_length": 16}
+
+
 #: Pipeline class -> case. Order: the project's families, then the variants and other pipelines.
 CASES: dict[str, Case] = {
     "StableDiffusionPipeline": Case(_t2i("tiny-sd2"), ALL, 2, 2, "tiny-sd2"),
@@ -240,6 +350,11 @@ CASES: dict[str, Case] = {
     "KandinskyV22Pipeline": Case(_kandinsky_decoder, ("denoise", "decode"), 2, 2, None),
     "KandinskyV22CombinedPipeline": Case(_kandinsky_combined, ALL, 4, 4, None),
     "AnimateDiffPipeline": Case(_animatediff, ALL, 2, 2, None, slow=True),
+    "AuraFlowPipeline": Case(_auraflow, ALL, 2, 2),
+    "CogView3PlusPipeline": Case(_cogview3, ALL, 2, 2),
+    "HunyuanDiTPipeline": Case(_hunyuandit, ALL, 2, 2),
+    "Lumina2Pipeline": Case(_lumina2, ALL, 2, 2),
+    "WanPipeline": Case(_wan, ALL, 2, 2),
 }
 
 def call(case: Case, pipe: Any, kwargs: dict[str, Any]) -> Any:
