@@ -44,14 +44,23 @@ def _last_run():
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if c.slow else [])
                                   for n, c in CASES.items()])
-def test_pipeline_autologs_unchanged(name: str) -> None:
+def test_pipeline_autologs_unchanged(name: str, fake_gpu_factory) -> None:
+    """Energy from a fake NVML counter that adds one joule per read: every metered window gets > 0 J,
+    whatever its length (the CPU estimate reads 0 J for a window under the CPU clock's tick)."""
+    from mlflow_energy.measure.meters import ZeusMeter
+
     case = CASES[name]
     pipe, kwargs = case.build()
     pipe.set_progress_bar_config(disable=True)
     off = call(case, pipe, kwargs)
-    mlflow_energy.autolog(silent=True, log_images=False)
-    on = call(case, pipe, kwargs)
-    mlflow_energy.autolog(disable=True)
+    fake_gpu_factory(mode="step", step_j=1.0)
+    meter = ZeusMeter("cuda")
+    try:
+        mlflow_energy.autolog(silent=True, log_images=False, meter=meter)
+        on = call(case, pipe, kwargs)
+        mlflow_energy.autolog(disable=True)
+    finally:
+        meter.close()
     np.testing.assert_array_equal(off, on)
 
     run = _last_run()

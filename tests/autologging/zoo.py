@@ -332,6 +332,71 @@ def _wan() -> tuple[Any, dict[str, Any]]:
                   "max_sequence_length": 16}
 
 
+def _cascade_text() -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    return CLIPTextModelWithProjection(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, hidden_size=32, projection_dim=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000)).eval()
+
+
+def _cascade_prior_parts() -> dict[str, Any]:
+    from diffusers import DDPMWuerstchenScheduler, StableCascadeUNet
+
+    torch.manual_seed(0)
+    prior = StableCascadeUNet(
+        conditioning_dim=32, block_out_channels=(32, 32), num_attention_heads=(2, 2), down_num_layers_per_block=(1, 1),
+        up_num_layers_per_block=(1, 1), clip_image_in_channels=32, switch_level=(False,), clip_text_in_channels=32,
+        clip_text_pooled_in_channels=32, dropout=(0.0, 0.0)).eval()
+    return {"prior": prior, "text_encoder": _cascade_text(), "tokenizer": _tok(77),
+            "scheduler": DDPMWuerstchenScheduler(), "feature_extractor": None, "image_encoder": None}
+
+
+def _cascade_decoder_parts() -> dict[str, Any]:
+    from diffusers import DDPMWuerstchenScheduler, StableCascadeUNet
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+
+    torch.manual_seed(0)
+    attn = ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")
+    decoder = StableCascadeUNet(
+        in_channels=4, out_channels=4, conditioning_dim=32, block_out_channels=[8, 16, 32, 32],
+        num_attention_heads=[-1, -1, 1, 2], down_num_layers_per_block=[1, 1, 1, 1],
+        down_blocks_repeat_mappers=[1, 1, 1, 1], up_num_layers_per_block=[1, 1, 1, 1],
+        up_blocks_repeat_mappers=[1, 1, 1, 1], block_types_per_layer=[attn[:2], attn[:2], attn, attn],
+        switch_level=None, clip_text_pooled_in_channels=32, effnet_in_channels=16, pixel_mapper_in_channels=3,
+        dropout=[0.0] * 4).eval()
+    vqgan = PaellaVQModel(bottleneck_blocks=1, embed_dim=16, num_vq_embeddings=12, latent_channels=4).eval()
+    return {"decoder": decoder, "text_encoder": _cascade_text(), "tokenizer": _tok(77),
+            "scheduler": DDPMWuerstchenScheduler(), "vqgan": vqgan}
+
+
+def _cascade_prior() -> tuple[Any, dict[str, Any]]:
+    from diffusers import StableCascadePriorPipeline
+
+    return StableCascadePriorPipeline(**_cascade_prior_parts()), {
+        "prompt": PROMPT, "num_inference_steps": 2, "height": 128, "width": 128}
+
+
+def _cascade_decoder() -> tuple[Any, dict[str, Any]]:
+    from diffusers import StableCascadeDecoderPipeline
+
+    return StableCascadeDecoderPipeline(**_cascade_decoder_parts()), {
+        "prompt": PROMPT, "image_embeddings": torch.randn(1, 16, 3, 3), "num_inference_steps": 2}
+
+
+def _cascade_combined() -> tuple[Any, dict[str, Any]]:
+    from diffusers import StableCascadeCombinedPipeline
+
+    prior, decoder = _cascade_prior_parts(), _cascade_decoder_parts()
+    pipe = StableCascadeCombinedPipeline(
+        **decoder, prior_prior=prior["prior"], prior_text_encoder=prior["text_encoder"],
+        prior_tokenizer=prior["tokenizer"], prior_scheduler=prior["scheduler"], prior_feature_extractor=None,
+        prior_image_encoder=None)
+    return pipe, {"prompt": PROMPT, "prior_num_inference_steps": 2, "num_inference_steps": 2, "height": 128,
+                  "width": 128}
+
+
 #: Pipeline class -> case. Order: the project's families, then the variants and other pipelines.
 CASES: dict[str, Case] = {
     "StableDiffusionPipeline": Case(_t2i("tiny-sd2"), ALL, 2, 2, "tiny-sd2"),
@@ -349,12 +414,15 @@ CASES: dict[str, Case] = {
                                       output_type=None),
     "KandinskyV22Pipeline": Case(_kandinsky_decoder, ("denoise", "decode"), 2, 2, None),
     "KandinskyV22CombinedPipeline": Case(_kandinsky_combined, ALL, 4, 4, None),
-    "AnimateDiffPipeline": Case(_animatediff, ALL, 2, 2, None, slow=True),
+    "StableCascadePriorPipeline": Case(_cascade_prior, ("text_encode", "denoise"), 2, 2, output_type=None),
+    "StableCascadeDecoderPipeline": Case(_cascade_decoder, ALL, 2, 2),
+    "StableCascadeCombinedPipeline": Case(_cascade_combined, ALL, 4, 4),
+    "AnimateDiffPipeline": Case(_animatediff, ALL, 2, 2),
     "AuraFlowPipeline": Case(_auraflow, ALL, 2, 2),
     "CogView3PlusPipeline": Case(_cogview3, ALL, 2, 2),
     "HunyuanDiTPipeline": Case(_hunyuandit, ALL, 2, 2),
-    "Lumina2Pipeline": Case(_lumina2, ALL, 2, 2),
-    "WanPipeline": Case(_wan, ALL, 2, 2),
+    "Lumina2Pipeline": Case(_lumina2, ALL, 4, 2),  # true CFG: two calls a step
+    "WanPipeline": Case(_wan, ALL, 4, 2),  # true CFG: two calls a step
 }
 
 def call(case: Case, pipe: Any, kwargs: dict[str, Any]) -> Any:
