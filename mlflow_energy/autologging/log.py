@@ -93,6 +93,13 @@ def call_rows(record: CallRecord, params: dict[str, Any], family: str | None) ->
     return rows
 
 
+#: The ``unsupported`` tag of a call in which no denoiser call was metered.
+UNSUPPORTED_NO_DENOISER = (
+    "no denoiser call metered: no component of this pipeline is a UNet, transformer, prior or ControlNet by "
+    "class or name; its energy is all in energy/other_j (name the denoiser unet or transformer)"
+)
+
+
 def call_tags(record: CallRecord, meter: Any) -> dict[str, str]:
     """The tags of one call's run: kind, energy source, hardware, version, the meter's own, overlaps."""
     tags = {
@@ -104,4 +111,6 @@ def call_tags(record: CallRecord, meter: Any) -> dict[str, str]:
     }
     if record.overlapped:
         tags[schema.T_OVERLAPPED] = str(record.overlapped)
+    if not record.denoise_steps:
+        tags[schema.T_UNSUPPORTED] = UNSUPPORTED_NO_DENOISER
     return {k: str(v) for k, v in tags.items()}

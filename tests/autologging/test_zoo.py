@@ -66,6 +66,7 @@ def test_pipeline_autologs_unchanged(name: str, fake_gpu_factory) -> None:
     run = _last_run()
     p, m = run.data.params, run.data.metrics
     assert run.info.status == "FINISHED"
+    assert schema.T_UNSUPPORTED not in run.data.tags
     assert p[schema.P_PIPELINE_CLASS] == type(pipe).__name__
     for phase in schema.PHASES:
         if phase in case.phases:
@@ -79,3 +80,32 @@ def test_pipeline_autologs_unchanged(name: str, fake_gpu_factory) -> None:
         assert m[schema.M_FLOPS_DENOISE] > 0 and m[schema.M_FLOPS_TOTAL] > 0
     else:
         assert schema.P_MODEL not in p
+
+
+def test_a_pipeline_with_no_recognised_denoiser_says_so() -> None:
+    """A pipeline whose denoiser autolog cannot recognise runs unchanged; its run is tagged unsupported."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    class MyPipeline(DiffusionPipeline):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.register_modules(net=net)
+
+        def __call__(self, steps: int = 2):
+            x = torch.ones(1, 4)
+            for _ in range(steps):
+                x = self.net(x)
+            return (x,)
+
+    torch.manual_seed(0)
+    pipe = MyPipeline(torch.nn.Linear(4, 4))
+    off = pipe()[0]
+    mlflow_energy.autolog(silent=True, log_images=False)
+    on = pipe()[0]
+    mlflow_energy.autolog(disable=True)
+    assert torch.equal(off, on)
+    run = _last_run()
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[schema.T_UNSUPPORTED].startswith("no denoiser call metered")
+    assert run.data.params[schema.P_DENOISER_CALLS] == "0"
