@@ -78,8 +78,34 @@ def test_pipeline_autologs_unchanged(name: str, fake_gpu_factory) -> None:
     if case.family:
         assert p[schema.P_MODEL] == case.family
         assert m[schema.M_FLOPS_DENOISE] > 0 and m[schema.M_FLOPS_TOTAL] > 0
-    else:
+    else:  # no family: FLOPs traced from the calls made, on the meta device
         assert schema.P_MODEL not in p
+        assert run.data.tags[schema.T_FLOPS_SOURCE] == schema.FLOPS_TRACED
+        traced = [ph for ph in case.phases if schema.flops_key(ph) in m]
+        assert traced == [ph for ph in case.phases if ph not in case.untraced]
+        assert all(m[schema.flops_key(ph)] > 0 for ph in traced)
+        assert (schema.M_FLOPS_TOTAL in m) == (not case.untraced)
+
+
+def test_traced_flops_equal_the_closed_forms() -> None:
+    """For families with a closed form, the FLOPs traced from the calls made are the same, phase by phase."""
+    from mlflow_energy.autologging.log import flops_for
+    from mlflow_energy.autologging.probe import CallProbe
+    from mlflow_energy.autologging.traced import phase_flops
+    from mlflow_energy.measure.meters import EstimateMeter
+
+    for name in ("StableDiffusionPipeline", "StableDiffusion3Pipeline"):
+        case = CASES[name]
+        pipe, kwargs = case.build()
+        pipe.set_progress_bar_config(disable=True)
+        probe = CallProbe(pipe, EstimateMeter())
+        with probe:
+            call(case, pipe, kwargs)
+        traced = phase_flops(probe.record.traced)
+        closed = flops_for(case.family, {schema.P_HEIGHT: 64, schema.P_WIDTH: 64, schema.P_STEPS: 2,
+                                         schema.P_BATCH_SIZE: 1})
+        for phase in schema.PHASES:
+            assert traced[phase] == pytest.approx(closed[schema.flops_key(phase)], rel=1e-6), (name, phase)
 
 
 def test_a_pipeline_with_no_recognised_denoiser_says_so() -> None:
