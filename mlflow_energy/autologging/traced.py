@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from typing import Any
 
 import torch
 
 __all__ = ["meta_inputs", "phase_flops", "signature", "traced_flops"]
 
-_CACHE: dict[tuple[int, str, Any], int | None] = {}
-_META: dict[int, Any] = {}
+# Per component (weakly: a freed module's id may be reused by a new one): its meta copy, and the
+# FLOPs of each (method, signature) traced.
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, Any], int | None]] = weakref.WeakKeyDictionary()
+_META: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -78,9 +81,8 @@ def signature(args: tuple, kwargs: dict) -> Any:
 
 def _meta_copy(module: Any) -> Any:
     """``module`` rebuilt on the meta device from its config (no weights copied), in its dtype."""
-    key = id(module)
-    if key in _META:
-        return _META[key]
+    if module in _META:
+        return _META[module]
     params = next(iter(module.parameters()), None)
     dtype = params.dtype if params is not None else torch.float32
     meta = None
@@ -96,7 +98,7 @@ def _meta_copy(module: Any) -> Any:
     if meta is None:
         meta = copy.deepcopy(module).to("meta")
     meta = meta.to(dtype).eval()
-    _META[key] = meta
+    _META[module] = meta
     return meta
 
 
@@ -107,10 +109,11 @@ def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | N
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    key = (id(module), method, signature(args, kwargs))
+    key = (method, signature(args, kwargs))
     with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        cache = _CACHE.setdefault(module, {})
+        if key in cache:
+            return cache[key]
         flops: int | None = None
         # Masks decide branches by their values (``mask.all()``), which meta tensors lack; the
         # counted ops (matmuls, convolutions, attention) cost the same with or without one.
@@ -124,7 +127,7 @@ def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | N
                 break
             except Exception:
                 continue
-        _CACHE[key] = flops
+        cache[key] = flops
         return flops
 
 
