@@ -8,7 +8,8 @@ the three phases. The denoiser's calls are the history ``energy/denoise_step_j``
 scheduler step, ``step`` = its index: both passes of true CFG, a ControlNet and its UNet summed);
 with several denoiser calls per step, each call is also in ``energy/denoise_call_j``. Pipelines
 with more than one component in a phase (a ControlNet, a prior) log each component's energy as
-``energy/component/<name>_j``. FLOPs (``flops/<phase>``) only where the family is known.
+``energy/component/<name>_j``. FLOPs (``flops/<phase>``) in closed form where the family is known
+(:mod:`.traced` counts them from the calls made for the other pipelines).
 
 Example:
     >>> from mlflow_energy.autologging.log import record_metrics
