@@ -36,6 +36,8 @@ __all__ = ["meta_inputs", "phase_flops", "signature", "traced_flops"]
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, Any], int | None]] = weakref.WeakKeyDictionary()
 _META: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+#: Largest module copied (weights included) to the meta device when it has no config to rebuild from.
+_MAX_COPY_BYTES = 256 * 2**20
 
 
 def _map(value: Any, fn: Any) -> Any:
@@ -95,7 +97,10 @@ def _meta_copy(module: Any) -> Any:
                 meta = type(module)(config)  # transformers
     except Exception:
         meta = None
-    if meta is None:
+    if meta is None:  # no config to build from: copy it, if a copy is cheap (weights are copied first)
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        if size > _MAX_COPY_BYTES:
+            raise ValueError(f"{type(module).__name__} has no config and is too large to copy ({size} bytes)")
         meta = copy.deepcopy(module).to("meta")
     meta = meta.to(dtype).eval()
     _META[module] = meta

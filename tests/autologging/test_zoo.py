@@ -135,3 +135,20 @@ def test_a_pipeline_with_no_recognised_denoiser_says_so() -> None:
     assert run.info.status == "FINISHED"
     assert run.data.tags[schema.T_UNSUPPORTED].startswith("no denoiser call metered")
     assert run.data.params[schema.P_DENOISER_CALLS] == "0"
+
+
+def test_traced_flops_of_a_plain_module_and_of_a_call_that_cannot_be_traced() -> None:
+    import torch
+
+    from mlflow_energy.autologging.traced import meta_inputs, traced_flops
+
+    lin = torch.nn.Linear(8, 4)
+    args, kwargs = meta_inputs((torch.ones(3, 8),), {})
+    assert traced_flops(lin, "forward", args, kwargs) == 2 * 3 * 8 * 4
+
+    class ReadsValues(torch.nn.Module):
+        def forward(self, x):
+            return x * float(x.sum())  # .item() on a meta tensor
+
+    args, kwargs = meta_inputs((torch.ones(2),), {})
+    assert traced_flops(ReadsValues(), "forward", args, kwargs) is None
