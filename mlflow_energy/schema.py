@@ -297,6 +297,9 @@ M_TIME_DENOISE_CALL = "time/denoise_call_s"
 # Other measured calls that overlapped this one: a process-wide meter (the CPU estimate, RAPL)
 # counts their work in this call's windows too, so its energy is an upper bound.
 T_OVERLAPPED = "mlflow_energy.overlapped_calls"
+T_FLOPS_SOURCE = "mlflow_energy.flops_source"  # "traced": flops/<phase> counted from the calls made (meta device)
+T_UNSUPPORTED = "mlflow_energy.unsupported"  # an autologged call autolog could not split into phases: why
+FLOPS_TRACED = "traced"
 T_CALL_ID = "mlflow_energy.call_id"  # an autologged call's id: its journal entry becomes one run, once
 P_SCHEDULER_STEPS = "scheduler_steps"
 P_NUM_FRAMES = "num_frames"  # frames per video of a video pipeline's call (batch_size counts videos)  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)

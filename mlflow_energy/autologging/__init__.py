@@ -10,6 +10,7 @@ Modules:
     log       one call as MLflow params, per-image metrics, the per-step history and tags
     background  the logger thread: journal first, then the run, off the caller's thread; ``flush()``
     patch     ``autolog()``: patching, run policy, errors that never break the user's call
+    traced    FLOPs of the calls made, counted on meta-device copies (pipelines with no family)
 May import: the shared ground, ``families``, ``config``, ``flops``, ``measure``, ``tracking``.
 
 Example:

@@ -8,7 +8,8 @@ the three phases. The denoiser's calls are the history ``energy/denoise_step_j``
 scheduler step, ``step`` = its index: both passes of true CFG, a ControlNet and its UNet summed);
 with several denoiser calls per step, each call is also in ``energy/denoise_call_j``. Pipelines
 with more than one component in a phase (a ControlNet, a prior) log each component's energy as
-``energy/component/<name>_j``. FLOPs (``flops/<phase>``) only where the family is known.
+``energy/component/<name>_j``. FLOPs (``flops/<phase>``) in closed form where the family is known
+(:mod:`.traced` counts them from the calls made for the other pipelines).
 
 Example:
     >>> from mlflow_energy.autologging.log import record_metrics
@@ -99,6 +100,13 @@ def call_rows(record: CallRecord, params: dict[str, Any], family: str | None,
     return rows
 
 
+#: The ``unsupported`` tag of a call in which no denoiser call was metered.
+UNSUPPORTED_NO_DENOISER = (
+    "no denoiser call metered: no component of this pipeline is a UNet, transformer, prior or ControlNet by "
+    "class or name; its energy is all in energy/other_j (name the denoiser unet or transformer)"
+)
+
+
 def call_tags(record: CallRecord, meter: Any, carbon: Any = None) -> dict[str, str]:
     """The tags of one call's run: kind, energy source, hardware, version, the meter's own, overlaps."""
     tags = {
@@ -113,4 +121,6 @@ def call_tags(record: CallRecord, meter: Any, carbon: Any = None) -> dict[str, s
     if carbon is not None:
         tags[schema.T_CARBON_INTENSITY] = f"{carbon[0].g_per_kwh:g}"
         tags[schema.T_CARBON_SOURCE] = carbon[1]
+    if not record.denoise_steps:
+        tags[schema.T_UNSUPPORTED] = UNSUPPORTED_NO_DENOISER
     return {k: str(v) for k, v in tags.items()}

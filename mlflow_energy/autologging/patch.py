@@ -307,10 +307,19 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
         params[schema.P_SCHEDULER_STEPS] = len(probe.record.per_step())
     all_params = {**params, **({schema.P_MODEL: family} if family else {})}
     target = _target()
+    rows = call_rows(probe.record, params, family, _CONFIG.carbon)
+    tags = call_tags(probe.record, meter, _CONFIG.carbon)
+    if not family and probe.record.traced:  # no closed form: FLOPs from the calls made
+        from mlflow_energy.autologging.traced import phase_flops
+
+        traced = phase_flops(probe.record.traced, images=int(params.get(schema.P_BATCH_SIZE, 1)))
+        rows += [(schema.flops_key(phase), value, 0) for phase, value in traced.items()]
+        if traced:
+            tags[schema.T_FLOPS_SOURCE] = schema.FLOPS_TRACED
+            if set(probe.record.phases) <= set(traced):  # a total only when no phase is missing
+                rows.append((schema.M_FLOPS_TOTAL, sum(traced.values()), 0))
     entry = _entry(target, run_name=_run_name(family, pipe, params), params=all_params,
-                   metrics=call_rows(probe.record, params, family, _CONFIG.carbon),
-                   tags=call_tags(probe.record, meter, _CONFIG.carbon),
-                   status="FINISHED", start_ms=start_ms)
+                   metrics=rows, tags=tags, status="FINISHED", start_ms=start_ms)
     if target["run_id"] is not None:
         with _RUNS_LOCK:
             if target["run_id"] in _RUNS_WITH_FAILURE:  # an earlier call in your run failed; this one did not

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,11 +102,14 @@ def _dispatch(obj: Any, method: str, probe: Any, handler: Any) -> bool:
                 return False
             handlers: dict[int, Any] = {}
 
+            # The original's signature stays visible: pipelines pass ``generator`` and ``eta`` to
+            # ``scheduler.step`` only when its signature takes them (``prepare_extra_step_kwargs``).
+            @functools.wraps(original)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 own = handlers.get(threading.get_ident())
                 if own is None:
                     return original(*args, **kwargs)
-                return own(lambda: original(*args, **kwargs))
+                return own(functools.partial(original, *args, **kwargs))  # .args/.keywords: the inputs
 
             setattr(wrapper, _DISPATCH_ATTR, handlers)
             try:
@@ -155,6 +159,8 @@ class CallRecord:
             UNet) are ``denoise_steps[step_ends[i - 1]:step_ends[i]]``. Empty when the pipeline
             never called its scheduler's ``step``.
         overlapped: other measured calls (other threads) that ran while this one did.
+        traced: ``{(phase, component, method, signature): [calls, module, meta_args, meta_kwargs]}``:
+            each distinct input shape signature of the metered calls, for traced FLOPs (:mod:`.traced`).
     """
 
     whole: tuple[float, float] = (0.0, 0.0)
@@ -164,6 +170,7 @@ class CallRecord:
     components: dict[str, list[float]] = field(default_factory=dict)
     step_ends: list[int] = field(default_factory=list)
     overlapped: int = 0
+    traced: dict[Any, list[Any]] = field(default_factory=dict)
 
     def per_step(self) -> list[tuple[float, float]]:
         """``(energy_j, time_s)`` per scheduler step (per denoiser call without step marks).
@@ -237,6 +244,22 @@ class CallProbe:
         if phase == schema.PHASE_DENOISE:
             self.record.denoise_steps.append((energy, seconds))
 
+    def _trace(self, phase: str, component: str, module: Any, method: str, args: tuple, kwargs: dict) -> None:
+        """Count this call under its input signature; keep meta copies of the inputs of a new one."""
+        if self._open is not None:
+            return  # nested in another window: counted there
+        try:
+            from mlflow_energy.autologging.traced import meta_inputs, signature
+
+            key = (phase, component, method, signature(args, kwargs))
+            seen = self.record.traced.get(key)
+            if seen is None:
+                self.record.traced[key] = [1, module, *meta_inputs(args, kwargs)]
+            else:
+                seen[0] += 1
+        except Exception:  # tracing is best effort: never the call's problem
+            pass
+
     # ------------------------------------------------------------------ hooks
     def _install(self) -> None:
         components = getattr(self.pipe, "components", None) or {}
@@ -251,17 +274,22 @@ class CallProbe:
                 continue
             owned: list[bool] = []
 
-            def pre(_mod: Any, _args: Any, *, _phase: str = phase, _name: str = name, _owned: list = owned) -> None:
+            def pre(_mod: Any, _args: Any, _kwargs: Any, *, _phase: str = phase, _name: str = name,
+                    _owned: list = owned) -> None:
                 if threading.get_ident() == self._thread:  # a pipeline sharing this module on another thread
+                    self._trace(_phase, _name, _mod, "forward", _args, _kwargs)
                     _owned.append(self._begin(_phase, _name))
 
             def post(_mod: Any, _args: Any, _out: Any, *, _owned: list = owned) -> None:
                 if threading.get_ident() == self._thread and _owned and _owned.pop():
                     self._end()
 
-            self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
             self._handles.append(module.register_forward_hook(post, always_call=True))
-        self._wrap_scheduler(getattr(self.pipe, "scheduler", None))
+        schedulers = [getattr(self.pipe, "scheduler", None)]  # and a prior's (``prior_scheduler``)
+        schedulers += [m for n, m in components.items() if n.endswith("scheduler") and m not in schedulers]
+        for scheduler in schedulers:
+            self._wrap_scheduler(scheduler)
 
     def _wrap_scheduler(self, scheduler: Any) -> None:
         """Mark the end of each scheduler step, so the denoiser calls of one step can be summed."""
@@ -274,6 +302,7 @@ class CallProbe:
 
     def _wrap_decode(self, vae: Any, name: str) -> None:
         def on_decode(call: Any) -> Any:
+            self._trace(schema.PHASE_DECODE, name, vae, "decode", call.args, call.keywords)
             owned = self._begin(schema.PHASE_DECODE, name)
             try:
                 return call()

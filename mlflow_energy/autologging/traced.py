@@ -1,0 +1,153 @@
+"""FLOPs of the component calls a pipeline actually made, traced on the meta device.
+
+For a pipeline with no recognised family, autolog counts FLOPs from the calls it metered: each
+hooked call's inputs are kept as meta tensors (shapes and dtypes only, once per distinct shape
+signature), and after the call each signature is run once through a meta-device copy of the
+component under :class:`torch.utils.flop_counter.FlopCounterMode`. Nothing is computed on the
+real device and no weights are copied: the copy is built on ``meta`` from the component's config
+(diffusers ``from_config``, transformers ``Model(config)``). Results are cached per component and
+signature, so a later call with the same shapes costs a dictionary lookup.
+
+A call that cannot run on the meta device (an op without a meta kernel, a ``.item()``) leaves its
+phase without traced FLOPs rather than undercounted.
+
+Example:
+    >>> import torch
+    >>> from mlflow_energy.autologging.traced import meta_inputs, traced_flops
+    >>> lin = torch.nn.Linear(8, 4)
+    >>> args, kwargs = meta_inputs((torch.ones(2, 8),), {})
+    >>> traced_flops(lin, "forward", args, kwargs)
+    128
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from typing import Any
+
+import torch
+
+__all__ = ["meta_inputs", "phase_flops", "signature", "traced_flops"]
+
+# Per component (weakly: a freed module's id may be reused by a new one): its meta copy, and the
+# FLOPs of each (method, signature) traced.
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, Any], int | None]] = weakref.WeakKeyDictionary()
+_META: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+#: Largest module copied (weights included) to the meta device when it has no config to rebuild from.
+_MAX_COPY_BYTES = 256 * 2**20
+
+
+def _map(value: Any, fn: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, fn) for v in value) if not hasattr(value, "_fields") else value
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return value
+
+
+def meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with every tensor replaced by an empty meta tensor of its shape and dtype."""
+    def to_meta(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+    return _map(tuple(args), to_meta), _map(dict(kwargs), to_meta)
+
+
+def signature(args: tuple, kwargs: dict) -> Any:
+    """A hashable key of the inputs' tensor shapes and dtypes and the other arguments' types."""
+    out: list[Any] = []
+
+    def walk(value: Any, key: Any = None) -> None:
+        if isinstance(value, torch.Tensor):
+            out.append((key, tuple(value.shape), str(value.dtype)))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, (key, i))
+        elif isinstance(value, dict):
+            for k in sorted(value, key=str):
+                walk(value[k], (key, k))
+        elif isinstance(value, (bool, int, float, str, type(None))):
+            out.append((key, value))
+        else:
+            out.append((key, type(value).__name__))
+
+    walk(args, "args")
+    walk(kwargs, "kwargs")
+    return tuple(out)
+
+
+def _meta_copy(module: Any) -> Any:
+    """``module`` rebuilt on the meta device from its config (no weights copied), in its dtype."""
+    if module in _META:
+        return _META[module]
+    params = next(iter(module.parameters()), None)
+    dtype = params.dtype if params is not None else torch.float32
+    meta = None
+    config = getattr(module, "config", None)
+    try:
+        with torch.device("meta"):
+            if hasattr(type(module), "from_config") and not hasattr(config, "to_dict"):
+                meta = type(module).from_config(config)  # diffusers
+            elif config is not None:
+                meta = type(module)(config)  # transformers
+    except Exception:
+        meta = None
+    if meta is None:  # no config to build from: copy it, if a copy is cheap (weights are copied first)
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        if size > _MAX_COPY_BYTES:
+            raise ValueError(f"{type(module).__name__} has no config and is too large to copy ({size} bytes)")
+        meta = copy.deepcopy(module).to("meta")
+    meta = meta.to(dtype).eval()
+    _META[module] = meta
+    return meta
+
+
+def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | None:
+    """FLOPs of ``module.<method>(*args, **kwargs)`` (meta inputs), counted on a meta copy; cached.
+
+    ``None`` when the call cannot run on the meta device.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    key = (method, signature(args, kwargs))
+    with _LOCK:
+        cache = _CACHE.setdefault(module, {})
+        if key in cache:
+            return cache[key]
+        flops: int | None = None
+        # Masks decide branches by their values (``mask.all()``), which meta tensors lack; the
+        # counted ops (matmuls, convolutions, attention) cost the same with or without one.
+        unmasked = {k: v for k, v in kwargs.items() if "mask" not in k}
+        for kw in (kwargs, unmasked) if len(unmasked) < len(kwargs) else (kwargs,):
+            try:
+                meta = _meta_copy(module)
+                with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                    getattr(meta, method)(*args, **kw)
+                flops = int(counter.get_total_flops())
+                break
+            except Exception:
+                continue
+        cache[key] = flops
+        return flops
+
+
+def phase_flops(traced: dict[Any, list[Any]], *, images: int = 1) -> dict[str, float]:
+    """``{phase: FLOPs per image}`` of one call's traced calls (``CallRecord.traced``).
+
+    A phase with a call that could not be traced is left out (never undercounted).
+    """
+    totals: dict[str, float] = {}
+    failed: set[str] = set()
+    for (phase, _component, method, _sig), (calls, module, args, kwargs) in traced.items():
+        flops = traced_flops(module, method, args, kwargs)
+        if flops is None:
+            failed.add(phase)
+            continue
+        totals[phase] = totals.get(phase, 0.0) + calls * flops
+    n = max(1, images)
+    return {phase: value / n for phase, value in totals.items() if phase not in failed}
