@@ -11,17 +11,16 @@
   removed (:func:`mlflow_energy.tracking.stale.recover_stale`); the sweep's own run beats.
 - **Claims.** N workers on one spec (no ``--shard`` needed) measure each config once: before
   measuring, a worker logs the param ``claim/<hash>/<hw>/<attempt>`` = its sweep run id on the
-  spec's *claims ledger* run. MLflow params are immutable (a primary key in the database), so
-  exactly one worker's value is stored; the others see a different owner and skip the config.
+  spec's *claims ledger* run (in the sibling experiment ``<experiment>-sweep-claims``, never a
+  result row). Params are immutable, so one worker's value is stored; the others skip the config.
   A claim whose owner is no longer RUNNING (killed) is taken over with the next attempt number;
   an owner that is RUNNING with a stale heartbeat (paused, partitioned) is ended KILLED first,
   so that on resuming it finds itself *fenced* and stops (:meth:`SweepGuard.fenced`).
-- **Offline.** With the server away, a worker measures only its share of the live workers
-  (split by config hash) into the journal; the rest wait for a final pass once the server is
-  back. A replay claims each offline measurement before logging it (a config another worker
-  claimed meanwhile is not logged twice).
-- **Final pass.** Configs passed because another worker held them are checked again before
-  the sweep ends: a holder that died is taken over, a live one is waited for.
+- **Offline.** With the server away, a worker measures only its share of the live workers (by
+  config hash) into the journal; the rest wait for a final pass. A replay claims each offline
+  measurement before logging it (a config claimed meanwhile is not logged twice).
+- **Final pass.** Configs another worker held are checked again at the end: a dead holder's
+  are taken over, a live one is waited for.
 
 Example:
     >>> from mlflow_energy.sweep.claims import ClaimLedger
@@ -158,12 +157,9 @@ class SweepGuard:
             self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker (reason in tag {schema.T_FAILURE})")
         self.heartbeat = Heartbeat(parent_run_id).start()
         if self.claims:
-            # the ledger lives in a sibling experiment, so it is never a row among the results
             from mlflow_energy.tracking.runs import experiment_id
-
-            ledger_exp = retrying(lambda: experiment_id(self.tracker.exp_name + schema.CLAIMS_EXPERIMENT_SUFFIX),
-                                  what="opening the claims")
-            self.ledger = retrying(lambda: ClaimLedger(ledger_exp, self.tracker.spec.name), what="opening the claims")
+            ledger = self.tracker.exp_name + schema.CLAIMS_EXPERIMENT_SUFFIX
+            self.ledger = retrying(lambda: ClaimLedger(experiment_id(ledger), self.tracker.spec.name), what="opening the claims")
             self.safely("listing the live workers", self._count_peers)
         self._replay()
 
