@@ -6,9 +6,8 @@
   logged. If the server does not answer within the bounded retries, the sweep prints one line
   and goes on measuring into the journal; before each config it checks the server again and
   replays the pending records as soon as it is back (and once more at the end).
-- **Stale runs.** At start, RUNNING runs of the same spec and hardware whose heartbeat is old
-  (a killed worker) are ended KILLED with the reason, and their children without metrics are
-  removed (:func:`mlflow_energy.tracking.stale.recover_stale`); the sweep's own run beats.
+- **Stale runs.** At start, RUNNING runs of the spec and hardware with an old heartbeat are ended
+  KILLED, their children without metrics removed (:func:`mlflow_energy.tracking.stale.recover_stale`).
 - **Claims.** N workers on one spec (no ``--shard`` needed) measure each config once: before
   measuring, a worker logs the param ``claim/<hash>/<hw>/<attempt>`` = its sweep run id on the
   spec's *claims ledger* run (in the sibling experiment ``<experiment>-sweep-claims``, never a
