@@ -11,6 +11,9 @@ from mlflow_energy import schema
 STEPS = 3
 
 
+pytestmark = pytest.mark.usefixtures("autolog_off")
+
+
 @pytest.fixture(scope="module")
 def sd_pipe():
     from mlflow_energy.config import InferenceConfig
@@ -19,16 +22,6 @@ def sd_pipe():
     return build_pipeline(InferenceConfig(model="tiny-sd2").validate())
 
 
-@pytest.fixture(autouse=True)
-def _autolog_off(tracking_uri):
-    """A fresh store and experiment (earlier tests may leave another store's experiment active); autolog off after."""
-    import mlflow
-
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_experiment("autolog")
-    yield
-    mlflow_energy.autolog(disable=True)
 
 
 def _runs(order: str = "attributes.start_time ASC"):

@@ -12,24 +12,11 @@ import torch
 import mlflow_energy
 from mlflow_energy import schema
 
-
-@pytest.fixture(scope="module")
-def sd_components():
-    from mlflow_energy.config import InferenceConfig
-    from mlflow_energy.measure.runner import build_pipeline
-
-    return dict(build_pipeline(InferenceConfig(model="tiny-sd2").validate()).components)
+pytestmark = pytest.mark.usefixtures("autolog_off")
 
 
-@pytest.fixture(autouse=True)
-def _autolog_off(tracking_uri):
-    import mlflow
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_experiment("roles")
-    yield
-    mlflow_energy.autolog(disable=True)
+
 
 
 def _last_run():

@@ -12,24 +12,11 @@ import pytest
 import mlflow_energy
 from mlflow_energy import schema
 
-
-@pytest.fixture(scope="module")
-def components():
-    from mlflow_energy.config import InferenceConfig
-    from mlflow_energy.measure.runner import build_pipeline
-
-    return dict(build_pipeline(InferenceConfig(model="tiny-sd2").validate()).components)
+pytestmark = pytest.mark.usefixtures("autolog_off")
 
 
-@pytest.fixture(autouse=True)
-def _autolog_off(tracking_uri):
-    import mlflow
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_experiment("threads")
-    yield
-    mlflow_energy.autolog(disable=True)
+
 
 
 def _runs():
@@ -41,7 +28,7 @@ def _runs():
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-def test_concurrent_first_calls_on_shared_components(components) -> None:
+def test_concurrent_first_calls_on_shared_components(sd_components) -> None:
     """Two pipelines over the same modules, called at once from two threads (the meter opened by both)."""
     from diffusers import StableDiffusionPipeline
 
@@ -49,7 +36,7 @@ def test_concurrent_first_calls_on_shared_components(components) -> None:
 
     patch._METERS.clear()  # both threads open the meter (and import Zeus) on their first call
     stdout = sys.stdout
-    pipes = [StableDiffusionPipeline(**components) for _ in range(2)]
+    pipes = [StableDiffusionPipeline(**sd_components) for _ in range(2)]
     barrier = threading.Barrier(2, timeout=60)
     errors: list[BaseException] = []
 
@@ -83,20 +70,20 @@ def test_concurrent_first_calls_on_shared_components(components) -> None:
         assert tags[schema.T_OVERLAPPED] == "1"  # the other call ran at the same time
 
 
-def test_a_call_alone_is_not_tagged_as_overlapped(components) -> None:
+def test_a_call_alone_is_not_tagged_as_overlapped(sd_components) -> None:
     from diffusers import StableDiffusionPipeline
 
     mlflow_energy.autolog(silent=True)
-    StableDiffusionPipeline(**components)("a red bicycle", num_inference_steps=2, height=32, width=32)
+    StableDiffusionPipeline(**sd_components)("a red bicycle", num_inference_steps=2, height=32, width=32)
     (run,) = _runs()
     assert schema.T_OVERLAPPED not in run.data.tags
 
 
-def test_a_success_after_a_caught_failure_clears_the_failure_tag(components) -> None:
+def test_a_success_after_a_caught_failure_clears_the_failure_tag(sd_components) -> None:
     import mlflow
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(**components)
+    pipe = StableDiffusionPipeline(**sd_components)
     mlflow_energy.autolog(silent=True)
     with mlflow.start_run() as run:
         with pytest.raises(ValueError):

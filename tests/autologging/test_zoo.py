@@ -19,18 +19,9 @@ from mlflow_energy import schema
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo import CASES, call  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("autolog_off")]
 
 
-@pytest.fixture(autouse=True)
-def _autolog_off(tracking_uri):
-    import mlflow
-
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_experiment("zoo")
-    yield
-    mlflow_energy.autolog(disable=True)
 
 
 def _last_run():
