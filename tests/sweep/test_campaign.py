@@ -253,20 +253,27 @@ def test_campaign_out_of_time_skips_without_building(tmp_path: Path) -> None:
     assert any("skipped" in x for x in lines)
 
 
-def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Path, fake_gpu) -> None:
-    """A (fake-counter) NVML GPU meter over a tiny CPU pipeline: what the JSONL and meta say about the GPU."""
+def _run_on_fake_gpu(plan, tmp_path: Path):
+    """The plan measured with Zeus over the (fake) NVML GPU: ``(result, jsonl, meta)``."""
     from mlflow_energy.measure.meters import ZeusMeter
-    from mlflow_energy.tracking.jsonl import read_jsonl
 
-    spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
-                        repeats=1, budget_s=1e6)
-    plan = plan_campaign(spec, 1e11)
     meter = ZeusMeter("cuda")
     try:
         jsonl, meta = campaign.output_paths(tmp_path, meter.hardware)
         result = campaign.run_campaign(plan, meter=meter, jsonl=jsonl, meta=meta, command="test", echo=lambda _: None)
     finally:
         meter.close()
+    return result, jsonl, meta
+
+
+def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Path, fake_gpu) -> None:
+    """A (fake-counter) NVML GPU meter over a tiny CPU pipeline: what the JSONL and meta say about the GPU."""
+    from mlflow_energy.tracking.jsonl import read_jsonl
+
+    spec = CampaignSpec(families=("tiny-sd2",), resolutions=(32,), steps=(1,), device="cpu", precision="fp32",
+                        repeats=1, budget_s=1e6)
+    plan = plan_campaign(spec, 1e11)
+    result, jsonl, meta = _run_on_fake_gpu(plan, tmp_path)
     assert jsonl.name.startswith("fake-gpu-80gb-") and len(result.rows) == 1
     (record,) = read_jsonl(jsonl)
     assert record["gpu_name"] == "NVIDIA Fake GPU 80GB" and record["power_limit_w"] == 300.0
@@ -278,7 +285,6 @@ def test_gpu_name_driver_and_power_limit_reach_the_record_and_meta(tmp_path: Pat
 
 def test_power_limit_sweep_measures_one_config_under_each_limit(tmp_path: Path, fake_gpu_factory) -> None:
     """The campaign's power-limit sweep sets each limit through the (fake) NVML and restores the GPU's own."""
-    from mlflow_energy.measure.meters import ZeusMeter
     from mlflow_energy.tracking.jsonl import read_jsonl
 
     gpus = fake_gpu_factory(watts=350.0, limit_w=400.0)
@@ -287,12 +293,7 @@ def test_power_limit_sweep_measures_one_config_under_each_limit(tmp_path: Path, 
                         power_limit_sweep={"family": "tiny-sd2", "resolution": 32, "steps": 1, "watts": [150, 250]})
     plan = plan_campaign(spec, 1e11)
     assert [p.key for p in plan.items][-2:] == ["tiny-sd2 32px 1 steps 150W", "tiny-sd2 32px 1 steps 250W"]
-    meter = ZeusMeter("cuda")
-    try:
-        jsonl, meta = campaign.output_paths(tmp_path, meter.hardware)
-        result = campaign.run_campaign(plan, meter=meter, jsonl=jsonl, meta=meta, command="test", echo=lambda _: None)
-    finally:
-        meter.close()
+    result, jsonl, meta = _run_on_fake_gpu(plan, tmp_path)
     assert len(result.rows) == 3 and not result.failed
     by_limit = {r["params"].get("power_limit_w"): r for r in read_jsonl(jsonl)}
     assert set(by_limit) == {None, "150.0", "250.0"}
