@@ -10,9 +10,16 @@ TINY = "tiny-" + NAME
 
 
 def test_true_cfg_runs_two_transformer_calls_per_step(traced):
-    t = traced(TINY, batch_size=2, guidance_scale=4.0)
+    t = traced(TINY, batch_size=2, guidance_scale=4.0, cfg_passes=2)
     assert len(t.denoiser_calls) == 2 * t.cfg.steps
     assert {b for b, _ in t.denoiser_calls} == {2}
+
+
+def test_guidance_alone_runs_one_transformer_call_per_step(traced):
+    """``pipe(prompt)`` with no negative prompt runs one pass a step: the default ``cfg_passes``."""
+    t = traced(TINY, batch_size=2, guidance_scale=4.0)
+    assert t.cfg.cfg_passes == 1
+    assert len(t.denoiser_calls) == t.cfg.steps
 
 
 def test_one_step_is_refused_before_anything_runs():

@@ -267,7 +267,10 @@ def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_
         while held is None and time.monotonic() < deadline and a.poll() is None:
             exp = c.get_experiment_by_name("held")
             runs = c.search_runs([exp.experiment_id]) if exp else []
-            ledger = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_CLAIMS]
+            # the ledger lives in the sibling experiment, never among the results
+            ledger_exp = c.get_experiment_by_name("held" + schema.CLAIMS_EXPERIMENT_SUFFIX)
+            ledger = c.search_runs([ledger_exp.experiment_id]) if ledger_exp else []
+            ledger = [r for r in ledger if r.data.tags.get(schema.T_KIND) == schema.KIND_CLAIMS]
             done = {r.data.tags.get(schema.T_CONFIG_HASH) for r in runs if r.info.status == "FINISHED"}
             if ledger:
                 os.killpg(a.pid, signal.SIGSTOP)
