@@ -27,7 +27,7 @@ __getattr__, __dir__ = lazy_exports(
         "in_shard": "spec",
         "parse_shard": "spec",
         "SweepResult": "run",
-        "ClaimLedger": "claims",
+        "ClaimLedger": "ledger",
         "SweepGuard": "claims",
         "run_sweep": "run",
     },

@@ -17,14 +17,16 @@
   so that on resuming it finds itself *fenced* and stops (:meth:`SweepGuard.fenced`).
 - **Offline.** With the server away, a worker measures only its share of the live workers (by
   config hash) into the journal; the rest wait for a final pass. A replay claims each offline
-  measurement before logging it (a config claimed meanwhile is not logged twice).
+  measurement before logging it; one a live worker claimed meanwhile waits in the journal. Right
+  after an outage every heartbeat is old: no worker judges another stale until its own beats have
+  reached the server for ``STALE_AFTER`` heartbeats.
 - **Final pass.** Configs another worker held are checked again at the end: a dead holder's
   are taken over, a live one is waited for.
 
 Example:
-    >>> from mlflow_energy.sweep.claims import ClaimLedger
-    >>> ClaimLedger.__name__
-    'ClaimLedger'
+    >>> from mlflow_energy.sweep.claims import SweepGuard
+    >>> SweepGuard(None, journal=None, hardware="cpu").online
+    True
 """
 
 from __future__ import annotations
@@ -36,82 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_energy import schema
-
-#: Seconds a new claims ledger waits before checking for a twin made by a worker started together.
-LEDGER_SETTLE_S = 1.0
-
-
-def _is_param_conflict(exc: BaseException) -> bool:
-    return "Changing param values is not allowed" in str(exc) or "already logged" in str(exc)
-
-
-class ClaimLedger:
-    """The run of a spec whose immutable params say which worker measures which config."""
-
-    def __init__(self, exp_id: str, spec_name: str) -> None:
-        self.exp_id = exp_id
-        self.spec_name = spec_name
-        self.run_id = self._find_or_create()
-
-    def _ledgers(self) -> list[Any]:
-        from mlflow_energy.tracking.read import _search
-
-        filt = (f"tags.`{schema.T_KIND}` = '{schema.KIND_CLAIMS}' and "
-                f"tags.`{schema.T_SWEEP_SPEC}` = '{self.spec_name.replace(chr(39), '')}'")
-        return sorted(_search([self.exp_id], filt), key=lambda r: (r.info.start_time, r.info.run_id))
-
-    def _find_or_create(self) -> str:
-        from mlflow_energy.tracking.runs import client
-
-        found = self._ledgers()
-        if found:
-            if found[0].info.status == "RUNNING":  # its creator was killed before ending it
-                client().set_terminated(found[0].info.run_id, "FINISHED")
-            return found[0].info.run_id
-        c = client()
-        own = c.create_run(self.exp_id, run_name=f"claims-{self.spec_name}", tags={
-            schema.T_KIND: schema.KIND_CLAIMS, schema.T_SWEEP_SPEC: self.spec_name}).info.run_id
-        c.set_terminated(own, "FINISHED")  # a ledger is never RUNNING; params can still be logged
-        time.sleep(LEDGER_SETTLE_S)
-        first = self._ledgers()[0].info.run_id
-        if first != own:
-            c.delete_run(own)  # a worker started together made one first: use it
-        return first
-
-    def claim(self, config_hash: str, hardware: str, owner: str, alive: Callable[[str], bool]) -> bool:
-        """True when ``owner`` holds the claim on this config (now or from before)."""
-        from mlflow_energy.tracking.runs import client
-
-        c = client()
-        params = c.get_run(self.run_id).data.params
-        attempt = 0
-        while True:
-            key = schema.claim_param(config_hash, hardware, attempt)
-            holder = params.get(key)
-            if holder is None:
-                try:
-                    c.log_param(self.run_id, key, owner)
-                    return True
-                except Exception as exc:
-                    if not _is_param_conflict(exc):
-                        raise
-                    holder = c.get_run(self.run_id).data.params.get(key)
-            if holder == owner:
-                return True
-            if holder is not None and alive(holder):
-                return False
-            attempt += 1  # the holder died: take over with the next attempt
-
-    def holder(self, config_hash: str, hardware: str) -> str | None:
-        """The sweep run id holding the latest claim on this config, or None."""
-        from mlflow_energy.tracking.runs import client
-
-        params = client().get_run(self.run_id).data.params
-        attempt, owner = 0, None
-        while schema.claim_param(config_hash, hardware, attempt) in params:
-            owner = params[schema.claim_param(config_hash, hardware, attempt)]
-            attempt += 1
-        return owner
+from mlflow_energy.sweep.ledger import ClaimLedger
 
 
 class SweepGuard:
@@ -214,6 +141,8 @@ class SweepGuard:
             return False
         if not is_stale(run.data.tags, start_time_ms=run.info.start_time):
             return True
+        if self.heartbeat is not None and not self.heartbeat.steady():
+            return True  # our own beats were failing too: the server was away for everyone, judge later
         end_stale(run, by=self.parent)  # a paused or cut-off worker: fenced before its claims are taken
         return False
 
@@ -385,14 +314,14 @@ class SweepGuard:
         self.echo("tracking server is back: replaying the journal")
         self._replay()
 
-    def _keep(self, record: dict[str, Any]) -> bool:
-        """Whether a pending record of this sweep may be logged: it holds (or now takes) the claim."""
+    def _keep(self, record: dict[str, Any]) -> bool | None:
+        """True when this worker holds (or takes) the record's claim; None (wait) while a live one does."""
         if self.ledger is None or record.get("parent_run_id") != self.parent:
             return True
         from mlflow_energy.tracking.jsonl import record_key
 
         h, hw = record_key(record)
-        return self.ledger.claim(h, hw, self.parent, self._alive)
+        return True if self.ledger.claim(h, hw, self.parent, self._alive) else None
 
     def _replay(self) -> None:
         from mlflow_energy.tracking.replay import log_records

@@ -260,12 +260,13 @@ class Journal:
         return out
 
     def replay(self, *, experiment: str | None = None, this_server: bool = False,
-               keep: Callable[[dict[str, Any]], bool] | None = None) -> tuple[list[str], int]:
+               keep: Callable[[dict[str, Any]], bool | None] | None = None) -> tuple[list[str], int]:
         """Log the pending records (each into its own experiment unless ``experiment`` is given).
 
         ``this_server``: only the records meant for the current tracking URI (automatic replays).
-        ``keep(record)``: False for a record that must not be logged (a sweep's claim lost to another
-        worker while it measured offline); it is marked done without a run.
+        ``keep(record)``: False for a record that must not be logged; it is marked done without a
+        run. None for one that must not be logged yet (another live worker holds its claim): it
+        stays pending.
 
         Idempotent: a record already FINISHED in MLflow is skipped and marked logged.
         Returns ``(new run ids, records skipped)``.
@@ -275,8 +276,10 @@ class Journal:
         groups: dict[str | None, list[dict[str, Any]]] = {}
         skipped = 0
         for r in self.pending(this_server=this_server):
-            if keep is not None and not keep(r):
-                self._try_mark(r, None)
+            verdict = True if keep is None else keep(r)
+            if not verdict:
+                if verdict is False:
+                    self._try_mark(r, None)
                 skipped += 1
                 continue
             groups.setdefault(experiment or r.get("experiment"), []).append(r)

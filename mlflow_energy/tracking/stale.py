@@ -92,6 +92,8 @@ class Heartbeat:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self._stop = threading.Event()
+        self.ok_since: float | None = None  # monotonic time since when every beat has reached the server
+        self.last_ok = 0.0  # monotonic time of the last beat that reached it
         self._thread = threading.Thread(target=self._loop, name="mlflow-energy-heartbeat", daemon=True)
 
     def beat(self) -> None:
@@ -100,7 +102,21 @@ class Heartbeat:
         try:
             client().set_tag(self.run_id, schema.T_HEARTBEAT, f"{time.time():.0f}")
         except Exception:  # the server may be away; the journal keeps the data
-            pass
+            self.ok_since = None
+            return
+        self.last_ok = time.monotonic()
+        if self.ok_since is None:
+            self.ok_since = self.last_ok
+
+    def steady(self) -> bool:
+        """True when this worker's own beats have reached the server for ``STALE_AFTER`` heartbeats.
+
+        Only then may it judge another worker stale: right after an outage every heartbeat in the
+        store is old, the live workers' as much as the dead ones'.
+        """
+        now, beat = time.monotonic(), heartbeat_s()
+        return (self.ok_since is not None and now - self.ok_since > STALE_AFTER * beat
+                and now - self.last_ok < 2 * beat)  # and no beat is hanging on a server gone quiet
 
     def _loop(self) -> None:
         while not self._stop.wait(heartbeat_s()):

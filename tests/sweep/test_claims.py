@@ -7,7 +7,7 @@ import time
 from mlflow import MlflowClient
 
 from mlflow_energy import schema
-from mlflow_energy.sweep.claims import ClaimLedger
+from mlflow_energy.sweep.ledger import ClaimLedger
 from mlflow_energy.tracking.stale import recover_stale
 
 
@@ -47,3 +47,49 @@ def test_stale_sweep_of_another_host_is_ended_with_the_reason(tracking_uri, monk
     assert c.get_run(fresh).info.status == "RUNNING" and c.get_run(other_hw).info.status == "RUNNING"
     assert c.get_run(orphan).info.lifecycle_stage == "deleted"  # no metrics: removed
     assert c.get_run(logged).info.status == "FAILED" and c.get_run(logged).info.lifecycle_stage == "active"
+
+
+def test_right_after_an_outage_no_worker_is_judged_stale(tracking_uri, monkeypatch):
+    """Every heartbeat is old when the server comes back: a worker whose own beats have not yet
+    reached the server for 3 periods counts a stale-looking holder as live, and fences it after."""
+    from mlflow_energy.sweep.claims import SweepGuard
+    from mlflow_energy.tracking.stale import Heartbeat
+
+    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "0.2")
+    c = MlflowClient()
+    exp = c.create_experiment("outage")
+    tags = {schema.T_KIND: schema.KIND_SWEEP, schema.T_WORKER: "another-host:1"}
+    holder = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
+    me = c.create_run(exp, tags=tags).info.run_id
+    guard = SweepGuard(None, journal=None, hardware="cpu")
+    guard.parent, guard.heartbeat = me, Heartbeat(me)
+    guard.heartbeat.beat()  # the first beat after the outage
+    assert not guard.heartbeat.steady()
+    assert guard._alive(holder) is True  # cannot tell yet
+    assert c.get_run(holder).info.status == "RUNNING"
+    time.sleep(0.7)
+    guard.heartbeat.beat()
+    assert guard.heartbeat.steady()
+    assert guard._alive(holder) is False  # 3 periods of own beats: the holder is stale, fenced
+    assert c.get_run(holder).info.status == "KILLED"
+
+
+def test_a_beat_that_fails_makes_the_worker_unsteady(tracking_uri, monkeypatch):
+    from mlflow_energy.tracking import runs
+    from mlflow_energy.tracking.stale import Heartbeat
+
+    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "0.1")
+    me = MlflowClient().create_run(MlflowClient().create_experiment("beats")).info.run_id
+    beat = Heartbeat(me)
+    beat.beat()
+    time.sleep(0.35)
+    beat.beat()
+    assert beat.steady()
+
+    class Away:
+        def set_tag(self, *a, **k):
+            raise ConnectionError("server away")
+
+    monkeypatch.setattr(runs, "client", lambda: Away())
+    beat.beat()
+    assert not beat.steady() and beat.ok_since is None

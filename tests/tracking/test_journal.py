@@ -38,6 +38,19 @@ def test_pending_until_marked_then_replay_is_idempotent(tracking_uri, tmp_path, 
     assert len(df) == 2 and set(df["status"]) == {"FINISHED"}
 
 
+def test_keep_false_drops_a_record_and_none_leaves_it_pending(tracking_uri, tmp_path, two):
+    """``keep`` says False (never log it: marked done) or None (not yet: stays pending)."""
+    j = Journal(tmp_path / "j.jsonl")
+    for m in two:
+        j.append(m, experiment="k")
+    verdicts = iter([None, False])
+    assert j.replay(keep=lambda r: next(verdicts)) == ([], 2)
+    assert len(j.pending()) == 1  # the None one
+    ids, _ = j.replay(keep=lambda r: True)
+    assert len(ids) == 1 and j.pending() == []
+    assert len(load_runs("k")) == 1
+
+
 def test_replay_keeps_each_record_in_its_experiment_and_parent(tracking_uri, tmp_path, two):
     j = Journal(tmp_path / "j.jsonl")
     c = MlflowClient()
