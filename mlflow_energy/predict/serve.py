@@ -8,7 +8,8 @@ answers the same routes (``/ping``, ``/health``, ``/version``, ``POST /invocatio
 ``invocations`` function, after checking the raw payload:
 
 - ``Content-Type`` must be ``application/json`` or ``text/csv`` (else 415); bodies over
-  :data:`MAX_BODY_BYTES` get 413, rows over :data:`MAX_ROWS` 413;
+  :data:`MAX_BODY_BYTES` get 413 (a ``Content-Length`` over it before anything is read, a
+  chunked body as soon as its running count passes it), rows over :data:`MAX_ROWS` 413;
 - the body must parse as JSON (depth included) into an object with one input key (else 400);
 - ``height``, ``width``, ``steps``, ``batch_size`` must be integers (an integral float such as
   ``30.0`` is an integer), never booleans; ``guidance_scale`` a number or null (else 400);
@@ -91,6 +92,20 @@ def check_payload(payload: Any) -> int:
     return len(rows)
 
 
+def _csv_payload(body: bytes) -> dict[str, Any]:
+    """A CSV body (header row, then rows) as a ``dataframe_split`` payload of plain Python values."""
+    import io
+
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(io.BytesIO(body))
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ConfigError("body", "CSV", f"a CSV table with a header row ({' '.join(str(exc).split())[:200]})") from None
+    data = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    return {"dataframe_split": {"columns": [str(c) for c in frame.columns], "data": data}}
+
+
 def _error(status: int, code: str, message: str) -> Any:
     from fastapi.responses import Response
 
@@ -100,8 +115,14 @@ def _error(status: int, code: str, message: str) -> Any:
 
 
 def _clean(message: str) -> str:
-    # MLflow prefixes "Failed to predict data '<the whole frame>'. Error: ..." (several lines)
-    return message.split("\nError: ", 1)[-1]
+    # MLflow prefixes "Failed to predict data '<the whole frame>'. Error: ..." and "Failed to
+    # enforce schema of data '<the whole frame>' with schema ...: the reason comes last, and first here.
+    while message.lstrip().startswith("Failed to"):  # nested: "Failed to predict ... Error: Failed to enforce ..."
+        marker = next((m for m in ("\nError: ", "'. Error: ", ". Error: ", "Error: ") if m in message), None)
+        if marker is None:
+            break
+        message = message.split(marker, 1)[-1] if marker == "\nError: " else message.rsplit(marker, 1)[-1]
+    return message
 
 
 def create_app(model_uri: str) -> Any:
@@ -135,10 +156,26 @@ def create_app(model_uri: str) -> Any:
         if mime not in ("application/json", "text/csv"):
             return _error(415, "BAD_REQUEST", f"Content-Type={content_type!r} is not allowed: expected "
                           "application/json or text/csv")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, "BAD_REQUEST", f"body of {len(body)} bytes is not allowed: expected at most "
-                          f"{MAX_BODY_BYTES}")
+        too_big = _error(413, "BAD_REQUEST", f"body is not allowed: expected at most {MAX_BODY_BYTES} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > MAX_BODY_BYTES):
+            return too_big  # refused before a byte of it is read
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body is counted as it arrives, never held whole
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return too_big
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if mime == "text/csv":
+            # MLflow's CSV parser needs a pandas dtype for every signature column and the predictor's
+            # numbers are AnyType (any int or float where it fits): read the CSV here, then score
+            # the rows as dataframe_split JSON, through the same checks as a JSON body.
+            try:
+                payload = _csv_payload(body)
+            except ConfigError as exc:
+                return _error(400, "BAD_REQUEST", str(exc))
+            body, content_type, mime = json.dumps(payload).encode(), "application/json", "application/json"
         if mime == "application/json":
             try:
                 payload = json.loads(body)
@@ -159,7 +196,12 @@ def create_app(model_uri: str) -> Any:
         except Exception as exc:  # noqa: BLE001 - a payload the model cannot use: the client's error
             return _error(400, "BAD_REQUEST", f"input could not be used: {type(exc).__name__}: {exc}")
         if result.status >= 400:
-            return _error(result.status, "BAD_REQUEST", result.response)
+            try:
+                answer = json.loads(result.response)
+                code, message = answer.get("error_code", "BAD_REQUEST"), _clean(str(answer.get("message", "")))
+            except (ValueError, AttributeError):
+                code, message = "BAD_REQUEST", _clean(str(result.response))
+            return _error(result.status, code, message)
         return Response(content=result.response, status_code=result.status, media_type=result.mimetype)
 
     return app
