@@ -116,6 +116,35 @@ class Text(_Typed):
         return text
 
 
+class Name(_Typed):
+    """A name the tracking store keeps: non-empty, printable, at most ``maximum`` characters.
+
+    Example:
+        >>> Name("experiment").convert("energy-h100", None, None)
+        'energy-h100'
+    """
+
+    name = "name"
+
+    def __init__(self, field: str, *, maximum: int | None = None, unset_value: str | None = None,
+                 required: bool = False) -> None:
+        from mlflow_energy.tracking.filters import MAX_EXPERIMENT_NAME
+
+        super().__init__(field, unset_value=unset_value)
+        self.maximum = MAX_EXPERIMENT_NAME if maximum is None else maximum
+        self.required = required
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self.required and isinstance(value, str):
+            return self.parse(value)  # "" is a bad name here, not "unset"
+        return super().convert(value, param, ctx)
+
+    def parse(self, text: str) -> str:
+        from mlflow_energy.tracking.filters import check_name
+
+        return check_name(self.field, text, self.maximum)
+
+
 class NumberOrText(_Typed):
     """A number where the text is one, else the text (``--carbon-intensity 350`` or ``DEU``)."""
 

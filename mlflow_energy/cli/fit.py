@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from mlflow_energy.cli import main
-from mlflow_energy.cli._types import Int, NumberOrText
+from mlflow_energy.cli._types import Int, Name, NumberOrText
 
 
 @main.command("fit")
-@click.option("--experiment", required=True, help="Experiment holding the measurement runs.")
+@click.option("--experiment", type=Name("experiment", required=True), required=True,
+              help="Experiment holding the measurement runs.")
 @click.option("--registered-model", required=True, help="Registered model name; the new version gets @champion.")
 @click.option("--allow-mixed-sources", is_flag=True, default=False,
               help="Fit Zeus measurements, estimates and external datasets together.")
@@ -107,7 +108,8 @@ def _version_with(registered_model: str, fingerprint: str) -> str | None:
 
 @main.command("import-mlenergy")
 @click.argument("csv", required=False, type=click.Path(dir_okay=False))
-@click.option("--experiment", required=True, help="Experiment to log the runs into (created if missing).")
+@click.option("--experiment", type=Name("experiment", required=True), required=True,
+              help="Experiment to log the runs into (created if missing).")
 @click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"),
               help="Grid intensity for carbon/co2e_g: WORLD (default), a country code (DEU) or a number in g/kWh.")
 def import_mlenergy_command(csv: str | None, experiment: str, carbon_intensity: str | float | None) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from mlflow_energy.cli import main
-from mlflow_energy.cli._types import Float, Int, NumberOrText, Text
+from mlflow_energy.cli._types import Float, Int, Name, NumberOrText, Text
 from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_POWER_LIMIT_W, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
+from mlflow_energy.sweep.spec import MAX_CONFIGS, MAX_REPEATS, MAX_WARMUP
 
 EXPERIMENT_HELP = "MLflow experiment name [MLflow's env, else mlflow-energy]."
 OUTPUT_HELP = "Also append the measurement(s) to this JSONL file."
@@ -147,15 +148,15 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
               help="'default' or a diffusers scheduler class.")
 @click.option("--seed", type=Int("seed", minimum=0, unset_value=0), default=0, show_default=True,
               help="Latent generator seed.")
-@click.option("--repeats", type=Int("repeats", minimum=1, unset_value=3), default=3, show_default=True,
+@click.option("--repeats", type=Int("repeats", minimum=1, maximum=MAX_REPEATS, unset_value=3), default=3, show_default=True,
               help="Measured runs (values are their mean).")
-@click.option("--warmup", type=Int("warmup", minimum=0, unset_value=1), default=1, show_default=True,
+@click.option("--warmup", type=Int("warmup", minimum=0, maximum=MAX_WARMUP, unset_value=1), default=1, show_default=True,
               help="Unmeasured runs first.")
 @click.option("--power-limit-w", "power_limit_w",
               type=Float("power_limit_w", minimum=0.0, strict=True, maximum=MAX_POWER_LIMIT_W),
               help="GPU power limit in watts for this measurement (NVIDIA, needs root); restored afterwards "
                    "[the GPU's limit as it is].")
-@click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
+@click.option("--experiment", type=Name("experiment"), help=EXPERIMENT_HELP)
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
 @click.option("--journal", type=Text(), help=JOURNAL_HELP)
@@ -178,8 +179,12 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 
 @main.command("sweep")
 @click.argument("spec")
-@click.option("--experiment", type=Text(), help="MLflow experiment name [the spec's, else mlflow-energy].")
-@click.option("--shard", type=Text(), help="I/N: measure only shard I (0-based) of N, split by config hash.")
+@click.option("--experiment", type=Name("experiment"), help="MLflow experiment name [the spec's, else mlflow-energy].")
+@click.option("--shard", type=Text(), envvar="MLFLOW_ENERGY_SHARD",
+              help="I/N: measure only shard I (0-based) of N, split by config hash; 'auto': the index of this task "
+                   "of a Kubernetes Indexed Job or Slurm job array (no claims needed) [$MLFLOW_ENERGY_SHARD].")
+@click.option("--max-configs", type=Int("max_configs", minimum=1, unset_value=MAX_CONFIGS), default=MAX_CONFIGS,
+              show_default=True, help="Refuse a spec whose grid has more configs (a typo in a list, most likely).")
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
 @click.option("--tracking/--no-tracking", default=True, show_default=True, help=TRACKING_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -187,23 +192,37 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--journal", type=Text(), help=JOURNAL_HELP)
 @click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"), help=CARBON_HELP)
 @click.option("--region", type=Text(), help=REGION_HELP)
-def sweep_command(spec: str, experiment: str | None, shard: str | None, output: str | None, tracking: bool,
-                  progress: bool, journal: str | None, carbon_intensity: str | float | None,
+def sweep_command(spec: str, experiment: str | None, shard: str | None, max_configs: int, output: str | None,
+                  tracking: bool, progress: bool, journal: str | None, carbon_intensity: str | float | None,
                   region: str | None) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
     import os
 
     from mlflow_energy.carbon import ENV_CARBON_INTENSITY
     from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
+    from mlflow_energy.sweep.scheduler import AUTO, scheduler_shard
 
     carbon = carbon_choice(carbon_intensity, region)
     if carbon is not None:  # every run the sweep logs reads it (tracking.log_measurement)
         os.environ[ENV_CARBON_INTENSITY] = str(carbon)
 
-    parsed = SweepSpec.from_yaml(spec)
+    parsed = SweepSpec.from_yaml(spec, max_configs=max_configs)
+    claims = True
+    if shard is not None and shard.strip().lower() == AUTO:
+        where_from: tuple[int, int] | None
+        where_from, why = scheduler_shard()
+        if where_from is not None:
+            claims = False  # the scheduler runs each index until it succeeds: exactly once without claims
+            click.echo(f"shard {where_from[0]}/{where_from[1]} from the {why}; no claims (a retried task "
+                       "resumes, skipping configs already FINISHED)")
+        else:
+            click.echo(f"shard auto: {why}; the whole spec, claims give each config to one worker")
+        shard_value = where_from
+    else:
+        shard_value = parse_shard(shard)
     try:
-        result = run_sweep(parsed, experiment=experiment, shard=parse_shard(shard), output=output,
-                           tracking=tracking, progress=progress, journal=journal)
+        result = run_sweep(parsed, experiment=experiment, shard=shard_value, output=output,
+                           tracking=tracking, progress=progress, journal=journal, claims=claims)
     except (ConfigError, MissingDependencyError):
         raise
     except MlflowEnergyError as exc:
@@ -242,7 +261,7 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, output: 
 
 @main.command("ingest")
 @click.argument("file")
-@click.option("--experiment", type=Text(), help=EXPERIMENT_HELP)
+@click.option("--experiment", type=Name("experiment"), help=EXPERIMENT_HELP)
 def ingest_command(file: str, experiment: str | None) -> None:
     """Log the measurements of a JSONL FILE (from --output) as MLflow runs; skips those already there."""
     import os

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from mlflow_energy.cli import main
-from mlflow_energy.cli._types import Float, Int, Text, values
+from mlflow_energy.cli._types import Float, Int, Name, Text, values
 
 _DIM_HELP = "Fixed value, comma list / repeated flag (categorical), or LO:HI[:STEP] range."
 _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_score", "max_latency_s")
@@ -47,7 +47,7 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @click.option("--seed", type=Int("seed", minimum=0), help="Sampler seed [0]; give each worker of a shared study its own.")
 @click.option("--storage", type=Text(), help="Optuna storage URL (sqlite:///optuna.db, postgresql://...) [in memory].")
 @click.option("--study-name", type=Text(), help="Study name; workers with the same storage and name share it.")
-@click.option("--experiment", type=Text(), help="MLflow experiment of the search and trial runs.")
+@click.option("--experiment", type=Name("experiment"), help="MLflow experiment of the search and trial runs.")
 @click.option("--multi-objective/--single-objective", default=None,
               help="Minimise energy and maximise quality: the Pareto front [single].")
 @click.option("--quality-metric", type=Text(), help="psnr, ssim or clip: the quality objective / front axis [psnr].")

@@ -4,6 +4,7 @@ Owns: which configs to measure and in what order, resuming, sharding between wor
 Modules:
     spec      the YAML grid, its validation, run order and shards
     run       measuring a spec as child runs of one parent run, resumable
+    scheduler the shard from a Kubernetes Indexed Job or a Slurm job array (``--shard auto``)
     claims    the journal, retries, heartbeat, stale recovery and per-config claims of a sweep
     campaign  a full-size grid planned into a GPU time budget, written as JSONL (a sub-package)
 May import: the shared ground, ``families``, ``flops``, ``measure``, ``tracking``.
@@ -17,7 +18,7 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["ClaimLedger", "SweepGuard", "SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep"]
+__all__ = ["ClaimLedger", "SweepGuard", "SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep", "scheduler_shard"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -30,5 +31,6 @@ __getattr__, __dir__ = lazy_exports(
         "ClaimLedger": "ledger",
         "SweepGuard": "claims",
         "run_sweep": "run",
+        "scheduler_shard": "scheduler",
     },
 )

@@ -36,6 +36,13 @@ goes on. A config already FINISHED in the experiment on the same hardware (by co
 hash) is skipped, so an interrupted sweep resumes where it stopped. ``shard=(i, n)``
 keeps the configs whose hash is ``i`` modulo ``n``: n workers split a sweep exactly.
 
+Limits (each refused with one line naming the field): at most :data:`MAX_CONFIGS` configs
+(``max_configs=`` / ``--max-configs`` raises it), ``repeats`` up to :data:`MAX_REPEATS`,
+``warmup`` up to :data:`MAX_WARMUP`, ``protocol.max_seconds`` and ``idle_seconds`` finite and up
+to :data:`MAX_PROTOCOL_SECONDS` / :data:`MAX_IDLE_SECONDS`, names as long as the tracking
+store keeps them; the file itself UTF-8 (a UTF-16 or UTF-8 byte-order mark is read too), at
+most :data:`MAX_SPEC_BYTES` and nested at most :data:`MAX_SPEC_DEPTH` levels.
+
 Example:
     >>> from mlflow_energy.sweep import SweepSpec
     >>> spec = SweepSpec.from_dict({"grid": {"model": ["tiny-sd2"], "resolution": [32, 64], "steps": [1, 2]}})
@@ -64,6 +71,8 @@ from mlflow_energy.config import (
 )
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
+from mlflow_energy.sweep._specfile import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, load_yaml, read_text  # noqa: F401 - limits documented here
+from mlflow_energy.tracking.filters import MAX_EXPERIMENT_NAME, check_name
 
 GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "batch_size", "scheduler", "cfg_passes",
              "power_limit_w")
@@ -71,6 +80,41 @@ OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
             "protocol", "idle_seconds", "idle_each_config")
 PROTOCOL_KEYS = ("target", "max_repeats", "max_seconds", "max_warmup", "warmup_tolerance")
+
+#: More configs than this is most likely a typo in a grid list (a 100k-config CPU sweep runs for
+#: weeks); ``max_configs`` / ``--max-configs N`` raises the cap for a sweep meant that big.
+MAX_CONFIGS = 10_000
+#: Measured runs per config: beyond 1000 the 95% interval is limited by drift, not by samples.
+MAX_REPEATS = 1000
+#: Warm-up runs per config (and ``protocol.max_warmup``): caches and clocks settle within a few.
+MAX_WARMUP = 100
+#: ``protocol.max_seconds``: one hour of measuring per config.
+MAX_PROTOCOL_SECONDS = 3600.0
+#: ``idle_seconds``: ten minutes of idle power.
+MAX_IDLE_SECONDS = 600.0
+#: The spec name is the sweep run's name (``runs.name`` holds 250 characters) plus a shard
+#: suffix, and the claims ledger's name with a prefix.
+MAX_NAME = 200
+#: ``seed``: what ``torch.manual_seed`` accepts.
+MAX_SEED = 2**63 - 1
+
+
+class _Short:
+    """A long value in an error line: the start of its repr and its length."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
+def _short(value: Any, limit: int = 60) -> Any:
+    """``value`` itself, or the start of its repr when that is long (an error line stays one short line)."""
+    text = repr(value)
+    return value if len(text) <= limit else _Short(f"{text[:limit]}... ({len(text)} characters)")
 
 
 def _as_list(field_name: str, value: Any) -> list[Any]:
@@ -112,12 +156,12 @@ def _resolution(field_name: str, value: Any) -> tuple[int, int]:
 
 def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) -> dict[str, list[Any]]:
     if not isinstance(axes, Mapping):
-        raise ConfigError(prefix, axes, "a mapping of " + ", ".join(allowed))
+        raise ConfigError(prefix, _short(axes), "a mapping of " + ", ".join(allowed))
     out: dict[str, list[Any]] = {}
     for key, raw in axes.items():
         name = f"{prefix}.{key}"
         if key not in allowed:
-            raise ConfigError(name, raw, "one of the keys " + ", ".join(allowed))
+            raise ConfigError(name, _short(raw), "one of the keys " + ", ".join(allowed))
         if key == "weights":
             if not isinstance(raw, str) or not raw:
                 raise ConfigError(name, raw, "'random', a local directory or a hub id")
@@ -175,15 +219,26 @@ class SweepSpec:
     idle_each_config: bool = False
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "") -> SweepSpec:
-        """Check a parsed spec; a bad value raises a one-line :class:`ConfigError` naming it."""
+    def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "",
+                  max_configs: int | None = MAX_CONFIGS) -> SweepSpec:
+        """Check a parsed spec; a bad value raises a one-line :class:`ConfigError` naming it.
+
+        ``max_configs``: refuse a grid of more configs (``None``: no cap).
+        """
+        try:
+            return cls._from_dict(data, name=name, source=source, max_configs=max_configs)
+        except ConfigError as exc:  # a long value is cut short, so the error stays one short line
+            raise ConfigError(exc.field, _short(exc.value), exc.allowed) from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], *, name: str, source: str, max_configs: int | None) -> SweepSpec:
         from mlflow_energy.families import family_names
 
         if not isinstance(data, Mapping):
             raise ConfigError("spec", type(data).__name__, "a YAML mapping with a 'grid' key")
         for key in data:
             if key not in TOP_KEYS:
-                raise ConfigError(key, data[key], "one of the keys " + ", ".join(TOP_KEYS))
+                raise ConfigError(str(_short(key)), _short(data[key]), "one of the keys " + ", ".join(TOP_KEYS))
         if "grid" not in data:
             raise ConfigError("grid", None, "a mapping with at least 'model'")
         grid = _check_axes("grid", data["grid"], GRID_KEYS)
@@ -195,57 +250,66 @@ class SweepSpec:
                 raise ConfigError("grid.model", model, "one of " + ", ".join(known))
         overrides_raw = data.get("overrides") or {}
         if not isinstance(overrides_raw, Mapping):
-            raise ConfigError("overrides", overrides_raw, "a mapping of model name to grid lists")
+            raise ConfigError("overrides", _short(overrides_raw), "a mapping of model name to grid lists")
         overrides = {}
         for model, axes in overrides_raw.items():
             if model not in grid["model"]:
-                raise ConfigError("overrides", model, "a model listed in grid.model")
+                raise ConfigError("overrides", _short(model), "a model listed in grid.model")
             overrides[model] = _check_axes(f"overrides.{model}", axes, OVERRIDE_KEYS)
         kwargs: dict[str, Any] = {}
-        for key, minimum in (("repeats", 1), ("warmup", 0), ("seed", 0)):
+        for key, minimum, maximum in (("repeats", 1, MAX_REPEATS), ("warmup", 0, MAX_WARMUP), ("seed", 0, MAX_SEED)):
             if key in data:
                 v = data[key]
-                if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                    raise ConfigError(key, v, f"an integer >= {minimum}")
+                if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum:
+                    raise ConfigError(key, v, f"an integer from {minimum} to {maximum}")
                 kwargs[key] = v
-        for key in ("device", "weights", "experiment", "name"):
+        for key in ("device", "weights"):
             if key in data and data[key] is not None:
                 if not isinstance(data[key], str) or not data[key]:
                     raise ConfigError(key, data[key], "a non-empty string")
                 kwargs[key] = data[key]
+        if data.get("experiment") is not None:
+            kwargs["experiment"] = check_name("experiment", data["experiment"], MAX_EXPERIMENT_NAME)
+        if data.get("name") is not None:
+            kwargs["name"] = check_name("name", data["name"], MAX_NAME)
         if data.get("protocol") is not None:
             kwargs["protocol"] = _protocol(data["protocol"])
         if "idle_seconds" in data:
             v = data["idle_seconds"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError("idle_seconds", v, "a number of seconds > 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_IDLE_SECONDS:
+                raise ConfigError("idle_seconds", v, f"a number of seconds > 0 and <= {MAX_IDLE_SECONDS:g}")
             kwargs["idle_seconds"] = float(v)
         if "idle_each_config" in data:
             if not isinstance(data["idle_each_config"], bool):
                 raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
             kwargs["idle_each_config"] = data["idle_each_config"]
-        kwargs.setdefault("name", name)
-        return cls(grid=grid, overrides=overrides, source=source, **kwargs)
+        if "name" not in kwargs:
+            kwargs["name"] = check_name("name", name, MAX_NAME)
+        spec = cls(grid=grid, overrides=overrides, source=source, **kwargs)
+        n = spec.size()
+        if max_configs is not None and n > max_configs:
+            raise ConfigError("grid", f"{n} configs", f"at most {max_configs} configs (the product of the grid lists; "
+                              "--max-configs N raises the cap)")
+        return spec
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> SweepSpec:
-        """Read and check a YAML spec file."""
-        import yaml
-
+    def from_yaml(cls, path: str | os.PathLike[str], *, max_configs: int | None = MAX_CONFIGS) -> SweepSpec:
+        """Read and check a YAML spec file (limits: see the module doc)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ConfigError("spec", path, "an existing YAML file")
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = yaml.safe_load(fh)
-            except yaml.YAMLError as exc:
-                line = getattr(getattr(exc, "problem_mark", None), "line", None)
-                where = f" (line {line + 1})" if line is not None else ""
-                raise ConfigError("spec", path, f"valid YAML{where}") from None
+        source = read_text(path)
+        data = load_yaml(path, source)
         name = os.path.splitext(os.path.basename(path))[0]
-        with open(path, encoding="utf-8") as fh:
-            source = fh.read()
-        return cls.from_dict(data or {}, name=name, source=source)
+        return cls.from_dict(data or {}, name=name, source=source, max_configs=max_configs)
+
+    def size(self) -> int:
+        """How many configs :meth:`configs` returns, counted without building them."""
+        total = 0
+        for model in self.grid["model"]:
+            axes = {**self.grid, **self.overrides.get(model, {})}
+            total += math.prod(len(axes.get(k, [None])) for k in GRID_KEYS[1:])
+        return total
 
     def configs(self) -> list[InferenceConfig]:
         """Every config of the grid (unvalidated), grouped by pipeline (model, weights, precision)."""
@@ -277,19 +341,27 @@ class SweepSpec:
 
 def _protocol(raw: Any) -> Protocol:
     if not isinstance(raw, Mapping):
-        raise ConfigError("protocol", raw, "a mapping with keys " + ", ".join(PROTOCOL_KEYS))
+        raise ConfigError("protocol", _short(raw), "a mapping with keys " + ", ".join(PROTOCOL_KEYS))
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in PROTOCOL_KEYS:
-            raise ConfigError(f"protocol.{key}", value, "one of the keys " + ", ".join(PROTOCOL_KEYS))
+            raise ConfigError(f"protocol.{key}", _short(value), "one of the keys " + ", ".join(PROTOCOL_KEYS))
         is_int = key in ("max_repeats", "max_warmup")
         if isinstance(value, bool) or not isinstance(value, int if is_int else (int, float)):
             raise ConfigError(f"protocol.{key}", value, "an integer" if is_int else "a number")
+        if not is_int and not math.isfinite(value):
+            raise ConfigError(f"protocol.{key}", value, "a finite number")
+        maximum = _PROTOCOL_MAX.get(key)
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"protocol.{key}", value, f"at most {maximum:g}")
         kwargs[key] = value
     try:
         return Protocol(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"protocol.{exc.field}", exc.value, exc.allowed) from None
+
+
+_PROTOCOL_MAX = {"max_repeats": MAX_REPEATS, "max_warmup": MAX_WARMUP, "max_seconds": MAX_PROTOCOL_SECONDS}
 
 
 def _order_key(cfg: InferenceConfig) -> tuple[Any, ...]:

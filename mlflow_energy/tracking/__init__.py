@@ -11,6 +11,7 @@ Modules:
     retry     short bounded retries for the tracking server; the fresh-database schema race
     stale     heartbeats on live runs; ending the RUNNING runs of dead workers
     mlenergy  the ML.ENERGY leaderboard's public measurements as runs
+    filters   search filters with any string value (quotes included); the store's name and value sizes
     ui        how the MLflow UI opens our experiments (classic ML kind, the saved energy view)
 May import: the shared ground, ``families``, ``flops``, ``measure`` (types only).
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RECORD_FORMAT = "mlflow-energy/measurement"
 RECORD_VERSION = 1
-
+#: One record is a few kilobytes; a longer line is refused before it is parsed.
+MAX_RECORD_BYTES = 1_000_000
+#: Energy per image: 1e9 J is 278 kWh, 16 days of a 700 W GPU for one image.
+MAX_ENERGY_J = 1e9
+#: Time per image (116 days), average power of one meter (100 kW), FLOPs per image.
+MAX_TIME_S = 1e7
+MAX_POWER_W = 1e5
+MAX_FLOPS = 1e30
+_KEY_RE = re.compile(r"[\w\-. /]+")  # MLflow's param, metric and tag key alphabet
+_RUN_ID_RE = re.compile(r"[\w\-]{1,64}")
 
 
 def _param_value(value: Any) -> str:
@@ -189,7 +200,12 @@ class JsonlSink:
 
 
 def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False) -> list[dict[str, Any]]:
-    """The records of a JSONL export; a malformed line raises :class:`ConfigError` naming it.
+    """The records of a JSONL export; the first bad line raises :class:`ConfigError` naming it.
+
+    The whole file is refused (nothing is logged) when one line is not a valid record: UTF-8
+    JSON of at most :data:`MAX_RECORD_BYTES`, the run schema's keys, sizes MLflow stores,
+    finite numbers in range, no ``mlflow.*`` tags (see :func:`check_record`). The line number,
+    the field and a short form of the value are in the message.
 
     ``tolerate_torn_tail``: a last line without its newline that does not parse (a writer killed
     mid-write) is ignored instead.
@@ -198,27 +214,101 @@ def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False
     if not os.path.isfile(path):
         raise ConfigError("file", path, "an existing JSONL file written by --output")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        lineno = 0
+        while raw := fh.readline(MAX_RECORD_BYTES + 1):
+            lineno += 1
+            where = f"{path} line {lineno}"
+            torn = not raw.endswith(b"\n")
+            if len(raw) > MAX_RECORD_BYTES and torn:
+                raise ConfigError(where, f"more than {MAX_RECORD_BYTES} bytes",
+                                  f"a record of at most {MAX_RECORD_BYTES} bytes")
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                if tolerate_torn_tail and torn:
+                    break
+                raise ConfigError(where, f"byte 0x{raw[exc.start:exc.start + 1].hex()} at column {exc.start + 1}",
+                                  "UTF-8 text (UTF-16 and other encodings are not read)") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
+            except RecursionError:
+                raise ConfigError(where, _brief(line), "a JSON object nested less deeply") from None
             except json.JSONDecodeError as exc:
-                if tolerate_torn_tail and not line.endswith("\n"):
+                if tolerate_torn_tail and torn:
                     break
-                raise ConfigError(f"{path} line {lineno}", line.strip()[:40], f"a JSON object ({exc.msg})") from None
-            _check_record(record, f"{path} line {lineno}")
+                raise ConfigError(where, _brief(line.strip(), 40), f"a JSON object ({exc.msg})") from None
+            check_record(record, where)
             records.append(record)
     return records
 
 
-def _check_record(record: Any, where: str) -> None:
+def _brief(value: Any, limit: int = 60) -> Any:
+    """``value``, or the start of its repr and its length when that is long (error lines stay short)."""
+    text = repr(value)
+    return value if len(text) <= limit else _Brief(f"{text[:limit]}... ({len(text)} characters)")
+
+
+class _Brief(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not one (booleans, 10**400, NaN included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _metric_range(key: str) -> tuple[float, float, str]:
+    """The values a metric may take: ``(low, high, in words)``."""
+    if key.startswith("energy/"):
+        if "_dynamic_" in key or key == schema.M_PHASE_SUM_GAP:
+            return -MAX_ENERGY_J, MAX_ENERGY_J, f"a finite number within +-{MAX_ENERGY_J:g}"
+        return 0.0, MAX_ENERGY_J, f"a number of joules per image from 0 to {MAX_ENERGY_J:g}"
+    for prefix, high in (("time/", MAX_TIME_S), ("power/", MAX_POWER_W), ("flops/", MAX_FLOPS), ("protocol/", 1e9)):
+        if key.startswith(prefix):
+            return 0.0, high, f"a number from 0 to {high:g}"
+    return -math.inf, math.inf, "a finite number"
+
+
+def _check_key(where: str, key: Any) -> None:
+    from mlflow_energy.tracking.filters import MAX_KEY
+
+    if (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY or not _KEY_RE.fullmatch(key)
+            or posixpath.normpath(key) != key):
+        raise ConfigError(where, _brief(key), f"a key of at most {MAX_KEY} characters: letters, digits, _ - . / "
+                          "and spaces, no empty or '..' path parts")
+
+
+def check_record(record: Any, where: str = "record") -> None:
+    """Refuse a record MLflow would refuse or that would forge a run (one line naming the field).
+
+    Checked: the format and version; ``params``/``metrics``/``tags`` objects holding the run
+    schema's keys, each key at most :data:`~mlflow_energy.tracking.filters.MAX_KEY` characters
+    of MLflow's key alphabet, params and tags strings of the sizes MLflow stores, at most 1000
+    metrics and 100 params and tags (one ``log_batch``); metrics finite and in range (energies
+    from 0 to :data:`MAX_ENERGY_J` J per image, dynamic energies within +-it, times, powers and
+    FLOPs from 0); tags only ``mlflow_energy.*`` (``mlflow.*`` tags are MLflow's: parent run,
+    user, source) and the kind ``measurement``; the journal's ``experiment`` a name the store
+    keeps, ``parent_run_id`` a run id.
+    """
+    from mlflow_energy.tracking.filters import MAX_EXPERIMENT_NAME, MAX_PARAM_VALUE, MAX_TAG_VALUE, check_name
+
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise ConfigError(where, str(record)[:40], f"a record with \"format\": \"{RECORD_FORMAT}\"")
+        raise ConfigError(where, _brief(str(record), 40), f"a record with \"format\": \"{RECORD_FORMAT}\"")
+    if record.get("version", RECORD_VERSION) != RECORD_VERSION:
+        raise ConfigError(f"{where} version", _brief(record.get("version")), f"{RECORD_VERSION}")
     for key in ("params", "metrics", "tags"):
         if not isinstance(record.get(key), dict):
-            raise ConfigError(f"{where} {key}", record.get(key), "an object")
+            raise ConfigError(f"{where} {key}", _brief(record.get(key)), "an object")
     # cfg_passes came with records format 1's later files: earlier records (one pass less of
     # information, the family default) stay valid.
     missing = [k for k in schema.RUN_PARAMS if k not in record["params"] and k != schema.P_CFG_PASSES]
@@ -226,9 +316,41 @@ def _check_record(record: Any, where: str) -> None:
     missing += [k for k in schema.RUN_TAGS if k not in record["tags"]]
     if missing:
         raise ConfigError(f"{where} {missing[0]}", None, "every key of the run schema")
+    if len(record["metrics"]) > 1000 or len(record["params"]) + len(record["tags"]) > 100:
+        raise ConfigError(where, f"{len(record['metrics'])} metrics, {len(record['params']) + len(record['tags'])} "
+                          "params and tags", "at most 1000 metrics and 100 params and tags (one MLflow log_batch)")
     for k, v in record["metrics"].items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ConfigError(f"{where} metrics.{k}", v, "a finite number")
+        _check_key(f"{where} metrics key", k)
+        low, high, allowed = _metric_range(k)
+        number = _number(v)
+        if number is None or not low <= number <= high:
+            raise ConfigError(f"{where} metrics.{k}", _brief(v), allowed)
+    for group, limit in (("params", MAX_PARAM_VALUE), ("tags", MAX_TAG_VALUE)):
+        for k, v in record[group].items():
+            _check_key(f"{where} {group} key", k)
+            if not isinstance(v, str) or len(v) > limit:
+                raise ConfigError(f"{where} {group}.{k}", _brief(v), f"a string of at most {limit} characters")
+    for k in record["tags"]:
+        if not k.startswith(schema.TAG_PREFIX):
+            raise ConfigError(f"{where} tags key", _brief(k), f"a tag named {schema.TAG_PREFIX}* (mlflow.* tags are "
+                              "MLflow's own: parent run, user, source, run name)")
+    if record["tags"][schema.T_KIND] != schema.KIND_MEASUREMENT:
+        raise ConfigError(f"{where} tags.{schema.T_KIND}", _brief(record["tags"][schema.T_KIND]),
+                          f"{schema.KIND_MEASUREMENT!r}")
+    if record.get("experiment") is not None:
+        check_name(f"{where} experiment", record["experiment"], MAX_EXPERIMENT_NAME)
+    parent = record.get("parent_run_id")
+    if parent is not None and not (isinstance(parent, str) and _RUN_ID_RE.fullmatch(parent)):
+        raise ConfigError(f"{where} parent_run_id", _brief(parent), "a run id (letters, digits, - and _)")
+    config = record.get("config")
+    if config is not None and (not isinstance(config, dict) or any(
+            not isinstance(k, str) or len(k) > 64 or not (v is None or isinstance(v, (bool, str)) or _number(v) is not None)
+            or (isinstance(v, str) and len(v) > MAX_PARAM_VALUE) for k, v in config.items())):
+        raise ConfigError(f"{where} config", _brief(config), "an object of config fields (strings, finite numbers, "
+                          "booleans or null)")
+
+
+_check_record = check_record  # the former private name
 
 
 def iter_records(measurements: Iterable[Measurement]) -> Iterable[dict[str, Any]]:

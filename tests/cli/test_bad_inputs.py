@@ -52,6 +52,16 @@ CLI_CASES = [
     (["sweep", "{spec}", "--shard", "3/2"], "shard"),
     (["sweep", "{spec}", "--output", "/etc/passwd/y.jsonl"], "output"),
     (["serve", "--port", "70000"], "port"),
+    (["serve", "-m", "models:/nope@x"], "model_uri"),
+    (["serve", "-m", "runs:/0123456789abcdef0123456789abcdef/model"], "model_uri"),
+    (MEASURE + ["--repeats", "1000000000"], "repeats"),
+    (MEASURE + ["--warmup", "1000000000"], "warmup"),
+    (MEASURE + ["--experiment", "e" * 300], "experiment"),
+    (FIT[:1] + ["--experiment", "", "--registered-model", "m"], "experiment"),
+    (["sweep", "{spec}", "--experiment", "e" * 257], "experiment"),
+    (["sweep", "{spec}", "--max-configs", "0"], "max_configs"),
+    (["sweep", "{big}"], "grid"),
+    (["sweep", "{big}", "--max-configs", "20"], "grid"),
 ]
 
 YAML_CASES = [
@@ -65,6 +75,24 @@ YAML_CASES = [
     ({"grid": {"model": ["tiny-sd2"], "resolution": ["64x"]}}, "grid.resolution"),
     ({"grid": {"model": ["tiny-sd2"]}, "warmup": -1}, "warmup"),
     ({"grid": {"model": ["tiny-sd2"]}, "device": ""}, "device"),
+    ({"grid": {"model": ["tiny-sd2"]}, "repeats": 1_000_000_000}, "repeats"),
+    ({"grid": {"model": ["tiny-sd2"]}, "warmup": 1_000_000_000}, "warmup"),
+    ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"max_seconds": ".inf"}}, "protocol.max_seconds"),
+    ({"grid": {"model": ["tiny-sd2"]}, "protocol": {"max_repeats": 1_000_000_000}}, "protocol.max_repeats"),
+    ({"grid": {"model": ["tiny-sd2"]}, "idle_seconds": ".inf"}, "idle_seconds"),
+    ({"grid": {"model": ["tiny-sd2"]}, "name": "n" * 300}, "name"),
+    ({"grid": {"model": ["tiny-sd2"]}, "experiment": "e" * 300}, "experiment"),
+    ({"grid": {"model": ["tiny-sd2"], "steps": list(range(1, 1001)), "resolution": list(range(8, 808, 8))}},
+     "grid"),
+]
+
+# Spec files that are not YAML a person writes: raw bytes, each refused naming `spec`.
+RAW_YAML_CASES = [
+    ("deep-flow", ("grid: " + "[" * 5000 + "]" * 5000 + "\n").encode()),
+    ("deep-block", ("grid:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200))).encode()),
+    ("latin-1", "name: caf\u00e9\ngrid: {model: [tiny-sd2]}\n".encode("latin-1")),
+    ("utf-16-no-bom", "grid: {model: [tiny-sd2]}\n".encode("utf-16-le")),
+    ("megabytes", b"description: '" + b"x" * 2_000_000 + b"'\ngrid: {model: [tiny-sd2]}\n"),
 ]
 
 JSONL_CASES = [
@@ -88,7 +116,10 @@ def _one_line(result, field: str) -> None:
 def test_cli_flag(args, field, tracking_uri, tmp_path, no_rapl):
     spec = tmp_path / "ok.yaml"
     spec.write_text("grid: {model: [tiny-sd2], resolution: [32], steps: [1]}\nrepeats: 1\nwarmup: 0\n")
-    args = [a.format(spec=spec) for a in args]
+    big = tmp_path / "big.yaml"  # 100 x 101 = 10,100 configs: over the default cap of 10,000
+    steps, guidance = list(range(1, 101)), [g / 10 for g in range(101)]
+    big.write_text(f"grid: {{model: [tiny-sd2], resolution: [32], steps: {steps}, guidance_scale: {guidance}}}\n")
+    args = [a.format(spec=spec, big=big) for a in args]
     result = CliRunner().invoke(main, args)
     _one_line(result, field)
 
@@ -101,6 +132,13 @@ def test_sweep_yaml(data, field, tmp_path, tracking_uri):
     spec = tmp_path / "bad.yaml"
     spec.write_text(text)
     _one_line(CliRunner().invoke(main, ["sweep", str(spec)]), field)
+
+
+@pytest.mark.parametrize("raw", [c[1] for c in RAW_YAML_CASES], ids=[c[0] for c in RAW_YAML_CASES])
+def test_sweep_yaml_file(raw, tmp_path, tracking_uri):
+    spec = tmp_path / "bad.yaml"
+    spec.write_bytes(raw)
+    _one_line(CliRunner().invoke(main, ["sweep", str(spec)]), "spec")
 
 
 @pytest.fixture(scope="module")

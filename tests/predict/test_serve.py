@@ -79,3 +79,135 @@ def test_rest_interval_level_param(server):
                                                      "params": {"interval_level": "unseen_hardware"}}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["interval_level"] == "unseen_hardware"
+
+
+# ----------------------------------------------------------------------------- mlflow-energy serve
+CSV_HEADER = "model,height,width,steps,guidance_scale,precision,batch_size,hardware"
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    """``mlflow-energy serve`` on a loopback port, and its PID (for its memory)."""
+    import subprocess
+
+    from services import stop_group, wait_ready
+
+    tmp = tmp_path_factory.mktemp("front")
+    uri = registered_store(tmp)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[2])}
+    log = tmp / "front.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
+                                 f"models:/{NAME}@champion", "-p", str(port)], cwd=tmp, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}/ping", log)
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        stop_group(proc)
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+
+
+class _Body:
+    """``mb`` megabytes of spaces, streamed 1 MB at a time without a length (chunked)."""
+
+    def __init__(self, mb: int) -> None:
+        self.mb = mb
+
+    def __iter__(self):
+        chunk = b" " * (1 << 20)
+        for _ in range(self.mb):
+            yield chunk
+
+
+class _SizedBody(_Body):
+    """The same with a length: requests sends it as Content-Length."""
+
+    def __len__(self) -> int:
+        return self.mb << 20
+
+
+def _one_line_413(r: requests.Response) -> None:
+    assert r.status_code == 413, r.text[:300]
+    message = r.json()["message"]
+    assert "\n" not in message and "at most 1000000" in message, message
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
+def test_huge_bodies_are_refused_before_they_are_read_and_memory_stays_flat(front):
+    base, pid = front
+    url, json_type = f"{base}/invocations", {"Content-Type": "application/json"}
+    assert requests.post(url, json={"dataframe_records": [row()]}, timeout=60).status_code == 200  # warm
+    before = _rss_mb(pid)
+    # 300 MB streamed without a length (chunked): counted while it streams in
+    r = requests.post(url, data=_Body(300), headers=json_type, timeout=120)
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    _one_line_413(r)
+    # 4 x 200 MB with a declared length: refused before a byte is read
+    for _ in range(4):
+        r = requests.post(url, data=_SizedBody(200), headers=json_type, timeout=120)
+        assert r.request.headers.get("Content-Length") == str(200 << 20)
+        _one_line_413(r)
+    grown = _rss_mb(pid) - before
+    assert grown < 64, f"the server's RSS grew by {grown:.0f} MB over 1.1 GB of refused bodies"
+    r = requests.post(url, json={"dataframe_records": [row()]}, timeout=60)
+    assert r.status_code == 200, r.text  # and it still serves
+
+
+def _csv(*rows: dict, header: str = CSV_HEADER) -> str:
+    cols = header.split(",")
+    lines = [header] + [",".join("" if r.get(c) is None else str(r[c]) for c in cols) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def test_csv_requests_predict_like_json_on_our_front(front):
+    base, _ = front
+    rows = [row(), row(model="tiny-sdxl", steps=8, guidance_scale=None, hardware="H100")]
+    r = requests.post(f"{base}/invocations", data=_csv(*rows), headers={"Content-Type": "text/csv"}, timeout=60)
+    assert r.status_code == 200, r.text
+    as_json = requests.post(f"{base}/invocations", json={"dataframe_records": rows}, timeout=60)
+    assert r.json() == as_json.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (_csv(row(), header=CSV_HEADER.replace(",steps", "")), "steps"),
+        (_csv(row(steps=4.5)), "steps=4.5"),
+        (_csv(row(steps="four")), "steps='four'"),
+        (_csv(row(batch_size="true")), "batch_size"),
+    ],
+    ids=["missing-column", "fractional", "text-number", "text-boolean"],
+)
+def test_bad_csv_gets_one_line_naming_the_field_first(front, body, needle):
+    base, _ = front
+    r = requests.post(f"{base}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=60)
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert needle in message[:80] and "\n" not in message and len(message) < 400, message
+
+
+def test_mlflow_models_serve_cannot_read_csv_with_this_signature(server):
+    """Why CSV needs `mlflow-energy serve`: MLflow's CSV reader (scoring_server.parse_csv_input) asks the
+    signature for a pandas type per input, and the numeric inputs are AnyType; a typed column would
+    refuse int64 frames (double) or float64 frames (long) in `model.predict`."""
+    r = requests.post(f"{server}/invocations", data=_csv(row()), headers={"Content-Type": "text/csv"}, timeout=60)
+    assert r.status_code == 400 and "pandas types" in r.json()["message"], r.text
+
+
+def test_a_typed_signature_would_refuse_integer_frames():
+    """The reason the numeric inputs stay AnyType (and CSV on `mlflow models serve` a 400)."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.models.utils import _enforce_mlflow_datatype
+    from mlflow.types import DataType
+
+    with pytest.raises(MlflowException, match="int64 to float64"):
+        _enforce_mlflow_datatype("steps", pd.Series([4, 8]), DataType.double)
+    with pytest.raises(MlflowException, match="float64 to int64"):
+        _enforce_mlflow_datatype("steps", pd.Series([4.0, 8.0]), DataType.long)

@@ -1,0 +1,90 @@
+"""The sweep's shard from the scheduler that started it: a Kubernetes Indexed Job or a Slurm job array.
+
+Under a scheduler each task of one job gets its own index; ``mlflow-energy sweep SPEC --shard
+auto`` measures shard ``index/count`` of the spec (configs split by config hash, so tasks never
+overlap) and needs no claims: the scheduler runs each index until it succeeds, and a retried
+index resumes, skipping the configs already FINISHED on the same hardware. ``--shard`` may also
+come from ``$MLFLOW_ENERGY_SHARD`` (``I/N`` or ``auto``). Looked up in order:
+
+1. Kubernetes Indexed Job (``completionMode: Indexed``; also ``mlflow run --backend kubernetes``
+   with such a Job template): ``JOB_COMPLETION_INDEX``, which Kubernetes sets in each pod, and
+   ``MLFLOW_ENERGY_SHARD_COUNT``, which the manifest sets to the Job's ``completions``
+   (Kubernetes does not expose the count to the pod);
+2. Slurm job array (``sbatch --array=0-3``): ``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_MIN``,
+   ``SLURM_ARRAY_TASK_MAX``, ``SLURM_ARRAY_TASK_STEP``, ``SLURM_ARRAY_TASK_COUNT`` (any evenly
+   spaced range: ``--array=1-7:2`` is shards 0..3 of 4; a list such as ``0,5,9`` is refused).
+
+No scheduler variable set: no shard (the claims give each config to one worker).
+
+Example:
+    >>> scheduler_shard({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
+    ...                  "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"})
+    ((2, 4), 'Slurm job array: SLURM_ARRAY_TASK_ID=5 of 1-7:2')
+    >>> scheduler_shard({"JOB_COMPLETION_INDEX": "3", "MLFLOW_ENERGY_SHARD_COUNT": "8"})
+    ((3, 8), 'Kubernetes Indexed Job: JOB_COMPLETION_INDEX=3 of 8')
+    >>> scheduler_shard({})
+    (None, 'no scheduler index (JOB_COMPLETION_INDEX and SLURM_ARRAY_TASK_ID unset)')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from mlflow_energy.errors import ConfigError
+
+__all__ = ["AUTO", "SHARD_COUNT_ENV", "SHARD_ENV", "scheduler_shard"]
+
+#: ``--shard auto``: the shard from the scheduler's environment.
+AUTO = "auto"
+#: The environment variable of ``--shard`` (``I/N`` or ``auto``).
+SHARD_ENV = "MLFLOW_ENERGY_SHARD"
+SHARD_COUNT_ENV = "MLFLOW_ENERGY_SHARD_COUNT"
+_K8S_INDEX = "JOB_COMPLETION_INDEX"
+_SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP",
+          "SLURM_ARRAY_TASK_COUNT")
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
+    text = env.get(name, "").strip()
+    if not text.isdigit() or int(text) < minimum:
+        raise ConfigError(name, env.get(name), f"an integer >= {minimum}")
+    return int(text)
+
+
+def _kubernetes(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
+    index = _int(env, _K8S_INDEX)
+    if SHARD_COUNT_ENV not in env:
+        raise ConfigError(SHARD_COUNT_ENV, None, "the Job's completions, set in the pod's env (Kubernetes sets "
+                          f"{_K8S_INDEX}={index} but not the count)")
+    count = _int(env, SHARD_COUNT_ENV, 1)
+    if index >= count:
+        raise ConfigError(_K8S_INDEX, index, f"an index below {SHARD_COUNT_ENV}={count} (the Job's completions)")
+    return (index, count), f"Kubernetes Indexed Job: {_K8S_INDEX}={index} of {count}"
+
+
+def _slurm(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
+    task, low, high = (_int(env, name) for name in _SLURM[:3])
+    step = _int(env, _SLURM[3], 1) if _SLURM[3] in env else 1
+    count = _int(env, _SLURM[4], 1) if _SLURM[4] in env else (high - low) // step + 1
+    span = f"{low}-{high}" + (f":{step}" if step != 1 else "")
+    if (high - low) % step or (high - low) // step + 1 != count:
+        raise ConfigError("SLURM array", f"{count} tasks from {low} to {high}",
+                          "an evenly spaced range such as --array=0-3 (a list such as 0,5,9 has no shard order)")
+    if not low <= task <= high or (task - low) % step:
+        raise ConfigError(_SLURM[0], task, f"a task of the array {span}")
+    return ((task - low) // step, count), f"Slurm job array: {_SLURM[0]}={task} of {span}"
+
+
+def scheduler_shard(env: Mapping[str, str] | None = None) -> tuple[tuple[int, int] | None, str]:
+    """``((index, count), where it came from)``, or ``(None, why not)`` outside a scheduler's task.
+
+    Raises:
+        ConfigError: a scheduler variable is set but unusable (one line naming it).
+    """
+    env = os.environ if env is None else env
+    if env.get(_K8S_INDEX, "").strip():
+        return _kubernetes(env)
+    if env.get(_SLURM[0], "").strip():
+        return _slurm(env)
+    return None, f"no scheduler index ({_K8S_INDEX} and {_SLURM[0]} unset)"

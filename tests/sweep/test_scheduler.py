@@ -1,0 +1,147 @@
+"""`--shard auto`: the sweep's shard from a Kubernetes Indexed Job or a Slurm job array, exactly once without claims.
+
+The Slurm test submits a real 2-task job array to a single-node Slurm named by
+``$MLFLOW_ENERGY_TEST_SLURM`` (the ``slurm.conf`` that ``.ci/slurm start DIR`` prints); without it,
+the same environment variables are set by hand on two worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_energy import schema
+from mlflow_energy.errors import ConfigError
+from mlflow_energy.sweep import SweepSpec, expand
+from mlflow_energy.sweep.scheduler import scheduler_shard
+
+ROOT = Path(__file__).parents[2]
+SPEC = ("name: sched\nrepeats: 1\nwarmup: 0\nidle_seconds: 0.1\nprotocol: {target: 0}\n"
+        "grid: {model: [tiny-sd2], resolution: [32], steps: [1, 2], guidance_scale: [1.0, 2.0]}\n")
+SLURM_ENV = "MLFLOW_ENERGY_TEST_SLURM"
+
+
+def _slurm(task: int, low: int = 0, high: int = 1, step: int = 1, count: int | None = None) -> dict[str, str]:
+    count = (high - low) // step + 1 if count is None else count
+    return {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(low), "SLURM_ARRAY_TASK_MAX": str(high),
+            "SLURM_ARRAY_TASK_STEP": str(step), "SLURM_ARRAY_TASK_COUNT": str(count)}
+
+
+@pytest.mark.parametrize(
+    ("env", "shard"),
+    [
+        ({}, None),
+        ({"JOB_COMPLETION_INDEX": "0", "MLFLOW_ENERGY_SHARD_COUNT": "4"}, (0, 4)),
+        ({"JOB_COMPLETION_INDEX": "3", "MLFLOW_ENERGY_SHARD_COUNT": "4"}, (3, 4)),
+        (_slurm(1), (1, 2)),
+        (_slurm(5, 1, 7, 2), (2, 4)),  # --array=1-7:2
+        (_slurm(12, 10, 13), (2, 4)),  # --array=10-13
+        ({k: v for k, v in _slurm(3, 0, 3).items() if k != "SLURM_ARRAY_TASK_STEP"}, (3, 4)),
+    ],
+)
+def test_the_shard_comes_from_the_scheduler_environment(env, shard):
+    assert scheduler_shard(env)[0] == shard
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"JOB_COMPLETION_INDEX": "2"}, "MLFLOW_ENERGY_SHARD_COUNT"),  # the manifest forgot the count
+        ({"JOB_COMPLETION_INDEX": "4", "MLFLOW_ENERGY_SHARD_COUNT": "4"}, "JOB_COMPLETION_INDEX"),
+        ({"JOB_COMPLETION_INDEX": "x", "MLFLOW_ENERGY_SHARD_COUNT": "4"}, "JOB_COMPLETION_INDEX"),
+        ({"JOB_COMPLETION_INDEX": "0", "MLFLOW_ENERGY_SHARD_COUNT": "0"}, "MLFLOW_ENERGY_SHARD_COUNT"),
+        (_slurm(5, 0, 9, count=3), "SLURM array"),  # --array=0,5,9: a list, no shard order
+        (_slurm(2, 0, 4, 2, count=3) | {"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_ID"),
+        ({"SLURM_ARRAY_TASK_ID": "1"}, "SLURM_ARRAY_TASK_MIN"),
+    ],
+)
+def test_a_scheduler_variable_that_cannot_be_a_shard_is_one_line(env, field):
+    with pytest.raises(ConfigError) as info:
+        scheduler_shard(env)
+    assert str(info.value).startswith(field) and "\n" not in str(info.value)
+
+
+def test_the_tasks_of_an_array_split_the_spec_exactly():
+    spec = SweepSpec.from_dict({"grid": {"model": ["tiny-sd2"], "resolution": [32, 64], "steps": [1, 2, 4, 8],
+                                         "guidance_scale": [1.0, 2.0, 3.0]}})
+    hashes = [c.config_hash() for task in range(1, 8, 2) for c in expand(spec, scheduler_shard(_slurm(task, 1, 7, 2))[0])]
+    assert Counter(hashes) == Counter(c.config_hash() for c in expand(spec))
+
+
+# ----------------------------------------------------------------------------- workers
+def _env(tracking_uri: str, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION", "MLFLOW_ENERGY_SHARD"))}
+    return {**env, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def _sweep_argv(spec: Path, journal: Path | None = None) -> list[str]:
+    argv = [sys.executable, "-c", "from mlflow_energy.cli import main; main()", "sweep", str(spec), "--experiment",
+            "sched", "--shard", "auto", "--no-progress"]
+    return argv + (["--journal", str(journal)] if journal else [])
+
+
+def _check_exactly_once(n_configs: int) -> None:
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("sched").experiment_id
+    runs = client.search_runs([exp], max_results=1000)
+    finished = Counter(r.data.tags.get(schema.T_CONFIG_HASH) for r in runs
+                       if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT and r.info.status == "FINISHED")
+    assert len(finished) == n_configs and set(finished.values()) == {1}, finished
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in runs if r.data.tags.get(schema.T_KIND) == "claims"]  # no claims under a scheduler
+    shards = sorted(r.data.tags.get(schema.T_SHARD) for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP)
+    assert {"0/2", "1/2"} <= set(shards), shards
+
+
+@pytest.mark.slow
+def test_two_array_tasks_measure_each_config_once_and_a_retried_task_resumes(tmp_path, tracking_uri):
+    spec = tmp_path / "sched.yaml"
+    spec.write_text(SPEC)
+    procs = [subprocess.Popen(_sweep_argv(spec, tmp_path / f"j{task}.jsonl"), cwd=tmp_path,
+                              env=_env(tracking_uri, _slurm(task)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for task in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("from the Slurm job array" in out and "no claims" in out for out in outs), outs
+    _check_exactly_once(4)
+    # the scheduler retries task 1 (same index, same array): it finds its configs FINISHED
+    retry = subprocess.run(_sweep_argv(spec, tmp_path / "j1.jsonl"), cwd=tmp_path, env=_env(tracking_uri, _slurm(1)),
+                           capture_output=True, text=True, timeout=600)
+    assert retry.returncode == 0 and " 0 measured" in retry.stdout, retry.stdout + retry.stderr
+    _check_exactly_once(4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get(SLURM_ENV), reason=f"no Slurm: ${SLURM_ENV} names no slurm.conf "
+                    "(`.ci/slurm start DIR` prints one)")
+def test_a_real_slurm_job_array_measures_each_config_once(tmp_path, tracking_uri):
+    spec = tmp_path / "sched.yaml"
+    spec.write_text(SPEC)
+    script = tmp_path / "sweep.sbatch"  # as projects/slurm/sweep.sbatch: --shard auto, one journal per task
+    script.write_text(f"#!/bin/bash\nset -e\nexec {shlex.join(_sweep_argv(spec))} "
+                      f"--journal \"{tmp_path}/journal-${{SLURM_ARRAY_TASK_ID}}.jsonl\"\n")
+    env = _env(tracking_uri, {"SLURM_CONF": os.environ[SLURM_ENV]})
+
+    def submit() -> None:
+        done = subprocess.run(["sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", "-o", str(tmp_path / "%A_%a.out"),
+                               str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        logs = "".join(p.read_text() for p in sorted(tmp_path.glob("*.out")))
+        assert done.returncode == 0, done.stdout + done.stderr + logs
+
+    submit()
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("*.out")))
+    assert logs.count("from the Slurm job array") == 2, logs
+    _check_exactly_once(4)
+    for out in tmp_path.glob("*.out"):
+        out.unlink()
+    submit()  # the whole array again (every task retried): nothing new
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("*.out")))
+    assert logs.count(" 0 measured") == 2, logs
+    _check_exactly_once(4)
