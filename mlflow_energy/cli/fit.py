@@ -99,8 +99,14 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 def _version_with(registered_model: str, fingerprint: str) -> str | None:
     """The version of ``registered_model`` an identical fit registered, if any."""
     from mlflow_energy import schema, tracking
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.tracking.filters import literal
 
-    for mv in tracking.client().search_model_versions(f"name = '{registered_model.replace(chr(39), '')}'"):
+    try:
+        name = literal(registered_model)
+    except ConfigError:  # both quote kinds: no filter can spell it, so no version is reused
+        return None
+    for mv in tracking.client().search_model_versions(f"name = {name}"):
         if mv.tags.get(schema.T_FIT_FINGERPRINT) == fingerprint:
             return str(mv.version)
     return None

@@ -147,12 +147,14 @@ class SweepGuard:
         return False
 
     def _count_peers(self) -> None:
+        from mlflow_energy.tracking.filters import exact, tag_equals
         from mlflow_energy.tracking.read import _search
         from mlflow_energy.tracking.stale import is_stale
 
+        name = self.tracker.spec.name
         filt = (f"attributes.status = 'RUNNING' and tags.`{schema.T_KIND}` = '{schema.KIND_SWEEP}' and "
-                f"tags.`{schema.T_SWEEP_SPEC}` = '{self.tracker.spec.name.replace(chr(39), '')}'")
-        live = sorted(r.info.run_id for r in _search([self.tracker.exp_id], filt)
+                f"{tag_equals(schema.T_SWEEP_SPEC, name)}")
+        live = sorted(r.info.run_id for r in exact(_search([self.tracker.exp_id], filt), schema.T_SWEEP_SPEC, name)
                       if r.data.tags.get(schema.T_HARDWARE) == self.hardware
                       and (r.info.run_id == self.parent or not is_stale(r.data.tags, start_time_ms=r.info.start_time)))
         if self.parent in live:

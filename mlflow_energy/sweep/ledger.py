@@ -44,11 +44,12 @@ class ClaimLedger:
         self.run_id = self._find_or_create()
 
     def _ledgers(self) -> list[Any]:
+        from mlflow_energy.tracking.filters import exact, tag_equals
         from mlflow_energy.tracking.read import _search
 
-        filt = (f"tags.`{schema.T_KIND}` = '{schema.KIND_CLAIMS}' and "
-                f"tags.`{schema.T_SWEEP_SPEC}` = '{self.spec_name.replace(chr(39), '')}'")
-        return sorted(_search([self.exp_id], filt), key=lambda r: (r.info.start_time, r.info.run_id))
+        filt = f"tags.`{schema.T_KIND}` = '{schema.KIND_CLAIMS}' and {tag_equals(schema.T_SWEEP_SPEC, self.spec_name)}"
+        found = exact(_search([self.exp_id], filt), schema.T_SWEEP_SPEC, self.spec_name)
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
     def _find_or_create(self) -> str:
         from mlflow_energy.tracking.runs import client

@@ -93,3 +93,13 @@ def test_a_beat_that_fails_makes_the_worker_unsteady(tracking_uri, monkeypatch):
     monkeypatch.setattr(runs, "client", lambda: Away())
     beat.beat()
     assert not beat.steady() and beat.ok_since is None
+
+
+def test_a_spec_name_with_quotes_finds_its_one_ledger(tracking_uri):
+    """MLflow filters cannot escape quotes: a spec named it's (or with both quote kinds) still
+    finds the ledger it made, not a new one per worker."""
+    exp = MlflowClient().create_experiment("quoted")
+    for name in ("it's", "say \"it's\"", "a_b"):
+        first = ClaimLedger(exp, name).run_id
+        assert ClaimLedger(exp, name).run_id == first, name
+    assert ClaimLedger(exp, "a%b").run_id != ClaimLedger(exp, "a_b").run_id  # a LIKE wildcard is not a match

@@ -44,8 +44,6 @@ def test_names_the_store_cannot_keep_are_refused(bad):
         check_name("experiment", bad, MAX_EXPERIMENT_NAME)
 
 
-@pytest.mark.xfail(strict=True, reason="sweep.claims still strips the quote from the ledger filter: it needs "
-                   "tracking.filters.tag_equals/exact (the ledger search is in claims.py)")
 def test_a_sweep_named_with_a_quote_runs_and_resumes(tmp_path, tracking_uri, no_rapl):
     from mlflow_energy.cli import main
 
