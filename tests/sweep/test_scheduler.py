@@ -19,12 +19,12 @@ from mlflow import MlflowClient
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.sweep import SweepSpec, expand
+from mlflow_energy.sweep import SweepSpec, expand, in_shard
 from mlflow_energy.sweep.scheduler import scheduler_shard
 
 ROOT = Path(__file__).parents[2]
 SPEC = ("name: sched\nrepeats: 1\nwarmup: 0\nidle_seconds: 0.1\nprotocol: {target: 0}\n"
-        "grid: {model: [tiny-sd2], resolution: [32], steps: [1, 2], guidance_scale: [1.0, 2.0]}\n")
+        "grid: {model: [tiny-sd2], resolution: [32], steps: [1, 3], guidance_scale: [1.0, 3.0]}\n")
 SLURM_ENV = "MLFLOW_ENERGY_TEST_SLURM"
 
 
@@ -104,6 +104,8 @@ def _check_exactly_once(n_configs: int) -> None:
 def test_two_array_tasks_measure_each_config_once_and_a_retried_task_resumes(tmp_path, tracking_uri):
     spec = tmp_path / "sched.yaml"
     spec.write_text(SPEC)
+    split = [in_shard(c, (0, 2)) for c in SweepSpec.from_yaml(str(spec)).configs()]
+    assert 0 < sum(split) < len(split), "the grid must give both tasks configs (config hashes changed?)"
     procs = [subprocess.Popen(_sweep_argv(spec, tmp_path / f"j{task}.jsonl"), cwd=tmp_path,
                               env=_env(tracking_uri, _slurm(task)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for task in (0, 1)]
