@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import weakref
@@ -203,7 +204,45 @@ def _size(image: Any) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
-def call_params(pipe: Any, args: tuple, kwargs: dict, output: Any, denoiser_calls: int) -> dict[str, Any]:
+_DEVICES: weakref.WeakKeyDictionary[Any, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+def _placement(pipe: Any) -> tuple:
+    """What moves the execution device: each module component, its first parameter's device, its
+    offload hooks (a few microseconds a component)."""
+    import torch
+
+    key = []
+    for name, module in (getattr(pipe, "components", None) or {}).items():
+        if isinstance(module, torch.nn.Module):
+            first = next(module.parameters(), None)
+            key.append((name, id(module), None if first is None else str(first.device),
+                        hasattr(module, "_hf_hook"), hasattr(module, "_diffusers_hook")))
+    return tuple(key)
+
+
+def execution_device(pipe: Any) -> str:
+    """The device ``pipe`` computes on, as diffusers says (``pipe._execution_device``).
+
+    diffusers finds it by walking every submodule for offload hooks (milliseconds a call on a
+    tiny pipeline, more on a large one), so the answer is kept per pipeline until a component,
+    its parameters' device or its offload hooks change (``pipe.to(...)``, ``enable_*_offload``).
+    """
+    key = _placement(pipe)
+    try:
+        cached = _DEVICES.get(pipe)
+    except TypeError:  # not weak-referenceable: no cache
+        cached = None
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    device = str(getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu"))
+    with contextlib.suppress(TypeError):
+        _DEVICES[pipe] = (key, device)
+    return device
+
+
+def call_params(pipe: Any, args: tuple, kwargs: dict, output: Any, denoiser_calls: int,
+                device: str | None = None) -> dict[str, Any]:
     """Run params of one call: height, width, steps, guidance, batch, precision, device, scheduler."""
     try:
         bound = inspect.signature(type(pipe).__call__).bind(pipe, *args, **kwargs)
@@ -235,8 +274,7 @@ def call_params(pipe: Any, args: tuple, kwargs: dict, output: Any, denoiser_call
         pass
     dtype = str(getattr(pipe, "dtype", ""))
     params[schema.P_PRECISION] = _PRECISIONS.get(dtype, dtype.replace("torch.", "") or "unknown")
-    device = getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu")
-    params[schema.P_DEVICE] = str(device)
+    params[schema.P_DEVICE] = device if device is not None else execution_device(pipe)
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is not None:
         params[schema.P_SCHEDULER] = type(scheduler).__name__

@@ -202,8 +202,9 @@ def _warn(message: str) -> None:
 
 
 def _device(pipe: Any) -> str:
-    device = getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu")
-    return str(device)
+    from mlflow_energy.autologging.identify import execution_device
+
+    return execution_device(pipe)
 
 
 def _meter_for(device: str) -> Any:
@@ -302,7 +303,7 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     from mlflow_energy.autologging.log import call_rows, call_tags
 
     family = pipeline_family(pipe)
-    params = call_params(pipe, args, kwargs, output, len(probe.record.denoise_steps))
+    params = call_params(pipe, args, kwargs, output, len(probe.record.denoise_steps), device=probe.device)
     if probe.record.step_ends:
         params[schema.P_SCHEDULER_STEPS] = len(probe.record.per_step())
     all_params = {**params, **({schema.P_MODEL: family} if family else {})}

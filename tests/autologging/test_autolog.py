@@ -202,3 +202,19 @@ def test_measurement_errors_never_break_the_call(tracking_uri, sd_pipe) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sd_pipe("x", num_inference_steps=1, height=32, width=32)
+
+
+def test_the_total_is_never_less_than_its_phases() -> None:
+    """Windows are metered one by one and a CPU estimate is not additive: a whole call that reads
+    less than its phases is raised to their sum (other 0), never logged below them."""
+    from mlflow_energy.autologging.log import record_metrics
+    from mlflow_energy.autologging.probe import CallRecord
+
+    record = CallRecord()
+    record.whole = (5.0, 1.0)
+    record.phases = {schema.PHASE_TEXT_ENCODE: [0.1, 0.01], schema.PHASE_DENOISE: [4.9, 0.9], schema.PHASE_DECODE: [0.1, 0.05]}
+    m = record_metrics(record, images=1)
+    assert m[schema.M_ENERGY_TOTAL] == pytest.approx(5.1) and m[schema.M_ENERGY_OTHER] == 0.0
+    record.whole = (6.0, 1.0)
+    m = record_metrics(record, images=2)
+    assert m[schema.M_ENERGY_TOTAL] == pytest.approx(3.0) and m[schema.M_ENERGY_OTHER] == pytest.approx(0.45)

@@ -76,3 +76,31 @@ def test_batch_and_size_from_every_output_kind() -> None:
     video_params = call_params(pipe, ("a cat",), {}, videos, denoiser_calls=4)
     assert (video_params[schema.P_BATCH_SIZE], video_params[schema.P_NUM_FRAMES]) == (2, 5)
     assert (video_params[schema.P_HEIGHT], video_params[schema.P_WIDTH]) == (24, 40)
+
+
+def test_the_execution_device_is_read_once_until_the_placement_changes(sd_components, monkeypatch) -> None:
+    """diffusers' ``_execution_device`` walks every submodule: autolog asks it again only when a
+    component, its parameters' device or its offload hooks change."""
+    from diffusers import StableDiffusionPipeline
+
+    from mlflow_energy.autologging.identify import execution_device
+
+    pipe = StableDiffusionPipeline(**sd_components)
+    asked = []
+    real = StableDiffusionPipeline._execution_device
+
+    def counted(self):
+        asked.append(1)
+        return real.fget(self)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "_execution_device", property(counted))
+    assert [execution_device(pipe) for _ in range(3)] == ["cpu"] * 3
+    assert len(asked) == 1
+    pipe.unet._hf_hook = object()  # what enable_model_cpu_offload adds to each component
+    try:
+        assert execution_device(pipe) == "cpu" and len(asked) == 2
+    finally:
+        del pipe.unet._hf_hook
+    pipe.register_modules(vae=type(pipe.vae)(**pipe.vae.config))  # a component replaced
+    execution_device(pipe)
+    assert len(asked) == 3
