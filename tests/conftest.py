@@ -229,3 +229,33 @@ def _small_config_fixture():
 def tiny_families() -> list[str]:
     """:func:`measurable_tiny_families`, computed once."""
     return measurable_tiny_families()
+
+
+@pytest.fixture(scope="session")
+def serve_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """``mlflow-energy serve`` of a registered tiny predictor on a loopback port: ``(base URL, PID)``.
+
+    One server for the session, shared by the serving and the bad-input tests.
+    """
+    import os
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "predict"))
+    from services import free_port, stop_group, wait_ready
+    from test_predictor import NAME, registered_store
+
+    tmp = tmp_path_factory.mktemp("front")
+    uri = registered_store(tmp)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[1])}
+    log = tmp / "front.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
+                                 f"models:/{NAME}@champion", "-p", str(port)], cwd=tmp, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}/ping", log)
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        stop_group(proc)

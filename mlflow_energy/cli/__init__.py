@@ -39,20 +39,33 @@ class _DropNotice(logging.Filter):
         return _TORCHVISION_NOTICE not in record.getMessage()
 
 
+#: MLflow's SQL store logs every database error at ERROR with its full traceback before raising
+#: it; the commands catch those errors (bounded retries, offline, one line of their own), so a
+#: database that stops for 15 s would otherwise print thousands of traceback lines.
+_SQL_ERROR_LOG = "SQLAlchemy database error"
+
+
+class _DropSqlTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _SQL_ERROR_LOG not in record.getMessage()
+
+
 def quiet_libraries() -> None:
     """Keep the terminal to what the command means to say.
 
     Drops transformers' torchvision fall-back notice (only that message), keeps MLflow's own
     INFO chatter (database set-up, input-example validation) and its artifact progress bars out
     unless ``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` say otherwise.
-    MLflow's warnings and errors still show, but for one: importing ``mlflow.pyfunc`` infers a
-    schema for MLflow's own agent request types and warns that it has integer columns; nothing
-    of this package's data is involved (the energy model's example is all floats).
+    MLflow's warnings and errors still show, but for two: importing ``mlflow.pyfunc`` infers a
+    schema for MLflow's own agent request types and warns that it has integer columns (nothing
+    of this package's data is involved: the energy model's example is all floats), and the SQL
+    store's traceback of a database error the command itself catches and reports in one line.
     """
     warnings.filterwarnings("ignore", message=r"(?s).*Inferred schema contains integer column")
-    logger = logging.getLogger("transformers.utils.import_utils")
-    if not any(isinstance(f, _DropNotice) for f in logger.filters):
-        logger.addFilter(_DropNotice())
+    for name, drop in (("transformers.utils.import_utils", _DropNotice), ("mlflow.store.db.utils", _DropSqlTraceback)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, drop) for f in logger.filters):
+            logger.addFilter(drop())
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

@@ -7,7 +7,6 @@ field; the server answers a 4xx whose JSON ``message`` is one line naming the fi
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from mlflow_energy.cli import main
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "predict"))
-from services import free_port, serving  # noqa: E402
 
 MEASURE = ["measure", "--model", "tiny-sd2", "--height", "32", "--width", "32", "--steps", "1", "--repeats", "1",
            "--warmup", "0"]
@@ -187,18 +185,10 @@ REST_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def strict_server(tmp_path_factory):
-    from test_predictor import NAME, registered_store
-
-    tmp = tmp_path_factory.mktemp("strict")
-    uri = registered_store(tmp)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[2])}
-    argv = [sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
-            f"models:/{NAME}@champion", "-p", str(port)]
-    with serving(argv, port=port, cwd=tmp, env=env) as base:
-        yield base
+@pytest.fixture
+def strict_server(serve_front):
+    """``mlflow-energy serve``, shared with tests/predict/test_serve.py (tests/conftest.py)."""
+    return serve_front[0]
 
 
 @pytest.mark.slow
@@ -241,43 +231,6 @@ def test_search_storage_is_one_line_without_the_password(url, needle):
     with pytest.raises(ConfigError) as info:
         _storage(url)
     assert needle in str(info.value) and "secret" not in str(info.value) and "\n" not in str(info.value)
-
-
-@pytest.mark.slow
-def test_rest_refuses_a_large_body_before_reading_it(strict_server):
-    """A declared Content-Length over the limit is refused at once; a chunked body as its count passes it."""
-    import socket
-    from urllib.parse import urlparse
-
-    import requests
-
-    url = urlparse(strict_server)
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 300000000\r\n\r\n{")  # 300 MB announced, 1 byte sent
-        reply = sock.recv(4096).decode()
-    assert reply.startswith("HTTP/1.1 413") and "at most 1000000 bytes" in reply
-
-    def chunks():  # 8 MB, chunked: no Content-Length
-        for _ in range(128):
-            yield b" " * 65536
-
-    r = requests.post(f"{strict_server}/invocations", data=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and "at most" in r.json()["message"]
-
-
-@pytest.mark.slow
-def test_rest_takes_csv(strict_server):
-    import io
-
-    import pandas as pd
-    import requests
-
-    csv = io.StringIO()
-    pd.DataFrame([_row(), _row(steps=8)]).to_csv(csv, index=False)
-    r = requests.post(f"{strict_server}/invocations", data=csv.getvalue(), headers={"Content-Type": "text/csv"})
-    assert r.status_code == 200, r.text
-    assert len(r.json()["predictions"]) == 2
 
 
 @pytest.mark.slow

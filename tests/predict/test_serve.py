@@ -85,27 +85,10 @@ def test_rest_interval_level_param(server):
 CSV_HEADER = "model,height,width,steps,guidance_scale,precision,batch_size,hardware"
 
 
-@pytest.fixture(scope="module")
-def front(tmp_path_factory):
-    """``mlflow-energy serve`` on a loopback port, and its PID (for its memory)."""
-    import subprocess
-
-    from services import stop_group, wait_ready
-
-    tmp = tmp_path_factory.mktemp("front")
-    uri = registered_store(tmp)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[2])}
-    log = tmp / "front.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
-                                 f"models:/{NAME}@champion", "-p", str(port)], cwd=tmp, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(proc, f"http://127.0.0.1:{port}/ping", log)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        stop_group(proc)
+@pytest.fixture
+def front(serve_front):
+    """``mlflow-energy serve`` (tests/conftest.py): ``(base URL, PID)``."""
+    return serve_front
 
 
 def _rss_mb(pid: int) -> float:
