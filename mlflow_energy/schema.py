@@ -300,6 +300,7 @@ T_OVERLAPPED = "mlflow_energy.overlapped_calls"
 T_FLOPS_SOURCE = "mlflow_energy.flops_source"  # "traced": flops/<phase> counted from the calls made (meta device)
 T_UNSUPPORTED = "mlflow_energy.unsupported"  # an autologged call autolog could not split into phases: why
 FLOPS_TRACED = "traced"
+FLOPS_CLOSED_FORM_PLUS_TRACED = "closed_form+traced"  # a family's closed form, plus traced calls of extra components (ControlNet)
 T_CALL_ID = "mlflow_energy.call_id"  # an autologged call's id: its journal entry becomes one run, once
 P_SCHEDULER_STEPS = "scheduler_steps"
 P_NUM_FRAMES = "num_frames"  # frames per video of a video pipeline's call (batch_size counts videos)  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)

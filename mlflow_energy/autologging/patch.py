@@ -310,6 +310,11 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     target = _target()
     rows = call_rows(probe.record, params, family, _CONFIG.carbon)
     tags = call_tags(probe.record, meter, _CONFIG.carbon)
+    if family and probe.record.traced:  # components the family's closed form does not count (a ControlNet)
+        rows, source = _with_extra_components(rows, family, probe.record.traced,
+                                              images=int(params.get(schema.P_BATCH_SIZE, 1)))
+        if source:
+            tags[schema.T_FLOPS_SOURCE] = source
     if not family and probe.record.traced:  # no closed form: FLOPs from the calls made
         from mlflow_energy.autologging.traced import phase_flops
 
@@ -329,6 +334,44 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     if _CONFIG.log_images:
         entry["_image"] = output  # the first image is made and logged by the background logger
     background.submit(entry, warn=_warn)
+
+
+def _with_extra_components(rows: list[tuple[str, float, int]], family: str, traced: dict[Any, list[Any]],
+                           *, images: int) -> tuple[list[tuple[str, float, int]], str | None]:
+    """Add the traced FLOPs of components outside ``family`` (a ControlNet) to its closed form.
+
+    A phase whose extra calls cannot be traced loses its FLOPs (and the total): an undercount is
+    never logged. Returns the rows and the ``flops_source`` tag (None: nothing extra ran).
+    """
+    from mlflow_energy.autologging.traced import phase_flops
+    from mlflow_energy.families import get_family
+
+    known = set(get_family(family).components)
+    extra = {key: value for key, value in traced.items() if key[1] not in known}
+    if not extra:
+        return rows, None
+    added = phase_flops(extra, images=images)
+    untraced = {key[0] for key in extra} - set(added)
+    drop = {schema.flops_key(phase) for phase in untraced}
+    if untraced:
+        drop.add(schema.M_FLOPS_TOTAL)
+    if schema.PHASE_DENOISE in untraced:
+        drop.add(schema.M_FLOPS_DENOISE_PER_STEP)
+    denoise = next((v for k, v, _ in rows if k == schema.M_FLOPS_DENOISE), 0.0)
+    growth = (denoise + added.get(schema.PHASE_DENOISE, 0.0)) / denoise if denoise > 0 else 1.0
+    out = []
+    for key, value, step in rows:
+        phase = key.removeprefix("flops/")
+        if key in drop:
+            continue
+        if key == schema.M_FLOPS_DENOISE_PER_STEP:
+            value *= growth  # the same steps, each with the extra component's calls
+        elif key == schema.M_FLOPS_TOTAL:
+            value += sum(added.values())
+        elif key.startswith("flops/") and phase in added:
+            value += added[phase]
+        out.append((key, value, step))
+    return out, schema.FLOPS_CLOSED_FORM_PLUS_TRACED
 
 
 def _submit_failure(pipe: Any, exc: BaseException, start_ms: int) -> None:

@@ -93,6 +93,17 @@ def test_controlnet_is_denoising_with_its_own_share(sd_components) -> None:
     assert len(_history(run.info.run_id, schema.M_ENERGY_DENOISE_STEP)) == 3  # per step: both summed
     assert len(_history(run.info.run_id, schema.M_ENERGY_DENOISE_CALL)) == 6
     assert m[schema.energy_key(schema.PHASE_TEXT_ENCODE)] > 0 and m[schema.energy_key(schema.PHASE_DECODE)] > 0
+    # FLOPs: the family's closed form counts the UNet; the ControlNet's calls are traced and added
+    from mlflow_energy.config import InferenceConfig
+    from mlflow_energy.flops import flops_metrics
+
+    closed = flops_metrics(InferenceConfig(model="tiny-sd2", height=32, width=32, steps=3).validate())
+    assert run.data.tags[schema.T_FLOPS_SOURCE] == schema.FLOPS_CLOSED_FORM_PLUS_TRACED
+    control = m[schema.M_FLOPS_DENOISE] - closed[schema.M_FLOPS_DENOISE]
+    assert 0.2 < control / closed[schema.M_FLOPS_DENOISE] < 0.8  # a ControlNet is the UNet's encoder half, about
+    assert m[schema.M_FLOPS_DENOISE_PER_STEP] == pytest.approx(m[schema.M_FLOPS_DENOISE] / 3)
+    assert m[schema.M_FLOPS_TOTAL] == pytest.approx(sum(m[schema.flops_key(p)] for p in schema.PHASES))
+    assert m[schema.flops_key(schema.PHASE_DECODE)] == pytest.approx(closed[schema.flops_key(schema.PHASE_DECODE)])
 
 
 def test_kandinsky_decoder_decodes_with_movq() -> None:
