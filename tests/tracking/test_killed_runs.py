@@ -32,6 +32,16 @@ def _running(uri: str, experiment: str) -> list:
     return [r for r in c.search_runs([exp.experiment_id])] if exp else []
 
 
+def _polled(uri: str, experiment: str) -> list:
+    """:func:`_running` while another process writes the SQLite file: a locked read is no answer yet."""
+    try:
+        return _running(uri, experiment)
+    except Exception as exc:
+        if "database is locked" in str(exc):
+            return []
+        raise
+
+
 @pytest.mark.slow
 def test_a_killed_ingest_leaves_no_run_running(tracking_uri, tmp_path, no_rapl, small_config):
     rec = to_record(measure(small_config(steps=1)))
@@ -41,22 +51,20 @@ def test_a_killed_ingest_leaves_no_run_running(tracking_uri, tmp_path, no_rapl, 
             fh.write(json.dumps({**rec, "tags": {**rec["tags"], schema.T_CONFIG_HASH: f"{i:016x}"}}) + "\n")
     code = "from mlflow_energy.cli import main; main()"
     caught = None
-    for _ in range(5):  # stop it while a run is RUNNING (each run lives a fraction of a second)
+    for _ in range(5):  # kill it while a run is RUNNING (each run lives a fraction of a second)
         proc = subprocess.Popen([sys.executable, "-c", code, "ingest", str(path), "--experiment", "ki"],
                                 env=_env(tracking_uri), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if any(r.info.status == "RUNNING" for r in _running(tracking_uri, "ki")):
-                os.killpg(proc.pid, signal.SIGSTOP)
-                if any(r.info.status == "RUNNING" for r in _running(tracking_uri, "ki")):
-                    caught = proc
-                    break
-                os.killpg(proc.pid, signal.SIGCONT)
+            if any(r.info.status == "RUNNING" for r in _polled(tracking_uri, "ki")):
+                break
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # its SQLite lock goes with it
         proc.wait()
-        if caught:
+        if any(r.info.status == "RUNNING" for r in _running(tracking_uri, "ki")):
+            caught = proc  # the run it had open is left RUNNING
             break
     assert caught, "no RUNNING run was caught"
     assert any(r.info.status == "RUNNING" for r in _running(tracking_uri, "ki"))
@@ -89,3 +97,41 @@ def test_a_killed_fit_run_is_ended_by_the_next_command(tracking_uri, tmp_path):
     assert "ended 1 RUNNING run(s) of a killed fit or ingest" in result.output, result.output
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FAILED" and "stale" in run.data.tags[schema.T_FAILURE]
+
+
+@pytest.mark.slow
+def test_the_fit_command_killed_mid_fit_leaves_its_run_to_the_next_fit(tracking_uri):
+    """The real ``mlflow-energy fit`` on the packaged public data, SIGKILLed while its fit run is
+    RUNNING: the next ``fit`` ends that run FAILED with the reason and fits."""
+    assert CliRunner().invoke(main, ["import-mlenergy", "--experiment", "kfit"]).exit_code == 0
+    code = "from mlflow_energy.cli import main; main()"
+    argv = [sys.executable, "-c", code, "fit", "--experiment", "kfit", "--registered-model", "kfit-model"]
+
+    def fit_runs() -> list:
+        return [r for r in _polled(tracking_uri, "kfit") if r.data.tags.get(schema.T_KIND) == schema.KIND_FIT]
+
+    caught = None
+    for _ in range(3):
+        proc = subprocess.Popen(argv, env=_env(tracking_uri), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            running = [r for r in fit_runs() if r.info.status == "RUNNING"]
+            if running:
+                os.killpg(proc.pid, signal.SIGKILL)
+                caught = running[0].info.run_id
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if caught:
+            break
+    assert caught, "the fit ended before its run was seen RUNNING"
+    assert MlflowClient().get_run(caught).info.status == "RUNNING"  # killed: nothing ended it
+    result = CliRunner().invoke(main, ["fit", "--experiment", "kfit", "--registered-model", "kfit-model"])
+    assert result.exit_code == 0, result.output
+    assert "ended 1 RUNNING run(s) of a killed fit or ingest" in result.output, result.output
+    killed = MlflowClient().get_run(caught)
+    assert killed.info.status == "FAILED" and "stale" in killed.data.tags[schema.T_FAILURE]
+    assert not [r for r in fit_runs() if r.info.status == "RUNNING"]
