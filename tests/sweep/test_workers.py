@@ -335,17 +335,6 @@ def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_track
         subprocess.run(["umount", "-l", str(disk)])
 
 
-def _pg_ctl(data: Path, *args: str) -> None:
-    """``pg_ctl`` of Debian's PostgreSQL on ``data``, as the postgres user when run as root."""
-    import glob
-
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    argv = [bins[-1], "-D", str(data), *args]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
-
-
 @pytest.mark.skipif(not os.environ.get("MLFLOW_ENERGY_TEST_POSTGRES"),
                     reason="needs Debian's PostgreSQL (.ci/run starts one; this test starts and stops its own)")
 def test_three_workers_with_postgresql_stopped_and_restarted_measure_each_config_once(tmp_path):
@@ -355,10 +344,12 @@ def test_three_workers_with_postgresql_stopped_and_restarted_measure_each_config
     import tempfile
 
     pgdir = Path(tempfile.mkdtemp(prefix="pg-"))  # the postgres user must reach it: not under pytest's 0700 tmp
-    out = subprocess.run([str(REPO / ".ci" / "postgres"), "start", str(pgdir)], check=True, capture_output=True,
-                         text=True, timeout=180).stdout.strip()
-    port = out.rsplit(":", 1)[1].split("/")[0]
-    uri = out  # postgresql://postgres@127.0.0.1:PORT/postgres, a fresh instance of its own
+
+    def postgres(command: str) -> str:  # .ci/postgres start | down | up | stop on this instance
+        return subprocess.run([str(REPO / ".ci" / "postgres"), command, str(pgdir)], check=True, capture_output=True,
+                              text=True, timeout=180).stdout.strip()
+
+    uri = postgres("start")  # postgresql://postgres@127.0.0.1:PORT/postgres, a fresh instance of its own
     spec = _spec(tmp_path, "pgdown", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
     procs = [_worker_env(spec, uri, "pgdown", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
                          **_fault_env()) for i in range(3)]
@@ -366,10 +357,9 @@ def test_three_workers_with_postgresql_stopped_and_restarted_measure_each_config
         deadline = time.monotonic() + 400
         while _finished_count(uri, "pgdown") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        _pg_ctl(pgdir / "data", "-m", "fast", "-w", "stop")
+        postgres("down")  # fast shutdown
         time.sleep(15)
-        _pg_ctl(pgdir / "data", "-l", str(pgdir / "postgres.log"), "-w", "-o",
-                f"-h 127.0.0.1 -p {port} -k {pgdir} -c max_connections=200", "start")
+        postgres("up")
         codes = [p.wait(timeout=600) for p in procs]
         full = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
         logs = "\n".join(text[-2000:] for text in full)
