@@ -238,24 +238,17 @@ def serve_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     One server for the session, shared by the serving and the bad-input tests.
     """
     import os
-    import subprocess
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent / "predict"))
-    from services import free_port, stop_group, wait_ready
+    from services import free_port, serving_process
     from test_predictor import NAME, registered_store
 
     tmp = tmp_path_factory.mktemp("front")
     uri = registered_store(tmp)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[1])}
-    log = tmp / "front.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
-                                 f"models:/{NAME}@champion", "-p", str(port)], cwd=tmp, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(proc, f"http://127.0.0.1:{port}/ping", log)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        stop_group(proc)
+    argv = [sys.executable, "-c", "from mlflow_energy.cli import main; main()", "serve", "-m",
+            f"models:/{NAME}@champion", "-p", str(port)]
+    with serving_process(argv, port=port, cwd=tmp, env=env) as (base, proc):
+        yield base, proc.pid

@@ -89,6 +89,14 @@ def serving(argv: list[str], *, port: int, cwd: Path, env: dict[str, str], ready
     The server's output goes to ``cwd/server-<port>.log``; ``PATH`` gets this interpreter's ``bin/``
     (``mlflow models serve`` starts ``uvicorn`` by name) and MLflow's job execution is off.
     """
+    with serving_process(argv, port=port, cwd=cwd, env=env, ready=ready, timeout=timeout) as (base, _proc):
+        yield base
+
+
+@contextlib.contextmanager
+def serving_process(argv: list[str], *, port: int, cwd: Path, env: dict[str, str], ready: str = "/ping",
+                    timeout: float = 240) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`serving`, yielding the server's process too (to read its memory)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env,
            "PATH": bin_dir + os.pathsep + env.get("PATH", os.environ.get("PATH", ""))}
@@ -98,7 +106,7 @@ def serving(argv: list[str], *, port: int, cwd: Path, env: dict[str, str], ready
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, base + ready, log, timeout)
-        yield base
+        yield base, proc
     finally:
         stop_group(proc)
 

@@ -185,18 +185,12 @@ REST_CASES = [
 ]
 
 
-@pytest.fixture
-def strict_server(serve_front):
-    """``mlflow-energy serve``, shared with tests/predict/test_serve.py (tests/conftest.py)."""
-    return serve_front[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("payload", "status", "needle"), REST_CASES, ids=[f"rest-{i}" for i in range(len(REST_CASES))])
-def test_rest_payload(strict_server, payload, status, needle):
+def test_rest_payload(serve_front, payload, status, needle):
     import requests
 
-    url = f"{strict_server}/invocations"
+    url = f"{serve_front[0]}/invocations"
     if payload == "deep":
         r = requests.post(url, data="[" * 100_000 + "]" * 100_000, headers={"Content-Type": "application/json"})
     elif payload == "notjson":
@@ -213,12 +207,12 @@ def test_rest_payload(strict_server, payload, status, needle):
 
 
 @pytest.mark.slow
-def test_rest_good_payload_still_predicts(strict_server):
+def test_rest_good_payload_still_predicts(serve_front):
     import requests
 
-    r = requests.post(f"{strict_server}/invocations", json={"dataframe_records": [_row(), _row(steps=8.0)]})
+    r = requests.post(f"{serve_front[0]}/invocations", json={"dataframe_records": [_row(), _row(steps=8.0)]})
     assert r.status_code in (200, 400), r.text  # integral floats: the friendly-dtype rule decides
-    r = requests.post(f"{strict_server}/invocations", json={"dataframe_records": [_row()]})
+    r = requests.post(f"{serve_front[0]}/invocations", json={"dataframe_records": [_row()]})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
 
 
@@ -234,11 +228,11 @@ def test_search_storage_is_one_line_without_the_password(url, needle):
 
 
 @pytest.mark.slow
-def test_rest_names_a_missing_column_first_without_echoing_the_data(strict_server):
+def test_rest_names_a_missing_column_first_without_echoing_the_data(serve_front):
     import requests
 
     record = {k: v for k, v in _row().items() if k != "steps"}
-    r = requests.post(f"{strict_server}/invocations", json={"dataframe_records": [record] * 20})
+    r = requests.post(f"{serve_front[0]}/invocations", json={"dataframe_records": [record] * 20})
     assert r.status_code == 400, r.text
     message = r.json()["message"]
     assert "steps" in message[:120] and len(message) < 400, message

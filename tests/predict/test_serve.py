@@ -85,12 +85,6 @@ def test_rest_interval_level_param(server):
 CSV_HEADER = "model,height,width,steps,guidance_scale,precision,batch_size,hardware"
 
 
-@pytest.fixture
-def front(serve_front):
-    """``mlflow-energy serve`` (tests/conftest.py): ``(base URL, PID)``."""
-    return serve_front
-
-
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
@@ -122,8 +116,8 @@ def _one_line_413(r: requests.Response) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
-def test_huge_bodies_are_refused_before_they_are_read_and_memory_stays_flat(front):
-    base, pid = front
+def test_huge_bodies_are_refused_before_they_are_read_and_memory_stays_flat(serve_front):
+    base, pid = serve_front
     url, json_type = f"{base}/invocations", {"Content-Type": "application/json"}
     assert requests.post(url, json={"dataframe_records": [row()]}, timeout=60).status_code == 200  # warm
     before = _rss_mb(pid)
@@ -148,8 +142,8 @@ def _csv(*rows: dict, header: str = CSV_HEADER) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_csv_requests_predict_like_json_on_our_front(front):
-    base, _ = front
+def test_csv_requests_predict_like_json_on_our_front(serve_front):
+    base, _ = serve_front
     rows = [row(), row(model="tiny-sdxl", steps=8, guidance_scale=None, hardware="H100")]
     r = requests.post(f"{base}/invocations", data=_csv(*rows), headers={"Content-Type": "text/csv"}, timeout=60)
     assert r.status_code == 200, r.text
@@ -167,8 +161,8 @@ def test_csv_requests_predict_like_json_on_our_front(front):
     ],
     ids=["missing-column", "fractional", "text-number", "text-boolean"],
 )
-def test_bad_csv_gets_one_line_naming_the_field_first(front, body, needle):
-    base, _ = front
+def test_bad_csv_gets_one_line_naming_the_field_first(serve_front, body, needle):
+    base, _ = serve_front
     r = requests.post(f"{base}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=60)
     assert r.status_code == 400, r.text
     message = r.json()["message"]
