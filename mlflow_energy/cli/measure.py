@@ -232,7 +232,7 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, max_conf
         click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
                f"{result.skipped} skipped (already measured or claimed by another worker); "
-               f"{result.energy_j:.4g} J measured")
+               f"{result.energy_j:.4g} J {'estimated (no energy counter)' if result.estimated else 'measured'}")
     if result.noisy:
         click.echo(f"noisy: {result.noisy} config(s) missed the 95% interval target (tagged; fit down-weights them)")
     if result.wall_s > 0:

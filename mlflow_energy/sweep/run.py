@@ -39,6 +39,7 @@ class SweepResult:
     skipped: int = 0
     measured: int = 0
     energy_j: float = 0.0
+    estimated: bool = False  # some energy is an estimate (no energy counter), not a measurement
     noisy: int = 0
     idle_power_w: float = 0.0
     wall_s: float = 0.0
@@ -148,6 +149,7 @@ def run_sweep(
         result.measured += 1
         result.noisy += int(m.noisy)
         result.energy_j += m.energy_j[schema.PHASE_TOTAL] * valid.batch_size
+        result.estimated |= m.energy_source.startswith(schema.SOURCE_ESTIMATE_PREFIX)
         if sink is not None:
             sink.write(m)
         done_keys.add((valid.config_hash(), meter.hardware))
@@ -247,7 +249,8 @@ def _summary(m: Any) -> str:
     """``12.3 J/img +-2.1% (3 runs, 0.41 s/img)``, and why a noisy config is noisy."""
     total = m.energy_j[schema.PHASE_TOTAL]
     ci = 100.0 * m.energy_total_ci95_j / total if total > 0 else float("inf")
-    text = f"{total:.4g} J/img +-{ci:.1f}% ({m.repeats} runs, {m.time_s[schema.PHASE_TOTAL]:.3g} s/img)"
+    unit = "J/img (estimate)" if m.energy_source.startswith(schema.SOURCE_ESTIMATE_PREFIX) else "J/img"
+    text = f"{total:.4g} {unit} +-{ci:.1f}% ({m.repeats} runs, {m.time_s[schema.PHASE_TOTAL]:.3g} s/img)"
     if m.outliers:
         text += f", {m.outliers} outlier(s) left out"
     if m.noisy:

@@ -90,6 +90,7 @@ def test_sweep_and_ingest_commands(tracking_uri, tmp_path, no_rapl):
     result = _invoke(["sweep", str(spec), "--experiment", "s", "--output", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "2 configs: 1 measured, 1 failed, 0 skipped" in result.output
+    assert " J/img (estimate) +-" in result.output and " J estimated (no energy counter)" in result.output  # no RAPL
     assert "FAILED tiny-sd2 36x36" in result.output
     assert "sweep run id: " in result.output
     assert "/runs?workflowType=machine_learning&viewStateShareKey=energy" in result.output  # the UI address of the energy view
@@ -140,3 +141,13 @@ def test_families_lists_every_full_size_family() -> None:
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()[1:]]
     assert listed == family_names(tiny=False)
+
+
+def test_sweep_with_an_energy_counter_says_measured(tracking_uri, tmp_path, fake_rapl):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "counted", "device": "cpu", "repeats": 1, "warmup": 0,
+                                    "grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": [1]}}))
+    result = _invoke(["sweep", str(spec), "--experiment", "c", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "estimate" not in result.output
+    assert " J/img +-" in result.output and " J measured" in result.output
