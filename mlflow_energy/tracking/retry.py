@@ -90,17 +90,21 @@ def _artifact_store_refused(exc: BaseException) -> bool:
     """An artifact upload through the server's proxy failed (5xx) while its tracking API answers.
 
     The server's 500 hides its disk's error (``too many 500 error responses``): a tracking call that
-    answers tells a full artifact store from a server that is away.
+    answers tells a full artifact store from a server that is away. The server closes the kept-alive
+    connection after its 500 without saying so, so the first probe can meet a reset connection; the
+    probe is tried three times (a reset connection leaves the pool, the next try opens a new one).
     """
     if "mlflow-artifacts/artifacts" not in str(exc):
         return False
-    try:
-        from mlflow import MlflowClient
+    from mlflow import MlflowClient
 
-        MlflowClient().search_experiments(max_results=1)
-    except Exception:
-        return False
-    return True
+    for attempt in range(3):
+        try:
+            MlflowClient().search_experiments(max_results=1)
+            return True
+        except Exception:
+            time.sleep(0.2 * (attempt + 1))
+    return False
 
 
 def retrying(fn: Callable[[], T], *, what: str, backoff: tuple[float, ...] = BACKOFF_S) -> T:
