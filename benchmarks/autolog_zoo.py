@@ -4,7 +4,8 @@ Builds each tiny pipeline (random weights, small widths, in-memory tokenizers), 
 autolog on into a temporary SQLite store, and prints a Markdown table, one row per pipeline class:
 the family recognised, the phases measured (a phase is listed when autolog metered at least one
 window of it: ``time/<phase>_s > 0``), FLOPs per phase (closed form, per image, where the family is
-recognised, else "-"), the denoiser calls and the scheduler steps of the call. The table in
+recognised, else traced; "-": none), the denoiser calls and the scheduler steps of the call; then,
+for combined pipelines, the same per stage (prior, decoder). The table in
 ``docs/autolog.md`` ("Pipelines tested") is this script's output. Energies are not printed: on a
 CPU they are the labelled estimate, and the tiny calls are shorter than its clock's resolution.
 
@@ -52,6 +53,7 @@ def main() -> None:
     print("| pipeline | family | phases measured | FLOPs text_encode | FLOPs denoise | FLOPs decode "
           "| denoiser calls | scheduler steps |")
     print("|---|---|---|---|---|---|---|---|")
+    stages: list[tuple[str, dict[str, float]]] = []
     for name in names:
         case = CASES[name]
         pipe, kwargs = case.build()
@@ -66,10 +68,24 @@ def main() -> None:
         p, m = run.data.params, run.data.metrics
         phases = [ph for ph in PHASES if m.get(schema.time_key(ph), 0.0) > 0]
         flops = [_flops(m.get(schema.flops_key(ph))) for ph in PHASES]
+        if schema.P_STAGES in p:
+            stages.append((name, m))
         print(f"| `{name}` | {p.get(schema.P_MODEL, '-')} | {', '.join(phases)} | {' | '.join(flops)} "
               f"| {p[schema.P_DENOISER_CALLS]} | {p.get(schema.P_SCHEDULER_STEPS, '-')} |", flush=True)
     for name, why in UNSUPPORTED.items():
         print(f"| `{name}` | not built: {why} |  |  |  |  |  |  |")
+    if stages:
+        print("\nCombined pipelines, each stage's phases (`energy/stage/<stage>/<phase>_j`, FLOPs per image):\n")
+        print("| pipeline | stage | phases measured | FLOPs text_encode | FLOPs denoise | FLOPs decode "
+              "| scheduler steps |")
+        print("|---|---|---|---|---|---|---|")
+        for name, m in stages:
+            for stage in ("prior", "decoder"):
+                phases = [ph for ph in PHASES if m.get(schema.stage_time_key(stage, ph), 0.0) > 0]
+                flops = [_flops(m.get(schema.stage_flops_key(stage, ph))) for ph in PHASES]
+                steps = m.get(schema.stage_steps_key(stage))
+                print(f"| `{name}` | {stage} | {', '.join(phases)} | {' | '.join(flops)} "
+                      f"| {'-' if steps is None else int(steps)} |")
 
 
 if __name__ == "__main__":

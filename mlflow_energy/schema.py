@@ -302,13 +302,38 @@ T_UNSUPPORTED = "mlflow_energy.unsupported"  # an autologged call autolog could 
 FLOPS_TRACED = "traced"
 FLOPS_CLOSED_FORM_PLUS_TRACED = "closed_form+traced"  # a family's closed form, plus traced calls of extra components (ControlNet)
 T_CALL_ID = "mlflow_energy.call_id"  # an autologged call's id: its journal entry becomes one run, once
-P_SCHEDULER_STEPS = "scheduler_steps"
-P_NUM_FRAMES = "num_frames"  # frames per video of a video pipeline's call (batch_size counts videos)  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)
+P_SCHEDULER_STEPS = "scheduler_steps"  # scheduler steps the call actually ran (img2img strength, Heun, PNDM)
+P_NUM_FRAMES = "num_frames"  # frames per video of a video pipeline's call (batch_size counts videos)
+# Combined pipelines (Kandinsky 2.2, Stable Cascade) run two stages, each with its own encoders,
+# denoiser and scheduler: ``prior`` (the ``prior_*`` components) and ``decoder`` (the others).
+STAGE_PRIOR = "prior"
+STAGE_DECODER = "decoder"
+P_STAGES = "stages"  # the stages of a combined pipeline's call, comma-separated ("prior,decoder")
 
 
 def component_energy_key(component: str) -> str:
     """``energy/component/<name>_j``: joules per image of one pipeline component (a ControlNet, a prior)."""
     return f"energy/component/{component}_j"
+
+
+def stage_energy_key(stage: str, phase: str) -> str:
+    """``energy/stage/<stage>/<phase>_j``: joules per image of one phase of one stage of a combined pipeline."""
+    return f"energy/stage/{stage}/{phase}_j"
+
+
+def stage_time_key(stage: str, phase: str) -> str:
+    """``time/stage/<stage>/<phase>_s``: seconds per image of one phase of one stage."""
+    return f"time/stage/{stage}/{phase}_s"
+
+
+def stage_flops_key(stage: str, phase: str) -> str:
+    """``flops/stage/<stage>/<phase>``: FLOPs per image of one phase of one stage (traced)."""
+    return f"flops/stage/{stage}/{phase}"
+
+
+def stage_steps_key(stage: str) -> str:
+    """``steps/stage/<stage>``: the scheduler steps one stage ran."""
+    return f"steps/stage/{stage}"
 
 # --- the MLflow UI (experiments, sweep and search parents) ---------------------------------
 # MLflow 3 opens an experiment on its GenAI "Overview" unless this tag says otherwise

@@ -8,7 +8,10 @@ the three phases. The denoiser's calls are the history ``energy/denoise_step_j``
 scheduler step, ``step`` = its index: both passes of true CFG, a ControlNet and its UNet summed);
 with several denoiser calls per step, each call is also in ``energy/denoise_call_j``. Pipelines
 with more than one component in a phase (a ControlNet, a prior) log each component's energy as
-``energy/component/<name>_j``. FLOPs (``flops/<phase>``) in closed form where the family is known
+``energy/component/<name>_j``. A combined pipeline (Kandinsky 2.2, Stable Cascade) also logs
+each stage's phases as their own group: ``energy/stage/<stage>/<phase>_j``,
+``time/stage/<stage>/<phase>_s``, ``flops/stage/<stage>/<phase>`` and ``steps/stage/<stage>``
+for ``prior`` and ``decoder``. FLOPs (``flops/<phase>``) in closed form where the family is known
 (:mod:`.traced` counts them from the calls made for the other pipelines).
 
 Example:
@@ -51,6 +54,12 @@ def record_metrics(record: CallRecord, *, images: int) -> dict[str, float]:
     ):  # more than one component per phase (a ControlNet, a prior): each one's share
         for name, (energy, _seconds) in record.components.items():
             metrics[schema.component_energy_key(name)] = energy / n
+    for stage, phases in record.stages.items():  # a combined pipeline: each stage's phases
+        for phase, (energy, seconds) in phases.items():
+            metrics[schema.stage_energy_key(stage, phase)] = energy / n
+            metrics[schema.stage_time_key(stage, phase)] = seconds / n
+    for stage, steps in record.stage_steps.items():
+        metrics[schema.stage_steps_key(stage)] = steps
     if whole_s > 0:
         metrics[schema.M_POWER_AVG] = whole_j / whole_s
     return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_energy import schema
-from mlflow_energy.autologging.probe import CallProbe
+from mlflow_energy.autologging.probe import CallProbe, CallRecord
 
 _logger = logging.getLogger(__name__)
 _PATCHED_FLAG = "_mlflow_energy_autolog"
@@ -306,6 +306,9 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     params = call_params(pipe, args, kwargs, output, len(probe.record.denoise_steps), device=probe.device)
     if probe.record.step_ends:
         params[schema.P_SCHEDULER_STEPS] = len(probe.record.per_step())
+    if probe.record.stages:
+        params[schema.P_STAGES] = ",".join(s for s in (schema.STAGE_PRIOR, schema.STAGE_DECODER)
+                                           if s in probe.record.stages)
     all_params = {**params, **({schema.P_MODEL: family} if family else {})}
     target = _target()
     rows = call_rows(probe.record, params, family, _CONFIG.carbon)
@@ -324,6 +327,7 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
             tags[schema.T_FLOPS_SOURCE] = schema.FLOPS_TRACED
             if set(probe.record.phases) <= set(traced):  # a total only when no phase is missing
                 rows.append((schema.M_FLOPS_TOTAL, sum(traced.values()), 0))
+        rows += _stage_flops(probe.record, images=int(params.get(schema.P_BATCH_SIZE, 1)))
     entry = _entry(target, run_name=_run_name(family, pipe, params), params=all_params,
                    metrics=rows, tags=tags, status="FINISHED", start_ms=start_ms)
     if target["run_id"] is not None:
@@ -334,6 +338,18 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     if _CONFIG.log_images:
         entry["_image"] = output  # the first image is made and logged by the background logger
     background.submit(entry, warn=_warn)
+
+
+def _stage_flops(record: CallRecord, *, images: int) -> list[tuple[str, float, int]]:
+    """``flops/stage/<stage>/<phase>`` of a combined pipeline, traced from each stage's own calls."""
+    from mlflow_energy.autologging.traced import phase_flops
+
+    rows = []
+    for stage in record.stages:
+        own = {key: value for key, value in record.traced.items() if record.stage_of.get(key[1]) == stage}
+        for phase, value in phase_flops(own, images=images).items():
+            rows.append((schema.stage_flops_key(stage, phase), value, 0))
+    return rows
 
 
 def _with_extra_components(rows: list[tuple[str, float, int]], family: str, traced: dict[Any, list[Any]],

@@ -82,6 +82,28 @@ def component_phase(name: str, module: Any = None) -> str | None:
     return None
 
 
+def component_stage(name: str, components: dict[str, Any]) -> str | None:
+    """The stage of a combined pipeline a component belongs to; ``None`` for a one-stage pipeline.
+
+    A combined pipeline (Kandinsky 2.2, Stable Cascade) registers its prior's components with a
+    ``prior_`` prefix next to its decoder's own denoiser: those are the ``prior`` stage, the rest
+    the ``decoder`` stage. A prior pipeline alone (``prior``, ``text_encoder``) has one stage.
+
+    Example:
+        >>> parts = {"prior_prior": 0, "prior_text_encoder": 0, "unet": 0, "movq": 0}
+        >>> component_stage("prior_text_encoder", parts), component_stage("movq", parts)
+        ('prior', 'decoder')
+        >>> component_stage("unet", {"unet": 0, "vae": 0}) is None
+        True
+    """
+    names = list(components)
+    has_prior = any(n.startswith("prior_") for n in names)
+    has_decoder = any(not n.startswith("prior_") and n.startswith(DENOISER_PREFIXES) for n in names)
+    if not (has_prior and has_decoder):
+        return None
+    return schema.STAGE_PRIOR if name.startswith("prior_") else schema.STAGE_DECODER
+
+
 # Measured calls in flight, process-wide: a call that overlaps another is tagged, since a
 # process-wide meter (the CPU estimate, RAPL) counts both calls' work in both windows.
 _ACTIVE: set[Any] = set()
@@ -161,6 +183,9 @@ class CallRecord:
         overlapped: other measured calls (other threads) that ran while this one did.
         traced: ``{(phase, component, method, signature): [calls, module, meta_args, meta_kwargs]}``:
             each distinct input shape signature of the metered calls, for traced FLOPs (:mod:`.traced`).
+        stages: for a combined pipeline (:func:`component_stage`), ``{stage: {phase: [energy_j, time_s]}}``.
+        stage_steps: ``{stage: scheduler steps}`` of a combined pipeline.
+        stage_of: ``{component: stage}`` of a combined pipeline's metered components.
     """
 
     whole: tuple[float, float] = (0.0, 0.0)
@@ -171,6 +196,9 @@ class CallRecord:
     step_ends: list[int] = field(default_factory=list)
     overlapped: int = 0
     traced: dict[Any, list[Any]] = field(default_factory=dict)
+    stages: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    stage_steps: dict[str, int] = field(default_factory=dict)
+    stage_of: dict[str, str] = field(default_factory=dict)
 
     def per_step(self) -> list[tuple[float, float]]:
         """``(energy_j, time_s)`` per scheduler step (per denoiser call without step marks).
@@ -243,6 +271,11 @@ class CallProbe:
         own[1] += seconds
         if phase == schema.PHASE_DENOISE:
             self.record.denoise_steps.append((energy, seconds))
+        stage = self.record.stage_of.get(component)
+        if stage is not None:
+            group = self.record.stages.setdefault(stage, {}).setdefault(phase, [0.0, 0.0])
+            group[0] += energy
+            group[1] += seconds
 
     def _trace(self, phase: str, component: str, module: Any, method: str, args: tuple, kwargs: dict) -> None:
         """Count this call under its input signature; keep meta copies of the inputs of a new one."""
@@ -269,6 +302,9 @@ class CallProbe:
             phase = component_phase(name, module)
             if phase is None:
                 continue
+            stage = component_stage(name, components)
+            if stage is not None:
+                self.record.stage_of[name] = stage
             if phase == schema.PHASE_DECODE:
                 self._wrap_decode(module, name)
                 continue
@@ -286,18 +322,22 @@ class CallProbe:
 
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
             self._handles.append(module.register_forward_hook(post, always_call=True))
-        schedulers = [getattr(self.pipe, "scheduler", None)]  # and a prior's (``prior_scheduler``)
-        schedulers += [m for n, m in components.items() if n.endswith("scheduler") and m not in schedulers]
-        for scheduler in schedulers:
-            self._wrap_scheduler(scheduler)
+        schedulers = [("scheduler", getattr(self.pipe, "scheduler", None))]  # and a prior's (``prior_scheduler``)
+        schedulers += [(n, m) for n, m in components.items()
+                       if n.endswith("scheduler") and all(m is not s for _, s in schedulers)]
+        for name, scheduler in schedulers:
+            self._wrap_scheduler(scheduler, component_stage(name, components))
 
-    def _wrap_scheduler(self, scheduler: Any) -> None:
+    def _wrap_scheduler(self, scheduler: Any, stage: str | None = None) -> None:
         """Mark the end of each scheduler step, so the denoiser calls of one step can be summed."""
-        if scheduler is not None and _dispatch(scheduler, "step", self, self._on_step):
+        handler = functools.partial(self._on_step, stage)
+        if scheduler is not None and _dispatch(scheduler, "step", self, handler):
             self._wrapped_steps.append(scheduler)
 
-    def _on_step(self, call: Any) -> Any:
+    def _on_step(self, stage: str | None, call: Any) -> Any:
         self.record.step_ends.append(len(self.record.denoise_steps))
+        if stage is not None:
+            self.record.stage_steps[stage] = self.record.stage_steps.get(stage, 0) + 1
         return call()
 
     def _wrap_decode(self, vae: Any, name: str) -> None:

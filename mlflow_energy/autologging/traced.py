@@ -8,8 +8,16 @@ real device and no weights are copied: the copy is built on ``meta`` from the co
 (diffusers ``from_config``, transformers ``Model(config)``). Results are cached per component and
 signature, so a later call with the same shapes costs a dictionary lookup.
 
-A call that cannot run on the meta device (an op without a meta kernel, a ``.item()``) leaves its
-phase without traced FLOPs rather than undercounted.
+Some models read the *values* of small integer inputs to shape their computation: Lumina2's
+transformer trims each prompt to its mask's length, Wan's UMT5 encoder reads its mask with
+``.item()``. So the values of small integer and boolean inputs (masks, token ids; at most
+:data:`MAX_VALUE_NUMEL` elements) are kept on the CPU with the shapes; a call that cannot be traced
+on pure meta inputs is traced again with them, under a mode that runs the ops on those values
+for real (they are small) and moves them to ``meta`` where they meet the model's activations.
+Such a model is counted with the values of the first call of each input shape.
+
+A call that cannot run even so (an op without a meta kernel, a value read from a float
+activation) leaves its phase without traced FLOPs rather than undercounted.
 
 Example:
     >>> import torch
@@ -28,6 +36,7 @@ import weakref
 from typing import Any
 
 import torch
+import torch.utils._python_dispatch
 
 __all__ = ["meta_inputs", "phase_flops", "signature", "traced_flops"]
 
@@ -38,6 +47,8 @@ _META: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 #: Largest module copied (weights included) to the meta device when it has no config to rebuild from.
 _MAX_COPY_BYTES = 256 * 2**20
+#: Integer and boolean inputs up to this many elements keep their values (masks, token ids).
+MAX_VALUE_NUMEL = 1 << 16
 
 
 def _map(value: Any, fn: Any) -> Any:
@@ -50,12 +61,53 @@ def _map(value: Any, fn: Any) -> Any:
     return value
 
 
+def _keeps_values(t: torch.Tensor) -> bool:
+    return (not t.is_floating_point() and not t.is_complex() and t.numel() <= MAX_VALUE_NUMEL
+            and t.device.type != "meta")
+
+
 def meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """``args`` and ``kwargs`` with every tensor replaced by an empty meta tensor of its shape and dtype."""
+    """``args`` and ``kwargs`` with every tensor replaced by an empty meta tensor of its shape and dtype.
+
+    Small integer and boolean tensors (masks, ids) are kept as CPU copies with their values
+    instead (see the module doc); :func:`traced_flops` moves them to ``meta`` for its first try.
+    """
     def to_meta(t: torch.Tensor) -> torch.Tensor:
+        if _keeps_values(t):
+            return t.detach().to("cpu", copy=True)
         return torch.empty(t.shape, dtype=t.dtype, device="meta")
 
     return _map(tuple(args), to_meta), _map(dict(kwargs), to_meta)
+
+
+def _all_meta(value: Any) -> Any:
+    return _map(value, lambda t: t if t.is_meta else torch.empty(t.shape, dtype=t.dtype, device="meta"))
+
+
+class _ValuesMeetMeta(torch.utils._python_dispatch.TorchDispatchMode):
+    """Ops on small CPU inputs run for real; where they meet a meta tensor they become meta too."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        from torch.utils._pytree import tree_leaves, tree_map
+
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and str(kwargs.get("device")) == "meta" \
+                and isinstance(args[0], torch.Tensor) and not args[0].is_meta:
+            kwargs = {k: v for k, v in kwargs.items() if k != "device"}  # ``mask.to(model.device)``: keep the values
+        leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if func is torch.ops.aten.index.Tensor and args[0].is_meta:
+            # ``x[mask]``: a meta mask would lose how many are selected; its indices keep it
+            indices: list[Any] = []
+            for index in args[1]:
+                if isinstance(index, torch.Tensor) and not index.is_meta and index.dtype == torch.bool:
+                    indices.extend(index.nonzero(as_tuple=True))
+                else:
+                    indices.append(index)
+            args = (args[0], indices, *args[2:])
+        if any(t.is_meta for t in leaves) and any(not t.is_meta for t in leaves):
+            args, kwargs = tree_map(
+                lambda t: t.to("meta") if isinstance(t, torch.Tensor) and not t.is_meta else t, (args, kwargs))
+        return func(*args, **kwargs)
 
 
 def signature(args: tuple, kwargs: dict) -> Any:
@@ -122,12 +174,23 @@ def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | N
         flops: int | None = None
         # Masks decide branches by their values (``mask.all()``), which meta tensors lack; the
         # counted ops (matmuls, convolutions, attention) cost the same with or without one.
-        unmasked = {k: v for k, v in kwargs.items() if "mask" not in k}
-        for kw in (kwargs, unmasked) if len(unmasked) < len(kwargs) else (kwargs,):
+        # A model that reads its small integer inputs' values (Lumina2, Wan's UMT5) is traced
+        # last with those values (:class:`_ValuesMeetMeta`).
+        margs, mkwargs = _all_meta(args), _all_meta(kwargs)
+        unmasked = {k: v for k, v in mkwargs.items() if "mask" not in k}
+        tries: list[tuple[tuple, dict, bool]] = [(margs, mkwargs, False)]
+        if len(unmasked) < len(mkwargs):
+            tries.append((margs, unmasked, False))
+        tries.append((args, kwargs, True))
+        for a, kw, values in tries:
             try:
                 meta = _meta_copy(module)
                 with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                    getattr(meta, method)(*args, **kw)
+                    if values:
+                        with _ValuesMeetMeta():
+                            getattr(meta, method)(*a, **kw)
+                    else:
+                        getattr(meta, method)(*a, **kw)
                 flops = int(counter.get_total_flops())
                 break
             except Exception:
