@@ -124,7 +124,7 @@ def format_summary(result: FitResult) -> str:
         lines.append("cross-validation (law alone -> law + corrector):")
         for _, r in result.cv_summary.iterrows():
             lines.append(
-                f"  {r['scheme']:<5} {r['phase']:<12} n={int(r['n']):<4} MAPE {r['mape_law']:.1%} -> "
+                f"  {r['scheme']:<7} {r['phase']:<12} n={int(r['n']):<4} MAPE {r['mape_law']:.1%} -> "
                 f"{r['mape_corrected']:.1%}   Spearman {r['spearman_law']:.3f} -> {r['spearman_corrected']:.3f}")
     lines.append("corrector: " + ("used (it lowers grouped-CV MAPE)" if result.model.corrector_used
                                   else "off, law only (grouped CV: it does not help)"))

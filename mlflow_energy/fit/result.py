@@ -15,6 +15,7 @@ from mlflow_energy.fit.features import compute_flops
 from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
 from mlflow_energy.fit.model import EnergyModel, fit_core
 from mlflow_energy.fit.validation import (
+    LEVELS,
     corrector_helps,
     cross_validate,
     family_laws,
@@ -99,7 +100,7 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
     model.corrector_used = corrector_helps(summary)
     column = "corrected_j" if model.corrector_used else "law_j"
     model.interval = interval_widths(pred, column=column) if len(pred) else dict.fromkeys(
-        ("known", "unseen_family", "unseen_hardware", "unseen_source"), math.log(2.0))
+        LEVELS, math.log(2.0))
     coverage = interval_coverage(pred, column=column) if len(pred) else None
     scopes = sorted(set(frame["energy_scope"])) if "energy_scope" in frame.columns else []
     if len(scopes) == 1:

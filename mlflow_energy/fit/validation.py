@@ -1,9 +1,11 @@
 """Honest evaluation: grouped cross-validation and calibrated conformal intervals.
 
-Schemes: leave one config out (within its family and GPU), one family, one GPU, or one data
-source out (``loco``, ``lofo``, ``loho``, ``loso``). Each calibrates the interval of one prediction
-level (``known``, ``unseen_family``, ``unseen_hardware``, ``unseen_source``): the split-conformal
-quantile of the held-out |log residuals|. Its coverage is estimated honestly by leaving one
+Schemes: leave one config out (within its family and GPU), one family, one GPU, one data
+source, or one setup (a data source on one GPU) out (``loco``, ``lofo``, ``loho``, ``loso``,
+``losetup``). Each calibrates the interval of one prediction level (``known``, ``unseen_family``,
+``unseen_hardware``, ``unseen_source``, ``unseen_setup``): the split-conformal quantile of the
+held-out |log residuals|. ``unseen_setup``, the default for a row that names no setup, is the
+widest of them (:func:`interval_widths`). Its coverage is estimated honestly by leaving one
 group out of the calibration too: every held-out group is scored against the quantile of the
 other groups' residuals (:func:`interval_coverage`).
 """
@@ -26,10 +28,20 @@ ALPHA = 0.10  # 90% prediction interval
 
 
 # ============================================================================ cross-validation
-CV_SCHEMES = ("loco", "lofo", "loho", "loso")
-_LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_hardware", "loso": "unseen_source"}
+CV_SCHEMES = ("loco", "lofo", "loho", "loso", "losetup")
+_LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_hardware", "loso": "unseen_source",
+                    "losetup": "unseen_setup"}
 LEVELS: tuple[str, ...] = tuple(_LEVEL_OF_SCHEME.values())
-_GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source"}
+#: The level of a row for a setup the model has never seen (another harness, GPU, runtime).
+LEVEL_UNSEEN_SETUP = "unseen_setup"
+_GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source",
+                    "losetup": "setup"}
+
+
+def _setup_keys(frame: pd.DataFrame) -> pd.Series:
+    """A setup: one data source (harness, runtime, energy scope) on one GPU."""
+    source = frame["data_source"].astype(str) if "data_source" in frame.columns else ""
+    return source + "|" + frame["hardware"].astype(str)
 
 
 def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[np.ndarray]:
@@ -41,6 +53,9 @@ def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[
         keys = keys.where(sizes >= MIN_POINTS + 1)
     elif scheme == "lofo":
         keys = frame["model"] if frame["model"].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
+    elif scheme == "losetup":
+        keys = _setup_keys(frame)
+        keys = keys if keys.nunique() >= 2 else pd.Series(np.nan, index=frame.index)
     else:
         col = _GROUP_OF_SCHEME[scheme]
         if col not in frame.columns:
@@ -147,7 +162,8 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
     ``corrected_j`` or ``law_j``).
 
     A level without its own folds borrows the next wider one (and at worst the maximum of all
-    held-out residuals)."""
+    held-out residuals). ``unseen_setup`` is never narrower than any other level: a setup the
+    model has never seen may differ from the training data in every way the schemes test."""
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
     out: dict[str, float] = {}
     for scheme, level in _LEVEL_OF_SCHEME.items():
@@ -161,6 +177,7 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
         if level not in out:
             wider = [out[w] for w in order[i + 1:] if w in out]
             out[level] = wider[0] if wider else max([*out.values(), fallback])
+    out[LEVEL_UNSEEN_SETUP] = max(out.values())
     return out
 
 
@@ -173,12 +190,15 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
     ``coverage`` (fraction of held-out totals inside their interval) and ``log_halfwidth``.
     """
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
+    widest_other = {lv: w for lv, w in interval_widths(pred, column=column).items()
+                    if lv != LEVEL_UNSEEN_SETUP} if len(tot) else {}
     rows = []
     for scheme, level in _LEVEL_OF_SCHEME.items():
         g = tot[tot["scheme"] == scheme]
         if len(g) == 0:
             continue
-        key = g["run_id"] if scheme == "loco" else g[_GROUP_OF_SCHEME[scheme]]
+        key = g["run_id"] if scheme == "loco" else _setup_keys(g) if scheme == "losetup" \
+            else g[_GROUP_OF_SCHEME[scheme]]
         r = _abs_log_resid(g, column)
         hits = []
         for k in key.unique():
@@ -186,10 +206,13 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
             if (~mine).sum() == 0:
                 continue
             q = _conformal_q(r[~mine])
+            if level == LEVEL_UNSEEN_SETUP:  # as served: never narrower than the other levels
+                q = max([q, *widest_other.values()])
             hits.extend(r[mine] <= q)
         rows.append({"level": level, "scheme": scheme, "n": len(g), "n_groups": int(key.nunique()),
                      "nominal": 1 - ALPHA, "coverage": float(np.mean(hits)) if hits else float("nan"),
-                     "log_halfwidth": _conformal_q(r)})
+                     "log_halfwidth": max([_conformal_q(r), *widest_other.values()])
+                     if level == LEVEL_UNSEEN_SETUP else _conformal_q(r)})
     return pd.DataFrame(rows, columns=["level", "scheme", "n", "n_groups", "nominal", "coverage", "log_halfwidth"])
 
 

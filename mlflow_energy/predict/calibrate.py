@@ -56,7 +56,7 @@ BATCH_SLOPE_PRIOR_SD = 0.1
 SIGMA_PRIOR_DOF = 4.0
 LEVEL_CALIBRATED = "calibrated"
 LEVEL_CALIBRATED_SETUP = "calibrated_setup"
-LEVEL_UNSEEN_SETUP = "unseen_setup"
+LEVEL_UNSEEN_SETUP = "unseen_setup"  # the same as fit.validation.LEVEL_UNSEEN_SETUP
 
 
 @dataclass

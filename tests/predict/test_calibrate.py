@@ -63,14 +63,19 @@ def test_unknown_setup_gets_the_widest_interval_and_says_so(store):
                                              row(setup=src, model="tiny-sd3.5-medium", height=64, width=64)]))
     assert list(out["interval_level"]) == ["unseen_setup", "known", "unseen_hardware", "unseen_family"]
     half = np.log(out["energy_total_j_high"] / out["energy_total_j"]).to_numpy()
-    # no unseen_setup width stored yet: the widest stored level, conservative
-    assert "unseen_setup" not in model.interval
-    assert half[0] == pytest.approx(max(model.interval.values()))
+    # fit stores the unseen_setup level: the widest of the cross-validated levels
+    assert model.interval["unseen_setup"] == max(model.interval.values())
+    assert half[0] == pytest.approx(model.interval["unseen_setup"])
     assert half[1] == pytest.approx(model.interval["known"]) and half[1] < half[0]
-    # once fit stores the unseen_setup level, it is what an unseen setup gets
+    # the stored unseen_setup level is what an unseen setup gets; a model from before it was
+    # stored gives an unseen setup the widest level it has
     wider = dataclasses.replace(model, interval={**model.interval, "unseen_setup": 1.234})
     out2 = predict_frame(wider, pd.DataFrame([row()]))
     assert np.log(out2["energy_total_j_high"] / out2["energy_total_j"])[0] == pytest.approx(1.234)
+    older = dataclasses.replace(model, interval={k: v for k, v in model.interval.items() if k != "unseen_setup"})
+    out3 = predict_frame(older, pd.DataFrame([row()]))
+    assert np.log(out3["energy_total_j_high"] / out3["energy_total_j"])[0] == pytest.approx(
+        max(older.interval.values()))
 
 
 def test_a_family_known_elsewhere_on_a_trained_gpu_is_not_unseen_family(store):
