@@ -207,6 +207,12 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, max_conf
         os.environ[ENV_CARBON_INTENSITY] = str(carbon)
 
     parsed = SweepSpec.from_yaml(spec, max_configs=max_configs)
+    if carbon is not None:  # the command line wins over the spec's carbon_intensity
+        import dataclasses
+
+        parsed = dataclasses.replace(parsed, carbon_intensity=carbon)
+    elif parsed.carbon_intensity is not None:  # records replayed from the journal read it too
+        os.environ[ENV_CARBON_INTENSITY] = str(parsed.carbon_intensity)
     claims = True
     if shard is not None and shard.strip().lower() == AUTO:
         where_from: tuple[int, int] | None

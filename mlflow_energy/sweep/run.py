@@ -315,7 +315,8 @@ class _Tracker:
     def log(self, m: Any) -> str:
         from mlflow_energy.sweep.summary import summary_row
 
-        run_id = self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id)
+        run_id = self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id,
+                                        carbon_intensity=self.spec.carbon_intensity)
         self.rows.append(summary_row(m, self.t.default_run_name(m.config)))
         return run_id
 

@@ -14,6 +14,8 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
       max_seconds: 30               #   ... or this many seconds of measuring per config
       max_warmup: 5
     idle_seconds: 3                 # idle power measured before the sweep (Zeus meters)
+    carbon_intensity: DEU           # grid for carbon/co2e_g: gCO2e/kWh, WORLD, a country code or a
+                                    #   cloud region (gcp:us-central1); --carbon-intensity/--region win
     idle_each_config: false         # true: measured again before each config
     seed: 0
     grid:                           # the cross product of these lists
@@ -78,7 +80,7 @@ GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "bat
              "power_limit_w")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
-            "protocol", "idle_seconds", "idle_each_config")
+            "protocol", "idle_seconds", "idle_each_config", "carbon_intensity")
 PROTOCOL_KEYS = ("target", "max_repeats", "max_seconds", "max_warmup", "warmup_tolerance")
 
 #: More configs than this is most likely a typo in a grid list (a 100k-config CPU sweep runs for
@@ -217,6 +219,7 @@ class SweepSpec:
     protocol: Protocol = field(default_factory=Protocol)
     idle_seconds: float = IDLE_SECONDS
     idle_each_config: bool = False
+    carbon_intensity: str | float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "",
@@ -283,6 +286,15 @@ class SweepSpec:
             if not isinstance(data["idle_each_config"], bool):
                 raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
             kwargs["idle_each_config"] = data["idle_each_config"]
+        if data.get("carbon_intensity") is not None:
+            from mlflow_energy.carbon import grid_intensity
+
+            where = data["carbon_intensity"]
+            if isinstance(where, bool) or not isinstance(where, (str, int, float)):
+                raise ConfigError("carbon_intensity", where, "gCO2e/kWh, WORLD, a country code (DEU) or a cloud "
+                                  "region (gcp:us-central1)")
+            grid_intensity(where)  # an unknown region or a negative number: refused now, not after measuring
+            kwargs["carbon_intensity"] = where
         if "name" not in kwargs:
             kwargs["name"] = check_name("name", name, MAX_NAME)
         spec = cls(grid=grid, overrides=overrides, source=source, **kwargs)

@@ -65,3 +65,32 @@ def test_region_and_intensity_together_are_refused(tracking_uri):
     result = CliRunner().invoke(main, ["measure", "--model", "tiny-sd2", "--region", "FRA",
                                        "--carbon-intensity", "100"])
     assert result.exit_code == 2 and "either --region or --carbon-intensity" in result.output
+
+
+@pytest.mark.parametrize(("flag", "intensity"), [((), None), (("--carbon-intensity", "200"), 200.0)])
+def test_a_sweep_spec_names_its_grid_and_the_command_line_wins(tracking_uri, no_rapl, tmp_path, monkeypatch,
+                                                               flag, intensity):
+    from mlflow_energy.carbon import ENV_CARBON_INTENSITY, grid_intensity
+
+    monkeypatch.delenv(ENV_CARBON_INTENSITY, raising=False)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: grid\ncarbon_intensity: FRA\nrepeats: 1\nwarmup: 0\n"
+                    "grid: {model: [tiny-sd2], resolution: [32], steps: [1]}\n")
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--experiment", "grid", "--no-progress", *flag])
+    assert result.exit_code == 0, result.output
+    (run,) = [r for r in mlflow.search_runs(experiment_names=["grid"], output_format="list")
+              if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+    g = intensity if intensity is not None else grid_intensity("FRA").g_per_kwh
+    assert float(run.data.tags[schema.T_CARBON_INTENSITY]) == pytest.approx(g)
+    assert run.data.metrics[schema.M_CARBON_CO2E] == pytest.approx(run.data.metrics[schema.M_ENERGY_TOTAL] / 3.6e6 * g)
+
+
+@pytest.mark.parametrize("value", ["Atlantis", -5, [1]])
+def test_a_bad_carbon_intensity_in_a_spec_is_refused_before_measuring(tmp_path, value):
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"carbon_intensity": value, "grid": {"model": ["tiny-sd2"]}}))
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "carbon_intensity" in result.output and len(result.output.strip().splitlines()) == 1
