@@ -49,25 +49,31 @@ class SearchResult:
     parent_run_id: str | None
     study_name: str
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: str = "predict"
 
     def summary(self) -> str:
-        """A few lines for the terminal: best config, its metrics, the saving against the default."""
+        """A few lines for the terminal: best config, its metrics, the saving against the default.
+
+        In predict mode every energy is the model's prediction and says so; measure mode's are measured.
+        """
         c, d = self.best_config, self.default_config
+        how = "predicted" if self.mode == "predict" else "measured"
         lines = [
             f"best config ({self.n_feasible}/{self.n_trials} trials feasible): model={c.model} {c.height}x{c.width} "
             f"steps={c.steps} guidance_scale={c.guidance_scale:g} precision={c.precision} batch_size={c.batch_size} "
             f"scheduler={c.scheduler}",
-            "  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.best_metrics.items())),
+            f"  {how}: " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(self.best_metrics.items())),
             f"default config: {d.height}x{d.width} steps={d.steps} guidance_scale={d.guidance_scale:g} "
-            f"precision={d.precision} batch_size={d.batch_size}: {self.default_energy_j:.4g} J per image",
+            f"precision={d.precision} batch_size={d.batch_size}: {self.default_energy_j:.4g} J per image ({how})",
         ]
         if self.energy_saved_j > 0:
-            lines.append(f"energy saved vs default: {self.energy_saved_j:.4g} J per image "
-                         f"({100 * self.energy_saved_frac:.1f}%)")
+            lines.append(f"{how} energy saved vs default: {self.energy_saved_j:.4g} J per image "
+                         f"({100 * self.energy_saved_frac:.1f}%)"
+                         + ("; measure the best config to confirm it" if self.mode == "predict" else ""))
         else:
             lines.append(f"no saving: the best config found ({self.best_metrics.get(schema.M_ENERGY_TOTAL, math.nan):.4g}"
-                         f" J per image) is not better than the default ({self.default_energy_j:.4g} J); keep the "
-                         "default, or widen the space")
+                         f" J per image, {how}) is not better than the default ({self.default_energy_j:.4g} J); keep "
+                         "the default, or widen the space")
         if len(self.pareto) > 1:
             lines.append(f"Pareto front (energy vs quality): {len(self.pareto)} configs")
         if self.parent_run_id:

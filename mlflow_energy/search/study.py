@@ -277,6 +277,7 @@ def _summarise(
         best_config=best_cfg, best_metrics=best_metrics, default_config=default, default_energy_j=default_energy,
         energy_saved_j=saved, energy_saved_frac=metrics[schema.M_SEARCH_SAVED_FRAC], pareto=pareto, trials=frame,
         n_trials=len(complete), n_feasible=len(feasible), parent_run_id=parent, study_name=study_name,
+        mode=evaluator.mode,
     )
 
 

@@ -252,7 +252,8 @@ def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:
     ok = runner.invoke(main, ["search", "--spec", str(spec), "--model-uri", "models:/energy@champion",
                               "--precision", "fp16", "--experiment", "cli", "--no-plots"])
     assert ok.exit_code == 0, ok.output
-    assert "best config" in ok.output and "energy saved vs default" in ok.output
+    assert "best config" in ok.output and "predicted energy saved vs default" in ok.output
+    assert "J per image (predicted)" in ok.output and "measured" not in ok.output
     (parent,) = _runs("cli", schema.KIND_SEARCH)
     assert int(parent.data.params[schema.best_param(schema.P_STEPS)]) >= 12
     assert parent.data.params[schema.P_SEARCH_MODEL_URI] == "models:/energy@champion"
