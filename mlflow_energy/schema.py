@@ -105,6 +105,7 @@ T_POWER_LIMIT = "mlflow_energy.power_limit_w"
 T_ESTIMATE_TDP = "mlflow_energy.estimate_tdp_w"  # the TDP an estimate-meter run assumed
 T_SHARD = "mlflow_energy.shard"  # "I/N" of a sharded sweep
 T_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+T_PROJECT_RUN_ID = "mlflow_energy.project_run_id"  # the `mlflow run` run, when it is in another experiment
 T_RUN_NAME = "mlflow.runName"
 
 RUN_TAGS: tuple[str, ...] = (T_ENERGY_SOURCE, T_HARDWARE, T_CONFIG_HASH, T_VERSION, T_KIND)

@@ -111,7 +111,36 @@ def start_run(
     parent = parent_run_id or ambient_parent(exp_id)
     if parent:
         all_tags[schema.T_PARENT_RUN_ID] = parent
-    return client().create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    run_id = client().create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    if not parent:
+        _link_project_run(exp_id, run_id, kind, run_name)
+    return run_id
+
+
+def _link_project_run(exp_id: str, run_id: str, kind: str, run_name: str | None) -> None:
+    """Under ``mlflow run`` whose run is in another experiment: link the two both ways.
+
+    ``mlflow run .`` without ``--experiment-name`` puts its own run in the Default experiment while
+    the entry point logs into the spec's; the project run's description then says where the
+    results are (one line per top-level run, a link the UI opens), and each of those runs carries
+    ``mlflow_energy.project_run_id``. Best effort: a failure never stops the caller.
+    """
+    project = os.environ.get("MLFLOW_RUN_ID")
+    if not project or project == run_id:
+        return
+    try:
+        c = client()
+        ambient = c.get_run(project)
+        if ambient.info.experiment_id == exp_id or ambient.info.status != "RUNNING":
+            return
+        c.set_tag(run_id, schema.T_PROJECT_RUN_ID, project)
+        note = ambient.data.tags.get(schema.T_NOTE, "")
+        head = "This `mlflow run` logged its results in another experiment:"
+        line = f"- {kind} run [{run_name or run_id}](#/experiments/{exp_id}/runs/{run_id}) " \
+               f"in [experiment {exp_id}](#/experiments/{exp_id})"
+        c.set_tag(project, schema.T_NOTE, (note or head) + "\n" + line)
+    except Exception:
+        pass
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

@@ -103,3 +103,29 @@ def test_default_experiment_and_mlflow_run_environment(tracking_uri, small_confi
     assert child.info.experiment_id == project_exp
     assert child.data.tags[schema.T_PARENT_RUN_ID] == project_run
     assert client.get_run(project_run).info.status == "RUNNING"  # left to `mlflow run` to end
+
+
+def test_an_mlflow_run_in_another_experiment_is_linked_both_ways(tracking_uri, monkeypatch):
+    """`mlflow run .` without --experiment-name puts its run in Default; the entry point's top-level
+    runs (sweep, fit) are elsewhere: the project run's description links each of them, and each names
+    the project run. In the same experiment they nest under it instead."""
+    from mlflow_energy.tracking import runs
+
+    c = MlflowClient()
+    project = c.create_run("0").info.run_id  # Default, RUNNING, as `mlflow run` leaves it
+    monkeypatch.setenv("MLFLOW_RUN_ID", project)
+    exp = runs.experiment_id("demo")
+    sweep = runs.start_run(exp, kind=schema.KIND_SWEEP, run_name="cpu-demo")
+    fit = runs.start_run(exp, kind=schema.KIND_FIT, run_name="fit-x")
+    child = runs.start_run(exp, kind=schema.KIND_MEASUREMENT, parent_run_id=sweep)
+    note = c.get_run(project).data.tags[schema.T_NOTE]
+    assert note.count("\n- ") == 2
+    assert f"[cpu-demo](#/experiments/{exp}/runs/{sweep})" in note and f"[fit-x](#/experiments/{exp}/runs/{fit})" in note
+    for run_id in (sweep, fit):
+        assert c.get_run(run_id).data.tags[schema.T_PROJECT_RUN_ID] == project
+    assert schema.T_PROJECT_RUN_ID not in c.get_run(child).data.tags
+    here = c.create_run(exp).info.run_id  # a project run in the same experiment: nesting, no link
+    monkeypatch.setenv("MLFLOW_RUN_ID", here)
+    nested = runs.start_run(exp, kind=schema.KIND_SWEEP)
+    assert c.get_run(nested).data.tags[schema.T_PARENT_RUN_ID] == here
+    assert schema.T_NOTE not in c.get_run(here).data.tags
