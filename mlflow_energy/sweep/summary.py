@@ -21,7 +21,7 @@ from typing import Any
 from mlflow_energy import schema
 
 COLUMNS = ("run_name", "model", "height", "width", "steps", "precision", "batch_size",
-           "energy_total_j", "time_total_s", "flops_total")
+           "energy_total_j", "time_total_s", "flops_total", "energy_source")
 
 
 def summary_row(m: Any, run_name: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def summary_row(m: Any, run_name: str) -> dict[str, Any]:
         "run_name": run_name, "model": cfg.model, "height": cfg.height, "width": cfg.width, "steps": cfg.steps,
         "precision": cfg.precision, "batch_size": cfg.batch_size,
         "energy_total_j": m.energy_j[schema.PHASE_TOTAL], "time_total_s": m.time_s[schema.PHASE_TOTAL],
-        "flops_total": m.flops.get(schema.PHASE_TOTAL),
+        "flops_total": m.flops.get(schema.PHASE_TOTAL), "energy_source": getattr(m, "energy_source", ""),
     }
 
 
@@ -55,6 +55,7 @@ def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from mlflow_energy._plotstyle import family_style, legend_outside, log_axes, save
+    from mlflow_energy.tracking.runs import sig3
 
     ordered = sorted(rows, key=lambda r: r["energy_total_j"])
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.22 * len(ordered)))
@@ -65,10 +66,15 @@ def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         seen.add(row["model"])
         ax.barh(i, row["energy_total_j"], color=colour, height=0.7, label=label)
         ax.plot(row["energy_total_j"], i, marker=marker, color="black", markersize=4, linestyle="none")
+        # the value, rounded as the run's description rounds it (three significant digits)
+        ax.annotate(sig3(row["energy_total_j"]), (row["energy_total_j"], i), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=6)
     ax.set_yticks(range(len(ordered)), [r["run_name"] for r in ordered], fontsize=7)
     ax.invert_yaxis()
     log_axes(ax, y=False)
-    ax.set_xlabel("energy per image (J)")
+    ax.margins(x=0.15)
+    estimated = all(str(r.get("energy_source", "")).startswith(schema.SOURCE_ESTIMATE_PREFIX) for r in ordered)
+    ax.set_xlabel("energy per image (J" + (", an estimate: no energy counter)" if estimated else ")"))
     ax.set_title("energy per config", fontsize=9)
     legend_outside(ax, title="family")
     fig.tight_layout()

@@ -283,3 +283,21 @@ def test_idle_power_measured_again_before_each_config_on_request(tracking_uri, f
         meter.close()
     # 2 reads per idle window (before the sweep and before each of the 2 configs), 8 per measured run
     assert gpus.reads == 3 * 2 + 2 * 8
+
+
+def test_the_sweep_plot_labels_each_bar_as_the_run_description_rounds_it(tmp_path, monkeypatch):
+    from mlflow_energy import _plotstyle
+    from mlflow_energy.sweep.summary import energy_plot
+    from mlflow_energy.tracking.runs import sig3
+
+    figs = []
+    monkeypatch.setattr(_plotstyle, "save", lambda fig, path: figs.append(fig) or path)
+    rows = [{"run_name": "a", "model": "tiny-sd2", "energy_total_j": 1234.5678, "energy_source": "estimate:cpu-tdp"},
+            {"run_name": "b", "model": "tiny-sdxl", "energy_total_j": 0.0456789, "energy_source": "estimate:cpu-tdp"}]
+    energy_plot(rows, tmp_path / "p.png")
+    ax = figs[0].axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted([sig3(1234.5678), sig3(0.0456789)]) == ["0.0457", "1.23e+03"]
+    assert "estimate" in ax.get_xlabel()
+    rows[0]["energy_source"] = "zeus:nvml"
+    energy_plot(rows, tmp_path / "q.png")
+    assert "estimate" not in figs[1].axes[0].get_xlabel()
