@@ -136,8 +136,10 @@ def _link_project_run(exp_id: str, run_id: str, kind: str, run_name: str | None)
         c.set_tag(run_id, schema.T_PROJECT_RUN_ID, project)
         note = ambient.data.tags.get(schema.T_NOTE, "")
         head = "This `mlflow run` logged its results in another experiment:"
+        from mlflow_energy.tracking.ui import energy_view_path
+
         line = f"- {kind} run [{run_name or run_id}](#/experiments/{exp_id}/runs/{run_id}) " \
-               f"in [experiment {exp_id}](#/experiments/{exp_id})"
+               f"in [experiment {exp_id}]({energy_view_path(exp_id).lstrip('/')})"  # the runs table, any browser
         c.set_tag(project, schema.T_NOTE, (note or head) + "\n" + line)
     except Exception:
         pass
