@@ -23,6 +23,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow_energy.errors import ConfigError
 
@@ -93,6 +94,23 @@ def grid_intensity(where: str | float | int | None = None) -> GridIntensity:
 
 #: Environment variable: the grid intensity measurement runs use when none is given
 #: (a number in gCO2e/kWh, WORLD, a country code or a cloud region).
+def checked_intensity(where: Any) -> str | float:
+    """``where`` when :func:`grid_intensity` takes it (a number, WORLD, a country code, a cloud region).
+
+    Raises:
+        ConfigError: naming ``carbon_intensity``, the value and what is allowed.
+
+    Example:
+        >>> checked_intensity("DEU"), checked_intensity(120)
+        ('DEU', 120)
+    """
+    if isinstance(where, bool) or not isinstance(where, (str, int, float)):
+        raise ConfigError("carbon_intensity", where, "gCO2e/kWh, WORLD, a country code (DEU) or a cloud region "
+                          "(gcp:us-central1)")
+    grid_intensity(where)
+    return where
+
+
 ENV_CARBON_INTENSITY = "MLFLOW_ENERGY_CARBON_INTENSITY"
 
 

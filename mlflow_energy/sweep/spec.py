@@ -286,15 +286,10 @@ class SweepSpec:
             if not isinstance(data["idle_each_config"], bool):
                 raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
             kwargs["idle_each_config"] = data["idle_each_config"]
-        if data.get("carbon_intensity") is not None:
-            from mlflow_energy.carbon import grid_intensity
+        if data.get("carbon_intensity") is not None:  # refused now, not after measuring
+            from mlflow_energy.carbon import checked_intensity
 
-            where = data["carbon_intensity"]
-            if isinstance(where, bool) or not isinstance(where, (str, int, float)):
-                raise ConfigError("carbon_intensity", where, "gCO2e/kWh, WORLD, a country code (DEU) or a cloud "
-                                  "region (gcp:us-central1)")
-            grid_intensity(where)  # an unknown region or a negative number: refused now, not after measuring
-            kwargs["carbon_intensity"] = where
+            kwargs["carbon_intensity"] = checked_intensity(data["carbon_intensity"])
         if "name" not in kwargs:
             kwargs["name"] = check_name("name", name, MAX_NAME)
         spec = cls(grid=grid, overrides=overrides, source=source, **kwargs)
