@@ -230,12 +230,21 @@ def _meter_for(device: str) -> Any:
         return _METERS[device]
 
 
+def _closed_form_components(pipe: Any) -> frozenset[str]:
+    """The components of ``pipe`` its recognised family's closed form counts (none: no family)."""
+    from mlflow_energy.autologging.identify import pipeline_family
+    from mlflow_energy.families import get_family
+
+    family = pipeline_family(pipe)
+    return frozenset(get_family(family).components) if family else frozenset()
+
+
 def _measured_call(original: Any, pipe: Any, args: tuple, kwargs: dict) -> Any:
     start_ms = int(time.time() * 1000)
     try:
         device = _device(pipe)
         meter = _meter_for(device)
-        probe = CallProbe(pipe, meter, device=device)
+        probe = CallProbe(pipe, meter, device=device, counted=_closed_form_components(pipe))
         probe.__enter__()
     except Exception as exc:
         _warn(f"cannot measure this call, running it unmeasured ({type(exc).__name__}: {exc})")

@@ -230,10 +230,12 @@ class CallProbe:
         4
     """
 
-    def __init__(self, pipe: Any, meter: EnergyMeter, *, device: Any = "cpu") -> None:
+    def __init__(self, pipe: Any, meter: EnergyMeter, *, device: Any = "cpu",
+                 counted: frozenset[str] = frozenset()) -> None:
         self.pipe = pipe
         self.meter = meter
         self.device = device
+        self.counted = counted  # components a closed form counts already: their input shapes are not kept
         self.record = CallRecord()
         self._handles: list[Any] = []
         self._wrapped: list[Any] = []
@@ -279,8 +281,8 @@ class CallProbe:
 
     def _trace(self, phase: str, component: str, module: Any, method: str, args: tuple, kwargs: dict) -> None:
         """Count this call under its input signature; keep meta copies of the inputs of a new one."""
-        if self._open is not None:
-            return  # nested in another window: counted there
+        if self._open is not None or component in self.counted:
+            return  # nested in another window: counted there; or counted in closed form
         try:
             from mlflow_energy.autologging.traced import meta_inputs, signature
 
