@@ -13,7 +13,9 @@ the step history, tags, the image) becomes one *entry*, queued to one daemon thr
 A tracking server that is away costs the caller nothing: the entry stays in the journal and is
 logged by a later call's entry, by :func:`flush`, or at the next process's first call (each
 pending entry carries a call id, so a run is never created twice). The queue is flushed at
-interpreter exit (for at most 2 s: what is left is in the journal). Code that reads a run right after the call must call
+interpreter exit (for at most 2 s: what is left is in the journal). The thread runs at the lowest
+CPU priority (Linux ``nice`` 19): on a busy CPU it logs in idle time instead of slowing the
+computation of the next call. Code that reads a run right after the call must call
 :func:`mlflow_energy.flush` first: until then the run may not exist yet.
 
 Example:
@@ -149,7 +151,24 @@ def flush(timeout: float | None = 60.0) -> bool:
         return False
 
 
+#: The logger thread's CPU priority (Linux ``nice``): lowest, so that on a busy CPU its run
+#: creation and logging take idle time, not time from the computation you are measuring.
+NICE = 19
+
+
+def _lower_priority() -> None:
+    """Run this thread at :data:`NICE` (Linux only: there a thread id is a ``setpriority`` target)."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except OSError:  # not permitted here: the thread runs at the process's priority
+            pass
+
+
 def _worker() -> None:
+    _lower_priority()
     while True:
         entry = _QUEUE.get()
         try:

@@ -49,6 +49,20 @@ def test_the_caller_queues_and_a_flush_logs(tracking_uri, sd_pipe) -> None:
     assert background.pending_entries() == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_logger_thread_runs_at_the_lowest_cpu_priority(tracking_uri, sd_pipe) -> None:
+    """On a busy CPU its logging takes idle time, not time from the next call's computation."""
+    import os
+    import threading
+
+    mlflow_energy.autolog(silent=True)
+    sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    assert mlflow_energy.flush() is True
+    (thread,) = [t for t in threading.enumerate() if t.name == "mlflow-energy-autolog"]
+    assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == background.NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # the caller's thread is untouched
+
+
 @pytest.mark.slow
 def test_a_server_that_is_away_holds_no_call_and_loses_nothing(tmp_path: Path, sd_pipe, monkeypatch) -> None:
     import mlflow
