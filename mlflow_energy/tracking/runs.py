@@ -138,8 +138,9 @@ def _link_project_run(exp_id: str, run_id: str, kind: str, run_name: str | None)
         head = "This `mlflow run` logged its results in another experiment:"
         from mlflow_energy.tracking.ui import energy_view_path
 
+        exp_name = c.get_experiment(exp_id).name
         line = f"- {kind} run [{run_name or run_id}](#/experiments/{exp_id}/runs/{run_id}) " \
-               f"in [experiment {exp_id}]({energy_view_path(exp_id).lstrip('/')})"  # the runs table, any browser
+               f"in experiment [{exp_name}]({energy_view_path(exp_id).lstrip('/')})"  # the runs table, any browser
         c.set_tag(project, schema.T_NOTE, (note or head) + "\n" + line)
     except Exception:
         pass

@@ -121,7 +121,8 @@ def test_an_mlflow_run_in_another_experiment_is_linked_both_ways(tracking_uri, m
     note = c.get_run(project).data.tags[schema.T_NOTE]
     assert note.count("\n- ") == 2
     assert f"[cpu-demo](#/experiments/{exp}/runs/{sweep})" in note and f"[fit-x](#/experiments/{exp}/runs/{fit})" in note
-    assert f"(#/experiments/{exp}/runs?workflowType=machine_learning&viewStateShareKey=energy)" in note
+    assert f"in experiment [demo](#/experiments/{exp}/runs?workflowType=machine_learning&viewStateShareKey=energy)" \
+        in note
     for run_id in (sweep, fit):
         assert c.get_run(run_id).data.tags[schema.T_PROJECT_RUN_ID] == project
     assert schema.T_PROJECT_RUN_ID not in c.get_run(child).data.tags
