@@ -92,8 +92,6 @@ def grid_intensity(where: str | float | int | None = None) -> GridIntensity:
     return table[key]
 
 
-#: Environment variable: the grid intensity measurement runs use when none is given
-#: (a number in gCO2e/kWh, WORLD, a country code or a cloud region).
 def checked_intensity(where: Any) -> str | float:
     """``where`` when :func:`grid_intensity` takes it (a number, WORLD, a country code, a cloud region).
 
@@ -111,6 +109,8 @@ def checked_intensity(where: Any) -> str | float:
     return where
 
 
+#: Environment variable: the grid intensity measurement runs use when none is given
+#: (a number in gCO2e/kWh, WORLD, a country code or a cloud region).
 ENV_CARBON_INTENSITY = "MLFLOW_ENERGY_CARBON_INTENSITY"
 
 

@@ -323,8 +323,7 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     rows = call_rows(probe.record, params, family, _CONFIG.carbon)
     tags = call_tags(probe.record, meter, _CONFIG.carbon)
     if family and probe.record.traced:  # components the family's closed form does not count (a ControlNet)
-        rows, source = _with_extra_components(rows, family, probe.record.traced,
-                                              images=int(params.get(schema.P_BATCH_SIZE, 1)))
+        rows, source = _with_extra_components(rows, probe.record.traced, images=int(params.get(schema.P_BATCH_SIZE, 1)))
         if source:
             tags[schema.T_FLOPS_SOURCE] = source
     if not family and probe.record.traced:  # no closed form: FLOPs from the calls made
@@ -361,20 +360,17 @@ def _stage_flops(record: CallRecord, *, images: int) -> list[tuple[str, float, i
     return rows
 
 
-def _with_extra_components(rows: list[tuple[str, float, int]], family: str, traced: dict[Any, list[Any]],
+def _with_extra_components(rows: list[tuple[str, float, int]], extra: dict[Any, list[Any]],
                            *, images: int) -> tuple[list[tuple[str, float, int]], str | None]:
-    """Add the traced FLOPs of components outside ``family`` (a ControlNet) to its closed form.
+    """Add the traced FLOPs of the calls a family's closed form does not count (a ControlNet's) to it.
 
-    A phase whose extra calls cannot be traced loses its FLOPs (and the total): an undercount is
-    never logged. Returns the rows and the ``flops_source`` tag (None: nothing extra ran).
+    ``extra``: the probe's traced calls, which for a recognised family are only those of the
+    components outside it (:func:`_closed_form_components`). A phase whose extra calls cannot be
+    traced loses its FLOPs (and the total): an undercount is never logged. Returns the rows and
+    the ``flops_source`` tag.
     """
     from mlflow_energy.autologging.traced import phase_flops
-    from mlflow_energy.families import get_family
 
-    known = set(get_family(family).components)
-    extra = {key: value for key, value in traced.items() if key[1] not in known}
-    if not extra:
-        return rows, None
     added = phase_flops(extra, images=images)
     untraced = {key[0] for key in extra} - set(added)
     drop = {schema.flops_key(phase) for phase in untraced}

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import weakref
@@ -61,6 +62,10 @@ def _map(value: Any, fn: Any) -> Any:
     return value
 
 
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+
 def _keeps_values(t: torch.Tensor) -> bool:
     return (not t.is_floating_point() and not t.is_complex() and t.numel() <= MAX_VALUE_NUMEL
             and t.device.type != "meta")
@@ -73,15 +78,13 @@ def meta_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     instead (see the module doc); :func:`traced_flops` moves them to ``meta`` for its first try.
     """
     def to_meta(t: torch.Tensor) -> torch.Tensor:
-        if _keeps_values(t):
-            return t.detach().to("cpu", copy=True)
-        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+        return t.detach().to("cpu", copy=True) if _keeps_values(t) else _meta_like(t)
 
     return _map(tuple(args), to_meta), _map(dict(kwargs), to_meta)
 
 
 def _all_meta(value: Any) -> Any:
-    return _map(value, lambda t: t if t.is_meta else torch.empty(t.shape, dtype=t.dtype, device="meta"))
+    return _map(value, lambda t: t if t.is_meta else _meta_like(t))
 
 
 class _ValuesMeetMeta(torch.utils._python_dispatch.TorchDispatchMode):
@@ -185,12 +188,9 @@ def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | N
         for a, kw, values in tries:
             try:
                 meta = _meta_copy(module)
-                with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                    if values:
-                        with _ValuesMeetMeta():
-                            getattr(meta, method)(*a, **kw)
-                    else:
-                        getattr(meta, method)(*a, **kw)
+                with torch.no_grad(), FlopCounterMode(display=False) as counter, \
+                        (_ValuesMeetMeta() if values else contextlib.nullcontext()):
+                    getattr(meta, method)(*a, **kw)
                 flops = int(counter.get_total_flops())
                 break
             except Exception:

@@ -34,14 +34,19 @@ _LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_ha
 LEVELS: tuple[str, ...] = tuple(_LEVEL_OF_SCHEME.values())
 #: The level of a row for a setup the model has never seen (another harness, GPU, runtime).
 LEVEL_UNSEEN_SETUP = "unseen_setup"
-_GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source",
-                    "losetup": "setup"}
+_GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source"}
 
 
-def _setup_keys(frame: pd.DataFrame) -> pd.Series:
-    """A setup: one data source (harness, runtime, energy scope) on one GPU."""
-    source = frame["data_source"].astype(str) if "data_source" in frame.columns else ""
-    return source + "|" + frame["hardware"].astype(str)
+def _groups(frame: pd.DataFrame, scheme: str) -> pd.Series | None:
+    """The group each row is held out with under ``scheme`` (``None``: the column is missing).
+
+    A setup (``losetup``) is one data source (harness, runtime, energy scope) on one GPU.
+    """
+    if scheme == "losetup":
+        source = frame["data_source"].astype(str) if "data_source" in frame.columns else ""
+        return source + "|" + frame["hardware"].astype(str)
+    col = _GROUP_OF_SCHEME[scheme]
+    return frame[col] if col in frame.columns else None
 
 
 def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[np.ndarray]:
@@ -51,16 +56,11 @@ def _folds(frame: pd.DataFrame, scheme: str, max_folds: int, seed: int) -> list[
         # a config alone in its (family, hardware) group leaves nothing to fit within the group
         sizes = frame.groupby(["model", "hardware"])["config_hash"].transform("nunique")
         keys = keys.where(sizes >= MIN_POINTS + 1)
-    elif scheme == "lofo":
-        keys = frame["model"] if frame["model"].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
-    elif scheme == "losetup":
-        keys = _setup_keys(frame)
-        keys = keys if keys.nunique() >= 2 else pd.Series(np.nan, index=frame.index)
     else:
-        col = _GROUP_OF_SCHEME[scheme]
-        if col not in frame.columns:
+        groups = _groups(frame, scheme)
+        if groups is None:
             return []
-        keys = frame[col] if frame[col].nunique() >= 2 else pd.Series(np.nan, index=frame.index)
+        keys = groups if groups.nunique() >= 2 else pd.Series(np.nan, index=frame.index)
     uniq = keys.dropna().unique()
     if len(uniq) == 0:
         return []
@@ -190,15 +190,15 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
     ``coverage`` (fraction of held-out totals inside their interval) and ``log_halfwidth``.
     """
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
-    widest_other = {lv: w for lv, w in interval_widths(pred, column=column).items()
-                    if lv != LEVEL_UNSEEN_SETUP} if len(tot) else {}
+    # unseen_setup is served never narrower than the other levels: scored the same way
+    floor = max((w for lv, w in interval_widths(pred, column=column).items() if lv != LEVEL_UNSEEN_SETUP),
+                default=0.0) if len(tot) else 0.0
     rows = []
     for scheme, level in _LEVEL_OF_SCHEME.items():
         g = tot[tot["scheme"] == scheme]
         if len(g) == 0:
             continue
-        key = g["run_id"] if scheme == "loco" else _setup_keys(g) if scheme == "losetup" \
-            else g[_GROUP_OF_SCHEME[scheme]]
+        key = g["run_id"] if scheme == "loco" else _groups(g, scheme)
         r = _abs_log_resid(g, column)
         hits = []
         for k in key.unique():
@@ -206,13 +206,13 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
             if (~mine).sum() == 0:
                 continue
             q = _conformal_q(r[~mine])
-            if level == LEVEL_UNSEEN_SETUP:  # as served: never narrower than the other levels
-                q = max([q, *widest_other.values()])
+            if level == LEVEL_UNSEEN_SETUP:
+                q = max(q, floor)
             hits.extend(r[mine] <= q)
         rows.append({"level": level, "scheme": scheme, "n": len(g), "n_groups": int(key.nunique()),
                      "nominal": 1 - ALPHA, "coverage": float(np.mean(hits)) if hits else float("nan"),
-                     "log_halfwidth": max([_conformal_q(r), *widest_other.values()])
-                     if level == LEVEL_UNSEEN_SETUP else _conformal_q(r)})
+                     "log_halfwidth": max(_conformal_q(r), floor) if level == LEVEL_UNSEEN_SETUP
+                     else _conformal_q(r)})
     return pd.DataFrame(rows, columns=["level", "scheme", "n", "n_groups", "nominal", "coverage", "log_halfwidth"])
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
+from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP
 
 if TYPE_CHECKING:
     from mlflow_energy.fit import EnergyModel
@@ -56,7 +57,6 @@ BATCH_SLOPE_PRIOR_SD = 0.1
 SIGMA_PRIOR_DOF = 4.0
 LEVEL_CALIBRATED = "calibrated"
 LEVEL_CALIBRATED_SETUP = "calibrated_setup"
-LEVEL_UNSEEN_SETUP = "unseen_setup"  # the same as fit.validation.LEVEL_UNSEEN_SETUP
 
 
 @dataclass

@@ -33,7 +33,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     Raises:
         ConfigError: for a bad input row, or FLOPs far outside what the model was fitted on.
     """
-    allowed_levels = tuple(dict.fromkeys((*LEVELS, LEVEL_UNSEEN_SETUP)))
+    allowed_levels = LEVELS
     if interval_level != "auto" and interval_level not in allowed_levels:
         raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(allowed_levels))
     calibrations = calibrations or {}
