@@ -235,6 +235,14 @@ T_RUNTIME = "mlflow_energy.runtime"  # diffusers, or xdit-<version> (ML.ENERGY v
 T_DATA_SOURCE = "mlflow_energy.data_source"  # mlenergy-v2, mlenergy-v3, or the local measurement
 PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("interval_level", "energy_scope")  # the others are doubles
 P_FIT_CORRECTOR = "fit_corrector"  # "used" or "law_only" (grouped CV decides)
+A_FIT_LAW_FORMS_CSV = "fit/law_forms_cv.csv"  # per scheme and phase: power vs saturating law, held out
+
+
+def fit_law_param(phase: str) -> str:
+    """``fit_law_<phase>``: the form of a phase's law, ``power`` or ``saturating`` (grouped CV decides)."""
+    return f"fit_law_{phase}"
+
+
 M_STEP_SCALING = "fit/step_scaling_50_over_30"  # predicted energy ratio 50 vs 30 steps / FLOPs ratio
 A_FIT_COVERAGE_CSV = "fit/interval_coverage.csv"
 A_FIT_STEP_SCALING_CSV = "fit/step_scaling.csv"

@@ -28,9 +28,12 @@ from mlflow_energy.cli._types import Int, Name, NumberOrText
               help="Runs the measurement protocol tagged noisy: weigh each (target / its interval)^2, "
                    "leave them out, or fit them like the others.")
 @click.option("--keep-noisy", is_flag=True, default=False, help="Same as --noisy keep.")
+@click.option("--law", type=click.Choice(["auto", "power", "saturating"]), default="auto", show_default=True,
+              help="Form of each phase's law: the one grouped CV prefers, the power law, or the saturating law "
+                   "(GPUs in the spec table only).")
 def fit_command(experiment: str, registered_model: str, allow_mixed_sources: bool, bootstrap: int,
                 n_estimators: int, max_folds: int, no_plots: bool, target: str, noisy_mode: str,
-                keep_noisy: bool) -> None:
+                keep_noisy: bool, law: str) -> None:
     """Fit the energy law on the runs of EXPERIMENT, log the fit run, register the model."""
     import mlflow
 
@@ -57,7 +60,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
     click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}; "
                f"target: {target} energy" + (f"; {noisy} noisy run(s) {what}" if noisy else ""))
     settings = {"target": target, "noisy": noisy_mode, "bootstrap": bootstrap, "n_estimators": n_estimators,
-                "max_folds": max_folds, "allow_mixed_sources": allow_mixed_sources}
+                "max_folds": max_folds, "allow_mixed_sources": allow_mixed_sources, "law": law}
     fingerprint = fit_fingerprint(frame, settings)
     same = _version_with(registered_model, fingerprint)
     if same is not None:
@@ -65,7 +68,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
         click.echo(f"identical fit (same {len(frame)} runs and settings): reusing models:/{registered_model}/{same}, "
                    f"no new version; models:/{registered_model}@{schema.REGISTERED_ALIAS_CHAMPION} points at it")
         return
-    result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds)
+    result = fit_energy_model(frame, n_boot=bootstrap, n_estimators=n_estimators, max_folds=max_folds, law=law)
     result.target = target
     if noisy_mode == "exclude":
         result.noisy_excluded = noisy

@@ -15,14 +15,16 @@ scale energy exactly linearly. It is fitted
 A prediction uses the most specific law available for its (family, hardware); the corrector adds
 what the law misses (precision, memory-bound shapes, hardware) from features that carry over to
 unseen families and GPUs and never see the step count. Cross-validation refits everything per
-fold: leave one config, family, hardware or data source out; it decides whether the corrector is
-used and calibrates a conformal interval per prediction level.
+fold: leave one config, family, hardware, data source or setup out; it decides the form of each
+phase's law (the power law or the saturating law, :mod:`~mlflow_energy.fit.saturation`), whether
+the corrector is used, and calibrates a conformal interval per prediction level.
 
 Owns: runs -> frame -> features -> laws + corrector -> evaluation -> a logged fit.
 Modules:
     frame       runs to a fitting frame; source checks
     features    FLOPs, architecture and hardware descriptors (nothing names a family or a GPU)
     law         the power law: least squares, bootstrap slopes, per-family offsets
+    saturation  the saturating law: energy per FLOP falls with the call's size until the GPU is full
     model       :class:`EnergyModel`: per-phase laws and the residual corrector
     validation  grouped cross-validation and conformal interval widths
     result      :func:`fit_energy_model`, the one call that does all of the above
@@ -67,6 +69,9 @@ _EXPORTS = {
     "interval_widths": "validation",
     "interval_coverage": "validation",
     "corrector_helps": "validation",
+    "choose_law_forms": "validation",
+    "SaturatingLaw": "saturation",
+    "fit_saturating": "saturation",
     "LEVELS": "validation",
     "FitResult": "result",
     "fit_energy_model": "result",

@@ -169,9 +169,18 @@ def log_jpf(hardware_names: pd.Series | np.ndarray, hardware: dict[str, dict[str
     return per_hw[codes] if len(names) else np.zeros(0)
 
 
+def log_peak(hardware_names: pd.Series | np.ndarray, hardware: dict[str, dict[str, float]]) -> np.ndarray:
+    """Log of each row's GPU peak FLOP/s (spec table), NaN when unknown; one lookup per GPU."""
+    codes, names = pd.factorize(hardware_names, use_na_sentinel=False)
+    per_hw = np.array([math.log(d["hw_tflops"] * 1e12) if (d := hardware.get(h)) and d.get("hw_tflops", math.nan) > 0
+                       else math.nan for h in names], dtype=float)
+    return per_hw[codes] if len(names) else np.zeros(0)
+
+
 def with_log_jpf(frame: pd.DataFrame, hardware: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """``frame`` plus ``log_jpf``: log of the GPU's best-case J/FLOP (TDP / peak), NaN when unknown."""
-    return frame.assign(log_jpf=log_jpf(frame["hardware"], hardware))
+    """``frame`` plus ``log_jpf`` (log of the GPU's best-case J/FLOP, TDP / peak) and ``log_peak`` (log
+    of its peak FLOP/s), NaN when unknown."""
+    return frame.assign(log_jpf=log_jpf(frame["hardware"], hardware), log_peak=log_peak(frame["hardware"], hardware))
 
 
 def hardware_descriptors_of(names: Iterable[str]) -> dict[str, dict[str, float]]:

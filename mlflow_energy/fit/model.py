@@ -15,6 +15,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hardware_descriptors_of, with_log_jpf
 from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
+from mlflow_energy.fit.saturation import SaturatingLaw, fit_saturating, op_shares
 from mlflow_energy.schema import SCOPE_TOTAL
 
 CORRECTOR_MIN_ROWS = 8
@@ -24,7 +25,10 @@ CORRECTOR_MIN_ROWS = 8
 # worse on the ML.ENERGY data (MAPE 23% -> 40%): boards run below TDP and below peak differently.
 # The TDP, FLOP/s and bandwidth stay corrector features.
 ROOFLINE_PRIOR = False
-STATE_VERSION = 2  # 2: laws on energy per call against FLOPs per call
+STATE_VERSION = 3  # 2: laws on energy per call against FLOPs per call; 3: the saturating law per phase
+_READABLE_STATES = (2, 3)
+#: The forms of the law a phase may use (grouped CV chooses, :func:`~mlflow_energy.fit.result.fit_energy_model`).
+LAW_FORMS = ("power", "saturating")
 
 
 # ============================================================================ the model
@@ -39,6 +43,12 @@ class PhaseModel:
     overall: PowerLaw
     corrector: Any = None  # lightgbm.Booster, its model string (loaded on first use: LightGBM imports
     # scikit-learn and SciPy, seconds of start-up a law-only model never pays) or None
+    saturating: SaturatingLaw | None = None  # set: this phase predicts with the saturating law
+
+    @property
+    def law_form(self) -> str:
+        """``power`` or ``saturating``: the form of the law this phase predicts with."""
+        return "power" if self.saturating is None else "saturating"
 
     def law_of(self, model: str, hardware: str) -> tuple[float, float, bool, str]:
         """``(intercept, slope, add log J/FLOP, level)`` of the most specific law for (model, hardware)."""
@@ -58,9 +68,19 @@ class PhaseModel:
     def base_vec(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """Log energy per image of the law for every row: ``log e_call(f_call) + log calls``.
 
-        One law lookup per distinct (family, hardware); see :func:`call_terms`.
+        One law lookup per distinct (family, hardware); see :func:`call_terms`. With the
+        saturating law the frame needs ``log_peak`` (:func:`~mlflow_energy.fit.features.with_log_jpf`);
+        an ``energy_source`` column selects a known setup's own saturation and levels.
         """
         x, log_calls = call_terms(frame, self.phase)
+        if self.saturating is not None:
+            attention, conv = op_shares(frame, self.phase)
+            src = frame["energy_source"].fillna("").to_numpy(dtype=str) if "energy_source" in frame.columns else None
+            log_e, names = self.saturating.log_predict(
+                x, models=frame["model"].to_numpy(dtype=str), hardware=frame["hardware"].to_numpy(dtype=str),
+                log_peak=frame["log_peak"].to_numpy(dtype=float), attention=attention, conv=conv,
+                log_jpf=frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else None, sources=src)
+            return log_e + log_calls, list(names)
         jpf = frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else np.full(len(frame), np.nan)
         codes, uniq = pair_codes(frame["model"], frame["hardware"])
         laws = [self.law_of(m, h) for m, h in uniq]
@@ -101,8 +121,13 @@ def _lgb_params(n: int, seed: int) -> dict[str, Any]:
 
 
 def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot: int = 0,
-              n_estimators: int = 100, seed: int = 0, corrector: bool = True) -> PhaseModel | None:
-    """Fit the laws and the corrector of one phase on the rows that carry it (None: no rows)."""
+              n_estimators: int = 100, seed: int = 0, corrector: bool = True, law_form: str = "power"
+              ) -> PhaseModel | None:
+    """Fit the laws and the corrector of one phase on the rows that carry it (None: no rows).
+
+    ``law_form="saturating"`` predicts with the saturating law where it can be fitted (every GPU
+    in the spec table, a family whose call size varies); the power laws are fitted either way.
+    """
     col = f"energy_{phase}"
     rows = frame[col].notna() & (frame[col] > 0) & frame[f"flops_{phase}"].notna() & (frame[f"flops_{phase}"] > 0)
     df = frame.loc[rows]
@@ -145,6 +170,12 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
         m = hws == hw
         pooled[hw] = fit_offsets(x[m], y[m], fams[m], cross=law, n_boot=n_boot, rng=rng, w=w[m])
     pm = PhaseModel(phase, groups, pooled, cross, overall)
+    if law_form == "saturating" and "log_peak" in df.columns:
+        attention, conv = op_shares(df, phase)
+        pm.saturating = fit_saturating(
+            x, y, models=fams, hardware=hws, log_peak=df["log_peak"].to_numpy(dtype=float), attention=attention,
+            conv=conv, log_jpf=jpf, w=w,
+            sources=df["energy_source"].astype(str).to_numpy() if "energy_source" in df.columns else None)
     if corrector and len(df) >= CORRECTOR_MIN_ROWS:
         import lightgbm as lgb
 
@@ -238,6 +269,7 @@ class EnergyModel:
                 p: {
                     "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross),
                     "overall": pm.overall.to_dict(),
+                    "saturating": pm.saturating.to_dict() if pm.saturating is not None else None,
                     "corrector": (pm.corrector if isinstance(pm.corrector, str) or pm.corrector is None
                                   else pm.corrector.model_to_string()),
                 }
@@ -249,8 +281,8 @@ class EnergyModel:
     @classmethod
     def from_json(cls, text: str) -> EnergyModel:
         state = json.loads(text)
-        if state.get("version") != STATE_VERSION:
-            raise ConfigError("model state version", state.get("version"), f"{STATE_VERSION}: refit with this release")
+        if state.get("version") not in _READABLE_STATES:
+            raise ConfigError("model state version", state.get("version"), " or ".join(map(str, _READABLE_STATES)) + ": refit with this release")
         phases = {}
         for p, d in state["phases"].items():
             booster = d["corrector"] or None  # the model string: a Booster on first use
@@ -261,6 +293,7 @@ class EnergyModel:
                 {k: PowerLaw.from_dict(v) for k, v in d["cross"].items()},
                 PowerLaw.from_dict(d["overall"]),
                 booster,
+                SaturatingLaw.from_dict(d["saturating"]) if d.get("saturating") else None,
             )
         hardware = {k: {kk: (float("nan") if vv is None else vv) for kk, vv in v.items()}
                     for k, v in state["hardware"].items()}
@@ -270,14 +303,18 @@ class EnergyModel:
 
 
 def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, seed: int = 0,
-             corrector: bool = True) -> EnergyModel:
-    """Fit laws and correctors on ``frame`` (rows with ``flops_*`` columns); no cross-validation."""
+             corrector: bool = True, law_forms: dict[str, str] | None = None) -> EnergyModel:
+    """Fit laws and correctors on ``frame`` (rows with ``flops_*`` columns); no cross-validation.
+
+    ``law_forms`` maps a phase to the form of its law (:data:`LAW_FORMS`; ``power`` where missing).
+    """
     hw = hardware_descriptors_of(sorted(frame["hardware"].unique()))
     frame = with_log_jpf(frame, hw)
     feats = feature_frame(frame, hw)
     phases: dict[str, PhaseModel] = {}
     for phase in FIT_PHASES:
-        pm = fit_phase(frame, feats, phase, n_boot=n_boot, n_estimators=n_estimators, seed=seed, corrector=corrector)
+        pm = fit_phase(frame, feats, phase, n_boot=n_boot, n_estimators=n_estimators, seed=seed, corrector=corrector,
+                       law_form=(law_forms or {}).get(phase, "power"))
         if pm is not None:
             phases[phase] = pm
     if schema.PHASE_TOTAL not in phases:

@@ -12,6 +12,7 @@ import numpy as np
 from mlflow_energy import schema
 from mlflow_energy._plotstyle import family_style, legend_outside, log_axes
 from mlflow_energy.fit.features import call_terms
+from mlflow_energy.fit.saturation import op_shares
 
 if TYPE_CHECKING:
     from mlflow_energy.fit.result import FitResult
@@ -48,10 +49,20 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
                 ax.scatter(np.exp(lx), g[col].to_numpy(dtype=float) / np.exp(log_calls), s=22, color=colour,
                            marker=marker, label=fam, edgecolors="none")
                 xs = np.linspace(lx.min() - 0.1, lx.max() + 0.1, 20)
-                a, b, _, _ = pm.law_of(fam, hw)
-                ax.plot(np.exp(xs), np.exp(a + b * xs), color=colour, lw=1.2)
+                if pm.saturating is not None:  # the law that predicts: the shared saturating curve
+                    first = g.iloc[[0] * len(xs)]
+                    attention, conv = op_shares(first, phase)
+                    peak = result.model.hardware.get(hw, {}).get("hw_tflops", float("nan")) * 1e12
+                    ys, _ = pm.saturating.log_predict(xs, models=first["model"].to_numpy(dtype=str),
+                                                      hardware=first["hardware"].to_numpy(dtype=str),
+                                                      log_peak=np.full(len(xs), np.log(peak)), attention=attention,
+                                                      conv=conv)
+                    ax.plot(np.exp(xs), np.exp(ys), color=colour, lw=1.2)
+                else:
+                    a, b, _, _ = pm.law_of(fam, hw)
+                    ax.plot(np.exp(xs), np.exp(a + b * xs), color=colour, lw=1.2)
             cross = pm.cross.get(hw)
-            if cross is not None:
+            if cross is not None and pm.saturating is None:
                 xall = call_terms(sub, phase)[0]
                 xs = np.linspace(xall.min() - 0.2, xall.max() + 0.2, 20)
                 ax.plot(np.exp(xs), np.exp(cross.log_predict(xs)), "k--", lw=1,
@@ -59,7 +70,7 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
             log_axes(ax)
             ax.set_xlabel(f"FLOP per call ({phase}, whole batch)")
             ax.set_ylabel("J per call")
-            ax.set_title(hw, fontsize=9)
+            ax.set_title(f"{hw} ({pm.law_form} law)", fontsize=9)
             legend_outside(ax)
         written.append(_save(fig, out_dir / f"energy_vs_flops_{phase}.png"))
 

@@ -69,6 +69,7 @@ def version_card(result: FitResult, *, experiment: str, fingerprint: str) -> tup
         f"| fitted FLOPs per image | {flops_range} |",
         f"| grouped-CV MAPE of the total | {cv_text} |",
         f"| corrector | {'used' if result.model.corrector_used else 'off (law only)'} |",
+        f"| law per phase | {', '.join(f'{p} {pm.law_form}' for p, pm in result.model.phases.items())} |",
         "",
         f"Fit fingerprint `{fingerprint}`: an identical re-fit reuses this version.",
     ])

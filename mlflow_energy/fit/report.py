@@ -29,6 +29,7 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         schema.P_FIT_PHASES: ",".join(result.model.phases),
         "allow_mixed_sources": allow_mixed,
         schema.P_FIT_CORRECTOR: "used" if result.model.corrector_used else "law_only",
+        **{schema.fit_law_param(p): pm.law_form for p, pm in result.model.phases.items()},
         schema.P_FIT_TARGET: result.target,
         schema.P_FIT_NOISY_EXCLUDED: result.noisy_excluded,
         schema.P_FIT_NOISY_DOWNWEIGHTED: result.noisy_downweighted,
@@ -45,6 +46,19 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
                 v = getattr(law, stat)
                 if math.isfinite(v):
                     metrics[schema.fit_key(_slug(hw), phase, stat)] = v
+    for phase, pm in result.model.phases.items():
+        sat = pm.saturating
+        if sat is not None:
+            for stat, v in (("tau_s", math.exp(sat.log_tau)), ("c", sat.c), ("w_attention", sat.w_attention),
+                            ("w_conv", sat.w_conv), ("mape", sat.mape)):
+                if math.isfinite(v):
+                    metrics[schema.fit_key("saturating", phase, stat)] = v
+    if result.law_forms_cv is not None:
+        for _, row in result.law_forms_cv.iterrows():
+            for form in ("power", "saturating"):
+                v = float(row[f"mape_{form}"])
+                if math.isfinite(v):
+                    metrics[schema.cv_key(row["scheme"], row["phase"], f"mape_{form}_law")] = v
     for _, row in result.cv_summary.iterrows():
         for stat in ("n", "mape_law", "mape_corrected", "spearman_law", "spearman_corrected"):
             v = float(row[stat])
@@ -76,6 +90,7 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         tmp_p = Path(tmp)
         for name, df in ((schema.A_FIT_GROUPS_CSV, result.laws), (schema.A_FIT_CV_CSV, result.cv_predictions),
                          (schema.A_FIT_CV_SUMMARY_CSV, result.cv_summary),
+                         (schema.A_FIT_LAW_FORMS_CSV, result.law_forms_cv),
                          (schema.A_FIT_COVERAGE_CSV, result.coverage), (schema.A_FIT_STEP_SCALING_CSV,
                                                                         result.step_scaling)):
             if df is None:
@@ -120,6 +135,19 @@ def format_summary(result: FitResult) -> str:
         span = f" (weights {w.min():.2f}-{w.max():.2f})" if w is not None and len(w) else ""
         lines.append(f"{result.noisy_downweighted} run(s) tagged noisy by the measurement protocol were "
                      f"down-weighted{span}: weight (target / their 95% interval)^2")
+    forms = result.law_forms_cv
+    if forms is not None and len(forms):
+        lines.append("form of the law per phase (held-out MAPE of the law alone, power -> saturating):")
+        for _, r in forms.iterrows():
+            lines.append(f"  {r['scheme']:<7} {r['phase']:<12} {r['mape_power']:.1%} -> {r['mape_saturating']:.1%}")
+    for phase, pm in result.model.phases.items():
+        sat = pm.saturating
+        if sat is None:
+            lines.append(f"law of {phase}: power law")
+        else:
+            lines.append(f"law of {phase}: saturating, saturates at tau = {math.exp(sat.log_tau):.2g} s x the GPU's "
+                         f"peak FLOP/s, c = {sat.c:g}, op weights attention {sat.w_attention:+.2f} conv "
+                         f"{sat.w_conv:+.2f}, {len(sat.setup_log_tau)} setup(s) with their own tau")
     if len(result.cv_summary):
         lines.append("cross-validation (law alone -> law + corrector):")
         for _, r in result.cv_summary.iterrows():

@@ -12,10 +12,12 @@ import pandas as pd
 
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import compute_flops
+from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_POINTS, PowerLaw
-from mlflow_energy.fit.model import EnergyModel, fit_core
+from mlflow_energy.fit.model import LAW_FORMS, EnergyModel, fit_core
 from mlflow_energy.fit.validation import (
     LEVELS,
+    choose_law_forms,
     corrector_helps,
     cross_validate,
     family_laws,
@@ -76,11 +78,16 @@ class FitResult:
     noisy_downweighted: int = 0
     #: the energy fitted: ``total`` or ``dynamic`` (see :func:`~mlflow_energy.fit.frame.normalise_runs`)
     target: str = "total"
+    #: per scheme and phase: held-out MAPE of the power and the saturating law alone, and the form chosen
+    law_forms_cv: pd.DataFrame | None = None
 
 
 def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: int = 100, max_folds: int = 40,
-                     seed: int = 0, cv: bool = True) -> FitResult:
+                     seed: int = 0, cv: bool = True, law: str = "auto") -> FitResult:
     """Fit the full model on ``frame`` (output of :func:`runs_frame`) and cross-validate it.
+
+    ``law``: ``auto`` (each phase takes the form grouped CV prefers, :func:`choose_law_forms`;
+    the power law without CV), ``power`` or ``saturating`` for every phase.
 
     Example:
         >>> from mlflow_energy.fit import fit_energy_model, runs_frame
@@ -92,9 +99,17 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
     frame = frame.loc[~missing].reset_index(drop=True)
     if len(frame) < MIN_POINTS:
         raise ConfigError("runs", len(frame), f"at least {MIN_POINTS} runs whose FLOPs can be counted")
-    model = fit_core(frame, n_boot=n_boot, n_estimators=n_estimators, seed=seed)
+    if law != "auto" and law not in LAW_FORMS:
+        raise ConfigError("law", law, "auto or one of " + ", ".join(LAW_FORMS))
+    forms_cv = None
+    if law == "auto" and cv:
+        forms, forms_cv = choose_law_forms(frame, max_folds=max_folds, seed=seed)
+    else:
+        forms = dict.fromkeys(FIT_PHASES, "power" if law == "auto" else law)
+    model = fit_core(frame, n_boot=n_boot, n_estimators=n_estimators, seed=seed, law_forms=forms)
     if cv:
-        pred, summary = cross_validate(frame, max_folds=max_folds, n_estimators=n_estimators, seed=seed)
+        pred, summary = cross_validate(frame, max_folds=max_folds, n_estimators=n_estimators, seed=seed,
+                                       law_forms=forms)
     else:
         pred, summary = pd.DataFrame(columns=["scheme", "phase", "measured_j", "corrected_j"]), pd.DataFrame()
     model.corrector_used = corrector_helps(summary)
@@ -106,7 +121,7 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
     if len(scopes) == 1:
         model.energy_scope = scopes[0]
     return FitResult(model, frame, law_table(model, frame), pred, summary, coverage, step_scaling(model, frame),
-                     family_laws(frame))
+                     family_laws(frame), law_forms_cv=forms_cv)
 
 
 def step_scaling(model: EnergyModel, frame: pd.DataFrame, low: int = 30, high: int = 50) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import hardware_descriptors_of
+from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_POINTS
 from mlflow_energy.fit.model import fit_core
 
@@ -82,11 +83,14 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cross_validate(frame: pd.DataFrame, *, schemes: Sequence[str] = CV_SCHEMES, max_folds: int = 40,
-                   n_estimators: int = 100, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   n_estimators: int = 100, seed: int = 0, law_forms: dict[str, str] | None = None,
+                   corrector: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Grouped cross-validation; every fold refits laws and correctors on the rest.
 
     Returns ``(predictions, summary)``: one row per held-out run and phase (measured, law,
     law + corrector), and per scheme and phase: n, MAPE and Spearman rho of both.
+    ``law_forms`` sets each phase's law (see :func:`~mlflow_energy.fit.model.fit_core`);
+    ``corrector=False`` fits the laws alone (the corrected column then equals the law's).
     """
     preds = []
     for scheme in schemes:
@@ -95,7 +99,8 @@ def cross_validate(frame: pd.DataFrame, *, schemes: Sequence[str] = CV_SCHEMES, 
             if len(train) < MIN_POINTS:
                 continue
             try:
-                model = fit_core(train, n_estimators=n_estimators, seed=seed)
+                model = fit_core(train, n_estimators=n_estimators, seed=seed, law_forms=law_forms,
+                                 corrector=corrector)
             except ConfigError:
                 continue
             held = frame.iloc[test]
@@ -137,6 +142,62 @@ def _conformal_q(abs_resid: np.ndarray, alpha: float = ALPHA) -> float:
         return float("nan")
     k = math.ceil((len(r) + 1) * (1 - alpha))
     return float(r[min(k, len(r)) - 1])
+
+
+#: Schemes that leave out more than a config: what a user's new family, GPU, source or setup meets.
+GROUPED_SCHEMES = ("lofo", "loho", "loso", "losetup")
+
+
+def _distinct_schemes(frame: pd.DataFrame) -> list[str]:
+    """The grouped schemes that hold out different groups: with one data source per GPU, leaving a
+    setup out is leaving a GPU out, and it counts once."""
+    out: list[str] = []
+    seen: list[pd.Series] = []
+    for scheme in GROUPED_SCHEMES:
+        g = _groups(frame, scheme)
+        if g is None or g.nunique() < 2:
+            continue
+        same = any(pd.MultiIndex.from_arrays([g.astype(str), h.astype(str)]).nunique() == g.nunique() == h.nunique()
+                   for h in seen)
+        if not same:
+            out.append(scheme)
+            seen.append(g)
+    return out
+
+
+def choose_law_forms(frame: pd.DataFrame, *, max_folds: int = 40, seed: int = 0
+                     ) -> tuple[dict[str, str], pd.DataFrame]:
+    """Per phase, the form of the law (``power`` or ``saturating``) that grouped CV prefers.
+
+    Both forms are cross-validated alone (no corrector) under every scheme; a phase takes the
+    saturating law when its mean held-out MAPE over the grouped schemes (:data:`GROUPED_SCHEMES`;
+    a scheme that holds out the same groups as an earlier one counts once) is lower than the power
+    law's, and the power law otherwise: the saturating law needs every GPU in the spec table and a
+    family whose call size varies.
+
+    Returns ``(forms, comparison)``: ``{phase: form}`` and one row per scheme and phase with
+    ``n``, ``mape_power``, ``mape_saturating`` and the ``chosen`` form.
+    """
+    summaries = {}
+    for form in ("power", "saturating"):
+        forms = dict.fromkeys(FIT_PHASES, form)
+        _, summaries[form] = cross_validate(frame, max_folds=max_folds, seed=seed, law_forms=forms, corrector=False)
+    cols = ["scheme", "phase", "n", "mape_power", "mape_saturating", "chosen"]
+    if not len(summaries["power"]) or not len(summaries["saturating"]):
+        return {}, pd.DataFrame(columns=cols)
+    both = summaries["power"][["scheme", "phase", "n", "mape_law"]].rename(columns={"mape_law": "mape_power"}).merge(
+        summaries["saturating"][["scheme", "phase", "mape_law"]].rename(columns={"mape_law": "mape_saturating"}),
+        on=["scheme", "phase"], how="inner")
+    schemes = _distinct_schemes(frame)
+    chosen: dict[str, str] = {}
+    for phase, g in both.groupby("phase", sort=False):
+        grouped = g[g["scheme"].isin(schemes)]
+        if len(grouped) and grouped["mape_saturating"].mean() < grouped["mape_power"].mean():
+            chosen[str(phase)] = "saturating"
+        else:
+            chosen[str(phase)] = "power"
+    both["chosen"] = both["phase"].map(chosen)
+    return chosen, both[cols]
 
 
 def corrector_helps(summary: pd.DataFrame) -> bool:

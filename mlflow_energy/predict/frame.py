@@ -11,7 +11,7 @@ from mlflow_energy import schema
 from mlflow_energy.carbon import J_PER_KWH
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import FIT_PHASES, EnergyModel
-from mlflow_energy.fit.features import log_jpf
+from mlflow_energy.fit.features import log_jpf, log_peak
 from mlflow_energy.fit.model import pair_codes
 from mlflow_energy.fit.validation import LEVELS
 from mlflow_energy.flops.frame import flops_columns
@@ -42,7 +42,10 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     hardware = {**model.hardware, **extra} if extra else model.hardware
     flops = flops_columns(cols)
     # one frame, built once: inputs, FLOPs and each GPU's best-case J/FLOP
-    flopped = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware)})
+    # a row names a training source: that setup's own saturation and levels (a saturating law)
+    source = np.where(np.isin(setup, list(model.sources)), setup, "").astype(object)
+    flopped = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
+                            "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
     rows = flopped
     lo, hi = model.flops_range
     ft = flopped["flops_total"].to_numpy(dtype=float)

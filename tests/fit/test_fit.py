@@ -209,6 +209,12 @@ def test_fit_command_end_to_end(tracking_uri):
     assert run.data.tags[schema.T_KIND] == schema.KIND_FIT
     assert run.data.metrics[schema.cv_key("lofo", "total", "mape_corrected")] >= 0
     assert run.data.metrics[schema.fit_key("overall", "denoise", "b")] == pytest.approx(TRUE_B["denoise"], abs=0.1)
+    # the form of each phase's law, and the comparison grouped CV chose it by
+    assert {run.data.params[schema.fit_law_param(p)] for p in ("text_encode", "denoise", "decode", "total")} <= {
+        "power", "saturating"}
+    forms = pd.read_csv(client.download_artifacts(mv.run_id, schema.A_FIT_LAW_FORMS_CSV))
+    assert set(forms["phase"]) == {"text_encode", "denoise", "decode", "total"}
+    assert "law per phase" in mv.description
     arts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     assert {"plots/energy_vs_flops_total.png", "plots/family_laws_total.png", "plots/predicted_vs_measured.png",
             "plots/residuals.png"} <= arts
@@ -222,6 +228,13 @@ def test_fit_command_end_to_end(tracking_uri):
                                             "--bootstrap", "0", "--max-folds", "3", "--no-plots"])
     assert again.exit_code == 0, again.output
     assert int(client.get_model_version_by_alias("energy", "champion").version) == int(mv.version) + 1
+
+
+def test_fit_command_refuses_an_unknown_law_form(tracking_uri):
+    result = CliRunner().invoke(main_cli(), ["fit", "--experiment", "synthetic", "--registered-model", "energy",
+                                             "--law", "cubic"])
+    assert result.exit_code == 2
+    assert "'cubic' is not one of 'auto', 'power', 'saturating'" in result.output
 
 
 def test_fit_command_refuses_mixed_sources_with_one_line(tracking_uri):
