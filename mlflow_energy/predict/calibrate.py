@@ -1,16 +1,19 @@
 """Calibration: adapt a registered energy model to the user's own setup from a few measurements.
 
 A *setup* is what the training data did not see: another harness, GPU board, driver, energy
-scope. Its error against the prior model is mostly a per-family level offset in log space (and,
-with a different saturation, a slope). Per family with measurements:
+scope. Its error against the prior model is a level offset in log space (and, with a different
+saturation, a slope), partly shared by every family of the setup and partly each family's own.
+One Bayesian linear regression of the log residuals ``r`` (measured / prior) over all the
+measurements of the setup, prior mean 0 (the prior model is right on average):
 
-* **level**: the mean log residual ``r`` (measured / prior) shrunk towards 0 by empirical Bayes,
-  ``delta = r_bar * tau^2 / (tau^2 + sigma^2 / n)``, where ``tau`` is the prior's between-setup
-  spread (its widest cross-validated interval level, ``unseen_setup``, or the widest stored level
-  until that exists) and ``sigma`` the within-setup noise (its ``known`` level);
-* **slopes** (two or more distinct FLOP counts, or batch sizes): the slopes of ``r`` on log FLOPs
-  per image and on log batch size, shrunk towards 0 with prior spreads :data:`SLOPE_PRIOR_SD` and
-  :data:`BATCH_SLOPE_PRIOR_SD` (one Bayesian linear regression per family, level and slopes together);
+* **level**: a setup-wide offset (prior sd ``tau``, the prior's between-setup spread: its
+  ``unseen_setup`` interval level, or the widest stored level until that exists) plus a per-family
+  deviation (sd ``tau`` x :data:`FAMILY_SHARE`); ``sigma``, the within-setup noise, is the prior's
+  ``known`` level;
+* **slopes** of ``r`` on log FLOPs per image and on log batch size: setup-wide (prior sds
+  :data:`SLOPE_PRIOR_SD`, :data:`BATCH_SLOPE_PRIOR_SD`) plus per-family deviations (the same x
+  :data:`FAMILY_SHARE`). The shared slopes let one measurement per family, at different sizes or
+  batches, show how the setup scales, which no family alone can;
 * **interval**: the posterior predictive spread ``z * sqrt(sigma_post^2 + z' Cov z)`` with
   ``sigma_post`` pooling the prior ``sigma`` (:data:`SIGMA_PRIOR_DOF` pseudo-points) with the
   calibrated residuals: it narrows only as far as the evidence supports.
@@ -24,8 +27,8 @@ Example:
     >>> fc = FamilyCorrection([0.1, 0.0, 0.0], 30.0, 0.0, [[0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01]], 3)
     >>> c = Calibration("lab", {"sd2": fc}, 0.1, 0.05, 0.5, 3)
     >>> d, half, level = c.apply(pd.Series(["sd2", "sdxl"]).to_numpy(), [30.0, 31.0])
-    >>> [round(v, 2) for v in d], list(level)
-    [0.1, 0.1], ['calibrated', 'calibrated_setup']
+    >>> [round(float(v), 2) for v in d], list(level)
+    ([0.1, 0.1], ['calibrated', 'calibrated_setup'])
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ SLOPE_PRIOR_SD = 0.1
 #: Prior spread of a setup's batch exponent correction (per log batch size): on H100 the measured
 #: batch 1 -> 16 change of large models differs from a FLOP law's by about 0.25 in log, ~0.1 per log batch.
 BATCH_SLOPE_PRIOR_SD = 0.1
+#: How the between-setup spread ``tau`` splits between what moves every family of a setup alike
+#: (``SETUP_SHARE``) and what moves one family (``FAMILY_SHARE``); slopes split the same way.
+SETUP_SHARE = 1.0
+FAMILY_SHARE = 0.5
 #: Pseudo-points of the prior within-setup noise when pooling it with calibrated residuals.
 SIGMA_PRIOR_DOF = 4.0
 LEVEL_CALIBRATED = "calibrated"
@@ -188,27 +195,51 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
     fams = inputs["model"].astype(str).to_numpy()
     lb = np.log(inputs_batch(inputs))
     tau, sigma = prior_spreads(model)
-    prior_prec = np.diag([1 / tau**2, 1 / SLOPE_PRIOR_SD**2, 1 / BATCH_SLOPE_PRIOR_SD**2])
-    corrections: dict[str, FamilyCorrection] = {}
-    fitted = np.zeros(len(r))
-    n_par = 0
-    for fam in sorted(set(fams)):
-        m = fams == fam
-        x_ref, b_ref = float(x[m].mean()), float(lb[m].mean())
-        z = np.column_stack([np.ones(int(m.sum())), x[m] - x_ref, lb[m] - b_ref])
-        # Bayesian linear regression, prior mean 0 (the prior model is right on average)
-        cov = np.linalg.inv(z.T @ z / sigma**2 + prior_prec)
-        coef = cov @ z.T @ r[m] / sigma**2
-        corrections[fam] = FamilyCorrection([float(v) for v in coef], x_ref, b_ref, cov.tolist(), int(m.sum()))
-        fitted[m] = z @ coef
-        n_par += 1 + int(np.ptp(x[m]) > 1e-6) + int(np.ptp(lb[m]) > 1e-6)
+    corrections, fitted, n_par, setup_offset = _joint_regression(r, x, lb, fams, tau=tau, sigma=sigma)
     # within-setup noise: the prior's, pooled with what the calibrated residuals show
     dof = max(len(r) - n_par, 0)
     ssr = float(((r - fitted) ** 2).sum())
     sigma2 = (SIGMA_PRIOR_DOF * sigma**2 + ssr) / (SIGMA_PRIOR_DOF + dof)
-    setup_offset = float(np.mean([c.offset for c in corrections.values()]))
     return Calibration(name.strip(), corrections, setup_offset, sigma2, unseen_setup_half(model), len(r),
                        sorted(set(pred.attrs["hardware"])))
+
+
+def _joint_regression(r: np.ndarray, x: np.ndarray, lb: np.ndarray, fams: np.ndarray, *, tau: float, sigma: float
+                      ) -> tuple[dict[str, FamilyCorrection], np.ndarray, int, float]:
+    """One Bayesian linear regression of the log residuals of a setup, every family together.
+
+    ``r = u + d_f + (s + s_f) (x - x_ref) + (t + t_f) (log batch - b_ref) + noise``: a setup-wide
+    offset ``u`` and slopes ``s``, ``t`` (what the setup does to every family: its energy scope,
+    its saturation), and per family a deviation ``d_f`` and slope deviations. The shared terms let
+    one point per family, at different sizes and batches, tell a slope that no family alone can.
+    Returns ``(corrections, fitted, parameters identified, setup offset)``.
+    """
+    names = sorted(set(fams))
+    k = len(names)
+    x_ref, b_ref = float(x.mean()), float(lb.mean())
+    dx, db = x - x_ref, lb - b_ref
+    idx = np.array([names.index(f) for f in fams])
+    n = len(r)
+    # columns: u, s, t, then d_f, s_f, t_f per family
+    z = np.zeros((n, 3 + 3 * k))
+    z[:, 0], z[:, 1], z[:, 2] = 1.0, dx, db
+    z[np.arange(n), 3 + 3 * idx] = 1.0
+    z[np.arange(n), 4 + 3 * idx] = dx
+    z[np.arange(n), 5 + 3 * idx] = db
+    sd = np.r_[tau * SETUP_SHARE, SLOPE_PRIOR_SD, BATCH_SLOPE_PRIOR_SD,
+               np.tile([tau * FAMILY_SHARE, SLOPE_PRIOR_SD * FAMILY_SHARE, BATCH_SLOPE_PRIOR_SD * FAMILY_SHARE], k)]
+    cov = np.linalg.inv(z.T @ z / sigma**2 + np.diag(1.0 / sd**2))
+    coef = cov @ z.T @ r / sigma**2
+    corrections: dict[str, FamilyCorrection] = {}
+    for j, fam in enumerate(names):
+        a = np.zeros((3, len(coef)))
+        a[0, [0, 3 + 3 * j]] = 1.0
+        a[1, [1, 4 + 3 * j]] = 1.0
+        a[2, [2, 5 + 3 * j]] = 1.0
+        corrections[fam] = FamilyCorrection([float(v) for v in a @ coef], x_ref, b_ref, (a @ cov @ a.T).tolist(),
+                                            int((idx == j).sum()))
+    n_par = 1 + int(np.ptp(dx) > 1e-6) + int(np.ptp(db) > 1e-6) + (k - 1)
+    return corrections, z @ coef, n_par, float(coef[0])
 
 
 def inputs_batch(df: pd.DataFrame) -> np.ndarray:
@@ -262,7 +293,7 @@ def calibrate(data: pd.DataFrame | str, *, model_uri: str, registered_model: str
 
     Example:
         >>> import mlflow_energy                                                      # doctest: +SKIP
-        >>> mv, cal = mlflow_energy.calibrate("my_runs.csv", model_uri="models:/energy@champion",
+        >>> mv, cal = mlflow_energy.calibrate("my_runs.csv", model_uri="models:/energy@champion",  # doctest: +SKIP
         ...                                   registered_model="energy", setup="lab-h100")
     """
     import mlflow

@@ -199,3 +199,29 @@ def test_calibrate_and_predict_commands(store):
         "Error: energy_total_j=-2.0 is not allowed: expected a number > 0 (J per image), row 1")
     res = runner.invoke(main, [*args[:-3], "--setup", "elsewhere"])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "setup='elsewhere'" in res.output
+
+
+def test_one_point_per_family_shows_how_the_whole_setup_scales_with_batch(store):
+    """A setup whose energy per image falls less with batch than the prior's, for every family; one
+    measurement per family, each at another batch size: the shared slope carries it to the others."""
+    from mlflow_energy.predict import fit_calibration, predict_frame
+
+    _, uri = store
+    model, _ = _prior(uri)
+    families = ("tiny-sd2", "tiny-sdxl", "tiny-sd1.5")
+    grid = pd.DataFrame([row(model=f, batch_size=b) for f in families for b in (1, 4, 16)])
+    p = predict_frame(model, grid)["energy_total_j"].to_numpy()
+    truth = p * np.exp(0.2 + 0.1 * np.log(grid["batch_size"].to_numpy(dtype=float)))
+    # tiny-sd2 at batch 1, tiny-sdxl at 4, tiny-sd1.5 at 16
+    picked = [0, 4, 8]
+    cal = fit_calibration(model, grid.iloc[picked].assign(energy_total_j=truth[picked]), name="lab")
+    assert all(c.batch_slope > 0.03 for c in cal.families.values())
+    out = predict_frame(model, grid.assign(setup="lab"), calibrations={"lab": cal})["energy_total_j"].to_numpy()
+    err = np.abs(np.log(out / truth))
+    others = np.setdiff1d(np.arange(len(grid)), picked)
+    # a per-family level alone is off by 0.1 x |log(b / b_measured)|: 0.185 on average over the others
+    level_only = 0.1 * np.abs(np.log(grid["batch_size"].to_numpy(dtype=float)[others]
+                                     / grid["batch_size"].to_numpy(dtype=float)[np.repeat(picked, 2)]))
+    assert level_only.mean() == pytest.approx(0.185, abs=0.001)
+    assert err[others].mean() < 0.7 * level_only.mean()
+    assert err[others].max() < level_only.max()
