@@ -49,6 +49,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
         version_card,
         weigh_noisy,
     )
+    from mlflow_energy.fit.model import STATE_VERSION
     from mlflow_energy.predict import log_and_register
 
     _recover_killed(experiment)
@@ -60,7 +61,8 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
     click.echo(f"{len(frame)} measurement run(s) from '{experiment}', energy source(s): {', '.join(sources)}; "
                f"target: {target} energy" + (f"; {noisy} noisy run(s) {what}" if noisy else ""))
     settings = {"target": target, "noisy": noisy_mode, "bootstrap": bootstrap, "n_estimators": n_estimators,
-                "max_folds": max_folds, "allow_mixed_sources": allow_mixed_sources, "law": law}
+                "max_folds": max_folds, "allow_mixed_sources": allow_mixed_sources, "law": law,
+                "model_state": STATE_VERSION}  # a release that changes the model refits, not reuses
     fingerprint = fit_fingerprint(frame, settings)
     same = _version_with(registered_model, fingerprint)
     if same is not None:

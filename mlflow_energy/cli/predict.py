@@ -42,7 +42,7 @@ def local_hardware() -> str:
 @click.option("--cfg-passes", type=Int("cfg_passes", minimum=1, maximum=2),
               help="Denoiser passes per step, 1 or 2 (default: what pipe(prompt) does for the family).")
 @click.option("--setup", default="", help="A training source or a calibration of the model (default: an unseen "
-                                          "setup, the widest interval).")
+                                          "setup, its leave-one-setup-out interval).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 def predict_command(model_uri: str, family: str, height: int, width: int, steps: int, guidance_scale: float | None,
                     precision: str, batch_size: int, hardware: str | None, cfg_passes: int | None, setup: str,

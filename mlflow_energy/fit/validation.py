@@ -4,10 +4,11 @@ Schemes: leave one config out (within its family and GPU), one family, one GPU, 
 source, or one setup (a data source on one GPU) out (``loco``, ``lofo``, ``loho``, ``loso``,
 ``losetup``). Each calibrates the interval of one prediction level (``known``, ``unseen_family``,
 ``unseen_hardware``, ``unseen_source``, ``unseen_setup``): the split-conformal quantile of the
-held-out |log residuals|. ``unseen_setup``, the default for a row that names no setup, is the
-widest of them (:func:`interval_widths`). Its coverage is estimated honestly by leaving one
-group out of the calibration too: every held-out group is scored against the quantile of the
-other groups' residuals (:func:`interval_coverage`).
+held-out |log residuals|. ``unseen_setup``, the default for a row that names no setup, is
+calibrated by leaving whole setups out when there are at least :data:`MIN_SETUPS` of them, and
+is the widest of all levels otherwise (:func:`interval_widths`). Coverage is estimated honestly
+by leaving one group out of the calibration too: every held-out group is scored against the
+quantile of the other groups' residuals (:func:`interval_coverage`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ _LEVEL_OF_SCHEME = {"loco": "known", "lofo": "unseen_family", "loho": "unseen_ha
 LEVELS: tuple[str, ...] = tuple(_LEVEL_OF_SCHEME.values())
 #: The level of a row for a setup the model has never seen (another harness, GPU, runtime).
 LEVEL_UNSEEN_SETUP = "unseen_setup"
+#: Setups (data sources on one GPU) needed before ``unseen_setup`` is its own leave-one-setup-out
+#: quantile; with fewer, it is the widest level (a new setup may differ in every way the schemes test).
+MIN_SETUPS = 3
 _GROUP_OF_SCHEME = {"loco": "model", "lofo": "model", "loho": "hardware", "loso": "data_source"}
 
 
@@ -223,8 +227,10 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
     ``corrected_j`` or ``law_j``).
 
     A level without its own folds borrows the next wider one (and at worst the maximum of all
-    held-out residuals). ``unseen_setup`` is never narrower than any other level: a setup the
-    model has never seen may differ from the training data in every way the schemes test."""
+    held-out residuals). ``unseen_setup`` is the leave-one-setup-out quantile when at least
+    :data:`MIN_SETUPS` setups were held out; with fewer it is never narrower than any other level:
+    a setup the model has never seen may differ from the training data in every way the schemes
+    test."""
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
     out: dict[str, float] = {}
     for scheme, level in _LEVEL_OF_SCHEME.items():
@@ -238,8 +244,15 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
         if level not in out:
             wider = [out[w] for w in order[i + 1:] if w in out]
             out[level] = wider[0] if wider else max([*out.values(), fallback])
-    out[LEVEL_UNSEEN_SETUP] = max(out.values())
+    if _setup_floor_applies(tot):
+        out[LEVEL_UNSEEN_SETUP] = max(out.values())
     return out
+
+
+def _setup_floor_applies(tot: pd.DataFrame) -> bool:
+    """Too few setups were held out for ``unseen_setup`` to stand on its own quantile."""
+    g = tot[tot["scheme"] == "losetup"]
+    return len(g) == 0 or _groups(g, "losetup").nunique() < MIN_SETUPS
 
 
 def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.DataFrame:
@@ -251,9 +264,9 @@ def interval_coverage(pred: pd.DataFrame, *, column: str = "corrected_j") -> pd.
     ``coverage`` (fraction of held-out totals inside their interval) and ``log_halfwidth``.
     """
     tot = pred[pred["phase"] == schema.PHASE_TOTAL]
-    # unseen_setup is served never narrower than the other levels: scored the same way
+    # with too few setups, unseen_setup is served never narrower than the other levels: scored the same way
     floor = max((w for lv, w in interval_widths(pred, column=column).items() if lv != LEVEL_UNSEEN_SETUP),
-                default=0.0) if len(tot) else 0.0
+                default=0.0) if len(tot) and _setup_floor_applies(tot) else 0.0
     rows = []
     for scheme, level in _LEVEL_OF_SCHEME.items():
         g = tot[tot["scheme"] == scheme]

@@ -145,7 +145,7 @@ def calibrations_from_json(text: str) -> dict[str, Calibration]:
 # ============================================================================ the prior's spreads
 def unseen_setup_half(model: EnergyModel) -> float:
     """Log half-width for a setup the model has not seen: the model's ``unseen_setup`` level
-    (leave one source out) when fit stored it, else the widest level it stored (conservative)."""
+    (leave one setup out) when fit stored it, else the widest level it stored (conservative)."""
     if LEVEL_UNSEEN_SETUP in model.interval and math.isfinite(model.interval[LEVEL_UNSEEN_SETUP]):
         return float(model.interval[LEVEL_UNSEEN_SETUP])
     widths = [v for v in model.interval.values() if isinstance(v, (int, float)) and math.isfinite(v)]

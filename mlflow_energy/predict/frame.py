@@ -24,7 +24,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     """Predict the output columns for the input rows (see the module docstring).
 
     The interval of each row follows its ``setup`` column (see :func:`row_levels`): empty or
-    missing, an unseen setup (``unseen_setup``, the widest level); a training source, the level
+    missing, an unseen setup (``unseen_setup``, calibrated by leaving setups out); a training source, the level
     of its family and GPU (``known``, ``unseen_hardware``, ``unseen_family``); a calibration in
     ``calibrations``, that calibration's corrected value and interval (``calibrated``, or
     ``calibrated_setup`` for a family it has no measurement of). ``interval_level`` other than

@@ -41,7 +41,7 @@ INPUT_RULES: dict[str, str] = {
     "guidance_scale": f"real number (any int or float dtype), 0 to {MAX_GUIDANCE:g}; missing: the family default",
     "carbon_intensity_g_per_kwh": "real number >= 0 (gCO2e per kWh); missing: the world average",
     "cfg_passes": "1 or 2 denoiser passes per step; missing: what pipe(prompt) does for the family",
-    "setup": "a training source or a calibration of this model; missing: an unseen setup (widest interval)",
+    "setup": "a training source or a calibration of this model; missing: an unseen setup (its leave-one-setup-out interval)",
     "booleans": "refused in every numeric column",
 }
 

@@ -352,3 +352,27 @@ def test_dynamic_target_reads_dynamic_energy_or_dynamic_scope():
     assert len(normalise_runs(raw, target="dynamic")) == 2  # a dynamic-scope run is its own dynamic energy
     with pytest.raises(ConfigError, match="target='board'"):
         normalise_runs(raw, target="board")
+
+
+def test_unseen_setup_stands_on_its_own_quantile_once_enough_setups_were_held_out():
+    from mlflow_energy.fit.validation import MIN_SETUPS, interval_coverage, interval_widths
+
+    rng = np.random.default_rng(0)
+
+    def held(scheme: str, sources: list[str], spread: float) -> pd.DataFrame:
+        n = 10 * len(sources)
+        return pd.DataFrame({"scheme": scheme, "phase": "total", "run_id": [f"{scheme}{i}" for i in range(n)],
+                             "model": "m", "hardware": "H100", "data_source": np.repeat(sources, 10),
+                             "measured_j": 1.0, "law_j": np.exp(rng.uniform(-spread, spread, n))})
+
+    families = held("lofo", ["a", "b"], 0.5).assign(model=lambda d: np.repeat(["f1", "f2"], 10))
+    many = [f"s{i}" for i in range(MIN_SETUPS + 1)]
+    pred = pd.concat([families, held("losetup", many, 0.1)], ignore_index=True)
+    widths = interval_widths(pred, column="law_j")
+    assert widths["unseen_setup"] < 0.1 < 0.3 < widths["unseen_family"]
+    cov = interval_coverage(pred, column="law_j").set_index("level")
+    assert cov.loc["unseen_setup", "log_halfwidth"] == pytest.approx(widths["unseen_setup"])
+    # too few setups: never narrower than any level
+    few = pd.concat([families, held("losetup", many[:MIN_SETUPS - 1], 0.1)], ignore_index=True)
+    widths = interval_widths(few, column="law_j")
+    assert widths["unseen_setup"] == max(widths.values()) == widths["unseen_family"]
