@@ -42,7 +42,7 @@ def autolog(**kwargs: object) -> None:
 def flush(timeout: float | None = 60.0) -> bool:
     """Wait until every autologged call is in MLflow: see :func:`mlflow_energy.autologging.background.flush`.
 
-    Autologged calls are logged by a background thread; call this before reading their runs.
+    Autologged calls are logged in the background (a logger process); call this before reading their runs.
     Returns ``True`` when everything reached MLflow (``False``: kept in the journal, logged later).
 
     Example:

@@ -8,7 +8,10 @@ Modules:
     probe     forward hooks and meter windows around one call (text encoders, denoiser calls, VAE decode)
     identify  the family a pipeline's components belong to, the call's params, its images
     log       one call as MLflow params, per-image metrics, the per-step history and tags
-    background  the logger thread: journal first, then the run, off the caller's thread; ``flush()``
+    journal   every call on disk first; pending entries
+    send      one entry to MLflow: the run created or used, logged, marked done
+    background  the logger thread and its logger process, off the caller's thread and process; ``flush()``
+    logger_process  the child process that logs the entries (``python -m``)
     patch     ``autolog()``: patching, run policy, errors that never break the user's call
     traced    FLOPs of the calls made, counted on meta-device copies (pipelines with no family)
 May import: the shared ground, ``families``, ``config``, ``flops``, ``measure``, ``tracking``.

@@ -55,6 +55,7 @@ class _Config:
     meter: Any | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
     carbon: Any = None  # (GridIntensity, source label) from carbon.run_intensity
+    context_tags: dict[str, str] = field(default_factory=dict)  # MLflow's run context: source, user, git
 
 
 _CONFIG = _Config()
@@ -111,6 +112,9 @@ def autolog(
     _CONFIG.silent = silent
     _CONFIG.meter = meter
     _CONFIG.extra_tags = dict(extra_tags or {})
+    from mlflow.tracking.context.registry import resolve_tags
+
+    _CONFIG.context_tags = resolve_tags()  # this process's: the logger process would name itself
     from mlflow_energy.carbon import run_intensity
 
     _CONFIG.carbon = run_intensity(region if region is not None else carbon_intensity)
@@ -132,12 +136,15 @@ def autolog(
 
 
 def _prewarm() -> None:
-    """Pay once, here, what the first call would: the meter (Zeus's imports) and the logging modules."""
+    """Pay once, here, what the first call would: the meter (Zeus's imports), the logging modules, the logger process."""
     import importlib
 
     for module in ("mlflow_energy.autologging.background", "mlflow_energy.autologging.identify",
-                   "mlflow_energy.autologging.log", "mlflow_energy.flops", "mlflow.tracking.context.registry"):
+                   "mlflow_energy.autologging.log", "mlflow_energy.flops"):
         importlib.import_module(module)
+    from mlflow_energy.autologging import background
+
+    background.start_logger()
     try:
         import torch
 
@@ -301,8 +308,8 @@ def _entry(target: dict[str, Any], *, run_name: str, params: dict[str, Any], met
            tags: dict[str, str], status: str, start_ms: int) -> dict[str, Any]:
     now = int(time.time() * 1000)
     return {**target, "id": uuid.uuid4().hex, "run_name": run_name, "params": {k: str(v) for k, v in params.items()},
-            "metrics": metrics, "tags": tags, "run_tags": dict(_CONFIG.extra_tags), "status": status,
-            "start_ms": start_ms, "end_ms": now, "time_ms": now}
+            "metrics": metrics, "tags": tags, "run_tags": {**_CONFIG.context_tags, **_CONFIG.extra_tags},
+            "context_resolved": True, "status": status, "start_ms": start_ms, "end_ms": now, "time_ms": now}
 
 
 def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: CallProbe, meter: Any,

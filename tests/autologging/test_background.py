@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 import mlflow_energy
 from mlflow_energy import schema
-from mlflow_energy.autologging import background
+from mlflow_energy.autologging import background, journal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services import MlflowServer  # noqa: E402
@@ -42,17 +43,21 @@ def test_the_caller_queues_and_a_flush_logs(tracking_uri, sd_pipe) -> None:
     mlflow_energy.autolog(silent=True)
     sd_pipe("a red bicycle", num_inference_steps=2, height=32, width=32)
     # The call is in the journal when the pipeline returns, before anything reached MLflow.
-    assert len([line for line in background.journal_path().read_text().splitlines() if line]) == 1
+    assert len([line for line in journal.journal_path().read_text().splitlines() if line]) == 1
     assert mlflow_energy.flush() is True
     (run,) = mlflow.search_runs(experiment_names=["bg"], output_format="list")
     assert run.info.status == "FINISHED" and run.data.metrics[schema.M_ENERGY_TOTAL] > 0
-    assert background.pending_entries() == []
+    assert journal.pending_entries() == []
+    # Logged by the logger process, with this process's run context (not the logger's own).
+    pid = background.logger_pid()
+    assert pid is not None and pid != os.getpid()
+    assert "logger_process" not in run.data.tags["mlflow.source.name"]
+    assert run.data.tags["mlflow.source.name"] == mlflow.tracking.context.registry.resolve_tags()["mlflow.source.name"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_the_logger_thread_runs_at_the_lowest_cpu_priority(tracking_uri, sd_pipe) -> None:
+def test_the_logger_thread_and_process_run_at_the_lowest_cpu_priority(tracking_uri, sd_pipe) -> None:
     """On a busy CPU its logging takes idle time, not time from the next call's computation."""
-    import os
     import threading
 
     mlflow_energy.autolog(silent=True)
@@ -60,7 +65,46 @@ def test_the_logger_thread_runs_at_the_lowest_cpu_priority(tracking_uri, sd_pipe
     assert mlflow_energy.flush() is True
     (thread,) = [t for t in threading.enumerate() if t.name == "mlflow-energy-autolog"]
     assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == background.NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, background.logger_pid()) == 19
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19  # the caller's thread is untouched
+
+
+def test_a_logger_process_that_dies_loses_no_call_and_logs_none_twice(tracking_uri, sd_pipe, monkeypatch) -> None:
+    """Killed (OOM, a signal): the thread logs what it was given and every later call, each once."""
+    import signal
+
+    import mlflow
+
+    mlflow.set_experiment("bg-killed")
+    monkeypatch.setattr(background, "_PROC", {"proc": None, "failed": False, "env": None})  # a process of its own
+    warnings: list[str] = []
+    monkeypatch.setattr(background, "_WARN", [warnings.append])
+    mlflow_energy.autolog(silent=True)
+    sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    assert mlflow_energy.flush() is True
+    os.kill(background.logger_pid(), signal.SIGKILL)
+    for _ in range(2):
+        sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    assert mlflow_energy.flush() is True
+    runs = mlflow.search_runs(experiment_names=["bg-killed"], output_format="list")
+    assert len(runs) == 3 and len({r.data.tags[schema.T_CALL_ID] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert any("logger process ended" in w for w in warnings), warnings
+    assert background.logger_pid() is None and journal.pending_entries() == []
+
+
+def test_the_thread_logs_when_chosen(tracking_uri, sd_pipe, monkeypatch) -> None:
+    """``MLFLOW_ENERGY_AUTOLOG_LOGGER=thread`` (a tracking store registered in your process only)."""
+    import mlflow
+
+    monkeypatch.setattr(background, "_PROC", {"proc": None, "failed": False, "env": None})
+    monkeypatch.setenv(background.LOGGER_ENV, "thread")
+    mlflow.set_experiment("bg-thread")
+    mlflow_energy.autolog(silent=True)
+    sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    assert mlflow_energy.flush() is True
+    (run,) = mlflow.search_runs(experiment_names=["bg-thread"], output_format="list")
+    assert run.info.status == "FINISHED" and background.logger_pid() is None
 
 
 @pytest.mark.slow
@@ -81,7 +125,7 @@ def test_a_server_that_is_away_holds_no_call_and_loses_nothing(tmp_path: Path, s
         with pytest.raises(ValueError):  # a failing call raises at once too
             sd_pipe("a red bicycle", num_inference_steps=2, height=33, width=32)
         assert mlflow_energy.flush(timeout=120) is False  # nothing could be logged: all kept
-        assert len(background.pending_entries(server.url)) == 2
+        assert len(journal.pending_entries(server.url)) == 2
         server.start()
         assert mlflow_energy.flush(timeout=120) is True
         assert mlflow_energy.flush(timeout=120) is True  # a second flush logs nothing again
