@@ -12,8 +12,9 @@ Prints, with 95% bootstrap intervals over the paired rounds:
 - the extra time of the first autologged call of the process (target <= 0.1 s), and what the
   first ``autolog()`` itself took (it opens the meter, so the first call does not);
 - the relative overhead of calls of about 1 s and 3 s (target within 1%), in wall time and in the
-  process's CPU time (every thread: the pipeline's, the hooks and the background logger's), the
-  work autolog adds, which other processes on a shared machine disturb less than wall time.
+  process's CPU time (every thread: the pipeline's, the hooks, the background thread's), the
+  work autolog adds, which other processes on a shared machine disturb less than wall time;
+- the CPU time of the logger process (the MLflow work, moved off your process, not removed).
 
 ``--threads 1`` runs the pipeline on one intra-op thread, so the process's CPU time is the
 pipeline's work rather than its spin-waiting threads, and the background logger has a core.
@@ -39,6 +40,18 @@ def _ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float, flo
     return float(np.median(values)), float(lo), float(hi)
 
 
+def _process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of another process (Linux ``/proc``), else ``None``."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, TypeError, ValueError, IndexError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-sd2")
@@ -54,7 +67,7 @@ def main() -> None:
     import torch
 
     import mlflow_energy
-    from mlflow_energy.autologging import patch
+    from mlflow_energy.autologging import background, patch
     from mlflow_energy.config import InferenceConfig
     from mlflow_energy.measure.runner import build_pipeline
 
@@ -129,6 +142,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ok = mlflow_energy.flush(timeout=300)
     flush_s = time.perf_counter() - t0
+    logger_cpu = _process_cpu_s(background.logger_pid())
     runs = mlflow.search_runs(experiment_names=["autolog-overhead"], output_format="list", max_results=10000)
 
     print(f"{args.model}, torch intra-op threads {torch.get_num_threads()}; short call {args.size}x{args.size} px, "
@@ -149,6 +163,9 @@ def main() -> None:
         print(f"    process CPU time (all threads)  median {med:+6.2f}%  (95% CI {lo:+.2f}% .. {hi:+.2f}%)")
     print(f"  background: {len(runs)} runs for {n_autolog} autologged calls, flushed in {flush_s:.2f} s "
           f"({'all logged' if ok else 'NOT all logged'})")
+    if logger_cpu is not None:
+        print(f"  the logger process's CPU time: {logger_cpu:.2f} s, {logger_cpu / max(1, len(runs)) * 1e3:.1f} ms per run "
+              "(its start included; off your process, at nice 19)")
 
 
 if __name__ == "__main__":
