@@ -7,6 +7,10 @@ setup that measured it (``setup`` = its energy source; in sample), each of the t
 out in leave-one-config-out, and for an unseen setup (no ``setup``).
 The public data carry totals only: the comparison is of the total.
 
+Then, for the chosen law, how sure each scheme's held-out MAPE is: a 95% interval from resampling the
+held-out *groups* (families, GPUs, sources, setups) with replacement, and each group's own MAPE, so
+that an aim can be read against what so few groups can tell.
+
 Usage: python benchmarks/law_cv.py
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pandas as pd
 
 from mlflow_energy import schema
@@ -45,6 +50,31 @@ def public_frame() -> pd.DataFrame:
     return normalise_runs(pd.DataFrame(out))
 
 
+_GROUP = {"loco": None, "lofo": "model", "loho": "hardware", "loso": "data_source", "losetup": ("data_source", "hardware")}
+
+
+def group_uncertainty(cv: pd.DataFrame, column: str, draws: int = 4000, seed: int = 0) -> list[str]:
+    """Per scheme: held-out MAPE, its 95% interval over resampled groups, and each group's MAPE."""
+    rng = np.random.default_rng(seed)
+    lines = ["| scheme | groups | MAPE | 95% interval (groups resampled) | per group |", "|---|---|---|---|---|"]
+    for scheme, key in _GROUP.items():
+        d = cv.query("scheme == @scheme and phase == 'total'")
+        if key is None or d.empty:
+            continue
+        err = (d[column] / d["measured_j"] - 1.0).abs()
+        by = d[list(key)].astype(str).agg(" / ".join, axis=1) if isinstance(key, tuple) else d[key].astype(str)
+        groups = [err[by == g].to_numpy() for g in sorted(by.unique())]
+        names = sorted(by.unique())
+        boots = []
+        for _ in range(draws):
+            pick = rng.integers(0, len(groups), len(groups))
+            boots.append(np.concatenate([groups[i] for i in pick]).mean())
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        per = ", ".join(f"{n} {g.mean():.0%}" for n, g in zip(names, groups, strict=True))
+        lines.append(f"| {scheme} | {len(groups)} | {err.mean():.1%} | {lo:.1%} .. {hi:.1%} | {per} |")
+    return lines
+
+
 def main() -> None:
     frame = public_frame()
     t0 = time.perf_counter()
@@ -62,8 +92,10 @@ def main() -> None:
         print(f"tau {math.exp(sat.log_tau):.2g} s, c {sat.c:g}, op weights attention {sat.w_attention:+.3f} "
               f"conv {sat.w_conv:+.3f}, level over log(TDP/peak): slope {sat.gpu_slope:.3f}; per setup tau: "
               + ", ".join(f"{k} {math.exp(v):.2g} s" for k, v in sorted(sat.setup_log_tau.items())))
-    cv = result.cv_predictions.query("scheme == 'loco' and phase == 'total'").set_index("run_id")
     column = "corrected_j" if result.model.corrector_used else "law_j"
+    print("\nHow sure: the chosen model's held-out MAPE of the total, groups resampled\n")
+    print("\n".join(group_uncertainty(result.cv_predictions, column)))
+    cv = result.cv_predictions.query("scheme == 'loco' and phase == 'total'").set_index("run_id")
     print("\n| family | GPU | measured E(bs16)/E(bs1) | predicted, its setup | held out (loco) | "
           "predicted, unseen setup |\n|---|---|---|---|---|---|")
     for (fam, hw, src), d in frame.groupby(["model", "hardware", "energy_source"]):
