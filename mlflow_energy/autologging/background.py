@@ -243,3 +243,20 @@ def _flush_at_exit() -> None:
 
 
 atexit.register(_flush_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    # A process forked after autolog() (multiprocessing workers, one per GPU) has no logger thread
+    # and must not share its parent's logger process pipe: it starts its own. What was queued in
+    # the parent is the parent's to log.
+    global _QUEUE, _THREAD, _START_LOCK, _SEND_LOCK, _PROC_LOCK
+    _QUEUE = queue.Queue()
+    _THREAD = None
+    _START_LOCK, _SEND_LOCK, _PROC_LOCK = threading.Lock(), threading.RLock(), threading.Lock()
+    _STATE["pending"] = 0
+    _QUEUED.clear()
+    _PROC.update(proc=None, failed=False, env=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

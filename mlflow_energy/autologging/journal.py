@@ -26,6 +26,15 @@ JOURNAL_NAME = "autolog-journal.jsonl"
 _LOCK = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def journal_path() -> Path:
     """The autolog journal (``$MLFLOW_ENERGY_STATE_DIR/autolog-journal.jsonl``)."""
     env = os.environ.get(STATE_DIR_ENV)

@@ -93,6 +93,38 @@ def test_a_logger_process_that_dies_loses_no_call_and_logs_none_twice(tracking_u
     assert background.logger_pid() is None and journal.pending_entries() == []
 
 
+def _forked_call(sd_pipe, queue) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    queue.put((mlflow_energy.flush(), background.logger_pid()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_forked_worker_logs_through_its_own_logger(tracking_uri, sd_pipe) -> None:
+    """multiprocessing workers forked after autolog() (one per GPU) must not share the parent's pipe."""
+    import multiprocessing
+
+    import mlflow
+
+    mlflow.set_experiment("bg-fork")
+    mlflow_energy.autolog(silent=True)
+    sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
+    parent_logger = background.logger_pid()
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    worker = ctx.Process(target=_forked_call, args=(sd_pipe, results))
+    worker.start()
+    flushed, child_logger = results.get(timeout=120)
+    worker.join(timeout=60)
+    assert worker.exitcode == 0 and flushed is True
+    assert child_logger is not None and child_logger != parent_logger
+    assert mlflow_energy.flush() is True and background.logger_pid() == parent_logger
+    runs = mlflow.search_runs(experiment_names=["bg-fork"], output_format="list")
+    assert len(runs) == 2 and len({r.data.tags[schema.T_CALL_ID] for r in runs}) == 2
+
+
 def test_the_thread_logs_when_chosen(tracking_uri, sd_pipe, monkeypatch) -> None:
     """``MLFLOW_ENERGY_AUTOLOG_LOGGER=thread`` (a tracking store registered in your process only)."""
     import mlflow
