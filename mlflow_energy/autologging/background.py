@@ -56,7 +56,6 @@ _START_LOCK = threading.Lock()
 _SEND_LOCK = threading.RLock()  # one sender at a time: the logger thread, or a flush() replaying the journal
 _STATE = {"pending": 0}
 _QUEUED: set[str] = set()  # ids submitted in this process and not yet handled: never replayed
-_WARN: list[Callable[[str], None]] = []
 _PROC: dict[str, Any] = {"proc": None, "failed": False, "env": None}
 _PROC_LOCK = threading.Lock()
 
@@ -64,15 +63,14 @@ _PROC_LOCK = threading.Lock()
 def submit(entry: dict[str, Any], *, warn: Callable[[str], None] | None = None) -> None:
     """Journal one call's entry (in the OS's buffers: a killed process keeps it) and queue it."""
     global _THREAD
-    if warn is not None and not _WARN:
-        _WARN.append(warn)
-        send.set_say(_say)
+    if warn is not None:
+        send.set_say(warn, replace=False)
     image = entry.pop("_image", None)
     path = journal_path()
     try:
         append(path, json.dumps(entry, sort_keys=True, allow_nan=False, default=str), sync=False)
     except (OSError, ValueError) as exc:
-        _say(f"the autolog journal {path} is not writable ({exc}); logging without it")
+        send.say(f"the autolog journal {path} is not writable ({exc}); logging without it")
     entry["_image"] = image
     with _START_LOCK:
         _QUEUED.add(entry["id"])
@@ -156,7 +154,7 @@ def _handle(entry: dict[str, Any]) -> None:
         png = send.picture_png(output)
     except Exception as exc:
         png = None
-        _say(f"image not logged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        send.say(f"image not logged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     if not entry.get("experiment_id") and not entry.get("experiment_name"):
         from mlflow.tracking.fluent import _get_experiment_id  # this process's default experiment
 
@@ -187,14 +185,18 @@ def _relay(entry: dict[str, Any], png: bytes | None, skip: list[str]) -> str:
             except ValueError:
                 continue
             if "say" in reply:
-                _say(reply["say"])
+                send.say(reply["say"])
             elif reply.get("done") == entry["id"]:
                 return "done"
     except (OSError, ValueError):
         pass
-    _PROC["failed"] = True
-    _say(f"the autolog logger process ended (exit {proc.poll()}); logging from this process from now on")
+    _logger_ended(proc.poll())
     return "ended"
+
+
+def _logger_ended(code: int | None) -> None:
+    _PROC["failed"] = True
+    send.say(f"the autolog logger process ended (exit {code}); logging from this process from now on")
 
 
 def _process() -> subprocess.Popen | None:
@@ -208,8 +210,7 @@ def _start_process() -> subprocess.Popen | None:
     if proc is not None and proc.poll() is None:
         return proc
     if proc is not None and not _PROC["failed"]:  # it ended between calls
-        _PROC["failed"] = True
-        _say(f"the autolog logger process ended (exit {proc.returncode}); logging from this process from now on")
+        _logger_ended(proc.returncode)
     if _PROC["failed"] or os.environ.get(LOGGER_ENV, "process").strip().lower() == "thread":
         return None
     env = dict(os.environ)
@@ -222,18 +223,10 @@ def _start_process() -> subprocess.Popen | None:
         )
     except OSError as exc:
         _PROC["failed"] = True
-        _say(f"the autolog logger process could not start ({exc}); logging from this process")
+        send.say(f"the autolog logger process could not start ({exc}); logging from this process")
         return None
     _PROC["env"] = None
     return _PROC["proc"]
-
-
-def _say(message: str) -> None:
-    for warn in _WARN:
-        try:
-            warn(message)
-        except Exception:
-            pass
 
 
 def _flush_at_exit() -> None:

@@ -65,11 +65,11 @@ def handle(entry: dict[str, Any], *, png: bytes | None = None, skip: Iterable[st
         if isinstance(exc, TrackingUnavailable) or is_unavailable(exc):
             if not _STATE["warned"]:
                 _STATE["warned"] = True
-                _say(f"the tracking server is away: calls are kept in {journal_path()} and logged when it is back "
+                say(f"the tracking server is away: calls are kept in {journal_path()} and logged when it is back "
                     "(the next call, mlflow_energy.flush(), or the next process)")
             _STATE["replayed"] = False
         else:
-            _say(f"could not log this call ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+            say(f"could not log this call ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
             mark_done(entry["id"])  # a bad entry would fail again: do not replay it forever
 
 
@@ -160,7 +160,7 @@ def send(entry: dict[str, Any], *, png: bytes | None = None, replay: bool = Fals
         if ours or not isinstance(exc, MlflowException) or is_unavailable(exc):
             raise
         # your run already has one of these params with another value: log the rest
-        _say(f"params not logged ({str(exc).splitlines()[0][:200]})")
+        say(f"params not logged ({str(exc).splitlines()[0][:200]})")
         for start in range(0, max(1, len(metrics)), 1000):
             retrying(lambda start=start: client.log_batch(run_id, metrics=metrics[start:start + 1000], tags=tags),
                      what="logging the call")
@@ -175,21 +175,26 @@ def send(entry: dict[str, Any], *, png: bytes | None = None, replay: bool = Fals
 
             client.log_image(run_id, Image.open(io.BytesIO(png)), artifact_file=schema.A_IMAGE_PNG)
         except Exception as exc:  # the artifact store is not the tracking server: say so, keep the run
-            _say(f"image not logged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+            say(f"image not logged ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     if ours:
         retrying(lambda: client.set_terminated(run_id, entry["status"], end_time=entry["end_ms"]),
                  what="ending the call's run")
     mark_done(entry["id"])
 
 
-def set_say(say: Callable[[str], None]) -> None:
-    """Where this module's warnings go (the autolog warning, or the logger process's pipe to it)."""
-    _SAY[:] = [say]
+def set_say(say: Callable[[str], None], *, replace: bool = True) -> None:
+    """Where the background logger's warnings go (the autolog warning, or the logger process's pipe to it).
+
+    ``replace=False`` keeps one already set.
+    """
+    if replace or not _SAY:
+        _SAY[:] = [say]
 
 
-def _say(message: str) -> None:
-    for say in _SAY:
+def say(message: str) -> None:
+    """Warn through what :func:`set_say` set (nothing before that); a failing warning is dropped."""
+    for warn in _SAY:
         try:
-            say(message)
+            warn(message)
         except Exception:
             pass

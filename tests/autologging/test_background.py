@@ -10,7 +10,7 @@ import pytest
 
 import mlflow_energy
 from mlflow_energy import schema
-from mlflow_energy.autologging import background, journal
+from mlflow_energy.autologging import background, journal, send
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services import MlflowServer  # noqa: E402
@@ -78,7 +78,7 @@ def test_a_logger_process_that_dies_loses_no_call_and_logs_none_twice(tracking_u
     mlflow.set_experiment("bg-killed")
     monkeypatch.setattr(background, "_PROC", {"proc": None, "failed": False, "env": None})  # a process of its own
     warnings: list[str] = []
-    monkeypatch.setattr(background, "_WARN", [warnings.append])
+    monkeypatch.setattr(send, "_SAY", [warnings.append])
     mlflow_energy.autolog(silent=True)
     sd_pipe("a red bicycle", num_inference_steps=1, height=32, width=32)
     assert mlflow_energy.flush() is True
