@@ -90,10 +90,10 @@ def replay(uri: str, *, skip: Callable[[str], bool] = lambda _id: False, before:
     return not [e for e in pending_entries(uri) if e["id"] != before and not skip(e["id"])]
 
 
-def _existing_run(client: Any, entry: dict[str, Any]) -> str | None:
+def _existing_run(client: Any, entry: dict[str, Any]) -> Any:
     runs = client.search_runs([entry["experiment_id"]], filter_string=f"tags.`{schema.T_CALL_ID}` = '{entry['id']}'",
                               max_results=1)
-    return runs[0].info.run_id if runs else None
+    return runs[0] if runs else None
 
 
 def _experiment_id(client: Any, entry: dict[str, Any]) -> str:
@@ -134,15 +134,18 @@ def send(entry: dict[str, Any], *, png: bytes | None = None, replay: bool = Fals
     if ours:
         entry["experiment_id"] = retrying(lambda: _experiment_id(client, entry), what="finding the experiment")
         existing = retrying(lambda: _existing_run(client, entry), what="looking for the call's run") if replay else None
-        if existing is not None:  # logged before the journal could say so
+        if existing is not None and existing.info.status != "RUNNING":  # logged before the journal could say so
             mark_done(entry["id"])
             return
-        tags = _run_tags(entry)
-        run = retrying(lambda: client.create_run(entry["experiment_id"], run_name=entry["run_name"], tags=tags,
-                                                 start_time=entry["start_ms"]),
-                       what="creating the call's run")
-        run_id = run.info.run_id
-    metrics = [Metric(k, float(v), entry["time_ms"], int(step)) for k, v, step in entry["metrics"]]
+        if existing is None:
+            tags = _run_tags(entry)
+            existing = retrying(lambda: client.create_run(entry["experiment_id"], run_name=entry["run_name"],
+                                                          tags=tags, start_time=entry["start_ms"]),
+                                what="creating the call's run")
+        # else: created by a logger that stopped mid-entry: finished here, its metrics logged once
+        run_id = existing.info.run_id
+    already = ours and bool(existing.data.metrics)
+    metrics = [] if already else [Metric(k, float(v), entry["time_ms"], int(step)) for k, v, step in entry["metrics"]]
     params = [Param(k, str(v)) for k, v in entry["params"].items()]
     tags = [RunTag(k, str(v)) for k, v in entry["tags"].items()]
     try:

@@ -125,6 +125,29 @@ def test_a_forked_worker_logs_through_its_own_logger(tracking_uri, sd_pipe) -> N
     assert len(runs) == 2 and len({r.data.tags[schema.T_CALL_ID] for r in runs}) == 2
 
 
+def test_a_run_left_running_by_a_stopped_logger_is_finished_once(tracking_uri, sd_pipe) -> None:
+    """A logger killed between creating a call's run and ending it: the replay ends that run, no second one."""
+    import json
+
+    import mlflow
+
+    mlflow.set_experiment("bg-half")
+    mlflow_energy.autolog(silent=True)
+    sd_pipe("a red bicycle", num_inference_steps=2, height=32, width=32)
+    assert mlflow_energy.flush() is True
+    (line,) = journal.journal_path().read_text().splitlines()
+    entry = json.loads(line)
+    entry["id"] = "half-" + entry["id"]
+    client = mlflow.MlflowClient(entry["uri"])
+    half = client.create_run(entry["experiment_id"], tags={schema.T_CALL_ID: entry["id"]})  # what the logger got to
+    for _ in range(2):  # a second replay finds it ended and logs nothing
+        send.send(entry, replay=True)
+    run = client.get_run(half.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics[schema.M_ENERGY_TOTAL] > 0
+    assert len(client.get_metric_history(run.info.run_id, schema.M_ENERGY_DENOISE_STEP)) == 2  # logged once
+    assert len(mlflow.search_runs(experiment_names=["bg-half"], output_format="list")) == 2
+
+
 def test_the_thread_logs_when_chosen(tracking_uri, sd_pipe, monkeypatch) -> None:
     """``MLFLOW_ENERGY_AUTOLOG_LOGGER=thread`` (a tracking store registered in your process only)."""
     import mlflow
