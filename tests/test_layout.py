@@ -23,7 +23,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("flops",),
     ("measure",),
-    ("runner",),  # the deprecated 0.1 import path of measure.runner: a re-export only
     ("tracking",),
     ("_plotstyle",),
     ("sweep", "fit", "autologging"),
@@ -120,15 +119,3 @@ def test_public_names_resolve(package: str) -> None:
     mod = importlib.import_module(f"mlflow_energy.{package}")
     for name in mod.__all__:
         assert getattr(mod, name) is not None, f"mlflow_energy.{package}.{name}"
-
-
-def test_the_old_runner_path_still_works_and_says_where_to_go() -> None:
-    import importlib
-    import sys
-
-    sys.modules.pop("mlflow_energy.runner", None)
-    with pytest.warns(DeprecationWarning, match="from mlflow_energy.measure import measure"):
-        old = importlib.import_module("mlflow_energy.runner")
-    from mlflow_energy.measure import measure
-
-    assert old.measure is measure
