@@ -365,15 +365,9 @@ A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"
 # --------------------------------------------------------------- resilience (journal, claims)
 T_HEARTBEAT = "mlflow_energy.heartbeat"  # epoch seconds of a live sweep's last heartbeat
 T_WORKER = "mlflow_energy.worker"  # host:pid of the process that owns a sweep run
-KIND_CLAIMS = "claims"  # the ledger run whose params claim configs for workers
-
-
-def claim_param(config_hash: str, hardware: str, attempt: int) -> str:
-    """``claim/<config hash>/<hardware digest>/<attempt>``: a worker's claim (an immutable param)."""
-    import hashlib
-
-    hw = hashlib.sha256(hardware.encode()).hexdigest()[:8]
-    return f"claim/{config_hash}/{hw}/{attempt}"
+T_CLAIM_TOKEN = "mlflow_energy.claim_token"  # the fencing token of the claim a measurement run was made under
+T_SUPERSEDED = "mlflow_energy.superseded"  # "true": its claim was taken over; the taker's run counts instead
+M_SWEEP_SUPERSEDED = "sweep/configs_superseded"  # sweep parent: runs of this worker left out (claim taken over)
 
 # --- registered model versions (fit/registry.py) ---------------------------------------------
 T_FIT_FINGERPRINT = "mlflow_energy.fit_fingerprint"  # hash of the training runs and fit settings
@@ -385,4 +379,3 @@ T_MV_CV_MAPE = "mlflow_energy.cv_mape_total"  # grouped-CV MAPE of the total, pe
 T_CARBON_INTENSITY = "mlflow_energy.carbon_intensity_g_per_kwh"  # the intensity carbon/co2e_g used
 T_CARBON_SOURCE = "mlflow_energy.carbon_source"  # where it comes from (table row, caller, default)
 T_NOTE = "mlflow.note.content"  # MLflow's run description (markdown), shown on the run page
-CLAIMS_EXPERIMENT_SUFFIX = "-sweep-claims"  # the claims ledger's experiment: <results experiment> + this

@@ -182,7 +182,11 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--experiment", type=Name("experiment"), help="MLflow experiment name [the spec's, else mlflow-energy].")
 @click.option("--shard", type=Text(), envvar="MLFLOW_ENERGY_SHARD",
               help="I/N: measure only shard I (0-based) of N, split by config hash; 'auto': the index of this task "
-                   "of a Kubernetes Indexed Job or Slurm job array (no claims needed) [$MLFLOW_ENERGY_SHARD].")
+                   "of a Kubernetes Indexed Job or Slurm job array (no claims needed); 'auto/N': the same, N the "
+                   "array's size (a task resubmitted alone) [$MLFLOW_ENERGY_SHARD].")
+@click.option("--coordination-uri", type=Text(), envvar="MLFLOW_ENERGY_COORDINATION_URI",
+              help="Database for the claims of many workers (postgresql://... or sqlite:///...) when the tracking "
+                   "store is an mlflow server; a SQL tracking URI is its own [$MLFLOW_ENERGY_COORDINATION_URI].")
 @click.option("--max-configs", type=Int("max_configs", minimum=1, unset_value=MAX_CONFIGS), default=MAX_CONFIGS,
               show_default=True, help="Refuse a spec whose grid has more configs (a typo in a list, most likely).")
 @click.option("--output", type=Text(), help=OUTPUT_HELP)
@@ -192,15 +196,15 @@ def measure_command(experiment: str | None, output: str | None, tracking: bool, 
 @click.option("--journal", type=Text(), help=JOURNAL_HELP)
 @click.option("--carbon-intensity", type=NumberOrText("carbon_intensity"), help=CARBON_HELP)
 @click.option("--region", type=Text(), help=REGION_HELP)
-def sweep_command(spec: str, experiment: str | None, shard: str | None, max_configs: int, output: str | None,
-                  tracking: bool, progress: bool, journal: str | None, carbon_intensity: str | float | None,
-                  region: str | None) -> None:
+def sweep_command(spec: str, experiment: str | None, shard: str | None, coordination_uri: str | None,
+                  max_configs: int, output: str | None, tracking: bool, progress: bool, journal: str | None,
+                  carbon_intensity: str | float | None, region: str | None) -> None:
     """Measure every config of a YAML sweep SPEC (resumes; failed configs become FAILED runs)."""
     import os
 
     from mlflow_energy.carbon import ENV_CARBON_INTENSITY
     from mlflow_energy.sweep import SweepSpec, parse_shard, run_sweep
-    from mlflow_energy.sweep.scheduler import AUTO, scheduler_shard
+    from mlflow_energy.sweep.scheduler import PartialArray, parse_auto, scheduler_shard
 
     carbon = carbon_choice(carbon_intensity, region)
     if carbon is not None:  # every run the sweep logs reads it (tracking.log_measurement)
@@ -214,9 +218,19 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, max_conf
     elif parsed.carbon_intensity is not None:  # records replayed from the journal read it too
         os.environ[ENV_CARBON_INTENSITY] = str(parsed.carbon_intensity)
     claims = True
-    if shard is not None and shard.strip().lower() == AUTO:
+    auto, count = parse_auto(shard)
+    if auto:
         where_from: tuple[int, int] | None
-        where_from, why = scheduler_shard()
+        try:
+            where_from, why = scheduler_shard(count=count)
+        except PartialArray as exc:  # a resubmitted index: claims over the whole spec, if a database holds them
+            import mlflow
+
+            from mlflow_energy.sweep.coordination import coordination_url
+
+            if not tracking or coordination_url(mlflow.get_tracking_uri(), coordination_uri) is None:
+                raise
+            where_from, why = None, f"{exc} (no count given: the claims database gives each config to one worker)"
         if where_from is not None:
             claims = False  # the scheduler runs each index until it succeeds: exactly once without claims
             click.echo(f"shard {where_from[0]}/{where_from[1]} from the {why}; no claims (a retried task "
@@ -227,8 +241,8 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, max_conf
     else:
         shard_value = parse_shard(shard)
     try:
-        result = run_sweep(parsed, experiment=experiment, shard=shard_value, output=output,
-                           tracking=tracking, progress=progress, journal=journal, claims=claims)
+        result = run_sweep(parsed, experiment=experiment, shard=shard_value, output=output, tracking=tracking,
+                           progress=progress, journal=journal, claims=claims, coordination_uri=coordination_uri)
     except (ConfigError, MissingDependencyError):
         raise
     except MlflowEnergyError as exc:
@@ -239,6 +253,9 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, max_conf
     click.echo(f"{result.total} configs: {result.measured} measured, {len(result.failed)} failed, "
                f"{result.skipped} skipped (already measured or claimed by another worker); "
                f"{result.energy_j:.4g} J {'estimated (no energy counter)' if result.estimated else 'measured'}")
+    if result.superseded:
+        click.echo(f"superseded: {result.superseded} run(s) of this worker tagged superseded (their claim was taken "
+                   "over meanwhile; the taker's run counts)")
     if result.noisy:
         click.echo(f"noisy: {result.noisy} config(s) missed the 95% interval target (tagged; fit down-weights them)")
     if result.wall_s > 0:

@@ -157,7 +157,13 @@ def runs_frame(experiment: str, *, kinds: Sequence[str] = (schema.KIND_MEASUREME
         raw = raw.rename(columns={"run_id": "run_id"})
     if raw is None or len(raw) == 0:
         raise ConfigError("experiment", experiment, "an experiment with FINISHED measurement runs")
-    return normalise_runs(raw, target=target)
+    superseded = raw.attrs.get("superseded", 0)  # a config measured twice under claims counts once
+    if superseded:
+        print(f"left out {superseded} superseded measurement run(s): their claim was taken over, "
+              "another run of the same config counts")
+    out = normalise_runs(raw, target=target)
+    out.attrs["superseded"] = superseded
+    return out
 
 
 def weigh_noisy(frame: pd.DataFrame, mode: str = "downweight") -> tuple[pd.DataFrame, int]:

@@ -6,6 +6,7 @@ Modules:
     run       measuring a spec as child runs of one parent run, resumable
     scheduler the shard from a Kubernetes Indexed Job or a Slurm job array (``--shard auto``)
     claims    the journal, retries, heartbeat, stale recovery and per-config claims of a sweep
+    coordination  the claims database: one transaction per claim, leases on its clock, fencing tokens
     campaign  a full-size grid planned into a GPU time budget, written as JSONL (a sub-package)
 May import: the shared ground, ``families``, ``flops``, ``measure``, ``tracking``.
 
@@ -18,7 +19,7 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["ClaimLedger", "SweepGuard", "SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep", "scheduler_shard"]
+__all__ = ["Coordinator", "SweepGuard", "SweepResult", "SweepSpec", "expand", "in_shard", "parse_shard", "run_sweep", "scheduler_shard"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -28,7 +29,7 @@ __getattr__, __dir__ = lazy_exports(
         "in_shard": "spec",
         "parse_shard": "spec",
         "SweepResult": "run",
-        "ClaimLedger": "ledger",
+        "Coordinator": "coordination",
         "SweepGuard": "claims",
         "run_sweep": "run",
         "scheduler_shard": "scheduler",

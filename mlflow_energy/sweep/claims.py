@@ -6,20 +6,22 @@
   logged. If the server does not answer within the bounded retries, the sweep prints one line
   and goes on measuring into the journal; before each config it checks the server again and
   replays the pending records as soon as it is back (and once more at the end).
-- **Stale runs.** At start, RUNNING runs of the spec and hardware with an old heartbeat are ended
-  KILLED, their children without metrics removed (:func:`mlflow_energy.tracking.stale.recover_stale`).
 - **Claims.** N workers on one spec (no ``--shard`` needed) measure each config once: before
-  measuring, a worker logs the param ``claim/<hash>/<hw>/<attempt>`` = its sweep run id on the
-  spec's *claims ledger* run (in the sibling experiment ``<experiment>-sweep-claims``, never a
-  result row). Params are immutable, so one worker's value is stored; the others skip the config.
-  A claim whose owner is no longer RUNNING (killed) is taken over with the next attempt number;
-  an owner that is RUNNING with a stale heartbeat (paused, partitioned) is ended KILLED first,
-  so that on resuming it finds itself *fenced* and stops (:meth:`SweepGuard.fenced`).
-- **Offline.** With the server away, a worker measures only its share of the live workers (by
-  config hash) into the journal; the rest wait for a final pass. A replay claims each offline
-  measurement before logging it; one a live worker claimed meanwhile waits in the journal. Right
-  after an outage every heartbeat is old: no worker judges another stale until its own beats have
-  reached the server for ``STALE_AFTER`` heartbeats.
+  measuring, a worker claims it in the claims database (:mod:`mlflow_energy.sweep.coordination`:
+  a transaction, a lease on the database's clock, a fencing token). The measurement run carries
+  the token (tag :data:`~mlflow_energy.schema.T_CLAIM_TOKEN`); a worker whose claim was taken over
+  meanwhile tags its run superseded (:data:`~mlflow_energy.schema.T_SUPERSEDED`), so fit and the
+  summaries count one run per config. An error while asking the database is "unknown": the config
+  is passed and checked again in the final pass, never handed over.
+- **Stale runs.** At start and in each round of the final pass, a RUNNING sweep run of the spec and
+  hardware whose worker lease ran out (database clock) or whose process is gone (same host) is
+  ended KILLED, its claims freed: on resuming that worker finds itself *fenced* and stops. No
+  worker judges another until its own renewals have reached the database for a whole lease.
+  Without a claims database (a remote server and no ``--coordination-uri``) the heartbeat tags
+  decide (:func:`mlflow_energy.tracking.stale.recover_stale`) and there are no claims.
+- **Offline.** With neither the server nor the claims database answering, a worker measures only
+  its share of the live workers (by config hash) into the journal; the rest wait for the final
+  pass. A replay claims each offline measurement before logging it.
 - **Final pass.** Configs another worker held are checked again at the end: a dead holder's
   are taken over, a live one is waited for.
 
@@ -31,21 +33,27 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mlflow_energy import schema
-from mlflow_energy.sweep.ledger import ClaimLedger
+from mlflow_energy.sweep.coordination import (
+    CoordinationUnavailable,
+    Coordinator,
+    coordination_url,
+    end_dead_workers,
+    no_database_line,
+    reopen_settled,
+)
 
 
 class SweepGuard:
     """The journal, retries, heartbeat, stale recovery, claims and fencing of one sweep (module doc)."""
 
     def __init__(self, tracker: Any, *, journal: str | os.PathLike[str] | None, hardware: str,
-                 echo: Callable[[str], None] = print, claims: bool = True) -> None:
+                 echo: Callable[[str], None] = print, claims: bool = True, coordination_uri: str | None = None) -> None:
         from mlflow_energy.tracking.journal import Journal
 
         self.tracker = tracker
@@ -53,9 +61,13 @@ class SweepGuard:
         self.hardware = hardware
         self.echo = echo
         self.claims = claims
+        self.coordination_uri = coordination_uri
         self.online = True
         self.heartbeat: Any = None
-        self.ledger: ClaimLedger | None = None
+        self.coord: Coordinator | None = None
+        self.tokens: dict[str, int] = {}  # config hash -> the fencing token of this worker's claim
+        self.unsettled: list[tuple[str, int, str]] = []  # (hash, token, run id) the database could not settle yet
+        self.superseded = 0  # runs of this worker whose claim was taken over (tagged superseded)
         self.replayed = 0
         self.fence: str | None = None  # why this worker was fenced (its run ended by another)
         self.peers: tuple[int, int] = (0, 1)  # this worker's share of the live workers, for offline work
@@ -70,6 +82,8 @@ class SweepGuard:
 
     # ------------------------------------------------------------------ start / finish
     def start(self, parent_run_id: str) -> None:
+        import mlflow
+
         from mlflow_energy.tracking.retry import retrying
         from mlflow_energy.tracking.runs import client
         from mlflow_energy.tracking.stale import Heartbeat, recover_stale
@@ -77,16 +91,23 @@ class SweepGuard:
         self.parent = parent_run_id
         exp_id = self.tracker.exp_id
         self.tracker.exp_name = retrying(lambda: client().get_experiment(exp_id).name, what="starting the sweep")
-        ended = retrying(lambda: recover_stale(exp_id, spec_name=self.tracker.spec.name, hardware=self.hardware,
-                                               by=parent_run_id), what="ending stale runs")
+        url = coordination_url(mlflow.get_tracking_uri(), self.coordination_uri) if self.claims else None
+        if self.claims and url is None:
+            self.echo(no_database_line(mlflow.get_tracking_uri()))
+        if url is not None:
+            self.coord = Coordinator(url, f"{exp_id}/{self.tracker.spec.name}", self.hardware, parent_run_id)
+            self.coord.join()
+            self.coord.renew()
+            self._share()
+            ended = self.safely("ending stale runs", lambda: self.recover(judge=False)) or []
+        else:
+            ended = retrying(lambda: recover_stale(exp_id, spec_name=self.tracker.spec.name, hardware=self.hardware,
+                                                   by=parent_run_id), what="ending stale runs")
         if ended:
             self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker (reason in tag {schema.T_FAILURE})")
         self.heartbeat = Heartbeat(parent_run_id).start()
-        if self.claims:
-            from mlflow_energy.tracking.runs import experiment_id
-            ledger = self.tracker.exp_name + schema.CLAIMS_EXPERIMENT_SUFFIX
-            self.ledger = retrying(lambda: ClaimLedger(experiment_id(ledger), self.tracker.spec.name), what="opening the claims")
-            self.safely("listing the live workers", self._count_peers)
+        if self.coord is not None:
+            self.safely("reopening the claims of deleted or failed runs", self._reopen)
         self._replay()
 
     def finish(self) -> None:
@@ -99,6 +120,14 @@ class SweepGuard:
             from mlflow_energy.tracking.runs import one_line
 
             self.echo(f"could not settle the journal: {one_line(exc)}; run `mlflow-energy ingest {self.journal.path}`")
+        if self.coord is not None:
+            try:
+                self._settle_pending()
+                if not self.fence:
+                    self.coord.leave()
+            except Exception:  # the lease runs out by itself
+                pass
+            self.coord.close()
 
     def _finish(self) -> None:
         if not self.online:
@@ -127,36 +156,18 @@ class SweepGuard:
                 time.sleep(1.0)
         return self.online
 
-    # ------------------------------------------------------------------ per config
-    def _alive(self, run_id: str) -> bool:
-        """True when the holder's sweep run is RUNNING and beating; a stale one is ended (fenced)."""
-        from mlflow_energy.tracking.runs import client
-        from mlflow_energy.tracking.stale import end_stale, is_stale
+    # ------------------------------------------------------------------ workers (claims database)
+    def recover(self, *, judge: bool = True) -> list[str]:
+        """End the RUNNING sweep runs of this spec whose worker is dead; free their claims (:func:`end_dead_workers`)."""
+        if self.coord is None or (judge and not self.coord.steady()):
+            return []
+        return end_dead_workers(self.coord, self.tracker.exp_id, self.tracker.spec.name)
 
-        try:
-            run = client().get_run(run_id)
-        except Exception:
-            return False
-        if run.info.status != "RUNNING":
-            return False
-        if not is_stale(run.data.tags, start_time_ms=run.info.start_time):
-            return True
-        if self.heartbeat is not None and not self.heartbeat.steady():
-            return True  # our own beats were failing too: the server was away for everyone, judge later
-        end_stale(run, by=self.parent)  # a paused or cut-off worker: fenced before its claims are taken
-        return False
+    def _reopen(self) -> None:
+        reopen_settled(self.coord, lambda: {h for h, hw in self.tracker.finished_keys() if hw == self.hardware})
 
-    def _count_peers(self) -> None:
-        from mlflow_energy.tracking.filters import exact, tag_equals
-        from mlflow_energy.tracking.read import _search
-        from mlflow_energy.tracking.stale import is_stale
-
-        name = self.tracker.spec.name
-        filt = (f"attributes.status = 'RUNNING' and tags.`{schema.T_KIND}` = '{schema.KIND_SWEEP}' and "
-                f"{tag_equals(schema.T_SWEEP_SPEC, name)}")
-        live = sorted(r.info.run_id for r in exact(_search([self.tracker.exp_id], filt), schema.T_SWEEP_SPEC, name)
-                      if r.data.tags.get(schema.T_HARDWARE) == self.hardware
-                      and (r.info.run_id == self.parent or not is_stale(r.data.tags, start_time_ms=r.info.start_time)))
+    def _share(self) -> None:
+        live = self.coord.live if self.coord is not None else []
         if self.parent in live:
             self.peers = (live.index(self.parent), len(live))
 
@@ -164,77 +175,115 @@ class SweepGuard:
         index, count = self.peers
         return int(config_hash, 16) % count == index
 
+    def _verdict(self, config_hash: str) -> Any:
+        """The claim's verdict, or None when the database did not answer (unknown: not taken, not lost)."""
+        try:
+            v = self.coord.claim(config_hash, take_expired=self.coord.steady())
+        except CoordinationUnavailable as exc:
+            self._warn("coordination", f"{exc}; configs are passed and checked again later")
+            return None
+        if v.state == "mine":
+            self.tokens[config_hash] = v.token
+        return v
+
+    # ------------------------------------------------------------------ per config
     def claim(self, cfg: Any) -> bool:
         """True when this worker should measure ``cfg`` now.
 
-        Online: it holds the claim. Offline: the config is in this worker's share of the live
-        workers (the others are left to the final pass, :meth:`passed`).
+        With a claims database: it holds the claim (the database unreachable: the config is in this
+        worker's share of the live workers). Without: always (static shards split the work).
         """
-        from mlflow_energy.tracking.retry import TrackingUnavailable, retrying
-
         h = cfg.config_hash()
         if not self.online:
             self._probe()
         if self.fenced():
             return False
-        if self.ledger is None:
+        if self.coord is None:
             return True
-        if not self.online:
+        self._share()
+        v = self._verdict(h)
+        if v is None:
             return self._mine_offline(h)
-        try:
-            if retrying(lambda: self._finished(h), what="checking the finished configs"):
-                return False
-            with contextlib.suppress(Exception):  # only needed once the server is away; the last count stands
-                self._count_peers()
-            return retrying(lambda: self.ledger.claim(h, self.hardware, self.parent, self._alive),
-                            what="claiming a config")
-        except TrackingUnavailable as exc:
-            self._go_offline(exc)
-            return self._mine_offline(h)
+        return v.state == "mine"
 
     def settle(self, cfg: Any) -> str:
-        """In the final pass: ``"measure"`` (claimed now), ``"wait"`` (a live holder) or ``"done"``."""
-        from mlflow_energy.tracking.retry import retrying
-
-        h = cfg.config_hash()
-        if self.ledger is None or retrying(lambda: self._finished(h), what="checking the finished configs"):
+        """In the final pass: ``"measure"`` (claimed now), ``"wait"`` (a live holder, or unknown) or ``"done"``."""
+        if self.coord is None:
             return "done"
-        holder = retrying(lambda: self.ledger.holder(h, self.hardware), what="reading the claims")
-        if holder is not None and holder != self.parent:
-            from mlflow_energy.tracking.runs import client
+        h = cfg.config_hash()
+        if self.tokens.get(h) is not None and (h, self.tokens[h]) in {(u[0], u[1]) for u in self.unsettled}:
+            return "done"
+        v = self._verdict(h)
+        if v is None:
+            return "wait"
+        return {"mine": "measure", "held": "wait"}.get(v.state, "done")
 
-            status = retrying(lambda: client().get_run(holder).info.status, what="reading a claim's holder")
-            if status == "FINISHED":
-                return "done"  # its worker ended normally: the config failed there, or waits in its journal
-        if retrying(lambda: self.ledger.claim(h, self.hardware, self.parent, self._alive), what="claiming a config"):
-            return "measure"
-        return "wait"
-
-    def _finished(self, config_hash: str) -> bool:
-        from mlflow_energy.tracking.read import _search
-
-        filt = (f"tags.`{schema.T_CONFIG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED' and "
-                f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}'")
-        return any(r.data.tags.get(schema.T_HARDWARE) == self.hardware for r in _search([self.tracker.exp_id], filt))
+    def round(self) -> None:
+        """Between rounds of the final pass: settle what the database missed, end dead workers."""
+        if self.coord is not None:
+            self._settle_pending()
+            ended = self.safely("ending stale runs", self.recover) if self.online else None
+            if ended:
+                self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker; its claims are taken over")
 
     def fenced(self) -> bool:
         """True when another worker ended this sweep's run (it was stale): stop measuring."""
         if self.fence is not None:
             return True
-        if not self.online:
+        if self.coord is not None and self.coord.dropped:
+            self.fence = "its lease in the claims database was ended by another worker"
+        elif not self.online:
             return False
-        from mlflow_energy.tracking.runs import client
+        else:
+            from mlflow_energy.tracking.runs import client
 
-        try:
-            run = client().get_run(self.parent)
-        except Exception:
-            return False
-        if run.info.status == "RUNNING":
-            return False
-        self.fence = run.data.tags.get(schema.T_FAILURE, f"the sweep run was ended {run.info.status}")
+            try:
+                run = client().get_run(self.parent)
+            except Exception:
+                return False
+            if run.info.status == "RUNNING":
+                return False
+            self.fence = run.data.tags.get(schema.T_FAILURE, f"the sweep run was ended {run.info.status}")
         self.echo(f"fenced: this worker's sweep run {self.parent} was ended by another worker ({self.fence}); "
                   "its claims are taken over, so it stops without logging more")
         return True
+
+    def failed(self, cfg: Any) -> None:
+        """A config failed here: its claim is settled ``failed`` (not measured again in this sweep)."""
+        h = cfg.config_hash()
+        token = self.tokens.pop(h, None)
+        if self.coord is not None and token is not None:
+            try:
+                self.coord.finish(h, token, "failed")
+            except CoordinationUnavailable:
+                pass  # the lease runs out; another worker tries the config
+
+    def _settle(self, h: str, run_id: str) -> None:
+        """Tag ``run_id`` with its claim's token; tag it superseded when the token is no longer current."""
+        token = self.tokens.pop(h, None)
+        if self.coord is None or token is None:
+            return
+        from mlflow_energy.tracking.runs import client
+
+        self.safely("tagging the claim's token", lambda: client().set_tag(run_id, schema.T_CLAIM_TOKEN, str(token)))
+        try:
+            current = self.coord.finish(h, token)
+        except CoordinationUnavailable:
+            self.unsettled.append((h, token, run_id))
+            return
+        if not current:
+            self.superseded += 1
+            self.safely("tagging a superseded run", lambda: client().set_tag(run_id, schema.T_SUPERSEDED, "true"))
+            rows = getattr(self.tracker, "rows", [])
+            rows[:] = [r for r in rows if r.get("run_id") != run_id]
+            self.echo(f"superseded: config {h} was taken over by another worker meanwhile; run {run_id} tagged "
+                      f"{schema.T_SUPERSEDED} (the other's counts)")
+
+    def _settle_pending(self) -> None:
+        todo, self.unsettled = list(self.unsettled), []
+        for h, token, run_id in todo:
+            self.tokens[h] = token
+            self._settle(h, run_id)
 
     def record(self, m: Any) -> str | None:
         """Journal ``m`` (fsync), then log it; on a dead server keep it in the journal and return None.
@@ -272,6 +321,7 @@ class SweepGuard:
             self.unjournaled.remove(record)
         else:
             self._mark(record)
+        self._settle(m.config.config_hash(), run_id)
         return run_id
 
     def _mark(self, record: dict[str, Any]) -> None:
@@ -317,13 +367,17 @@ class SweepGuard:
         self._replay()
 
     def _keep(self, record: dict[str, Any]) -> bool | None:
-        """True when this worker holds (or takes) the record's claim; None (wait) while a live one does."""
-        if self.ledger is None or record.get("parent_run_id") != self.parent:
-            return True
+        """True: log the record (its claim is this worker's, taken now, or failed elsewhere); False: measured
+        and settled by another worker (not logged); None: wait (a live holder, or the database is away)."""
         from mlflow_energy.tracking.jsonl import record_key
 
         h, hw = record_key(record)
-        return True if self.ledger.claim(h, hw, self.parent, self._alive) else None
+        if self.coord is None or record.get("parent_run_id") != self.parent or hw != self.hardware:
+            return True
+        v = self._verdict(h)
+        if v is None or v.state == "held":
+            return None
+        return v.state != "done"
 
     def _replay(self) -> None:
         from mlflow_energy.tracking.replay import log_records
@@ -347,5 +401,11 @@ class SweepGuard:
         if self.journal.ledger_error:
             self._warn("ledger", f"{self.journal.ledger_error}; the runs are logged, the sweep goes on")
         self.replayed += len(ids)
+        for rid in ids if self.coord is not None else ():
+            from mlflow_energy.tracking.runs import client
+
+            tags = self.safely("reading a replayed run", lambda rid=rid: client().get_run(rid).data.tags) or {}
+            if tags.get(schema.T_CONFIG_HASH) in self.tokens:
+                self._settle(tags[schema.T_CONFIG_HASH], rid)
         if ids:
             self.echo(f"replayed {len(ids)} measurement(s) from the journal {self.journal.path}")

@@ -25,6 +25,7 @@ from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.device import check_device
 from mlflow_energy.sweep.claims import SweepGuard
+from mlflow_energy.sweep.coordination import COORDINATION_ENV
 from mlflow_energy.sweep.spec import SweepSpec, in_shard, parse_shard, resolved
 
 
@@ -46,6 +47,7 @@ class SweepResult:
     inference_s: float = 0.0
     fenced: str | None = None  # why another worker took this one's claims over (it stopped)
     missing: list[InferenceConfig] = field(default_factory=list)  # left open: the server stayed away
+    superseded: int = 0  # runs of this worker tagged superseded (their claim was taken over meanwhile)
 
 
 def run_sweep(
@@ -59,6 +61,7 @@ def run_sweep(
     progress: bool = True,
     journal: str | os.PathLike[str] | None = None,
     claims: bool = True,
+    coordination_uri: str | None = None,
 ) -> SweepResult:
     """Measure every config of a sweep, resuming and sharding as described in the module doc.
 
@@ -73,8 +76,10 @@ def run_sweep(
             (what ``mlflow run`` shows, where no terminal redraws a bar).
         journal: the local journal every measurement is written to before it is logged
             (default: see :mod:`mlflow_energy.tracking.journal`).
-        claims: claim each config on the spec's ledger run before measuring it, so that
-            several workers on one spec measure it once (:mod:`mlflow_energy.sweep.claims`).
+        claims: claim each config in the claims database before measuring it, so that
+            several workers on one spec measure it once (:mod:`mlflow_energy.sweep.coordination`).
+        coordination_uri: the claims database when the tracking store is a server
+            (default ``$MLFLOW_ENERGY_COORDINATION_URI``; a SQL tracking URI is its own).
 
     Example:
         >>> result = run_sweep("projects/cpu-demo.yaml", experiment="demo")  # doctest: +SKIP
@@ -110,8 +115,9 @@ def run_sweep(
     result = SweepResult(parent_run_id=None, total=len(configs))
     result.idle_power_w = idle_power(meter, spec.idle_seconds)
     tracker = _Tracker(experiment, spec, shard) if tracking else None
-    guard = SweepGuard(tracker, journal=journal, hardware=meter.hardware, echo=tqdm.write, claims=claims
-                       ) if tracker is not None else None
+    coordination_uri = coordination_uri or os.environ.get(COORDINATION_ENV) or None
+    guard = SweepGuard(tracker, journal=journal, hardware=meter.hardware, echo=tqdm.write, claims=claims,
+                       coordination_uri=coordination_uri) if tracker is not None else None
     cache = PipelineCache()
     status = "FAILED"
     bar = None
@@ -135,6 +141,7 @@ def run_sweep(
             result.failed.append((cfg, reason))
             if tracker is not None:
                 guard.safely("logging a failure", lambda cfg=cfg, exc=exc: tracker.fail(cfg, exc, meter))
+                guard.failed(cfg)
             if not isinstance(exc, ConfigError):
                 cache.clear()
             if not progress:
@@ -177,7 +184,7 @@ def run_sweep(
                 measure_one(cfg)
             bar.update(1)
             bar.set_postfix(_postfix(result))
-        if guard is not None and guard.ledger is not None and not guard.fence:
+        if guard is not None and guard.coord is not None and not guard.fence:
             result.skipped += final_pass(guard, passed, measure_one)
         status = "KILLED" if guard is not None and guard.fence else "FINISHED"
     except KeyboardInterrupt:
@@ -194,6 +201,7 @@ def run_sweep(
             result.fenced = guard.fence
             result.missing = list(guard.missing)
             guard.finish()
+            result.superseded = guard.superseded
             if not guard.fence:  # a fenced run was ended by the worker that took it over
                 guard.safely("ending the sweep run", lambda: tracker.finish(result, status))
     return result
@@ -223,6 +231,7 @@ def final_pass(guard: Any, passed: list[InferenceConfig], measure_one: Any) -> i
             guard.echo(f"{len(todo)} config(s) not measured: the tracking server stayed away, so their "
                        "claims could not be checked; run the sweep again when it is back")
             return left
+        guard.round()
         waiting = []
         for cfg in todo:
             try:
@@ -317,7 +326,7 @@ class _Tracker:
 
         run_id = self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id,
                                         carbon_intensity=self.spec.carbon_intensity)
-        self.rows.append(summary_row(m, self.t.default_run_name(m.config)))
+        self.rows.append({**summary_row(m, self.t.default_run_name(m.config)), "run_id": run_id})
         return run_id
 
     def fail(self, cfg: InferenceConfig, exc: BaseException, meter: Any) -> None:
@@ -341,12 +350,13 @@ class _Tracker:
             self.t.client().log_batch(
                 self.run_id,
                 metrics=[
-                    Metric(schema.M_SWEEP_DONE, float(result.measured), now, 0),
+                    Metric(schema.M_SWEEP_DONE, float(result.measured - result.superseded), now, 0),
                     Metric(schema.M_SWEEP_FAILED, float(len(result.failed)), now, 0),
                     Metric(schema.M_SWEEP_SKIPPED, float(result.skipped), now, 0),
                     Metric(schema.M_SWEEP_WALL, result.wall_s, now, 0),
                     Metric(schema.M_SWEEP_INFERENCE, result.inference_s, now, 0),
                     Metric(schema.M_IDLE_POWER, result.idle_power_w, now, 0),
+                    Metric(schema.M_SWEEP_SUPERSEDED, float(result.superseded), now, 0),
                 ],
             )
             from mlflow_energy.sweep.summary import log_summary

@@ -16,6 +16,12 @@ come from ``$MLFLOW_ENERGY_SHARD`` (``I/N`` or ``auto``). Looked up in order:
 
 No scheduler variable set: no shard (the claims give each config to one worker).
 
+A Slurm task resubmitted alone (``sbatch --array=2`` after a task of ``--array=0-3`` failed) sees
+an array of one task (``SLURM_ARRAY_TASK_COUNT=1``, ``MIN=MAX=ID``): it would be shard 0 of 1 and
+measure the whole spec. Such a task (``ID != 0``) is refused in one line unless the count is given:
+``--shard auto/4`` makes it shard ``ID`` of 4 (the ID of a 0-based array is its shard). With a
+claims database the sweep may instead measure the whole spec under claims (``PartialArray``).
+
 Example:
     >>> scheduler_shard({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
     ...                  "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"})
@@ -33,7 +39,7 @@ from collections.abc import Mapping
 
 from mlflow_energy.errors import ConfigError
 
-__all__ = ["AUTO", "SHARD_COUNT_ENV", "SHARD_ENV", "scheduler_shard"]
+__all__ = ["AUTO", "SHARD_COUNT_ENV", "SHARD_ENV", "PartialArray", "parse_auto", "scheduler_shard"]
 
 #: ``--shard auto``: the shard from the scheduler's environment.
 AUTO = "auto"
@@ -45,6 +51,27 @@ _SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
           "SLURM_ARRAY_TASK_COUNT")
 
 
+class PartialArray(ConfigError):
+    """A scheduler task that sees only part of its array (a resubmitted index): its shard count is unknown."""
+
+
+def parse_auto(text: str | None) -> tuple[bool, int | None]:
+    """``"auto"`` -> ``(True, None)``; ``"auto/N"`` -> ``(True, N)``; anything else ``(False, None)``.
+
+    Example:
+        >>> parse_auto("auto/4"), parse_auto("auto"), parse_auto("1/4")
+        ((True, 4), (True, None), (False, None))
+    """
+    head, sep, tail = (text or "").strip().lower().partition("/")
+    if head != AUTO:
+        return False, None
+    if not sep:
+        return True, None
+    if not tail.strip().isdigit() or int(tail) < 1:
+        raise ConfigError("shard", text, "auto, or auto/N with N >= 1 the number of tasks of the whole array")
+    return True, int(tail)
+
+
 def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     text = env.get(name, "").strip()
     if not text.isdigit() or int(text) < minimum:
@@ -52,8 +79,10 @@ def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     return int(text)
 
 
-def _kubernetes(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
+def _kubernetes(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], str]:
     index = _int(env, _K8S_INDEX)
+    if given is not None:
+        env = {**env, SHARD_COUNT_ENV: str(given)}
     if SHARD_COUNT_ENV not in env:
         raise ConfigError(SHARD_COUNT_ENV, None, "the Job's completions, set in the pod's env (Kubernetes sets "
                           f"{_K8S_INDEX}={index} but not the count)")
@@ -63,11 +92,20 @@ def _kubernetes(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
     return (index, count), f"Kubernetes Indexed Job: {_K8S_INDEX}={index} of {count}"
 
 
-def _slurm(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
+def _slurm(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], str]:
     task, low, high = (_int(env, name) for name in _SLURM[:3])
     step = _int(env, _SLURM[3], 1) if _SLURM[3] in env else 1
     count = _int(env, _SLURM[4], 1) if _SLURM[4] in env else (high - low) // step + 1
     span = f"{low}-{high}" + (f":{step}" if step != 1 else "")
+    if count == 1 and low == high == task and task != 0 and given != 1:  # a task resubmitted alone
+        if given is None:
+            raise PartialArray(_SLURM[0], task, f"a task of an array it can see: this one sees --array={task} alone "
+                               "(resubmitted?), so the array's size is unknown; give it with --shard auto/N")
+        if task >= given:
+            raise ConfigError(_SLURM[0], task, f"an index below the {given} tasks of --shard auto/{given}")
+        return (task, given), f"Slurm job array: {_SLURM[0]}={task} resubmitted alone, of {given} (--shard auto/{given})"
+    if given is not None and given != count:
+        raise ConfigError("shard", f"auto/{given}", f"the array's own count ({_SLURM[4]}={count}), or auto")
     if (high - low) % step or (high - low) // step + 1 != count:
         raise ConfigError("SLURM array", f"{count} tasks from {low} to {high}",
                           "an evenly spaced range such as --array=0-3 (a list such as 0,5,9 has no shard order)")
@@ -76,15 +114,19 @@ def _slurm(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
     return ((task - low) // step, count), f"Slurm job array: {_SLURM[0]}={task} of {span}"
 
 
-def scheduler_shard(env: Mapping[str, str] | None = None) -> tuple[tuple[int, int] | None, str]:
+def scheduler_shard(env: Mapping[str, str] | None = None, count: int | None = None
+                    ) -> tuple[tuple[int, int] | None, str]:
     """``((index, count), where it came from)``, or ``(None, why not)`` outside a scheduler's task.
 
+    ``count``: the number of tasks of the whole array (``--shard auto/N``), for a task that cannot see it.
+
     Raises:
+        PartialArray: a Slurm task resubmitted alone, without ``count`` (one line).
         ConfigError: a scheduler variable is set but unusable (one line naming it).
     """
     env = os.environ if env is None else env
     if env.get(_K8S_INDEX, "").strip():
-        return _kubernetes(env)
+        return _kubernetes(env, count)
     if env.get(_SLURM[0], "").strip():
-        return _slurm(env)
+        return _slurm(env, count)
     return None, f"no scheduler index ({_K8S_INDEX} and {_SLURM[0]} unset)"

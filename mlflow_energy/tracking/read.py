@@ -105,6 +105,7 @@ def load_runs(
                 if key.startswith(schema.TAG_PREFIX):
                     row[key[len(schema.TAG_PREFIX):]] = value
             rows.append(row)
+    rows, superseded = _current_claims(rows)
     base = ["run_id", "status", "start_time", "parent_run_id", *schema.RUN_PARAMS, *schema.RUN_METRICS,
             *(t[len(schema.TAG_PREFIX):] for t in schema.RUN_TAGS)]
     df = pd.DataFrame(rows)
@@ -115,6 +116,26 @@ def load_runs(
     df = df[base + rest]
     if len(df):
         df = _typed(df)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["superseded"] = superseded
+    return df
+
+
+def _current_claims(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """One run per claimed config: runs tagged superseded, and runs of an older claim token of the same
+    config and hardware (a worker stopped before tagging it), are left out; returns ``(rows, left out)``."""
+    sup, tok = (key[len(schema.TAG_PREFIX):] for key in (schema.T_SUPERSEDED, schema.T_CLAIM_TOKEN))
+
+    def token(r: dict[str, Any]) -> int:
+        return int(r[tok]) if str(r.get(tok, "")).isdigit() else -1
+
+    best: dict[tuple[Any, Any], int] = {}
+    for r in rows:
+        if r.get(sup) != "true":
+            key = (r.get("config_hash"), r.get("hardware"))
+            best[key] = max(best.get(key, -1), token(r))
+    kept = [r for r in rows if r.get(sup) != "true"
+            and (token(r) < 0 or token(r) >= best[(r.get("config_hash"), r.get("hardware"))])]
+    return kept, len(rows) - len(kept)
 
 

@@ -1,105 +1,155 @@
-"""Claims and stale runs on a real SQLite store: one owner per config, dead owners taken over."""
+"""Claims in a database with transactions (SQLite here, PostgreSQL when the CI provides one).
+
+One holder per config; an expired lease (on the database's clock) taken with the next fencing
+token; the loser's result settles as superseded; an unreachable database is "unknown", not "dead".
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from mlflow_energy import schema
-from mlflow_energy.sweep.ledger import ClaimLedger
-from mlflow_energy.tracking.stale import recover_stale
+from mlflow_energy.sweep.coordination import CLAIMS_TABLE, CoordinationUnavailable, Coordinator, coordination_url
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from services import fresh_postgres_db  # noqa: E402
 
 
-def test_one_owner_per_config_and_a_dead_owner_is_taken_over(tracking_uri):
-    c = MlflowClient()
-    exp = c.create_experiment("claims")
-    a, b = ClaimLedger(exp, "spec"), ClaimLedger(exp, "spec")
-    assert a.run_id == b.run_id  # one ledger per spec
-    assert c.get_run(a.run_id).info.status == "FINISHED"
-    alive = {"A", "B"}
-    assert a.claim("h1", "gpu", "A", alive.__contains__) is True
-    assert b.claim("h1", "gpu", "B", alive.__contains__) is False  # A holds it
-    assert a.claim("h1", "gpu", "A", alive.__contains__) is True  # idempotent for its owner
-    assert b.claim("h1", "other-gpu", "B", alive.__contains__) is True  # other hardware, other config
-    alive.discard("A")
-    assert b.claim("h1", "gpu", "B", alive.__contains__) is True  # A died: attempt 1 goes to B
-    params = c.get_run(a.run_id).data.params
-    assert params[schema.claim_param("h1", "gpu", 0)] == "A" and params[schema.claim_param("h1", "gpu", 1)] == "B"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/claims.db"
+    url = fresh_postgres_db()
+    if url is None:
+        pytest.skip("needs PostgreSQL ($MLFLOW_ENERGY_TEST_POSTGRES; .ci/run starts one)")
+    return url
 
 
-def test_stale_sweep_of_another_host_is_ended_with_the_reason(tracking_uri, monkeypatch):
-    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "1")
-    c = MlflowClient()
-    exp = c.create_experiment("stale")
-    tags = {schema.T_KIND: schema.KIND_SWEEP, schema.T_SWEEP_SPEC: "s", schema.T_HARDWARE: "gpu",
-            schema.T_WORKER: "another-host:4242"}
-    old = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
-    fresh = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() + 60:.0f}"}).info.run_id
-    other_hw = c.create_run(exp, tags={**tags, schema.T_HARDWARE: "cpu",
-                                       schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
-    orphan = c.create_run(exp, tags={schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_PARENT_RUN_ID: old}).info.run_id
-    logged = c.create_run(exp, tags={schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_PARENT_RUN_ID: old}).info.run_id
-    c.log_metric(logged, "energy/total_j", 1.0)
-    ended = recover_stale(exp, spec_name="s", hardware="gpu")
-    assert set(ended) == {old, orphan, logged}
-    assert c.get_run(old).info.status == "KILLED" and "no heartbeat" in c.get_run(old).data.tags[schema.T_FAILURE]
-    assert c.get_run(fresh).info.status == "RUNNING" and c.get_run(other_hw).info.status == "RUNNING"
-    assert c.get_run(orphan).info.lifecycle_stage == "deleted"  # no metrics: removed
-    assert c.get_run(logged).info.status == "FAILED" and c.get_run(logged).info.lifecycle_stage == "active"
+def _expire(coord: Coordinator, lease_s: float) -> None:
+    """Wait until a lease of ``lease_s`` taken now has run out on the database's clock."""
+    end = coord.now() + lease_s
+    while coord.now() <= end:
+        time.sleep(0.1)
 
 
-def test_right_after_an_outage_no_worker_is_judged_stale(tracking_uri, monkeypatch):
-    """Every heartbeat is old when the server comes back: a worker whose own beats have not yet
-    reached the server for 3 periods counts a stale-looking holder as live, and fences it after."""
+def test_one_holder_per_config_and_an_expired_claim_goes_to_the_next_token(db_url):
+    a = Coordinator(db_url, "1/spec", "gpu", "run-a", lease_s=0.5)
+    b = Coordinator(db_url, "1/spec", "gpu", "run-b", lease_s=0.5)
+    assert a.claim("h1").state == "mine" and a.claim("h1").token == 1  # idempotent for its holder
+    assert b.claim("h1").state == "held"
+    assert b.claim("h1", take_expired=False).state == "held"
+    assert b.claim("h1").state == "held"  # a's lease still runs
+    assert Coordinator(db_url, "1/spec", "other-gpu", "run-b").claim("h1").state == "mine"  # other hardware
+    assert Coordinator(db_url, "2/spec", "gpu", "run-b").claim("h1").state == "mine"  # other spec
+    _expire(a, 0.5)
+    assert b.claim("h1", take_expired=False).state == "held"  # b is not steady yet: it judges nobody
+    taken = b.claim("h1")
+    assert (taken.state, taken.token) == ("mine", 2)  # the next fencing token
+    assert a.finish("h1", 1) is False  # a's token is stale: its result is superseded
+    assert b.finish("h1", 2) is True
+    assert a.claim("h1").state == "done"
+
+
+def test_renewed_claims_are_never_taken_and_a_dead_workers_claims_are_freed(db_url):
+    a = Coordinator(db_url, "1/spec", "gpu", "run-a", lease_s=0.6)
+    b = Coordinator(db_url, "1/spec", "gpu", "run-b", lease_s=0.6)
+    a.join()
+    assert a.claim("h1").state == "mine"
+    for _ in range(4):  # well past one lease, renewed
+        time.sleep(0.3)
+        a.renew()
+        assert b.claim("h1").state == "held"
+    now, leases = b.workers()
+    assert leases["run-a"] > now
+    b.release_worker("run-a")  # found dead: its claims are free, its lease row gone
+    assert b.claim("h1").state == "mine" and b.claim("h1").token == 2
+    a.renew()
+    assert a.dropped  # a learns it was ended
+    a.close()
+    b.close()
+
+
+def test_the_lease_is_measured_on_the_database_clock(db_url, monkeypatch):
+    """A worker whose clock runs 300 s ahead neither expires others' leases nor gets its own expired."""
+    a = Coordinator(db_url, "1/spec", "gpu", "run-a", lease_s=30)
+    assert a.claim("h1").state == "mine"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 300)
+    ahead = Coordinator(db_url, "1/spec", "gpu", "run-ahead", lease_s=30)
+    assert ahead.claim("h1").state == "held"
+    assert ahead.claim("h2").state == "mine"
+    monkeypatch.setattr(time, "time", lambda: real() - 300)
+    assert a.claim("h2").state == "held"
+
+
+def test_an_unreachable_database_is_unknown_never_dead(tmp_path, tracking_uri):
+    """The claims database away: the claim is passed (checked again later), never handed over."""
+    from mlflow_energy.config import InferenceConfig
     from mlflow_energy.sweep.claims import SweepGuard
-    from mlflow_energy.tracking.stale import Heartbeat
 
-    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "0.2")
+    url = f"sqlite:///{tmp_path}/claims.db"
+    holder = Coordinator(url, "1/spec", "cpu", "run-a", lease_s=60)
+    cfg = InferenceConfig(model="tiny-sd2", steps=1)
+    assert holder.claim(cfg.config_hash()).state == "mine"
+    guard = SweepGuard(None, journal=tmp_path / "j.jsonl", hardware="cpu")
+    guard.parent = "run-b"
+    guard.coord = Coordinator(url, "1/spec", "cpu", "run-b", lease_s=60)
+    guard.coord.ok_since, guard.coord.last_ok = -1e9, time.monotonic()  # steady: it may judge others
+    (tmp_path / "claims.db").rename(tmp_path / "away.db")
+    (tmp_path / "claims.db").mkdir()  # the file is now a directory: every statement fails
+    guard.coord.engine.dispose()
+    with pytest.raises(CoordinationUnavailable, match="claims database unavailable"):
+        guard.coord.claim(cfg.config_hash())
+    guard.peers = (1, 2)
+    mine = int(cfg.config_hash(), 16) % 2 == 1
+    assert guard.claim(cfg) is mine  # its share of the live workers, as when the server is away
+    assert guard.settle(cfg) == "wait"  # unknown: wait, never "measure" (no take-over)
+    (tmp_path / "claims.db").rmdir()
+    (tmp_path / "away.db").rename(tmp_path / "claims.db")
+    guard.coord.engine.dispose()
+    assert guard.settle(cfg) == "wait"  # back: run-a's lease still runs, it keeps the config
+
+
+def test_the_tables_live_beside_mlflows_and_never_collide(tracking_uri):
+    import sqlalchemy
+
+    assert coordination_url(tracking_uri) == tracking_uri
+    assert coordination_url("http://127.0.0.1:5000") is None
+    assert coordination_url("http://127.0.0.1:5000", "postgresql://u@h/db") == "postgresql://u@h/db"
+    Coordinator(tracking_uri, "1/spec", "cpu", "run-a").claim("h1")
+    names = set(sqlalchemy.inspect(sqlalchemy.create_engine(tracking_uri)).get_table_names())
+    assert CLAIMS_TABLE in names and "runs" in names and "experiments" in names
+    assert MlflowClient().search_experiments()  # MLflow still opens its store
+
+
+def test_a_coordination_uri_that_is_not_a_database_is_one_line():
+    from mlflow_energy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="coordination_uri"):
+        coordination_url("http://127.0.0.1:5000", "http://127.0.0.1:5000")
+
+
+def test_a_superseded_run_is_tagged_and_left_out_of_the_reader(tracking_uri):
+    """Two FINISHED runs of one config: the superseded one (or the older token) is left out, and counted."""
+    from mlflow_energy.tracking.read import load_runs
+
     c = MlflowClient()
-    exp = c.create_experiment("outage")
-    tags = {schema.T_KIND: schema.KIND_SWEEP, schema.T_WORKER: "another-host:1"}
-    holder = c.create_run(exp, tags={**tags, schema.T_HEARTBEAT: f"{time.time() - 60:.0f}"}).info.run_id
-    me = c.create_run(exp, tags=tags).info.run_id
-    guard = SweepGuard(None, journal=None, hardware="cpu")
-    guard.parent, guard.heartbeat = me, Heartbeat(me)
-    guard.heartbeat.beat()  # the first beat after the outage
-    assert not guard.heartbeat.steady()
-    assert guard._alive(holder) is True  # cannot tell yet
-    assert c.get_run(holder).info.status == "RUNNING"
-    time.sleep(0.7)
-    guard.heartbeat.beat()
-    assert guard.heartbeat.steady()
-    assert guard._alive(holder) is False  # 3 periods of own beats: the holder is stale, fenced
-    assert c.get_run(holder).info.status == "KILLED"
-
-
-def test_a_beat_that_fails_makes_the_worker_unsteady(tracking_uri, monkeypatch):
-    from mlflow_energy.tracking import runs
-    from mlflow_energy.tracking.stale import Heartbeat
-
-    monkeypatch.setenv("MLFLOW_ENERGY_HEARTBEAT_S", "0.1")
-    me = MlflowClient().create_run(MlflowClient().create_experiment("beats")).info.run_id
-    beat = Heartbeat(me)
-    beat.beat()
-    time.sleep(0.35)
-    beat.beat()
-    assert beat.steady()
-
-    class Away:
-        def set_tag(self, *a, **k):
-            raise ConnectionError("server away")
-
-    monkeypatch.setattr(runs, "client", lambda: Away())
-    beat.beat()
-    assert not beat.steady() and beat.ok_since is None
-
-
-def test_a_spec_name_with_quotes_finds_its_one_ledger(tracking_uri):
-    """MLflow filters cannot escape quotes: a spec named it's (or with both quote kinds) still
-    finds the ledger it made, not a new one per worker."""
-    exp = MlflowClient().create_experiment("quoted")
-    for name in ("it's", "say \"it's\"", "a_b"):
-        first = ClaimLedger(exp, name).run_id
-        assert ClaimLedger(exp, name).run_id == first, name
-    assert ClaimLedger(exp, "a%b").run_id != ClaimLedger(exp, "a_b").run_id  # a LIKE wildcard is not a match
+    exp = c.create_experiment("fenced")
+    base = {schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: "h1", schema.T_HARDWARE: "cpu"}
+    for tags in ({schema.T_CLAIM_TOKEN: "1", schema.T_SUPERSEDED: "true"}, {schema.T_CLAIM_TOKEN: "2"},
+                 {schema.T_CLAIM_TOKEN: "1"}, {}):
+        run = c.create_run(exp, tags={**base, **tags}).info.run_id
+        c.log_metric(run, "energy/total_j", 1.0)
+        c.set_terminated(run, "FINISHED")
+    other = c.create_run(exp, tags={**base, schema.T_CONFIG_HASH: "h2"}).info.run_id
+    c.set_terminated(other, "FINISHED")
+    df = load_runs("fenced")
+    # h1: the token-2 run counts; the superseded one and the older token are left out; one without a token stays
+    assert sorted(df["config_hash"]) == ["h1", "h1", "h2"]
+    assert sorted(df["claim_token"].fillna("-")) == ["-", "-", "2"]
+    assert df.attrs["superseded"] == 2
