@@ -75,6 +75,7 @@ class SweepGuard:
         self.store_full = False
         self.missing: list[Any] = []  # configs the final pass could not settle (the server stayed away)
         self._warned: set[str] = set()
+        self._recovered = 0.0
         if tracker is not None:  # on the sweep run from its creation: a kill -9 right after is recognised
             from mlflow_energy.tracking.stale import worker_id
 
@@ -99,7 +100,7 @@ class SweepGuard:
             self.coord.join()
             self.coord.renew()
             self._share()
-            ended = self.safely("ending stale runs", lambda: self.recover(judge=False)) or []
+            ended = self.safely("ending stale runs", self.recover) or []
         else:
             ended = retrying(lambda: recover_stale(exp_id, spec_name=self.tracker.spec.name, hardware=self.hardware,
                                                    by=parent_run_id), what="ending stale runs")
@@ -157,11 +158,16 @@ class SweepGuard:
         return self.online
 
     # ------------------------------------------------------------------ workers (claims database)
-    def recover(self, *, judge: bool = True) -> list[str]:
-        """End the RUNNING sweep runs of this spec whose worker is dead; free their claims (:func:`end_dead_workers`)."""
-        if self.coord is None or (judge and not self.coord.steady()):
+    def recover(self) -> list[str]:
+        """End the RUNNING sweep runs of this spec whose worker is dead; free their claims (:func:`end_dead_workers`).
+
+        By lease only once this worker is steady; a process gone from this host at any time.
+        """
+        if self.coord is None:
             return []
-        return end_dead_workers(self.coord, self.tracker.exp_id, self.tracker.spec.name)
+        self._recovered = time.monotonic()
+        return end_dead_workers(self.coord, self.tracker.exp_id, self.tracker.spec.name,
+                                by_lease=self.coord.steady())
 
     def _reopen(self) -> None:
         reopen_settled(self.coord, lambda: {h for h, hw in self.tracker.finished_keys() if hw == self.hardware})
@@ -204,6 +210,8 @@ class SweepGuard:
         v = self._verdict(h)
         if v is None:
             return self._mine_offline(h)
+        if v.state == "mine" and v.token > 1 and time.monotonic() - self._recovered > self.coord.lease_s:
+            self.round()  # taken over from a worker whose lease ran out: end (fence) its run
         return v.state == "mine"
 
     def settle(self, cfg: Any) -> str:

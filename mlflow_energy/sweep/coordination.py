@@ -313,12 +313,13 @@ class Coordinator:
         self.engine.dispose()
 
 
-def end_dead_workers(coord: Coordinator, exp_id: str, spec_name: str) -> list[str]:
+def end_dead_workers(coord: Coordinator, exp_id: str, spec_name: str, *, by_lease: bool = True) -> list[str]:
     """End the RUNNING sweep runs of ``spec_name`` on the coordinator's hardware whose worker is dead.
 
-    Dead: its process is gone (same host), or its lease ran out on the database's clock; a run whose
-    worker never joined (killed right after starting) after ten leases. Each is ended KILLED (fenced:
-    on resuming it stops), its claims freed, its RUNNING children ended. Returns the ended run ids.
+    Dead: its process is gone (same host), or (``by_lease``) its lease ran out on the database's clock;
+    a run whose worker never joined (killed right after starting) after ten leases. Each is ended
+    KILLED (fenced: on resuming it stops), its claims freed, its RUNNING children ended. Returns the
+    ended run ids.
     """
     from mlflow_energy import schema
     from mlflow_energy.tracking.filters import exact, tag_equals
@@ -336,7 +337,7 @@ def end_dead_workers(coord: Coordinator, exp_id: str, spec_name: str) -> list[st
     ended: list[str] = []
     for r in running:
         lease = leases.get(r.info.run_id)
-        if process_gone(r.data.tags) or (
+        if process_gone(r.data.tags) or by_lease and (
                 lease < now if lease is not None else now - (r.info.start_time or 0) / 1000.0 > grace):
             end_stale(r, by=coord.me)
             coord.release_worker(r.info.run_id)

@@ -87,7 +87,7 @@ def _sweep_argv(spec: Path, journal: Path | None = None) -> list[str]:
     return argv + (["--journal", str(journal)] if journal else [])
 
 
-def _check_exactly_once(n_configs: int) -> None:
+def _check_exactly_once(n_configs: int, shards: tuple[str, ...] = ("0/2", "1/2")) -> None:
     client = MlflowClient()
     exp = client.get_experiment_by_name("sched").experiment_id
     runs = client.search_runs([exp], max_results=1000)
@@ -96,8 +96,9 @@ def _check_exactly_once(n_configs: int) -> None:
     assert len(finished) == n_configs and set(finished.values()) == {1}, finished
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert not [r for r in runs if r.data.tags.get(schema.T_KIND) == "claims"]  # no claims under a scheduler
+    expected = shards
     shards = sorted(r.data.tags.get(schema.T_SHARD) for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP)
-    assert {"0/2", "1/2"} <= set(shards), shards
+    assert set(expected) <= set(shards), shards
 
 
 @pytest.mark.slow
@@ -147,3 +148,51 @@ def test_a_real_slurm_job_array_measures_each_config_once(tmp_path, tracking_uri
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("*.out")))
     assert logs.count(" 0 measured") == 2, logs
     _check_exactly_once(4)
+
+
+# ----------------------------------------------------------------------------- a task resubmitted alone
+def test_a_slurm_task_resubmitted_alone_needs_the_arrays_size():
+    """`sbatch --array=1` after a task of `--array=0-2` failed: it sees an array of one task (COUNT=1,
+    MIN=MAX=ID=1) and would be shard 0 of 1, the whole spec. Refused unless the count is given."""
+    from mlflow_energy.sweep.scheduler import PartialArray, parse_auto
+
+    alone = _slurm(1, 1, 1)
+    with pytest.raises(PartialArray) as info:
+        scheduler_shard(alone)
+    assert str(info.value).startswith("SLURM_ARRAY_TASK_ID") and "auto/N" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert scheduler_shard(alone, count=3)[0] == (1, 3)
+    assert scheduler_shard(_slurm(0, 0, 0))[0] == (0, 1)  # --array=0 alone is a whole array of one task
+    assert scheduler_shard(_slurm(2, 0, 2), count=3)[0] == (2, 3)  # the array's own count: the same shard
+    with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_ID"):
+        scheduler_shard(_slurm(4, 4, 4), count=3)  # an index outside the given count
+    with pytest.raises(ConfigError, match="array's own count"):
+        scheduler_shard(_slurm(1, 0, 3), count=3)
+    assert scheduler_shard({"JOB_COMPLETION_INDEX": "2"}, count=3)[0] == (2, 3)
+    assert parse_auto("auto/3") == (True, 3) and parse_auto(" AUTO ") == (True, None)
+    with pytest.raises(ConfigError, match="shard"):
+        parse_auto("auto/0")
+
+
+@pytest.mark.slow
+def test_a_resubmitted_array_index_is_refused_or_falls_back_to_claims(tmp_path, tracking_uri):
+    """Tasks 0 and 2 of --array=0-2 run; task 1 is resubmitted alone. Against a server without a claims
+    database it is refused in one line (exit 2, nothing measured); on a SQL store it falls back to the
+    claims and measures only what is missing: every config FINISHED once."""
+    spec = tmp_path / "sched.yaml"
+    spec.write_text(SPEC)
+    for task in (0, 2):
+        done = subprocess.run(_sweep_argv(spec, tmp_path / f"j{task}.jsonl"), cwd=tmp_path,
+                              env=_env(tracking_uri, _slurm(task, 0, 2)), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    alone = _slurm(1, 1, 1)
+    refused = subprocess.run(_sweep_argv(spec, tmp_path / "j1.jsonl"), cwd=tmp_path,
+                             env=_env("http://127.0.0.1:9", alone), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and "auto/N" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    fallback = subprocess.run(_sweep_argv(spec, tmp_path / "j1.jsonl"), cwd=tmp_path, env=_env(tracking_uri, alone),
+                              capture_output=True, text=True, timeout=600)
+    assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+    assert "claims database gives each config to one worker" in fallback.stdout, fallback.stdout
+    _check_exactly_once(4, shards=())

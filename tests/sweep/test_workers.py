@@ -1,13 +1,16 @@
-"""Nothing lost beyond one process: a server killed mid-sweep, kill -9 then resume, many workers.
+"""Nothing lost beyond one process: a server killed or frozen mid-sweep, kill -9 then resume, many workers.
 
 Real services only: an ``mlflow server`` (SQLite, or PostgreSQL when ``.ci/run`` provides one)
-on loopback, sweeps in their own processes killed with SIGKILL.
+on loopback, sweeps in their own processes killed with SIGKILL or frozen with SIGSTOP; the claims
+in the tracking store's database (``--coordination-uri`` the server's backend when the workers
+talk to the server). "Once" is what fit and the summaries count: superseded runs left out.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from mlflow_energy import schema
+from mlflow_energy.sweep.coordination import CLAIMS_TABLE
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from services import MlflowServer, backend_uri  # noqa: E402
@@ -55,20 +58,31 @@ def _all_runs(uri: str, experiment: str) -> list:
     return c.search_runs([exp.experiment_id], max_results=1000)
 
 
-def _assert_each_once(uri: str, experiment: str, n: int) -> None:
+def _assert_each_once(uri: str, experiment: str, n: int) -> int:
+    """Each of ``n`` configs FINISHED once as fit counts it (superseded runs left out), none RUNNING;
+    returns how many superseded runs were left out."""
+    from mlflow_energy.tracking.read import _current_claims
+
     finished = [r for r in _measurements(uri, experiment) if r.info.status == "FINISHED"]
-    counts = Counter(r.data.tags[schema.T_CONFIG_HASH] for r in finished)
+    prefix = len(schema.TAG_PREFIX)
+    rows = [{k[prefix:]: v for k, v in r.data.tags.items() if k.startswith(schema.TAG_PREFIX)} for r in finished]
+    counted, superseded = _current_claims(rows)
+    counts = Counter(r["config_hash"] for r in counted)
     assert len(counts) == n, f"lost: {n - len(counts)}"
     assert max(counts.values()) == 1, f"duplicates: {counts}"
     assert not [r for r in _all_runs(uri, experiment) if r.info.status == "RUNNING"]
+    return superseded
 
 
-def _worker(spec: Path, uri: str, experiment: str, journal: Path, log: Path) -> subprocess.Popen:
+def _worker(spec: Path, uri: str, experiment: str, journal: Path, log: Path, *args: str,
+            clock_ahead_s: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "MLFLOW_ENERGY_JOURNAL": str(journal)}
     code = "from mlflow_energy.cli import main; main()"
+    if clock_ahead_s:  # this worker's clock runs ahead (a host whose NTP is off)
+        code = f"import time; _t = time.time; time.time = lambda: _t() + {clock_ahead_s}; " + code
     return subprocess.Popen([sys.executable, "-c", code, "sweep", str(spec), "--experiment", experiment,
-                             "--no-progress"], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                             "--no-progress", *args], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -151,8 +165,8 @@ def test_workers_on_a_fresh_store_measure_each_config_once(tmp_path, via):
     uri = server.url if server else backend
     spec = _spec(tmp_path, "many", steps=[1, 2, 3, 4, 5, 6])
     try:
-        procs = [_worker(spec, uri, "many", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log")
-                 for i in range(n_workers)]
+        procs = [_worker(spec, uri, "many", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
+                         "--coordination-uri", backend) for i in range(n_workers)]
         codes = [p.wait(timeout=900) for p in procs]
         logs = "\n".join((tmp_path / f"w{i}.log").read_text()[-1500:] for i in range(n_workers))
         assert codes == [0] * n_workers, logs
@@ -167,12 +181,15 @@ def _fault_env(**extra: str) -> dict[str, str]:
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_ENERGY_FINISH_WAIT_S": "120", **extra}
 
 
-def _worker_env(spec: Path, uri: str, experiment: str, journal: Path, log: Path, **extra: str) -> subprocess.Popen:
+def _worker_env(spec: Path, uri: str, experiment: str, journal: Path, log: Path, *args: str,
+                clock_ahead_s: float = 0.0, **extra: str) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "MLFLOW_ENERGY_JOURNAL": str(journal), **extra}
     code = "from mlflow_energy.cli import main; main()"
+    if clock_ahead_s:  # this worker's clock runs ahead (a host whose NTP is off)
+        code = f"import time; _t = time.time; time.time = lambda: _t() + {clock_ahead_s}; " + code
     return subprocess.Popen([sys.executable, "-c", code, "sweep", str(spec), "--experiment", experiment,
-                             "--no-progress"], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                             "--no-progress", *args], env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -222,10 +239,11 @@ def test_server_frozen_during_the_claim_check_loses_nothing(tmp_path, monkeypatc
 
 def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_path):
     """The server dies mid-sweep under 3 workers and comes back: offline each measures only its share."""
-    server = MlflowServer(backend_uri(tmp_path), tmp_path).start()
+    backend = backend_uri(tmp_path)
+    server = MlflowServer(backend, tmp_path).start()
     spec = _spec(tmp_path, "restart", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
     procs = [_worker_env(spec, server.url, "restart", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
-                         **_fault_env()) for i in range(3)]
+                         "--coordination-uri", backend, **_fault_env()) for i in range(3)]
     try:
         deadline = time.monotonic() + 400
         while _finished_count(server.url, "restart") < 2 and time.monotonic() < deadline:
@@ -268,25 +286,23 @@ def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_
         while held is None and time.monotonic() < deadline and a.poll() is None:
             exp = c.get_experiment_by_name("held")
             runs = c.search_runs([exp.experiment_id]) if exp else []
-            # the ledger lives in the sibling experiment, never among the results
-            ledger_exp = c.get_experiment_by_name("held" + schema.CLAIMS_EXPERIMENT_SUFFIX)
-            ledger = c.search_runs([ledger_exp.experiment_id]) if ledger_exp else []
-            ledger = [r for r in ledger if r.data.tags.get(schema.T_KIND) == schema.KIND_CLAIMS]
             done = {r.data.tags.get(schema.T_CONFIG_HASH) for r in runs if r.info.status == "FINISHED"}
-            if ledger:
-                os.killpg(a.pid, signal.SIGSTOP)
+            os.killpg(a.pid, signal.SIGSTOP)
+            try:  # the claims live in the tracking store's own database, in a table of their own
+                con = sqlite3.connect(db, timeout=0.5, isolation_level=None)
                 try:
-                    claims = c.get_run(ledger[0].info.run_id).data.params
-                except MlflowException as exc:  # A was stopped holding SQLite's write lock: resume, look again
-                    if "database is locked" not in str(exc):
-                        raise
-                    os.killpg(a.pid, signal.SIGCONT)
-                    continue
-                open_ = [k for k in claims if k.split("/")[1] not in done]
-                if open_:
-                    held = open_[0].split("/")[1]
-                    break
-                os.killpg(a.pid, signal.SIGCONT)
+                    con.execute("BEGIN IMMEDIATE")  # fails when A was stopped holding the write lock
+                    claimed = [h for (h,) in con.execute(f"SELECT config_hash FROM {CLAIMS_TABLE} WHERE state = 'held'")]
+                    con.execute("ROLLBACK")
+                finally:
+                    con.close()
+            except sqlite3.OperationalError:  # no table yet, or the lock is A's: resume it, look again
+                claimed = []
+            open_ = [h for h in claimed if h not in done]
+            if open_:
+                held = open_[0]
+                break
+            os.killpg(a.pid, signal.SIGCONT)
             time.sleep(0.05)
         assert held, "worker A never held an open claim: " + (tmp_path / "a.log").read_text()[-2000:]
         if fault == "kill":
@@ -306,6 +322,62 @@ def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_
         for p in (a, b):
             if p is not None and p.poll() is None:
                 os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_server_frozen_35_s_under_three_workers_measures_each_config_once(tmp_path):
+    """SIGSTOP on the real server for 35 s while 3 workers claim in its backend database
+    (``--coordination-uri``): leases live on, renewed in the database; the workers measure into their
+    journals and replay; every config FINISHED once, nothing RUNNING, no traceback."""
+    backend = backend_uri(tmp_path)
+    server = MlflowServer(backend, tmp_path).start()
+    spec = _spec(tmp_path, "frozen35", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
+    procs = [_worker_env(spec, server.url, "frozen35", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
+                         "--coordination-uri", backend, **_fault_env()) for i in range(3)]
+    try:
+        deadline = time.monotonic() + 400
+        while _finished_count(server.url, "frozen35") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        time.sleep(35)
+        os.killpg(server.proc.pid, signal.SIGCONT)
+        codes = [p.wait(timeout=600) for p in procs]
+        full = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+        assert codes == [0, 0, 0], "\n".join(t[-2000:] for t in full)
+        assert not [t for t in full if "Traceback" in t], "\n".join(t[:3000] for t in full)
+        superseded = _assert_each_once(server.url, "frozen35", 9)
+        print(f"superseded runs left out: {superseded}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        os.killpg(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_a_worker_whose_clock_runs_300_s_ahead_ends_no_healthy_worker(tmp_path, _empty_tracking_db):
+    """3 workers on one SQLite store, one with its clock 300 s ahead: leases are on the database's clock,
+    so it judges no healthy worker stale (with heartbeat tags, every other run looked 300 s old)."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_tracking_db, db)
+    uri = f"sqlite:///{db}"
+    spec = _spec(tmp_path, "ahead", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
+    env = _fault_env(MLFLOW_ENERGY_HEARTBEAT_S="2")
+    procs = [_worker_env(spec, uri, "ahead", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
+                         clock_ahead_s=300.0 if i == 2 else 0.0, **env) for i in range(3)]
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+        full = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+        assert codes == [0, 0, 0], "\n".join(t[-2000:] for t in full)
+        assert not [t for t in full if "Traceback" in t or "stale" in t or "fenced" in t], "\n".join(full)
+        _assert_each_once(uri, "ahead", 9)
+        sweeps = [r for r in _all_runs(uri, "ahead") if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+        assert sweeps and {r.info.status for r in sweeps} == {"FINISHED"}, [r.data.tags for r in sweeps]
+    finally:
+        for p in procs:
+            if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
