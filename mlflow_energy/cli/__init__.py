@@ -26,7 +26,7 @@ import click
 
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
 
-__all__ = ["main", "quiet_libraries"]
+__all__ = ["explain", "from_store", "main", "quiet_libraries", "tracking_uri"]
 
 
 #: transformers' notice that an image processor falls back to its PIL twin without torchvision:
@@ -70,8 +70,81 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+#: Libraries whose errors come from the tracking or artifact store (a server away, a full disk,
+#: a refused URI): the group prints them in one line with the tracking URI instead of a traceback.
+_STORE_LIBRARIES = ("mlflow", "requests", "urllib3", "sqlalchemy", "psycopg", "psycopg2", "botocore", "boto3")
+
+#: What a database error says, and the few words a user needs.
+_REASONS = (("database is locked", "database is locked"), ("Connection refused", "connection refused"),
+            ("timed out", "timed out"), ("could not connect", "could not connect"))
+
+
+def tracking_uri() -> str:
+    """The tracking URI MLflow uses now (``$MLFLOW_TRACKING_URI``, else MLflow's default)."""
+    import mlflow
+
+    return str(mlflow.get_tracking_uri())
+
+
+def explain(exc: BaseException) -> str:
+    """One line for an error of the tracking or artifact store, naming the tracking URI and what to check.
+
+    Example:
+        >>> from mlflow_energy.tracking.retry import TrackingUnavailable
+        >>> import mlflow; mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        >>> print(explain(TrackingUnavailable("tracking server unavailable while reading the runs: "
+        ...                                   "OperationalError: (sqlite3.OperationalError) database is locked")))
+        the tracking store sqlite:///mlflow.db could not be used while reading the runs (database is locked): \
+MLFLOW_TRACKING_URI names the store
+        >>> mlflow.set_tracking_uri("")
+    """
+    from mlflow_energy.tracking.retry import ArtifactStoreError, TrackingUnavailable, is_storage_full, is_unavailable
+
+    uri = tracking_uri()
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ArtifactStoreError) or is_storage_full(exc):
+        return f"{text[:300]} (tracking URI {uri})"
+    if "mlflow-artifacts" in text and not uri.startswith(("http://", "https://")):
+        return (f"the experiment keeps its artifacts on a tracking server (mlflow-artifacts:), which the tracking "
+                f"URI {uri} cannot reach: set MLFLOW_TRACKING_URI to that server's http(s) address")
+    if isinstance(exc, TrackingUnavailable) or is_unavailable(exc):
+        what = text.split(": ", 1)[0].replace("tracking server unavailable ", "")
+        what = f" {what}" if what.startswith("while ") else ""
+        if uri.startswith(("http://", "https://")):
+            return (f"the tracking server {uri} did not answer{what} ({_probe(uri)}): is it running? "
+                    "MLFLOW_TRACKING_URI names the tracking store")
+        reason = next((r for needle, r in _REASONS if needle in text), text.split(": ", 1)[-1][:120])
+        return f"the tracking store {uri} could not be used{what} ({reason}): MLFLOW_TRACKING_URI names the store"
+    return f"{type(exc).__name__}: {text[:300]} (tracking URI {uri})"
+
+
+def _probe(uri: str) -> str:
+    """Why a tracking server does not answer, from one TCP connection to its host and port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((host, port), timeout=3.0).close()
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens on {host}:{port}"
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except TimeoutError:
+        return f"{host}:{port} did not accept a connection within 3 s"
+    except (OSError, ValueError) as exc:
+        return " ".join(str(exc).split())[:120]
+    return f"{host}:{port} accepts connections, but its API did not answer in time"
+
+
 class _Group(click.Group):
-    """A group that prints our input errors as one line and exits 2 (no traceback)."""
+    """A group that prints our input errors as one line and exits 2 (no traceback).
+
+    Errors of the tracking store (our :class:`MlflowEnergyError`, or MLflow's and its clients' own
+    errors escaping a command) are one line too, naming the tracking URI (exit 1).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         quiet_libraries()
@@ -81,8 +154,22 @@ class _Group(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
         except MlflowEnergyError as exc:  # e.g. the tracking server stayed away: one line, exit 1
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {explain(exc) if from_store(exc) else exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            if not from_store(exc):
+                raise
+            click.echo(f"Error: {explain(exc)}", err=True)
+            ctx.exit(1)
+
+
+def from_store(exc: BaseException) -> bool:
+    """True for an error of the tracking or artifact store (see :data:`_STORE_LIBRARIES`), or a full disk."""
+    from mlflow_energy.tracking.retry import ArtifactStoreError, TrackingUnavailable, is_storage_full
+
+    if isinstance(exc, (TrackingUnavailable, ArtifactStoreError)):
+        return True
+    return type(exc).__module__.split(".", 1)[0] in _STORE_LIBRARIES or is_storage_full(exc)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mlflow_energy.cli import main
+from mlflow_energy.cli import explain, from_store, main
 from mlflow_energy.cli._types import Float, Int, Name, NumberOrText, Text
 from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_POWER_LIMIT_W, MAX_SIDE, MAX_STEPS
 from mlflow_energy.errors import ConfigError, MissingDependencyError, MlflowEnergyError
@@ -106,22 +106,21 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
                 _print_measurement(m, None)
                 if record is None:
                     _print_record(m)
-                    click.echo(f"Error: {exc}; the journal {jour.path} cannot be written either: the measurement "
+                    click.echo(f"Error: {explain(exc)}; the journal {jour.path} cannot be written either: the measurement "
                                "is printed above as a JSONL record (save it and `mlflow-energy ingest` it)", err=True)
                 else:
-                    click.echo(f"Error: {exc}; the measurement is kept in the journal {jour.path}: run "
+                    click.echo(f"Error: {explain(exc)}; the measurement is kept in the journal {jour.path}: run "
                                f"`mlflow-energy ingest {jour.path}` when the server is back", err=True)
                 sys.exit(1)
             if record is not None:
                 with contextlib.suppress(JournalUnwritable):  # logged; a later replay finds it FINISHED
                     jour.mark_logged([record])
         return m, run_id
-    except (ConfigError, MissingDependencyError):
-        raise
-    except MlflowEnergyError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    except MlflowEnergyError:
+        raise  # one line from the command group (naming the tracking URI when the store is at fault)
     except Exception as exc:  # out of memory, a kernel error: record it, nothing is lost
+        if from_store(exc):
+            raise  # the store refused, not the config: one line from the command group
         from mlflow_energy.tracking import log_failure, one_line
 
         failed = log_failure(cfg, exc, experiment=experiment) if tracking else None
@@ -246,7 +245,7 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, coordina
     except (ConfigError, MissingDependencyError):
         raise
     except MlflowEnergyError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {explain(exc) if from_store(exc) else exc}", err=True)
         sys.exit(1)
     for cfg, reason in result.failed:
         click.echo(f"FAILED {cfg.model} {cfg.height}x{cfg.width} {cfg.steps} steps: {reason}")
@@ -263,12 +262,10 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, coordina
                    f"({100.0 * result.inference_s / result.wall_s:.0f}%)")
     if tracking and not result.parent_run_id and result.total and result.skipped == result.total:
         click.echo("nothing new to measure: no sweep run added")
+    away = None
     if result.parent_run_id:
-        from mlflow_energy.tracking import client, energy_view_url
-
         click.echo(f"sweep run id: {result.parent_run_id}")
-        exp_id = client().get_run(result.parent_run_id).info.experiment_id
-        click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
+        away = None if result.missing else _energy_view(result.parent_run_id)
     if result.fenced:
         click.echo(f"stopped: this worker was declared stale and its claims were taken over ({result.fenced}); "
                    "the configs it held are measured by the others")
@@ -276,6 +273,10 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, coordina
     if result.missing:
         click.echo(f"Error: {len(result.missing)} config(s) left unmeasured: the tracking server stayed away; "
                    "run the sweep again when it is back", err=True)
+        sys.exit(1)
+    if away:
+        click.echo(f"Error: {away} at the end of the sweep; the measurements it could not log wait in the "
+                   "journal named above", err=True)
         sys.exit(1)
     if result.total and len(result.failed) == result.total:
         click.echo("Error: every config of the sweep failed", err=True)
@@ -295,6 +296,20 @@ def ingest_command(file: str, experiment: str | None) -> None:
         _recover_killed(experiment)
     new_ids, skipped = ingest(file, experiment=experiment)
     click.echo(f"logged {len(new_ids)} run(s), skipped {skipped} already logged")
+
+
+def _energy_view(run_id: str) -> str | None:
+    """Print the energy view's address of the sweep run's experiment; the store's error when it does not answer."""
+    from mlflow_energy.tracking import client, energy_view_url
+
+    try:
+        exp_id = client().get_run(run_id).info.experiment_id
+    except Exception as exc:
+        if not from_store(exc):
+            raise
+        return explain(exc)
+    click.echo(f"energy view (mlflow ui --port 5000): {energy_view_url('http://127.0.0.1:5000', exp_id)}")
+    return None
 
 
 def _recover_killed(experiment: str | None) -> None:
