@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mlflow_energy.cli import main
-from mlflow_energy.cli._types import Int, Text
+from mlflow_energy.cli._types import Float, Int, Text
 from mlflow_energy.errors import ConfigError
 
 
@@ -38,10 +38,34 @@ def _load_app(model_uri: str) -> object:
               help="Address to listen on.")
 @click.option("--port", "-p", type=Int("port", minimum=1, maximum=65535, unset_value=5001), default=5001,
               show_default=True, help="Port to listen on.")
-def serve_command(model_uri: str, host: str, port: int) -> None:
+@click.option("--header-timeout", type=Float("header_timeout", minimum=0, strict=True, maximum=3600, unset_value=10.0),
+              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_HEADER_TIMEOUT",
+              help="Seconds a client has to send a request's headers (then 408 and closed).")
+@click.option("--body-timeout", type=Float("body_timeout", minimum=0, strict=True, maximum=3600, unset_value=10.0),
+              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_BODY_TIMEOUT",
+              help="Seconds a client has to send a request's body once its headers are in (then 408 and closed).")
+@click.option("--max-connections", type=Int("max_connections", minimum=1, maximum=1_000_000), default=None,
+              envvar="MLFLOW_ENERGY_SERVE_MAX_CONNECTIONS",
+              help="Open connections at most; past it a new one gets 503. [default: 256, fewer under a low ulimit -n]")
+def serve_command(model_uri: str, host: str, port: int, header_timeout: float, body_timeout: float,
+                  max_connections: int | None) -> None:
     """Serve the energy model (MLflow's scoring protocol; any bad payload gets a one-line 4xx)."""
-    import uvicorn
+    from mlflow_energy.predict.connections import FD_HEADROOM, Limits, default_max_connections, file_handle_limit
+    from mlflow_energy.predict.serve import bind, run
 
-    app = _load_app(model_uri)
-    click.echo(f"serving {model_uri} on http://{host}:{port}/invocations")
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="warning")
+    sock = bind(host, port)  # a busy port is one line, before anything is loaded or printed
+    try:
+        app = _load_app(model_uri)
+    except BaseException:
+        sock.close()
+        raise
+    handles = file_handle_limit()
+    if max_connections is None:
+        max_connections = default_max_connections()
+    elif handles is not None and max_connections > handles - FD_HEADROOM:
+        click.echo(f"warning: --max-connections {max_connections} is more than the file-handle limit (ulimit -n "
+                   f"{handles}) leaves for connections ({handles - FD_HEADROOM}): past that, new connections wait "
+                   "in the queue until a handle frees", err=True)
+    click.echo(f"serving {model_uri} on http://{host}:{port}/invocations (at most {max_connections} connections; "
+               f"headers within {header_timeout:g} s, body within {body_timeout:g} s)")
+    run(app, sock, Limits(header_timeout, body_timeout, max_connections))

@@ -15,6 +15,11 @@ answers the same routes (``/ping``, ``/health``, ``/version``, ``POST /invocatio
   ``30.0`` is an integer), never booleans; ``guidance_scale`` a number or null (else 400);
 - every error body is ``{"error_code": ..., "message": one line naming the row and field}``.
 
+Its connections (:mod:`mlflow_energy.predict.connections`): a request's headers and its body
+each have a deadline (408, then closed), open connections a cap (503), client disconnects and
+refused connections at most one log line a minute, and a busy port is one line before anything
+is loaded or printed.
+
 Example:
     >>> from mlflow_energy.predict.serve import check_payload
     >>> check_payload({"dataframe_records": [{"steps": 30.9}]})
@@ -24,8 +29,10 @@ Example:
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's `Request` annotation at runtime.
+import errno
 import json
 import math
+import socket
 from typing import Any
 
 from mlflow_energy.errors import ConfigError
@@ -134,6 +141,9 @@ def create_app(model_uri: str) -> Any:
     from fastapi.responses import Response
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
+    from starlette.requests import ClientDisconnect
+
+    from mlflow_energy.predict.connections import QUIET
 
     model = mlflow.pyfunc.load_model(model_uri)
     input_schema = model.metadata.get_input_schema()
@@ -161,11 +171,15 @@ def create_app(model_uri: str) -> Any:
         if declared is not None and (not declared.strip().isdigit() or int(declared) > MAX_BODY_BYTES):
             return too_big  # refused before a byte of it is read
         chunks, size = [], 0
-        async for chunk in request.stream():  # a chunked body is counted as it arrives, never held whole
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return too_big
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():  # a chunked body is counted as it arrives, never held whole
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return too_big
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone (or closed at its body deadline): nobody to answer, nothing to trace
+            QUIET.note("disconnect", "while sending its body")
+            return _error(400, "BAD_REQUEST", "the client disconnected while sending its body")
         body = b"".join(chunks)
         if mime == "text/csv":
             # MLflow's CSV parser needs a pandas dtype for every signature column and the predictor's
@@ -207,8 +221,64 @@ def create_app(model_uri: str) -> Any:
     return app
 
 
-def serve(model_uri: str, *, host: str = "127.0.0.1", port: int = 5001) -> None:
-    """Serve ``model_uri`` with uvicorn (one process) until interrupted."""
+def bind(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (connections wait until :func:`run`); a bind error is one ConfigError naming them."""
+    from mlflow_energy.predict.connections import BACKLOG
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ConfigError("host", host, f"an address of this machine to listen on ({where}: {exc.strerror or exc})"
+                          ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        field, value = ("port", port) if exc.errno in (errno.EADDRINUSE, errno.EACCES) else ("host", host)
+        raise ConfigError(field, value, f"an address free to listen on ({where}: {exc.strerror or exc})") from None
+    return sock
+
+
+def run(app: Any, sock: socket.socket, limits: Any, *, log_level: str = "warning") -> None:
+    """Serve ``app`` on the bound ``sock`` with uvicorn (one process, asyncio) under ``limits`` until stopped."""
+    import asyncio
+    import logging
+
     import uvicorn
 
-    uvicorn.run(create_app(model_uri), host=host, port=port, workers=1, log_level="warning")
+    from mlflow_energy.predict.connections import BACKLOG, QuietFilter, guarded_protocol, loop_exception_handler
+
+    config = uvicorn.Config(app, http=guarded_protocol(limits), loop="asyncio", workers=1, log_level=log_level,
+                            timeout_keep_alive=5, backlog=BACKLOG)
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietFilter) for f in logger.filters):
+        logger.addFilter(QuietFilter())
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
+        await server.serve(sockets=[sock])
+
+    asyncio.run(main())
+
+
+def serve(model_uri: str, *, host: str = "127.0.0.1", port: int = 5001, limits: Any = None) -> None:
+    """Serve ``model_uri`` with uvicorn (one process) until interrupted, under ``limits``
+    (:class:`~mlflow_energy.predict.connections.Limits`; default: 10 s deadlines, the default cap).
+
+    The port is taken first: a busy one raises :class:`ConfigError` before the model is loaded.
+    """
+    from mlflow_energy.predict.connections import Limits, default_max_connections
+
+    sock = bind(host, port)
+    try:
+        app = create_app(model_uri)
+    except BaseException:
+        sock.close()
+        raise
+    run(app, sock, limits or Limits(max_connections=default_max_connections()))
