@@ -9,6 +9,12 @@ hardware) is appended to a side file ``<journal>.logged``; the records without s
 MLflow, so it is idempotent) and marks them logged; ``mlflow-energy ingest <journal>`` does the
 same by hand.
 
+Several processes may share one journal (every worker started in one directory does): each
+append holds the file's exclusive lock, so records never cut into each other, and a replay holds
+``<journal>.replay.lock``, so one process replays a record, not each of them. A line before the
+last one that is not a valid record is moved to ``<journal>.bad`` (with its byte offset) and
+the rest replays; a complete last record that only lacks its newline is kept.
+
 The journal is ``$MLFLOW_ENERGY_JOURNAL`` when set, else ``mlflow-energy-journal.jsonl`` in the
 working directory (``--journal`` on ``measure`` and ``sweep`` chooses another).
 
@@ -21,60 +27,34 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from mlflow_energy.errors import ConfigError, MlflowEnergyError
+from mlflow_energy import schema
+from mlflow_energy.tracking.records import JournalUnwritable, _fsync_dir, append_lines, check_writable, file_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_energy.measure.runner import Measurement
 
+__all__ = ["Journal", "JournalUnwritable", "check_writable", "default_journal_path", "ledger_key", "log_records",
+           "tracking_digest"]
+
 JOURNAL_ENV = "MLFLOW_ENERGY_JOURNAL"
+#: Seconds an automatic replay waits for another process's replay of the same journal to end.
+REPLAY_WAIT_S = 60.0
+_log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = "mlflow-energy-journal.jsonl"
 
 
 def default_journal_path() -> str:
     """``$MLFLOW_ENERGY_JOURNAL``, else ``mlflow-energy-journal.jsonl`` in the working directory."""
     return os.environ.get(JOURNAL_ENV) or os.path.abspath(DEFAULT_JOURNAL)
-
-
-def check_writable(path: str | os.PathLike[str], field: str = "output") -> str:
-    """Check that a file can be appended to at ``path`` (its directory is created); return the path.
-
-    Called before anything is measured, so that a bad ``--output``/``--journal`` costs no GPU time.
-
-    Raises:
-        ConfigError: naming ``field``: ``path`` is a directory, under a file, or not writable.
-
-    Example:
-        >>> check_writable("/etc/passwd/x.jsonl")
-        Traceback (most recent call last):
-        ...
-        mlflow_energy.errors.ConfigError: output='/etc/passwd/x.jsonl' is not allowed: expected a writable file path (a parent is not a directory)
-    """
-    path = os.fspath(path)
-    if not path or path.endswith(os.sep):
-        raise ConfigError(field, path, "a file path")
-    if os.path.isdir(path):
-        raise ConfigError(field, path, "a .jsonl file path, not a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    probe = parent
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if probe and not os.path.isdir(probe):
-        raise ConfigError(field, path, "a writable file path (a parent is not a directory)")
-    existed = os.path.exists(path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        with open(path, "a", encoding="utf-8"):
-            pass
-        if not existed:
-            os.remove(path)  # a probe only: the file appears with its first record
-    except OSError as exc:
-        raise ConfigError(field, path, f"a writable file path ({exc.strerror or type(exc).__name__})") from None
-    return path
 
 
 def tracking_digest(uri: str | None = None) -> str:
@@ -86,81 +66,6 @@ def tracking_digest(uri: str | None = None) -> str:
 
         uri = mlflow.get_tracking_uri()
     return hashlib.sha256(str(uri).encode()).hexdigest()[:12]
-
-
-class JournalUnwritable(MlflowEnergyError):
-    """The journal (or its ``.logged`` side file) could not be written: disk full, read-only, gone."""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a nearly full disk writes short)."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:  # pragma: no cover - the kernel raises ENOSPC rather than writing 0 bytes
-            raise OSError(28, "No space left on device")
-        view = view[n:]
-
-
-def _fsync_dir(path: str) -> None:
-    """fsync the directory of ``path``, so that a newly created file's name survives a crash."""
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot fsync a directory; the data itself is synced
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fence_torn_tail(fd: int) -> None:
-    """Cut a last line left without its newline by a crash mid-write (it never was a whole record).
-
-    Appending after it would glue the next record onto it and make a line that is valid JSON
-    neither for the torn record nor for the new one.
-    """
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    tail_start, pos, block = 0, size, 65536
-    while pos > 0:
-        start = max(0, pos - block)
-        chunk = os.pread(fd, pos - start, start)
-        i = chunk.rfind(b"\n")
-        if i >= 0:
-            tail_start = start + i + 1
-            break
-        pos = start
-    os.ftruncate(fd, tail_start)
-
-
-def _append_synced(path: str, lines: Iterable[str]) -> None:
-    """Append whole lines and fsync them (the directory too when the file is new).
-
-    A torn last line is cut first; every byte is written (short writes are continued).
-
-    Raises:
-        JournalUnwritable: one line, naming the file and the reason (disk full, read-only, ...).
-    """
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    try:
-        created = not os.path.exists(path)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if not created and os.path.isfile(path):
-                _fence_torn_tail(fd)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            _fsync_dir(path)
-    except OSError as exc:
-        raise JournalUnwritable(f"could not write the journal file {path}: "
-                                f"{exc.strerror or type(exc).__name__}") from None
 
 
 def ledger_key(record: dict[str, Any], *, store: str | None = None, experiment: str | None = None
@@ -176,12 +81,18 @@ def ledger_key(record: dict[str, Any], *, store: str | None = None, experiment: 
 
 
 class Journal:
-    """An append-only, fsync'ed JSONL file of measurements, and which of them reached MLflow."""
+    """An append-only, fsync'ed JSONL file of measurements, and which of them reached MLflow.
+
+    Several processes may share one journal: appends hold the file's lock, a replay holds the
+    journal's replay lock (``<journal>.replay.lock``), and a bad line is moved aside, not fatal.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = check_writable(path or default_journal_path(), "journal")
         self.logged_path = self.path + ".logged"
+        self.bad_path = self.path + ".bad"
         self.ledger_error: str | None = None  # the last failure to write the ``.logged`` side file
+        self.replay_busy = False  # the last replay was left to another process that held the lock
 
     def append(self, m: Measurement, *, experiment: str | None = None, parent_run_id: str | None = None
                ) -> dict[str, Any]:
@@ -196,7 +107,7 @@ class Journal:
         return record
 
     def append_record(self, record: dict[str, Any]) -> None:
-        _append_synced(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
+        append_lines(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
 
     def mark_logged(self, records: Iterable[dict[str, Any]], *, experiment: str | None = None) -> None:
         """Record that these records are FINISHED runs of the current tracking store.
@@ -208,7 +119,7 @@ class Journal:
         store = tracking_digest()
         lines = [json.dumps(list(ledger_key(r, store=store, experiment=experiment))) for r in records]
         if lines:
-            _append_synced(self.logged_path, lines)
+            append_lines(self.logged_path, lines)
 
     def _try_mark(self, record: dict[str, Any], experiment: str | None) -> None:
         """Mark one record; a ledger that cannot be written is noted in :attr:`ledger_error`, not raised
@@ -236,11 +147,48 @@ class Journal:
             return out
 
     def records(self) -> list[dict[str, Any]]:
-        from mlflow_energy.tracking.jsonl import read_jsonl
-
+        """The journal's records. A bad line before the last one is moved aside (see :meth:`move_bad_lines`);
+        a torn last line (a writer killed mid-write, or one still writing) is left where it is."""
         if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
             return []
-        return read_jsonl(self.path, tolerate_torn_tail=True)
+        with open(self.path, "rb") as fh:
+            records, bad = _scan(fh.read())
+        if bad:
+            records = self.move_bad_lines()
+        return records
+
+    def move_bad_lines(self) -> list[dict[str, Any]]:
+        """Move the bad lines (not a valid record, before the last line) to ``<journal>.bad``; return the records.
+
+        Under the append lock: each bad line goes to ``<journal>.bad`` (one JSON line: its byte
+        offset in the journal, why it is refused, the line), then the journal is rewritten without
+        it (a new file renamed over the old one). Said in one line (logger ``mlflow_energy``).
+        """
+        with file_lock(self.path) as fd:
+            if fd is None:
+                return []
+            with open(self.path, "rb") as fh:
+                data = fh.read()
+            records, bad = _scan(data)
+            if not bad:
+                return records
+            append_lines(self.bad_path, [json.dumps({"journal": self.path, "offset": off, "error": why,
+                                                     "line": raw.decode("utf-8", "backslashreplace")})
+                                         for off, raw, why in bad])
+            cut = {off for off, _, _ in bad}
+            kept = b"".join(raw for off, raw in _lines(data) if off not in cut)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as out:
+                out.write(kept)
+                out.flush()
+                os.fchmod(out.fileno(), os.fstat(fd).st_mode & 0o777)
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)  # appenders waiting on the lock reopen the new file
+            _fsync_dir(self.path)
+        first = bad[0]
+        _log.warning("moved %d bad line(s) of the journal %s aside to %s (first at byte offset %d: %s); "
+                     "the other records replay", len(bad), self.path, self.bad_path, first[0], first[2])
+        return records
 
     def pending(self, *, this_server: bool = False) -> list[dict[str, Any]]:
         """Records not yet marked logged (a key measured twice counts once).
@@ -259,8 +207,34 @@ class Journal:
                 out.append(r)
         return out
 
+    @contextlib.contextmanager
+    def replay_lock(self, wait: float | None = REPLAY_WAIT_S) -> Iterator[bool]:
+        """Hold the journal's replay lock (``<journal>.replay.lock``); yields False when another process
+        kept it for ``wait`` seconds (None: as long as it takes). A directory where the lock file
+        cannot be made (read-only) is replayed without it."""
+        try:
+            fd = os.open(self.path + ".replay.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield True
+            return
+        try:
+            deadline = None if wait is None else time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:  # type: ignore[operator]
+                        yield False
+                        return
+                    time.sleep(0.05)
+            yield True
+        finally:
+            os.close(fd)
+
     def replay(self, *, experiment: str | None = None, this_server: bool = False,
-               keep: Callable[[dict[str, Any]], bool | None] | None = None) -> tuple[list[str], int]:
+               keep: Callable[[dict[str, Any]], bool | None] | None = None,
+               wait: float | None = REPLAY_WAIT_S) -> tuple[list[str], int]:
         """Log the pending records (each into its own experiment unless ``experiment`` is given).
 
         ``this_server``: only the records meant for the current tracking URI (automatic replays).
@@ -268,24 +242,122 @@ class Journal:
         run. None for one that must not be logged yet (another live worker holds its claim): it
         stays pending.
 
+        One process at a time replays a journal: this one waits up to ``wait`` seconds for another's
+        replay to end, then reads what is still pending (what the other logged is marked by then);
+        if the other is still at it, it leaves the replay to it (:attr:`replay_busy`, nothing logged).
         Idempotent: a record already FINISHED in MLflow is skipped and marked logged.
         Returns ``(new run ids, records skipped)``.
         """
-        from mlflow_energy.tracking.replay import log_records
+        with self.replay_lock(wait) as held:
+            self.replay_busy = not held
+            if not held:
+                return [], 0
+            groups: dict[str | None, list[dict[str, Any]]] = {}
+            skipped = 0
+            for r in self.pending(this_server=this_server):
+                verdict = True if keep is None else keep(r)
+                if not verdict:
+                    if verdict is False:
+                        self._try_mark(r, None)
+                    skipped += 1
+                    continue
+                groups.setdefault(experiment or r.get("experiment"), []).append(r)
+            new_ids: list[str] = []
+            for exp, records in groups.items():
+                ids, n = log_records(records, experiment=exp, on_logged=lambda r, exp=exp: self._try_mark(r, exp))
+                new_ids += ids
+                skipped += n
+            return new_ids, skipped
 
-        groups: dict[str | None, list[dict[str, Any]]] = {}
-        skipped = 0
-        for r in self.pending(this_server=this_server):
-            verdict = True if keep is None else keep(r)
-            if not verdict:
-                if verdict is False:
-                    self._try_mark(r, None)
-                skipped += 1
-                continue
-            groups.setdefault(experiment or r.get("experiment"), []).append(r)
-        new_ids: list[str] = []
-        for exp, records in groups.items():
-            ids, n = log_records(records, experiment=exp, on_logged=lambda r, exp=exp: self._try_mark(r, exp))
-            new_ids += ids
-            skipped += n
-        return new_ids, skipped
+
+def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, line with its newline)`` of each line of ``data``."""
+    off = 0
+    while off < len(data):
+        end = data.find(b"\n", off)
+        end = len(data) if end < 0 else end + 1
+        yield off, data[off:end]
+        off = end
+
+
+def _scan(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, bytes, str]]]:
+    """The records of a journal's bytes, and its bad lines ``(offset, line, why)``; a torn tail is neither."""
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.tracking.jsonl import parse_line, parses
+
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, bytes, str]] = []
+    for lineno, (off, raw) in enumerate(_lines(data), 1):
+        try:
+            record = parse_line(raw, f"line {lineno}", first=off == 0)
+        except ConfigError as exc:
+            if not raw.endswith(b"\n") and not parses(raw):
+                break  # the last line, torn by a crash or still being written: never moved
+            bad.append((off, raw, str(exc)))
+            continue
+        if record is not None:
+            records.append(record)
+    return records, bad
+
+
+def log_records(
+    records: Iterable[dict[str, Any]],
+    *,
+    experiment: str | None = None,
+    on_logged: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[str], int]:
+    """Log JSONL export records as FINISHED runs, skipping (config hash, hardware) already there.
+
+    A record carrying ``parent_run_id`` (a journal record) is nested under that run.
+    ``on_logged(record)`` is called for each record that is FINISHED in MLflow afterwards.
+    """
+    from mlflow_energy.tracking.jsonl import record_key
+    from mlflow_energy.tracking.read import finished_keys
+    from mlflow_energy.tracking.runs import _log_fields, client, default_run_name, experiment_id, run
+    from mlflow_energy.tracking.stale import worker_id
+
+    exp_id = experiment_id(experiment)
+    seen = finished_keys(exp_id)
+    new_ids: list[str] = []
+    skipped = 0
+    for record in records:
+        key = record_key(record)
+        if key not in seen and _finished_now(exp_id, key):  # another worker logged it meanwhile
+            seen.add(key)
+        if key in seen:
+            skipped += 1
+            if on_logged is not None:
+                on_logged(record)
+            continue
+        tags = dict(record["tags"])
+        kind = tags.pop(schema.T_KIND, schema.KIND_MEASUREMENT)
+        config = record.get("config")
+        name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
+        parent = record.get("parent_run_id") or None
+        worker = {schema.T_WORKER: worker_id()}  # on the run from its creation: a killed ingest's run is found
+        with run(exp_id, kind=kind, run_name=name, parent_run_id=parent, tags=worker) as run_id:
+            _log_fields(run_id, record["params"], record["metrics"], tags)
+            if isinstance(config, dict):
+                client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
+        seen.add(key)
+        new_ids.append(run_id)
+        if on_logged is not None:
+            on_logged(record)
+    return new_ids, skipped
+
+
+def _finished_now(exp_id: str, key: tuple[str, str]) -> bool:
+    """Whether a FINISHED measurement run of ``key`` exists right now (rechecked before each log)."""
+    from mlflow_energy.tracking.read import _search
+
+    filt = (f"tags.`{schema.T_CONFIG_HASH}` = '{key[0]}' and attributes.status = 'FINISHED' and "
+            f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}'")
+    return any(r.data.tags.get(schema.T_HARDWARE, "") == key[1] for r in _search([exp_id], filt))
+
+
+class _Cfg:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return None

@@ -178,7 +178,7 @@ class JsonlSink:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from mlflow_energy.tracking.journal import check_writable
+        from mlflow_energy.tracking.records import check_writable
 
         self.path = check_writable(path, "output")  # before anything is measured
 
@@ -188,9 +188,9 @@ class JsonlSink:
         return record
 
     def write_record(self, record: dict[str, Any]) -> None:
-        from mlflow_energy.tracking.journal import _append_synced
+        from mlflow_energy.tracking.records import append_lines
 
-        _append_synced(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
+        append_lines(self.path, [json.dumps(record, sort_keys=True, allow_nan=False)])
 
     def keys(self) -> set[tuple[str, str]]:
         """``(config_hash, hardware)`` of the records already in the file (for resuming)."""
@@ -218,31 +218,49 @@ def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False
         lineno = 0
         while raw := fh.readline(MAX_RECORD_BYTES + 1):
             lineno += 1
-            where = f"{path} line {lineno}"
             torn = not raw.endswith(b"\n")
-            if len(raw) > MAX_RECORD_BYTES and torn:
-                raise ConfigError(where, f"more than {MAX_RECORD_BYTES} bytes",
-                                  f"a record of at most {MAX_RECORD_BYTES} bytes")
             try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                if tolerate_torn_tail and torn:
+                record = parse_line(raw, f"{path} line {lineno}", first=lineno == 1)
+            except ConfigError:
+                if tolerate_torn_tail and torn and len(raw) <= MAX_RECORD_BYTES and not parses(raw):
                     break
-                raise ConfigError(where, f"byte 0x{raw[exc.start:exc.start + 1].hex()} at column {exc.start + 1}",
-                                  "UTF-8 text (UTF-16 and other encodings are not read)") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except RecursionError:
-                raise ConfigError(where, _brief(line), "a JSON object nested less deeply") from None
-            except json.JSONDecodeError as exc:
-                if tolerate_torn_tail and torn:
-                    break
-                raise ConfigError(where, _brief(line.strip(), 40), f"a JSON object ({exc.msg})") from None
-            check_record(record, where)
-            records.append(record)
+                raise
+            if record is not None:
+                records.append(record)
     return records
+
+
+def parses(raw: bytes) -> bool:
+    """Whether a raw line is UTF-8 JSON at all (a line that is not was torn by a crash, or is garbage)."""
+    try:
+        json.loads(raw.decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def parse_line(raw: bytes, where: str, *, first: bool = False) -> dict[str, Any] | None:
+    """The checked record of one raw line (None for a blank line); :class:`ConfigError` naming ``where``.
+
+    ``first``: the file's first line (it may start with a UTF-8 byte order mark).
+    """
+    if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+        raise ConfigError(where, f"more than {MAX_RECORD_BYTES} bytes", f"a record of at most {MAX_RECORD_BYTES} bytes")
+    try:
+        line = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(where, f"byte 0x{raw[exc.start:exc.start + 1].hex()} at column {exc.start + 1}",
+                          "UTF-8 text (UTF-16 and other encodings are not read)") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        raise ConfigError(where, _brief(line), "a JSON object nested less deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(where, _brief(line.strip(), 40), f"a JSON object ({exc.msg})") from None
+    check_record(record, where)
+    return record
 
 
 def _brief(value: Any, limit: int = 60) -> Any:
