@@ -213,6 +213,20 @@ A_OPTUNA_PLOTS_DIR = "search/optuna"
 def constraint_param(name: str) -> str:
     """``constraint_<name>``: a search constraint's bound (parent-run param)."""
     return f"constraint_{name}"
+M_SEARCH_SAVED_FRAC_LOW = "search/energy_saved_frac_low"  # its 90% interval (measured repeats or the predictor's)
+M_SEARCH_SAVED_FRAC_HIGH = "search/energy_saved_frac_high"
+M_SEARCH_BASELINE_PSNR = "search/baseline_psnr_db"  # the baseline's own fidelity to the reference
+M_SEARCH_QUALITY_FLOOR = "search/quality_floor_psnr_db"  # the PSNR floor the search applied
+M_SEARCH_N_REFUSED = "search/n_refused"  # predict mode: trials the predictor refused (outside what it has seen)
+P_SEARCH_QUALITY_SOURCE = "quality_source"  # where trial quality comes from (measured, a model, the stored proxy)
+P_SEARCH_SAVING_INTERVAL = "saving_interval"  # how the saving's interval was made
+
+
+def baseline_param(param: str) -> str:
+    """``baseline_<param>``: the baseline config's value of a run param (search parent run)."""
+    return f"baseline_{param}"
+
+
 
 
 def constraint_metric(name: str) -> str:

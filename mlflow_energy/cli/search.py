@@ -35,6 +35,11 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @click.option("--scheduler", multiple=True, help="'default' or diffusers scheduler classes.")
 @click.option("--power-limit-w", "power_limit_w", multiple=True,
               help="GPU power limit in watts (measure mode sets it through NVML; pair with --max-latency-s). " + _DIM_HELP)
+@click.option("--baseline", multiple=True,
+              help="The config the saving is against, NAME=VALUE (repeat or comma list: steps=30,precision=fp16) "
+                   "[the first family's default at the search's size].")
+@click.option("--quality-floor/--no-quality-floor", default=None,
+              help="Without a quality constraint, PSNR >= min(30 dB, the baseline's - 1 dB) [quality-floor].")
 @click.option("--min-steps", type=Int("min_steps", minimum=1), help="Constraint: steps >= N.")
 @click.option("--max-steps", type=Int("max_steps", minimum=1), help="Constraint: steps <= N.")
 @click.option("--min-psnr", type=Float("min_psnr"), help="Constraint: PSNR against the reference >= dB.")
@@ -51,7 +56,7 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @click.option("--multi-objective/--single-objective", default=None,
               help="Minimise energy and maximise quality: the Pareto front [single].")
 @click.option("--quality-metric", type=Text(), help="psnr, ssim or clip: the quality objective / front axis [psnr].")
-@click.option("--device", type=Text(), help="Measure mode: device [cuda].")
+@click.option("--device", type=Text(), help="Measure mode: device [cpu, as measure].")
 @click.option("--weights", type=Text(), help="Measure mode: 'random' or a local directory / hub id [random].")
 @click.option("--repeats", type=Int("repeats", minimum=1), help="Measure mode: measured runs per config [3].")
 @click.option("--warmup", type=Int("warmup", minimum=0), help="Measure mode: unmeasured runs first [1].")
@@ -68,6 +73,7 @@ def search_command(spec: str | None, **kw: Any) -> None:
     dims = {d: values(kw.pop(d)) for d in DIM_OPTIONS}
     constraints = {name: kw.pop(name) for name in _CONSTRAINTS}
     kw["quality_experiment"] = tuple(values(kw["quality_experiment"]))
+    kw["baseline"] = tuple(values(kw["baseline"]))
     try:
         result = search_from_options(dims, constraints, kw, spec=spec)
     except NoFeasibleConfigError as exc:

@@ -16,7 +16,9 @@ maximises quality, and the result carries the feasible Pareto front.
 Owns: the space, the objective, quality, the study and its MLflow runs.
 Modules:
     space       dimensions, the search space, constraints, YAML specs
+    baseline    the user's baseline config, the default quality floor, the saving's 90% interval
     quality     PSNR/SSIM against a high-step reference, CLIP score, the quality model
+    fidelity    predict mode's stored quality proxy (``fidelity_table``: tiny pipelines, steps x scheduler)
     evaluators  scoring a config: by the energy model, or measured live
     study       the Optuna study and :func:`search`
     result      the best config, the Pareto front, the summary
@@ -42,6 +44,9 @@ _EXPORTS = {
     "merge_space": "space",
     "parse_dim": "space",
     "QualityModel": "quality",
+    "Saving": "baseline",
+    "baseline_config": "baseline",
+    "stored_quality_model": "fidelity",
     "psnr": "quality",
     "ssim": "quality",
     "Evaluation": "evaluators",

@@ -15,6 +15,9 @@ from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.search.space import Constraints, SearchSpace
 
+#: Measure mode's device when none is given: what ``mlflow-energy measure`` takes (this machine's CPU).
+DEFAULT_DEVICE: str = InferenceConfig.__dataclass_fields__["device"].default
+
 QUALITY_METRICS: dict[str, str] = {
     "psnr": schema.M_QUALITY_PSNR, "ssim": schema.M_QUALITY_SSIM, "clip": schema.M_QUALITY_CLIP,
 }
@@ -28,6 +31,10 @@ _PREDICTOR_TO_METRIC: dict[str, str] = {
     "co2e_g": schema.M_CARBON_CO2E,
     "time_total_s": schema.M_TIME_TOTAL,
 }
+
+
+class RefusedConfig(ConfigError):
+    """The predictor refused a config (outside what it has seen): the trial is pruned, not the search."""
 
 
 @dataclass
@@ -114,6 +121,8 @@ class PredictEvaluator:
 
         self.device = "cuda" if find_gpu(hardware) is not None else "cpu"
         self.quality_model = quality_model
+        self.stored_quality = False  # True: quality_model is the stored fidelity proxy (steps and scheduler only)
+        self.baseline: InferenceConfig | None = None  # set by the search: the user's baseline
         self.avg_power_w = avg_power_w
         self.model_uri = model_uri
         self.quality_model_uri = quality_model_uri
@@ -163,7 +172,13 @@ class PredictEvaluator:
             )
         model_dim = space.dim("model")
         models = list(model_dim.choices) if model_dim else []
-        self.predict([InferenceConfig(model=models[0], device=self.device).validate()])  # sets _has_time
+        first = self.baseline or InferenceConfig(model=models[0], device=self.device).validate()
+        try:
+            self.predict([first])  # sets _has_time; a refused baseline is one line before any trial
+        except RefusedConfig as exc:
+            raise ConfigError("baseline", f"{first.model} {first.height}x{first.width} steps={first.steps} "
+                              f"{first.precision} batch {first.batch_size}",
+                              f"a config the energy model has seen (name one with --baseline NAME=VALUE): {exc}") from None
         if constraints.max_latency_s is not None and not self._has_time and self.avg_power_w is None:
             raise ConfigError(
                 "max_latency_s", constraints.max_latency_s,
@@ -179,27 +194,73 @@ class PredictEvaluator:
             raise ConfigError("min_clip_score", constraints.min_clip_score,
                               "no CLIP-score constraint or objective in predict mode (the quality model predicts PSNR and SSIM)")
         if self.quality_model is None:
+            self.use_stored_quality()
+        if self.quality_model is None:
             raise ConfigError(
                 wants_quality[0], "without quality data",
                 "a quality model (--quality-model-uri, or --quality-experiment with runs that log quality/psnr_db); "
                 "predict mode without quality data supports step and latency constraints only",
             )
         for model in models:
-            q = self._quality([InferenceConfig(model=model, device=self.device).validate()])
+            probe = dataclasses.replace(first, model=model) if model == first.model else \
+                InferenceConfig(model=model, device=self.device, precision=first.precision).validate()
+            q = self._quality([probe])
             if q.isna().all(axis=None):
                 raise ConfigError("model", model, "a family the quality model has data for (measure it with quality first)")
 
+    def use_stored_quality(self) -> bool:
+        """Take the stored fidelity proxy (:mod:`~mlflow_energy.search.fidelity`) as the quality model."""
+        from mlflow_energy.search.fidelity import stored_quality_model
+
+        if self.quality_model is None:
+            self.quality_model, self.stored_quality = stored_quality_model(), True
+            self.quality_model_uri = "stored fidelity proxy (tiny pipelines, steps and scheduler)"
+        return self.stored_quality
+
     def _quality(self, cfgs: Sequence[InferenceConfig]) -> pd.DataFrame:
-        frame = pd.DataFrame({"model": [c.model for c in cfgs], "scheduler": [c.scheduler for c in cfgs],
+        models = [c.model for c in cfgs]
+        if self.stored_quality:
+            from mlflow_energy.search.fidelity import base_family
+
+            models = [base_family(m) for m in models]
+        frame = pd.DataFrame({"model": models, "scheduler": [c.scheduler for c in cfgs],
                               "steps": [c.steps for c in cfgs]})
         import mlflow.pyfunc
 
         qm = self.quality_model  # an in-process PythonModel takes (context, df); a loaded pyfunc takes (df)
         out = pd.DataFrame(qm.predict(None, frame) if isinstance(qm, mlflow.pyfunc.PythonModel) else qm.predict(frame))
-        return pd.DataFrame({
+        q = pd.DataFrame({
             schema.M_QUALITY_PSNR: out.get("quality_psnr_db", pd.Series([math.nan] * len(cfgs))).to_numpy(float),
             schema.M_QUALITY_SSIM: out.get("quality_ssim", pd.Series([math.nan] * len(cfgs))).to_numpy(float),
         })
+        if self.stored_quality and self.baseline is not None:
+            # the proxy knows steps and scheduler: a changed guidance, CFG or precision has no predicted quality
+            b = self.baseline
+            unknown = [(c.guidance_scale, c.passes, c.precision) != (b.guidance_scale, b.passes,
+                                                                                  b.precision) for c in cfgs]
+            q.loc[unknown, :] = math.nan
+        return q
+
+    def interval_rows(self, cfgs: Sequence[InferenceConfig], level: str | None = None
+                      ) -> list[tuple[float, float, float]] | None:
+        """``(energy, low, high)`` per config from the predictor's 90% interval columns.
+
+        ``level`` asks the predictor for one interval level for every row (param ``interval_level``);
+        ``None`` is returned when it cannot answer that.
+        """
+        frame = self._frame(cfgs)
+        try:
+            raw = pd.DataFrame(self.predictor.predict(frame, params={"interval_level": level}) if level
+                               else self.predictor.predict(frame))
+        except Exception:  # noqa: BLE001 - a predictor without that param or level: the caller falls back
+            if level:
+                return None
+            raise
+        if level and "interval_level" in raw and not (raw["interval_level"].astype(str) == level).all():
+            return None  # the param was ignored: the widths are not that level's
+        lo = raw.get("energy_total_j_low", raw["energy_total_j"])
+        hi = raw.get("energy_total_j_high", raw["energy_total_j"])
+        return [(float(e), float(a), float(b)) for e, a, b in zip(raw["energy_total_j"], lo, hi, strict=True)]
 
     def predict(self, cfgs: Sequence[InferenceConfig]) -> pd.DataFrame:
         """Metrics of many configs at once (run-schema keys), one row per config."""
@@ -210,7 +271,7 @@ class PredictEvaluator:
         except MlflowException as exc:  # the pyfunc's input check (e.g. FLOPs outside the fitted range)
             if exc.error_code != "INVALID_PARAMETER_VALUE":
                 raise
-            err = ConfigError("config", exc.message, "a config the energy model covers")
+            err = RefusedConfig("config", exc.message, "a config the energy model covers")
             err.args = (exc.message.removeprefix("row 0: "),)  # already names the field, value and range
             raise err from None
         missing = [c for c in ("energy_total_j",) if c not in raw]
@@ -236,6 +297,8 @@ class PredictEvaluator:
             schema.P_SEARCH_MODEL_URI: self.model_uri or type(self.predictor).__name__,
             schema.P_SEARCH_QUALITY_URI: self.quality_model_uri or (type(self.quality_model).__name__ if self.quality_model else None),
             schema.P_SEARCH_AVG_POWER: self.avg_power_w if not self._has_time else None,
+            schema.P_SEARCH_QUALITY_SOURCE: ("stored fidelity proxy: tiny random-weight pipelines, steps and scheduler"
+                                             if self.stored_quality else ("quality model" if self.quality_model else None)),
         }
 
 
@@ -256,7 +319,7 @@ class MeasureEvaluator:
     def __init__(
         self,
         *,
-        device: str = "cuda",
+        device: str = DEFAULT_DEVICE,
         weights: str = "random",
         repeats: int = 3,
         warmup: int = 1,
@@ -283,6 +346,7 @@ class MeasureEvaluator:
         self._done: dict[str, Evaluation] = {}
         self.experiment: str | None = None
         self.parent_run_id: str | None = None
+        self.baseline: InferenceConfig | None = None  # set by the search: quality is measured against it
 
     def check(self, space: SearchSpace, constraints: Constraints, quality_metric: str | None) -> None:
         from mlflow_energy.measure import check_device
@@ -294,11 +358,20 @@ class MeasureEvaluator:
     def reference(self, cfg: InferenceConfig) -> Any:
         from mlflow_energy.search.quality import reference_config, render
 
-        ref = reference_config(cfg, self.reference_steps).validate()
+        ref = reference_config(self.reference_base(cfg), self.reference_steps).validate()
         key = ref.config_hash()
         if key not in self._references:
             self._references[key] = render(ref, pipeline=self.cache.get(ref))
         return self._references[key]
+
+    def reference_base(self, cfg: InferenceConfig) -> InferenceConfig:
+        """What the reference of ``cfg`` converges from: the baseline (its guidance, CFG, precision,
+        scheduler) at the trial's batch size and seed, when the trial keeps the baseline's family and
+        size; else the trial's own config (images of another family or size cannot be compared)."""
+        b = self.baseline
+        if b is None or (b.model, b.height, b.width) != (cfg.model, cfg.height, cfg.width):
+            return cfg
+        return dataclasses.replace(b, batch_size=cfg.batch_size, seed=cfg.seed, prompt=cfg.prompt)
 
     def evaluate(self, cfg: InferenceConfig) -> Evaluation:
         from mlflow_energy import tracking

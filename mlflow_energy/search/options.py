@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.search.evaluators import Evaluator, MeasureEvaluator, PredictEvaluator
+from mlflow_energy.search.baseline import parse_baseline
+from mlflow_energy.search.evaluators import DEFAULT_DEVICE, Evaluator, MeasureEvaluator, PredictEvaluator
 from mlflow_energy.search.result import SearchResult
 from mlflow_energy.search.space import Constraints, SearchSpace, load_spec, merge_space
 from mlflow_energy.search.study import search
@@ -24,8 +25,9 @@ DIM_OPTIONS: tuple[str, ...] = (
 SEARCH_DEFAULTS: dict[str, Any] = {
     "mode": "predict", "model_uri": None, "hardware": None, "avg_power_w": None, "quality_model_uri": None,
     "quality_experiment": (), "trials": 50, "seed": 0, "storage": None, "study_name": None, "experiment": None,
-    "multi_objective": False, "quality_metric": "psnr", "device": "cuda", "weights": "random", "repeats": 3,
+    "multi_objective": False, "quality_metric": "psnr", "device": DEFAULT_DEVICE, "weights": "random", "repeats": 3,
     "warmup": 1, "reference_steps": 50, "clip_model": None, "prompt": None, "plots": True, "log_trials": True,
+    "baseline": (), "quality_floor": True,
 }
 
 
@@ -74,4 +76,5 @@ def search_from_options(
         space, evaluator, Constraints(**cons), trials=opts["trials"], seed=opts["seed"], storage=opts["storage"],
         study_name=opts["study_name"], experiment=opts["experiment"], multi_objective=bool(opts["multi_objective"]),
         quality_metric=opts["quality_metric"], plots=bool(opts["plots"]), log_trials=bool(opts["log_trials"]),
+        baseline=parse_baseline(opts["baseline"]), quality_floor=bool(opts["quality_floor"]),
     )

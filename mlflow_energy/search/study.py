@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from mlflow_energy import schema
 from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
+from mlflow_energy.search import baseline as bl
 from mlflow_energy.search import trial_runs as st
-from mlflow_energy.search.evaluators import QUALITY_METRICS, Evaluator, MeasureEvaluator, PredictEvaluator
+from mlflow_energy.search.evaluators import (
+    QUALITY_METRICS,
+    Evaluation,
+    Evaluator,
+    MeasureEvaluator,
+    PredictEvaluator,
+    RefusedConfig,
+)
 from mlflow_energy.search.result import NoFeasibleConfigError, SearchResult, _infeasible_message, _pareto, _trials_frame
 from mlflow_energy.search.space import Constraints, SearchSpace
 
@@ -54,8 +64,11 @@ def _check_space(space: SearchSpace, evaluator: Evaluator) -> None:
         _config(values, evaluator)
 
 
-def _study_name(space: SearchSpace, constraints: Constraints, evaluator: Evaluator, multi: bool) -> str:
+def _study_name(space: SearchSpace, constraints: Constraints, evaluator: Evaluator, multi: bool,
+                base: InferenceConfig | None = None, floor: bool = False) -> str:
     blob = "|".join([space.to_json(), repr(sorted(constraints.as_dict().items())), evaluator.mode, str(multi)])
+    if base is not None:  # a search with a quality floor or another baseline is another study
+        blob += f"|{base.config_hash()}|floor={floor}"
     return "search-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -114,6 +127,8 @@ def search(
     quality_metric: str = "psnr",
     plots: bool = True,
     log_trials: bool = True,
+    baseline: Mapping[str, Any] | None = None,
+    quality_floor: bool = True,
 ) -> SearchResult:
     """Find the lowest-energy feasible config of ``space`` with Optuna, tracked in MLflow.
 
@@ -133,6 +148,10 @@ def search(
         plots: log the Pareto plot and Optuna's plots on the parent run.
         log_trials: log each trial as a child run (about 0.1 s per trial on a SQLite store); the
             parent run always gets the trials as ``search/trials.csv``.
+        baseline: the user's baseline config (``{"steps": 30}``; :func:`~mlflow_energy.search.baseline.baseline_config`
+            fills the rest): the saving is against it, and measure mode's quality reference is it.
+        quality_floor: without a quality constraint, require PSNR >= min(30 dB, the baseline's - 1 dB)
+            (:func:`~mlflow_energy.search.baseline.quality_floor`); ``False`` searches without one.
 
     Returns:
         :class:`SearchResult`, summarising every complete trial of the study.
@@ -156,17 +175,27 @@ def search(
         raise ConfigError("quality_metric", quality_metric, "one of " + ", ".join(QUALITY_METRICS))
     qkey = QUALITY_METRICS[quality_metric]
     _check_space(space, evaluator)
+    base_cfg = bl.baseline_config(space, evaluator, bl.parse_baseline(baseline))
+    evaluator.baseline = base_cfg
+    user_quality = any(c.metric.startswith("quality/") for c in constraints.active())
+    floor_wanted = quality_floor and not user_quality
+    if floor_wanted and isinstance(evaluator, PredictEvaluator) and evaluator.quality_model is None:
+        evaluator.use_stored_quality()
     evaluator.check(space, constraints, qkey if multi_objective else None)
+    notes: list[str] = []
+    if isinstance(evaluator, PredictEvaluator):
+        space, notes = bl.within_seen(space, base_cfg, evaluator)
     active = constraints.active()
-    study_name = study_name or _study_name(space, constraints, evaluator, multi_objective)
+    study_name = study_name or _study_name(space, constraints, evaluator, multi_objective, base_cfg, floor_wanted)
     directions = ["minimize", "maximize"] if multi_objective else ["minimize"]
 
     rdb = _storage(storage)
     with _quiet_optuna():
         study = optuna.create_study(storage=rdb, study_name=study_name, directions=directions,
-                                    sampler=_sampler(seed, len(active)), load_if_exists=True)
+                                    sampler=_sampler(seed, len(active) + floor_wanted), load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError("study_name", study_name, f"a study with directions {directions} (this one has other objectives)")
+    bl.enqueue_baseline(study, space, base_cfg)
 
     from mlflow_energy.tracking.retry import ensure_store
 
@@ -178,6 +207,7 @@ def search(
         schema.P_SEARCH_STORAGE: st.redact(storage),
         schema.P_SEARCH_OBJECTIVES: "energy_total_j:minimize" + (f",{quality_metric}:maximize" if multi_objective else ""),
         **{schema.constraint_param(c.name): c.bound for c in active},
+        **{schema.baseline_param(k): getattr(base_cfg, k) for k in bl.BASELINE_FIELDS if k != "resolution"},
     }
     model_dim = space.dim("model")
     families = [str(v) for v in model_dim.values()] if model_dim is not None else []
@@ -186,10 +216,22 @@ def search(
     if isinstance(evaluator, MeasureEvaluator):
         evaluator.experiment, evaluator.parent_run_id = experiment, parent
     image_seed = 0
+    state: dict[str, Any] = {}
+
+    inherit = bl.inherited(space, base_cfg, bl.parse_baseline(baseline))
 
     def objective(trial: optuna.trial.Trial) -> float | tuple[float, float]:
-        cfg = _config(space.suggest(trial), evaluator, image_seed)
-        ev = evaluator.evaluate(cfg)
+        values = space.suggest(trial)
+        if values.get("model", base_cfg.model) == base_cfg.model:
+            values = {**inherit, **values}
+        else:
+            values = {"precision": base_cfg.precision, **values}
+        cfg = _config(values, evaluator, image_seed)
+        try:
+            ev = evaluator.evaluate(cfg)
+        except RefusedConfig as exc:  # outside what the predictor has seen: prune the trial, go on
+            trial.set_user_attr(st.UA_REFUSED, str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         values = {c.metric: ev.metrics.get(c.metric, math.nan) for c in active}
         values[schema.P_STEPS] = float(cfg.steps)
         cons = {c.name: c.violation(values[c.metric]) if not math.isnan(values[c.metric]) else 1.0 for c in active}
@@ -213,12 +255,27 @@ def search(
 
     status, failure = "FAILED", None
     try:
+        base_ev = evaluator.evaluate(base_cfg)
+        state.update(base=base_cfg, base_ev=base_ev, floor=None, floor_note=None, notes=notes)
+        if floor_wanted:
+            floor = bl.quality_floor(base_ev.metrics.get(schema.M_QUALITY_PSNR))
+            if floor is None:
+                state["floor_note"] = (f"no quality floor: the baseline ({base_cfg.model}) has no PSNR "
+                                       + ("(no quality data for this family)" if evaluator.mode == "predict" else
+                                          "(its images could not be compared)"))
+            else:
+                constraints = dataclasses.replace(constraints, min_psnr=floor)
+                active[:] = constraints.active()
+                state["floor"] = floor
+                st.log_floor(parent, floor)
+        elif not user_quality:
+            state["floor_note"] = "no quality floor (switched off): the saving may cost image quality"
         with _quiet_optuna():
             study.optimize(
                 objective, n_trials=trials, callbacks=[st.TrialLogger(exp_id, parent, study_name)] if log_trials else [],
                 catch=(RuntimeError,) if evaluator.mode == "measure" else (),
             )
-        result = _summarise(study, space, evaluator, constraints, qkey, parent, study_name, plots)
+        result = _summarise(study, space, evaluator, constraints, qkey, parent, study_name, plots, state)
         status = "FINISHED"
         return result
     except NoFeasibleConfigError as exc:
@@ -238,21 +295,33 @@ def search(
 
 def _summarise(
     study: Any, space: SearchSpace, evaluator: Evaluator, constraints: Constraints, qkey: str,
-    parent: str, study_name: str, plots: bool,
+    parent: str, study_name: str, plots: bool, state: dict[str, Any],
 ) -> SearchResult:
     from optuna.trial import TrialState
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    refused = [t for t in trials if t.state == TrialState.PRUNED and st.UA_REFUSED in t.user_attrs]
     if not complete:
+        if refused:
+            raise NoFeasibleConfigError(f"the energy model refused all {len(refused)} trials: "
+                                        f"{refused[-1].user_attrs[st.UA_REFUSED]}; narrow the space to what it has seen")
         raise NoFeasibleConfigError("no trial completed: see the failed trial runs' mlflow_energy.failure tags")
     frame = _trials_frame(complete)
     feasible = [t for t in complete if st.is_feasible(t)]
     pareto = _pareto(frame, qkey)
-    counts = {schema.M_SEARCH_N_TRIALS: float(len(complete)), schema.M_SEARCH_N_FEASIBLE: float(len(feasible))}
+    base_cfg: InferenceConfig = state["base"]
+    base_ev: Evaluation = state["base_ev"]
+    base_metrics = dict(base_ev.metrics)
+    counts = {schema.M_SEARCH_N_TRIALS: float(len(complete)), schema.M_SEARCH_N_FEASIBLE: float(len(feasible)),
+              schema.M_SEARCH_N_REFUSED: float(len(refused)), schema.M_SEARCH_DEFAULT_ENERGY: base_ev.energy_j}
+    if schema.M_QUALITY_PSNR in base_metrics:
+        counts[schema.M_SEARCH_BASELINE_PSNR] = base_metrics[schema.M_QUALITY_PSNR]
+    baseline_point = (base_ev.energy_j, base_metrics.get(qkey, math.nan))
     if not feasible:
         message = _infeasible_message(complete, constraints)
         st.log_summary(parent, best=None, metrics=counts, space_json=space.to_json(), trials=frame, pareto=pareto,
-                       quality_metric=qkey, study=None)
+                       quality_metric=qkey, study=None, baseline=baseline_point)
         raise NoFeasibleConfigError(message)
     best = min(feasible, key=lambda t: (t.user_attrs[st.UA_METRICS][schema.M_ENERGY_TOTAL], t.number))
     best_cfg = _config({k: v for k, v in best.user_attrs[st.UA_CONFIG].items()
@@ -260,34 +329,27 @@ def _summarise(
                                   schema.P_POWER_LIMIT)},
                        evaluator, best.user_attrs[st.UA_CONFIG].get(schema.P_SEED, 0))
     best_metrics = dict(best.user_attrs[st.UA_METRICS])
-    default = default_config(best_cfg.model, space, evaluator, best_cfg.seed, precision=best_cfg.precision)
-    default_energy = _default_energy(evaluator, default)
-    saved = default_energy - best_metrics[schema.M_ENERGY_TOTAL]
-    metrics = {
-        **counts, schema.M_SEARCH_DEFAULT_ENERGY: default_energy, schema.M_SEARCH_SAVED_J: saved,
-        schema.M_SEARCH_SAVED_FRAC: saved / default_energy if default_energy > 0 else 0.0,
-    }
+    if isinstance(evaluator, PredictEvaluator):
+        saving = bl.predicted_saving(evaluator, best_cfg, base_cfg)
+    else:
+        saving = bl.measured_saving(best_metrics[schema.M_ENERGY_TOTAL], best_metrics.get(schema.M_ENERGY_TOTAL_CI95),
+                                    base_ev.energy_j, base_metrics.get(schema.M_ENERGY_TOTAL_CI95))
+    saved = base_ev.energy_j - best_metrics[schema.M_ENERGY_TOTAL]
+    metrics = {**counts, schema.M_SEARCH_SAVED_J: saved, **saving.metrics()}
     st.log_summary(
         parent, best={"config": space.searched(best.user_attrs[st.UA_CONFIG]), "metrics": best_metrics},
-        metrics=metrics,
+        metrics=metrics, params={schema.P_SEARCH_SAVING_INTERVAL: saving.how},
         space_json=space.to_json(), trials=frame, pareto=pareto, quality_metric=qkey,
-        study=study if plots else None,
+        study=study if plots else None, baseline=baseline_point,
     )
+    notes = [n for n in (state.get("floor_note"), bl.describe_change(best_cfg, base_cfg), *state["notes"]) if n]
     return SearchResult(
-        best_config=best_cfg, best_metrics=best_metrics, default_config=default, default_energy_j=default_energy,
-        energy_saved_j=saved, energy_saved_frac=metrics[schema.M_SEARCH_SAVED_FRAC], pareto=pareto, trials=frame,
+        best_config=best_cfg, best_metrics=best_metrics, default_config=base_cfg, default_energy_j=base_ev.energy_j,
+        energy_saved_j=saved, energy_saved_frac=saving.frac, pareto=pareto, trials=frame,
         n_trials=len(complete), n_feasible=len(feasible), parent_run_id=parent, study_name=study_name,
-        mode=evaluator.mode,
+        mode=evaluator.mode, saving=saving, baseline_metrics=base_metrics, quality_floor=state.get("floor"),
+        notes=notes, n_refused=len(refused),
     )
-
-
-def _default_energy(evaluator: Evaluator, default: InferenceConfig) -> float:
-    if isinstance(evaluator, PredictEvaluator):
-        return float(evaluator.predict([default])[schema.M_ENERGY_TOTAL].iloc[0])
-    from mlflow_energy.measure.runner import measure
-
-    m = measure(default, meter=evaluator._meter(), pipeline=evaluator.cache.get(default))  # type: ignore[attr-defined]
-    return float(m.energy_j[schema.PHASE_TOTAL])
 
 
 class _DropInputErrors(logging.Filter):

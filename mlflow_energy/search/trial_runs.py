@@ -32,6 +32,7 @@ UA_CONSTRAINTS = "constraints"  # constraint name -> relative violation (<= 0 ho
 UA_RUN_ID = "run_id"  # measure mode: the measurement run the trial completes
 UA_SOURCE = "energy_source"
 UA_HARDWARE = "hardware"
+UA_REFUSED = "refused"  # predict mode: the predictor's one-line refusal (the trial is pruned)
 
 
 def redact(url: str | None) -> str:
@@ -117,7 +118,7 @@ class TrialLogger:
         params = {} if run_id else dict(attrs.get(UA_CONFIG, trial.params))
         status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
         if trial.state != TrialState.COMPLETE:
-            reason = trial.system_attrs.get("fail_reason") or f"trial {trial.state.name.lower()}"
+            reason = attrs.get(UA_REFUSED) or trial.system_attrs.get("fail_reason") or f"trial {trial.state.name.lower()}"
             tags[schema.T_FAILURE] = " ".join(str(reason).split())[:480]
         if run_id is None:
             run = tracking.client().create_run(self.exp_id, run_name=trial_name(trial.number, params), tags={})
@@ -173,13 +174,18 @@ def log_summary(
     pareto: pd.DataFrame,
     quality_metric: str | None,
     study: optuna.Study | None,
+    params: dict[str, Any] | None = None,
+    baseline: tuple[float, float] | None = None,
 ) -> None:
-    """Best config (``best_*`` params and metrics), counts, saving, space, trials, Pareto front, plots."""
+    """Best config (``best_*`` params and metrics), counts, saving, space, trials, Pareto front, plots.
+
+    ``baseline``: ``(energy, quality)`` of the baseline config, marked on the Pareto plot.
+    """
     c = tracking.client()
-    params: dict[str, Any] = {}
+    params = dict(params or {})
     out_metrics = dict(metrics)
     if best is not None:
-        params = {schema.best_param(k): v for k, v in best["config"].items()}
+        params.update({schema.best_param(k): v for k, v in best["config"].items()})
         out_metrics.update({schema.best_metric(k): v for k, v in best["metrics"].items()})
     if schema.M_ENERGY_TOTAL in trials and trials[schema.M_ENERGY_TOTAL].notna().any():
         energy = trials[schema.M_ENERGY_TOTAL].dropna()
@@ -193,15 +199,21 @@ def log_summary(
     with tempfile.TemporaryDirectory() as tmp:
         if quality_metric and quality_metric in trials and trials[quality_metric].notna().any():
             path = Path(tmp) / Path(schema.A_PARETO_PNG).name
-            pareto_plot(trials, pareto, quality_metric, path)
+            pareto_plot(trials, pareto, quality_metric, path, baseline=baseline)
             c.log_artifact(run_id, str(path), str(Path(schema.A_PARETO_PNG).parent))
         if study is not None:
             for path in optuna_plots(study, Path(tmp)):
                 c.log_artifact(run_id, str(path), schema.A_OPTUNA_PLOTS_DIR)
 
 
-def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str, path: Path) -> None:
-    """Energy per image vs quality: every trial, feasible ones highlighted, the front as a line."""
+def log_floor(run_id: str, floor: float) -> None:
+    """The default quality floor the search applied: a constraint param and a metric of the parent."""
+    _log(run_id, {schema.constraint_param("min_psnr"): floor}, {schema.M_SEARCH_QUALITY_FLOOR: floor}, {})
+
+
+def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str, path: Path,
+                baseline: tuple[float, float] | None = None) -> list[str]:
+    """Energy per image vs quality: every trial, feasible ones highlighted, the front as a line, the baseline a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +228,9 @@ def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str,
     if not pareto.empty:
         front = pareto.sort_values(schema.M_ENERGY_TOTAL)
         ax.plot(front[schema.M_ENERGY_TOTAL], front[quality_metric], "o-", c="tab:red", label="Pareto front")
+    if baseline is not None and math.isfinite(baseline[0]):
+        y = baseline[1] if math.isfinite(baseline[1]) else ax.get_ylim()[0]
+        ax.scatter([baseline[0]], [y], marker="*", s=160, c="black", zorder=5, label="baseline")
     from mlflow_energy._plotstyle import legend_outside, log_axes, save
 
     ax.set_xlabel("energy per image (J)")
@@ -223,8 +238,10 @@ def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str,
     log_axes(ax, y=False)
     legend_outside(ax)
     ax.set_title("energy vs quality")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
     fig.tight_layout()
     save(fig, path)
+    return labels
 
 
 def optuna_plots(study: optuna.Study, folder: Path) -> list[Path]:

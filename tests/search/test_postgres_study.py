@@ -40,7 +40,8 @@ def test_three_workers_share_one_postgresql_study(tmp_path):
         from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, search
         space = SearchSpace.from_options({SMALL!r})
         search(space, PredictEvaluator(AnalyticPredictor(), "H100"), Constraints(min_steps=3), trials=int(sys.argv[1]),
-               seed=int(sys.argv[2]), storage={storage!r}, study_name="shared", experiment="pg-workers", plots=False)
+               seed=int(sys.argv[2]), storage={storage!r}, study_name="shared", experiment="pg-workers", plots=False,
+               quality_floor=False)
     """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "MLFLOW_TRACKING_URI": tracking}
     procs = [subprocess.Popen([sys.executable, "-c", script, n, seed], stderr=subprocess.PIPE, text=True, env=env,

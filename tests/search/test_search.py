@@ -96,7 +96,7 @@ def test_trial_runs_are_children_in_the_same_experiment(tracking_uri: str) -> No
     space = SearchSpace.from_options(SMALL)
     evaluator = PredictEvaluator(AnalyticPredictor(), "H100", quality_model=_quality_model())
     result = search(space, evaluator, Constraints(min_steps=4), trials=12, seed=1, experiment="nested",
-                    multi_objective=True)
+                    multi_objective=True, quality_floor=False)
     exp_id = mlflow.MlflowClient().get_experiment_by_name("nested").experiment_id
     (parent,) = _runs("nested", schema.KIND_SEARCH)
     children = _runs("nested", schema.KIND_TRIAL)
@@ -131,7 +131,7 @@ def test_all_infeasible_names_the_least_violating_config(tracking_uri: str) -> N
     space = SearchSpace.from_options({"model": ["sd2"], "steps": ["1:10"], "resolution": ["256"]})
     evaluator = PredictEvaluator(AnalyticPredictor(), "H100")
     with pytest.raises(NoFeasibleConfigError) as info:
-        search(space, evaluator, Constraints(min_steps=25), trials=8, seed=0, experiment="none")
+        search(space, evaluator, Constraints(min_steps=25), trials=8, seed=0, experiment="none", quality_floor=False)
     message = str(info.value)
     assert "no feasible config in 8 trials" in message
     assert "min_steps: steps=" in message and "< 25" in message
@@ -146,9 +146,10 @@ def test_all_infeasible_names_the_least_violating_config(tracking_uri: str) -> N
 
 def test_predict_mode_refuses_what_it_cannot_score(tracking_uri: str) -> None:
     space = SearchSpace.from_options({"model": ["sd2"], "steps": ["10:20"]})
-    no_quality = PredictEvaluator(AnalyticPredictor(), "H100")
-    with pytest.raises(ConfigError, match="min_psnr.*step and latency constraints only"):
-        search(space, no_quality, Constraints(min_psnr=20), trials=2)
+    # no quality model: the stored fidelity proxy prices steps and scheduler (the param says so)
+    proxied = search(space, PredictEvaluator(AnalyticPredictor(), "H100"), Constraints(min_psnr=20), trials=2)
+    source = mlflow.MlflowClient().get_run(proxied.parent_run_id).data.params[schema.P_SEARCH_QUALITY_SOURCE]
+    assert source.startswith("stored fidelity proxy")
     with pytest.raises(ConfigError, match="family the quality model has data for"):
         search(SearchSpace.from_options({"model": ["sdxl"]}), PredictEvaluator(
             AnalyticPredictor(), "H100", quality_model=_quality_model()), Constraints(min_psnr=20), trials=2)
@@ -161,7 +162,7 @@ def test_predict_mode_refuses_what_it_cannot_score(tracking_uri: str) -> None:
         search(space, PredictEvaluator(NoLatency(), "H100"), Constraints(max_latency_s=1), trials=2)
     # with an assumed average power the latency is energy / power
     ev = PredictEvaluator(NoLatency(), "H100", avg_power_w=200.0)
-    result = search(space, ev, Constraints(max_latency_s=10), trials=3, plots=False)
+    result = search(space, ev, Constraints(max_latency_s=10), trials=3, plots=False, quality_floor=False)
     m = result.best_metrics
     assert m[schema.M_TIME_TOTAL] == pytest.approx(m[schema.M_ENERGY_TOTAL] / 200.0)
     assert mlflow.MlflowClient().get_run(result.parent_run_id).data.params[schema.P_SEARCH_AVG_POWER] == "200.0"
@@ -181,7 +182,7 @@ def test_predict_mode_refuses_what_it_cannot_score(tracking_uri: str) -> None:
 )
 def test_bad_space_is_one_config_error(tracking_uri: str, dims: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
-        search(SearchSpace.from_options(dims), PredictEvaluator(AnalyticPredictor(), "H100"), trials=1)
+        search(SearchSpace.from_options(dims), PredictEvaluator(AnalyticPredictor(), "H100"), trials=1, quality_floor=False)
     assert info.value.field == field
 
 
@@ -193,7 +194,8 @@ def test_two_processes_share_one_sqlite_study(tracking_uri: str, tmp_path: Path)
         from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, search
         space = SearchSpace.from_options({SMALL!r})
         search(space, PredictEvaluator(AnalyticPredictor(), "H100"), Constraints(min_steps=3), trials=int(sys.argv[1]),
-               seed=int(sys.argv[2]), storage={storage!r}, study_name="shared", experiment="workers", plots=False)
+               seed=int(sys.argv[2]), storage={storage!r}, study_name="shared", experiment="workers", plots=False,
+               quality_floor=False)
     """)
     mlflow.MlflowClient().create_experiment("workers")
     root = str(Path(__file__).resolve().parents[2])  # the source tree, whatever the install mode
@@ -247,12 +249,13 @@ def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:
     _register_fitted_model("energy")
     spec = tmp_path / "space.yaml"
     spec.write_text("space:\n  model: [sd2, sdxl]\n  steps: '5:40'\n  resolution: 512\n"
-                    "constraints:\n  min_steps: 12\nsearch:\n  trials: 15\n  hardware: H100\n")
+                    "constraints:\n  min_steps: 12\nsearch:\n  trials: 15\n  hardware: H100\n  baseline: steps=40\n")
     runner = CliRunner()
     ok = runner.invoke(main, ["search", "--spec", str(spec), "--model-uri", "models:/energy@champion",
                               "--precision", "fp16", "--experiment", "cli", "--no-plots"])
     assert ok.exit_code == 0, ok.output
-    assert "best config" in ok.output and "predicted energy saved vs default" in ok.output
+    assert "best config" in ok.output and "predicted" in ok.output.splitlines()[0]
+    assert ok.output.startswith(("saving", "no saving"))
     assert "J per image (predicted)" in ok.output and "measured" not in ok.output
     (parent,) = _runs("cli", schema.KIND_SEARCH)
     assert int(parent.data.params[schema.best_param(schema.P_STEPS)]) >= 12
@@ -296,10 +299,10 @@ def test_default_runs_on_the_search_device_and_precision_and_a_loss_is_said_plai
 
     # steps above the default (50) only: the best config costs more than the default
     space = SearchSpace.from_options({"model": ["sd2"], "steps": ["60:70"], "resolution": ["768"]})
-    result = search(space, gpu, Constraints(), trials=5, seed=0, experiment="loss", plots=False)
+    result = search(space, gpu, Constraints(), trials=5, seed=0, experiment="loss", plots=False, quality_floor=False)
     assert result.energy_saved_j < 0
     text = result.summary()
-    assert "no saving" in text and "not better than the default" in text and "energy saved" not in text
+    assert text.startswith("no saving: the best config found") and "keep the baseline" in text
     parent = _runs("loss", schema.KIND_SEARCH)[0]
     best = {k for k in parent.data.params if k.startswith("best_")}
     assert best == {schema.best_param(k) for k in ("model", "steps", "height", "width")}
