@@ -24,6 +24,38 @@ JOURNAL_HELP = ("Local journal written (fsync) before each run is logged "
                 "[$MLFLOW_ENERGY_JOURNAL, else ./mlflow-energy-journal.jsonl].")
 
 
+#: Seconds of quiet after which a config's progress gets a line (a fast config prints none).
+PROGRESS_EVERY_S = 10.0
+
+
+class StageLines:
+    """Progress within a config for a log (``Protocol.progress``): a short line on stderr when a run
+    starts :data:`PROGRESS_EVERY_S` or more after the config began or after the last such line."""
+
+    def __init__(self) -> None:
+        self.started = self.last = 0.0
+        self.stage = ""
+
+    def __call__(self, stage: str, i: int, least: int, most: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if i == 1 and (stage == "warm-up" or self.stage != "warm-up"):  # a new config
+            self.started = self.last = now
+        self.stage = stage
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            span = f"{least}" if least == most else f"{least} to {most}"
+            click.echo(f"  ... {stage} {i} (of {span}), {now - self.started:.0f} s into this config", err=True)
+
+
+def with_progress(protocol: Any) -> Any:
+    """``protocol`` with :class:`StageLines` as its progress hook."""
+    import dataclasses
+
+    return dataclasses.replace(protocol, progress=StageLines())
+
+
 def _print_measurement(m: Any, run_id: str | None) -> None:
     from mlflow_energy import schema
 
@@ -40,6 +72,11 @@ def _print_measurement(m: Any, run_id: str | None) -> None:
     ci = 100.0 * m.energy_total_ci95_j / total
     click.echo(f"{m.repeats} measured run(s) after {m.warmups} warm-up(s), {m.outliers} outlier(s): total "
                f"+-{ci:.1f}% (95% interval), std {m.energy_total_std_j:.4g} J/img; avg power {m.power_avg_w:.4g} W")
+    if (m.repeats, m.warmups) != (m.config.repeats, m.config.warmup):
+        least = " (2: a spread needs two)" if m.config.repeats < 2 else ""
+        click.echo(f"(--repeats {m.config.repeats}{least} and --warmup {m.config.warmup} are the least: warm-up goes on "
+                   f"while a run's time still moves, measuring until the total's 95% interval is within "
+                   f"{100.0 * m.protocol_target:g}% or the protocol's cap of runs or seconds)")
     if m.noisy:
         click.echo(f"noisy: the 95% interval of the total (+-{ci:.1f}%) missed the target; the run is tagged "
                    f"{schema.T_NOISY}=true and fit down-weights it")
@@ -77,6 +114,7 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
     (fsync) before it is logged, so a tracking server that is away loses nothing.
     """
     from mlflow_energy.measure import check_device, measure
+    from mlflow_energy.measure.protocol import DEFAULT_PROTOCOL
     from mlflow_energy.tracking import JsonlSink
     from mlflow_energy.tracking.journal import Journal, JournalUnwritable
     from mlflow_energy.tracking.retry import TrackingUnavailable, configure_client_retries, ensure_store, retrying
@@ -88,7 +126,7 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
         ensure_store()
     try:
         check_device(cfg.device)
-        m = measure(cfg)
+        m = measure(cfg, protocol=with_progress(DEFAULT_PROTOCOL))
         if sink is not None:
             sink.write(m)
         run_id = None
@@ -148,9 +186,11 @@ def _measure_and_log(cfg: Any, experiment: str | None, output: str | None, track
 @click.option("--seed", type=Int("seed", minimum=0, unset_value=0), default=0, show_default=True,
               help="Latent generator seed.")
 @click.option("--repeats", type=Int("repeats", minimum=1, maximum=MAX_REPEATS, unset_value=3), default=3, show_default=True,
-              help="Measured runs (values are their mean).")
+              help="Least number of measured runs (at least 2); more follow until the total's 95% interval is "
+                   "within 5% (at most 20 runs or 30 s). Values are their mean, outliers left out.")
 @click.option("--warmup", type=Int("warmup", minimum=0, maximum=MAX_WARMUP, unset_value=1), default=1, show_default=True,
-              help="Unmeasured runs first.")
+              help="Least number of unmeasured warm-up runs; more follow (at most 5) while a run's time still "
+                   "moves by over 10%.")
 @click.option("--power-limit-w", "power_limit_w",
               type=Float("power_limit_w", minimum=0.0, strict=True, maximum=MAX_POWER_LIMIT_W),
               help="GPU power limit in watts for this measurement (NVIDIA, needs root); restored afterwards "
@@ -216,6 +256,10 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, coordina
         parsed = dataclasses.replace(parsed, carbon_intensity=carbon)
     elif parsed.carbon_intensity is not None:  # records replayed from the journal read it too
         os.environ[ENV_CARBON_INTENSITY] = str(parsed.carbon_intensity)
+    if not progress:  # a line now and then within a long config (the bar is per config)
+        import dataclasses
+
+        parsed = dataclasses.replace(parsed, protocol=with_progress(parsed.protocol))
     claims = True
     auto, count = parse_auto(shard)
     if auto:

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from mlflow_energy.errors import ConfigError
 
@@ -132,6 +132,9 @@ class Protocol:
             (after the minimum ``repeats``).
         max_warmup: at most this many warm-up runs.
         warmup_tolerance: warm-up ends when a run's time is within this fraction of the previous one.
+        progress: called before each run as ``progress(stage, i, least, most)``: ``stage`` is
+            ``"warm-up"`` or ``"repeat"``, ``i`` the run's number in its stage (from 1), ``least``
+            and ``most`` the stage's bounds (a repeat may also stop at ``max_seconds``). ``None``: silent.
 
     Example:
         >>> p = Protocol(target=0.05, max_repeats=10)
@@ -146,6 +149,7 @@ class Protocol:
     max_seconds: float = 30.0
     max_warmup: int = 5
     warmup_tolerance: float = 0.10
+    progress: Callable[[str, int, int, int], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.target >= 0 and math.isfinite(self.target)):
@@ -170,6 +174,12 @@ class Protocol:
 
     def warm(self, n: int, times: Sequence[float], minimum: int) -> bool:
         """True when warm-up may stop after ``n`` runs whose times are ``times``."""
+        stop = self._warm(n, times, minimum)
+        if not stop and self.progress is not None:
+            self.progress("warm-up", n + 1, minimum, max(minimum, self.max_warmup) if self.adaptive else minimum)
+        return stop
+
+    def _warm(self, n: int, times: Sequence[float], minimum: int) -> bool:
         if n < minimum:
             return False
         if not self.adaptive or n >= max(minimum, self.max_warmup) or n == 0:
@@ -181,6 +191,12 @@ class Protocol:
 
     def done(self, n: int, elapsed_s: float, totals: Sequence[float], minimum: int = 1) -> bool:
         """True when repeating may stop after ``n`` measured runs with per-run totals ``totals``."""
+        stop = self._done(n, elapsed_s, totals, minimum)
+        if not stop and self.progress is not None:
+            self.progress("repeat", n + 1, minimum, max(minimum, self.max_repeats) if self.adaptive else minimum)
+        return stop
+
+    def _done(self, n: int, elapsed_s: float, totals: Sequence[float], minimum: int) -> bool:
         if n < minimum:
             return False
         if not self.adaptive:

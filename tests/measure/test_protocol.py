@@ -159,3 +159,20 @@ def test_the_estimate_holds_dynamic_energy_only(small_config, no_rapl):
     assert m.energy_scope == schema.SCOPE_DYNAMIC
     assert m.dynamic_energy_j == pytest.approx(m.energy_j)
     assert run_tags(m)[schema.T_ENERGY_SCOPE] == "dynamic"
+
+
+def test_the_progress_hook_hears_each_run_before_it_starts(small_config, no_rapl):
+    from mlflow_energy.measure.meters import EstimateMeter
+
+    heard: list[tuple[str, int, int, int]] = []
+    fixed = Protocol(target=0.0, max_warmup=0, progress=lambda *a: heard.append(a))
+    m = measure(small_config(repeats=3, warmup=2), meter=EstimateMeter(tdp_w=85.0), protocol=fixed)
+    assert (m.warmups, m.repeats) == (2, 3)
+    assert heard == [("warm-up", 1, 2, 2), ("warm-up", 2, 2, 2), ("repeat", 1, 3, 3), ("repeat", 2, 3, 3),
+                     ("repeat", 3, 3, 3)]
+    heard.clear()
+    adaptive = Protocol(max_repeats=6, max_warmup=4, progress=lambda *a: heard.append(a))
+    m = measure(small_config(repeats=1, warmup=1), meter=EstimateMeter(tdp_w=85.0), protocol=adaptive)
+    assert [h for h in heard if h[0] == "warm-up"] == [("warm-up", i, 1, 4) for i in range(1, m.warmups + 1)]
+    assert [h for h in heard if h[0] == "repeat"] == [("repeat", i, 2, 6) for i in range(1, m.repeats + 1)]
+    assert Protocol(progress=print) == Protocol()  # the hook is no part of what a protocol is
