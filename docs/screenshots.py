@@ -19,7 +19,9 @@ The functions here are also used by ``tests/test_ui.py``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -31,6 +33,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mlflow_energy.tracking.ui import WORKFLOW_ML, energy_view_path
 
@@ -97,11 +100,11 @@ BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
-def _browser_args(budget_ms: int) -> list[str]:
+def _browser_args(budget_ms: int, window: str = WINDOW) -> list[str]:
     exe = chromium()
     if exe is None:
         raise RuntimeError("Chromium not found: apt-get install -y chromium")
-    return [exe, *BROWSER_FLAGS, "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={WINDOW}",
+    return [exe, *BROWSER_FLAGS, "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={window}",
             f"--virtual-time-budget={budget_ms}", "--run-all-compositor-stages-before-draw",
             f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]  # a new, empty profile per page
 
@@ -113,9 +116,59 @@ def dump_dom(url: str, *, budget_ms: int = 20000) -> str:
     return done.stdout
 
 
-def screenshot(url: str, path: Path, *, budget_ms: int = 20000) -> Path:
+def evaluate(url: str, expression: str, *, window: str = WINDOW, wait_s: float = 120) -> Any:
+    """Open ``url`` in a new headless Chromium and evaluate the JavaScript ``expression`` in the page
+    (Chrome DevTools protocol) every half second until it returns something other than null; that value.
+
+    What a user sees, measured in the rendered page: for example whether a header's text fits its column.
+    """
+    return asyncio.run(_evaluate(url, expression, window, wait_s))
+
+
+async def _evaluate(url: str, expression: str, window: str, wait_s: float) -> Any:
+    import aiohttp  # an MLflow dependency
+
+    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+    exe = chromium()
+    if exe is None:
+        raise RuntimeError("Chromium not found: apt-get install -y chromium")
+    args = [exe, *BROWSER_FLAGS, "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={window}",
+            "--remote-debugging-port=0", f"--user-data-dir={profile}", url]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    try:
+        port_file = profile / "DevToolsActivePort"  # Chromium writes its debugging port here
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Chromium did not start (exit {proc.poll()})")
+            await asyncio.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                page = next(t for t in await resp.json() if t["type"] == "page")
+            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                for call in itertools.count(1):
+                    params = {"expression": expression, "returnByValue": True}
+                    await ws.send_json({"id": call, "method": "Runtime.evaluate", "params": params})
+                    while (msg := await ws.receive_json()).get("id") != call:
+                        pass
+                    value = msg.get("result", {}).get("result", {}).get("value")
+                    if value is not None:
+                        return value
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{url}: the page did not get there in {wait_s:.0f} s")
+                    await asyncio.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+    return None
+
+
+def screenshot(url: str, path: Path, *, budget_ms: int = 20000, window: str = WINDOW) -> Path:
     """A PNG of ``url`` after ``budget_ms`` of virtual time."""
-    args = [*_browser_args(budget_ms), f"--screenshot={path}", url]
+    args = [*_browser_args(budget_ms, window), f"--screenshot={path}", url]
     subprocess.run(args, capture_output=True, timeout=180, check=True)
     if not path.exists():
         raise RuntimeError(f"Chromium wrote no screenshot for {url}")

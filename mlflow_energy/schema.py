@@ -372,6 +372,13 @@ M_SEARCH_ENERGY_MEDIAN = "search/energy_median_j"
 # #/experiments/<id>/runs?viewStateShareKey=<key> (mlflow/server/js: "mlflow.sharedViewState.").
 T_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 SHARED_VIEW_ENERGY = "energy"
+# Display metrics for the runs table, whose column header is the metric key: short keys, values
+# rounded to three significant digits, logged next to the full-precision keys above (never instead).
+M_VIEW_ENERGY = "J/img"  # a sweep's config: energy/total_j rounded
+M_VIEW_TIME = "s/img"  # a sweep's config: time/total_s rounded
+M_VIEW_CONFIGS = "configs"  # sweep parent: configs measured
+M_VIEW_ENERGY_MIN = "min J/img"  # sweep parent: sweep/energy_min_j rounded
+M_VIEW_ENERGY_MEDIAN = "median J/img"  # sweep parent: sweep/energy_median_j rounded
 A_SWEEP_SUMMARY_CSV = "sweep/summary.csv"
 A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"
 

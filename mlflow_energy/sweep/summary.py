@@ -3,7 +3,11 @@
 The parent run of a sweep gets, over the configs measured in this invocation:
 ``sweep/energy_min_j``, ``sweep/energy_median_j``, ``sweep/energy_max_j`` (J per image),
 ``sweep/summary.csv`` (one row per config, cheapest first) and ``sweep/energy_by_config.png``
-(energy per image per config, one colour and marker per family, log scale).
+(energy per image per config, one colour and marker per family, log scale). For the runs table,
+whose column headers are metric keys: short display metrics rounded to three significant digits
+(``configs``, ``min J/img``, ``median J/img`` on the parent, ``J/img`` and ``s/img`` on each config's
+child run), a description listing the configs cheapest first, and the experiment's energy view
+(:mod:`mlflow_energy.tracking.ui`).
 
 Example:
     >>> from mlflow_energy.sweep.summary import summary_metrics
@@ -94,8 +98,68 @@ def log_summary(run_id: str, rows: list[dict[str, Any]]) -> None:
     client = MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(rows).items()])
+    log_display(client, run_id, rows)
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("energy_total_j")
     client.log_text(run_id, table.to_csv(index=False), schema.A_SWEEP_SUMMARY_CSV)
     with tempfile.TemporaryDirectory() as tmp:
         path = energy_plot(rows, Path(tmp) / Path(schema.A_SWEEP_SUMMARY_PNG).name)
         client.log_artifact(run_id, str(path), str(Path(schema.A_SWEEP_SUMMARY_PNG).parent))
+
+
+#: Configs listed in the sweep parent's description (all of them are in ``sweep/summary.csv``).
+NOTE_ROWS = 20
+
+
+def display_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The sweep parent's display metrics: configs, min and median J per image to three significant digits."""
+    from mlflow_energy.tracking.ui import rounded
+
+    full = summary_metrics(rows)
+    if not full:
+        return {}
+    return {schema.M_VIEW_CONFIGS: float(len(rows)), schema.M_VIEW_ENERGY_MIN: rounded(full[schema.M_SWEEP_ENERGY_MIN]),
+            schema.M_VIEW_ENERGY_MEDIAN: rounded(full[schema.M_SWEEP_ENERGY_MEDIAN])}
+
+
+def summary_note(rows: list[dict[str, Any]]) -> str:
+    """The sweep parent's description (markdown): its configs' energy and time per image, cheapest first."""
+    from mlflow_energy.tracking.runs import sig3
+
+    ordered = sorted(rows, key=lambda r: r["energy_total_j"])
+    lines = [f"**{len(rows)} configs**, cheapest first (three significant digits; full precision in "
+             f"`{schema.A_SWEEP_SUMMARY_CSV}`, a plot in `{schema.A_SWEEP_SUMMARY_PNG}`):", "",
+             f"| config | {schema.M_VIEW_ENERGY} | {schema.M_VIEW_TIME} |", "| --- | ---: | ---: |"]
+    lines += [f"| {r['run_name']} | {sig3(r['energy_total_j'])} | {sig3(r['time_total_s'])} |"
+              for r in ordered[:NOTE_ROWS]]
+    if len(ordered) > NOTE_ROWS:
+        lines += ["", f"and {len(ordered) - NOTE_ROWS} more."]
+    return "\n".join(lines)
+
+
+def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """What the runs table shows of a sweep: the parent's display metrics and description, ``J/img`` and
+    ``s/img`` on each of its configs (child runs), and the experiment's energy view."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from mlflow_energy.tracking.ui import ensure_energy_view, rounded
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in display_metrics(rows).items()])
+    client.set_tag(run_id, schema.T_NOTE, summary_note(rows))
+    experiment_id = client.get_run(run_id).info.experiment_id
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`{schema.T_PARENT_RUN_ID}` = '{run_id}'",
+                                  max_results=1000, page_token=token)
+        for child in page:
+            shown = {view: rounded(child.data.metrics[full]) for full, view in
+                     ((schema.M_ENERGY_TOTAL, schema.M_VIEW_ENERGY), (schema.M_TIME_TOTAL, schema.M_VIEW_TIME))
+                     if full in child.data.metrics}
+            if shown:
+                client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in shown.items()])
+        token = page.token
+        if not token:
+            break
+    ensure_energy_view(client, experiment_id)
