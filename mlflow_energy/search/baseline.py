@@ -7,7 +7,8 @@ precision, batch size 1 and the pipeline's scheduler.
 
 The quality floor (on by default): PSNR against the reference >= ``min(30 dB, the baseline's
 own PSNR - 1 dB)``: a config may not drift from what the sampler converges to by more than the
-baseline does (less 1 dB), and need not beat 30 dB where the baseline is near-converged.
+baseline does (less 1 dB), and need not beat 30 dB where the baseline is near-converged. With a
+local CLIP model (measure mode), also CLIP score >= the baseline's less 1.
 
 The saving's 90% interval, ``1 - E_best / E_baseline``:
 
@@ -38,6 +39,7 @@ from mlflow_energy.search.space import DIM_TYPES, SearchSpace, _cast
 
 FLOOR_CAP_DB = 30.0  # the default floor never asks for more than this
 FLOOR_MARGIN_DB = 1.0  # nor more than the baseline's own PSNR less this
+CLIP_MARGIN = 1.0  # measure mode with a CLIP model: CLIP score >= the baseline's less this
 Z90 = 1.6448536269514722  # two-sided 90%: the normal quantile 0.95
 Z95 = 1.959963984540054
 BASELINE_FIELDS: tuple[str, ...] = (
@@ -160,6 +162,23 @@ def quality_floor(baseline_psnr: float | None) -> float | None:
     if baseline_psnr is None or not math.isfinite(baseline_psnr):
         return None
     return round(min(FLOOR_CAP_DB, baseline_psnr - FLOOR_MARGIN_DB), 1)
+
+
+def default_floors(baseline_metrics: Mapping[str, float]) -> dict[str, float]:
+    """The default floors from the baseline's metrics: ``min_psnr`` and, when it has a CLIP score, ``min_clip_score``.
+
+    Example:
+        >>> default_floors({"quality/psnr_db": 26.0, "quality/clip_score": 31.24})
+        {'min_psnr': 25.0, 'min_clip_score': 30.24}
+    """
+    floors: dict[str, float] = {}
+    psnr = quality_floor(baseline_metrics.get(schema.M_QUALITY_PSNR))
+    if psnr is not None:
+        floors["min_psnr"] = psnr
+    clip = baseline_metrics.get(schema.M_QUALITY_CLIP)
+    if clip is not None and math.isfinite(clip):
+        floors["min_clip_score"] = round(clip - CLIP_MARGIN, 2)
+    return floors
 
 
 @dataclasses.dataclass(frozen=True)

@@ -257,17 +257,16 @@ def search(
     try:
         base_ev = evaluator.evaluate(base_cfg)
         state.update(base=base_cfg, base_ev=base_ev, floor=None, floor_note=None, notes=notes)
-        if floor_wanted:
-            floor = bl.quality_floor(base_ev.metrics.get(schema.M_QUALITY_PSNR))
-            if floor is None:
-                state["floor_note"] = (f"no quality floor: the baseline ({base_cfg.model}) has no PSNR "
-                                       + ("(no quality data for this family)" if evaluator.mode == "predict" else
-                                          "(its images could not be compared)"))
-            else:
-                constraints = dataclasses.replace(constraints, min_psnr=floor)
-                active[:] = constraints.active()
-                state["floor"] = floor
-                st.log_floor(parent, floor)
+        floors = bl.default_floors(base_ev.metrics) if floor_wanted else {}
+        if floor_wanted and "min_psnr" not in floors:
+            state["floor_note"] = (f"no quality floor: the baseline ({base_cfg.model}) has no PSNR "
+                                   + ("(no quality data for this family)" if evaluator.mode == "predict" else
+                                      "(its images could not be compared)"))
+        if floors:
+            constraints = dataclasses.replace(constraints, **floors)
+            active[:] = constraints.active()
+            state["floor"] = floors.get("min_psnr")
+            st.log_floor(parent, floors)
         elif not user_quality:
             state["floor_note"] = "no quality floor (switched off): the saving may cost image quality"
         with _quiet_optuna():

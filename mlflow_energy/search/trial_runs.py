@@ -206,9 +206,10 @@ def log_summary(
                 c.log_artifact(run_id, str(path), schema.A_OPTUNA_PLOTS_DIR)
 
 
-def log_floor(run_id: str, floor: float) -> None:
-    """The default quality floor the search applied: a constraint param and a metric of the parent."""
-    _log(run_id, {schema.constraint_param("min_psnr"): floor}, {schema.M_SEARCH_QUALITY_FLOOR: floor}, {})
+def log_floor(run_id: str, floors: dict[str, float]) -> None:
+    """The default quality floors the search applied: constraint params, and the PSNR floor as a metric."""
+    metrics = {schema.M_SEARCH_QUALITY_FLOOR: floors["min_psnr"]} if "min_psnr" in floors else {}
+    _log(run_id, {schema.constraint_param(k): v for k, v in floors.items()}, metrics, {})
 
 
 def pareto_plot(trials: pd.DataFrame, pareto: pd.DataFrame, quality_metric: str, path: Path,

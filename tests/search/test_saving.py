@@ -255,3 +255,18 @@ def test_the_demos_search_keeps_one_family_at_one_size_under_a_psnr_floor(tracki
                                                f"tags.`{schema.T_KIND}` = '{schema.KIND_TRIAL}'")
     assert {(r.data.params.get(schema.P_MODEL), r.data.params.get(schema.P_HEIGHT)) for r in trials
             if r.info.status == "FINISHED"} == {("small-sd2", "128")}
+
+
+def test_a_clip_model_adds_a_clip_floor_from_the_baseline(tracking_uri: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_energy.search import MeasureEvaluator, quality
+
+    # no CLIP model can exist here (no torchmetrics, no downloads): a stand-in score of the images
+    monkeypatch.setattr(quality, "clip_score", lambda images, prompt, model: float(images.mean()) * 100)
+    space = SearchSpace.from_options({"model": ["tiny-sd2"], "resolution": ["32"], "steps": ["2:4"]})
+    ev = MeasureEvaluator(repeats=2, warmup=0, reference_steps=8, clip_model=str(tmp_path))
+    result = search(space, ev, trials=3, seed=0, experiment="clip", plots=False)
+    base_clip = result.baseline_metrics[schema.M_QUALITY_CLIP]
+    params = _parent("clip").data.params
+    assert float(params[schema.constraint_param("min_clip_score")]) == pytest.approx(round(base_clip - 1.0, 2))
+    assert schema.constraint_param("min_psnr") in params
