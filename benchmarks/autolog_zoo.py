@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "autologging"))
 
 PHASES = ("text_encode", "denoise", "decode")
+ALL_PHASES = (*PHASES, "image_encode")  # image_encode: the call encoded an input image (img2img, inpaint)
 
 
 def _flops(value: float | None) -> str:
@@ -51,8 +52,8 @@ def main() -> None:
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     mlflow.set_experiment("zoo")
     print("| pipeline | family | phases measured | FLOPs text_encode | FLOPs denoise | FLOPs decode "
-          "| denoiser calls | scheduler steps |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| FLOPs image_encode | denoiser calls | scheduler steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
     stages: list[tuple[str, dict[str, float]]] = []
     for name in names:
         case = CASES[name]
@@ -66,14 +67,14 @@ def main() -> None:
         mlflow_energy.flush()
         (run,) = mlflow.search_runs(output_format="list", order_by=["attributes.start_time DESC"], max_results=1)
         p, m = run.data.params, run.data.metrics
-        phases = [ph for ph in PHASES if m.get(schema.time_key(ph), 0.0) > 0]
-        flops = [_flops(m.get(schema.flops_key(ph))) for ph in PHASES]
+        phases = [ph for ph in ALL_PHASES if m.get(schema.time_key(ph), 0.0) > 0]
+        flops = [_flops(m.get(schema.flops_key(ph))) for ph in ALL_PHASES]
         if schema.P_STAGES in p:
             stages.append((name, m))
         print(f"| `{name}` | {p.get(schema.P_MODEL, '-')} | {', '.join(phases)} | {' | '.join(flops)} "
               f"| {p[schema.P_DENOISER_CALLS]} | {p.get(schema.P_SCHEDULER_STEPS, '-')} |", flush=True)
     for name, why in UNSUPPORTED.items():
-        print(f"| `{name}` | not built: {why} |  |  |  |  |  |  |")
+        print(f"| `{name}` | not built: {why} |  |  |  |  |  |  |  |")
     if stages:
         print("\nCombined pipelines, each stage's phases (`energy/stage/<stage>/<phase>_j`, FLOPs per image):\n")
         print("| pipeline | stage | phases measured | FLOPs text_encode | FLOPs denoise | FLOPs decode "

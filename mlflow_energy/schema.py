@@ -332,6 +332,12 @@ P_NUM_FRAMES = "num_frames"  # frames per video of a video pipeline's call (batc
 STAGE_PRIOR = "prior"
 STAGE_DECODER = "decoder"
 P_STAGES = "stages"  # the stages of a combined pipeline's call, comma-separated ("prior,decoder")
+# The phase where a pipeline encodes an input image with its autoencoder (img2img, inpaint,
+# FLUX fill/kontext/control, SVD): autologged calls only, logged when the call ran it.
+PHASE_IMAGE_ENCODE = "image_encode"
+M_ENERGY_IMAGE_ENCODE = energy_key(PHASE_IMAGE_ENCODE)
+M_TIME_IMAGE_ENCODE = time_key(PHASE_IMAGE_ENCODE)
+M_FLOPS_IMAGE_ENCODE = flops_key(PHASE_IMAGE_ENCODE)
 
 
 def component_energy_key(component: str) -> str:

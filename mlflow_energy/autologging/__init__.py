@@ -5,7 +5,8 @@ phase by phase with module hooks on the pipeline's own components, and logging e
 MLflow (the active run, or a new one). The package is ``autologging`` so that the function
 ``mlflow_energy.autolog`` is not shadowed by a submodule of the same name.
 Modules:
-    probe     forward hooks and meter windows around one call (text encoders, denoiser calls, VAE decode)
+    probe     forward hooks and meter windows around one call (text encoders, denoiser calls, VAE encode/decode)
+    roles     each component's phase, by its class first, else its name
     identify  the family a pipeline's components belong to, the call's params, its images
     log       one call as MLflow params, per-image metrics, the per-step history and tags
     journal   every call on disk first; pending entries
@@ -13,7 +14,9 @@ Modules:
     background  the logger thread and its logger process, off the caller's thread and process; ``flush()``
     logger_process  the child process that logs the entries (``python -m``)
     patch     ``autolog()``: patching, run policy, errors that never break the user's call
+    runend    the end of your run waits, bounded, for the calls autolog queued for it
     traced    FLOPs of the calls made, counted on meta-device copies (pipelines with no family)
+    callflops the traced FLOPs as a call's rows, counted by the background logger between calls
 May import: the shared ground, ``families``, ``config``, ``flops``, ``measure``, ``tracking``.
 
 Example:

@@ -56,6 +56,7 @@ _START_LOCK = threading.Lock()
 _SEND_LOCK = threading.RLock()  # one sender at a time: the logger thread, or a flush() replaying the journal
 _STATE = {"pending": 0}
 _QUEUED: set[str] = set()  # ids submitted in this process and not yet handled: never replayed
+_BY_RUN: dict[str, set[str]] = {}  # your run's id -> its queued entries (logged into it, or its child runs)
 _PROC: dict[str, Any] = {"proc": None, "failed": False, "env": None}
 _PROC_LOCK = threading.Lock()
 
@@ -66,14 +67,20 @@ def submit(entry: dict[str, Any], *, warn: Callable[[str], None] | None = None) 
     if warn is not None:
         send.set_say(warn, replace=False)
     image = entry.pop("_image", None)
+    finish = entry.pop("_finish", None)  # traced FLOPs, counted on the logger thread
     path = journal_path()
     try:
         append(path, json.dumps(entry, sort_keys=True, allow_nan=False, default=str), sync=False)
     except (OSError, ValueError) as exc:
         send.say(f"the autolog journal {path} is not writable ({exc}); logging without it")
     entry["_image"] = image
+    if finish is not None:
+        entry["_finish"] = finish
+    owner = entry.get("run_id") or entry.get("parent_run_id")
     with _START_LOCK:
         _QUEUED.add(entry["id"])
+        if owner:
+            _BY_RUN.setdefault(owner, set()).add(entry["id"])
         _STATE["pending"] += 1
         if _THREAD is None or not _THREAD.is_alive():
             _THREAD = threading.Thread(target=_worker, name="mlflow-energy-autolog", daemon=True)
@@ -105,6 +112,32 @@ def flush(timeout: float | None = 60.0) -> bool:
             return send.replay(mlflow.get_tracking_uri(), skip=_queued)
     except Exception:
         return False
+
+
+def wait_for_run(run_id: str, timeout: float) -> int:
+    """Wait (at most ``timeout`` s) until the calls queued for your run ``run_id`` are handled.
+
+    Those logged into it and its child runs, one per call. Returns how many are still queued
+    (``0``: all handled; they are in the journal either way).
+    """
+    import time
+
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        with _START_LOCK:
+            left = len(_BY_RUN.get(run_id, ()))
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.01)
+
+
+def _forget(entry: dict[str, Any]) -> None:
+    owner = entry.get("run_id") or entry.get("parent_run_id")
+    ids = _BY_RUN.get(owner) if owner else None
+    if ids is not None:
+        ids.discard(entry["id"])
+        if not ids:
+            del _BY_RUN[owner]
 
 
 def _queued(call_id: str) -> bool:
@@ -145,11 +178,18 @@ def _worker() -> None:
                 _STATE["pending"] -= 1
                 if entry is not None:
                     _QUEUED.discard(entry["id"])
+                    _forget(entry)
             _QUEUE.task_done()
 
 
 def _handle(entry: dict[str, Any]) -> None:
     output = entry.pop("_image", None)
+    finish = entry.pop("_finish", None)
+    if finish is not None:
+        try:
+            finish(entry)
+        except Exception as exc:
+            send.say(f"FLOPs not traced ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     try:
         png = send.picture_png(output)
     except Exception as exc:
@@ -248,6 +288,7 @@ def _after_fork_in_child() -> None:
     _START_LOCK, _SEND_LOCK, _PROC_LOCK = threading.Lock(), threading.RLock(), threading.Lock()
     _STATE["pending"] = 0
     _QUEUED.clear()
+    _BY_RUN.clear()
     _PROC.update(proc=None, failed=False, env=None)
 
 

@@ -1,10 +1,11 @@
 """One measured pipeline call as MLflow data: params, per-image metrics, tags, the step history.
 
 Values are per image, as in every measurement run (:mod:`mlflow_energy.schema`):
-``energy/<phase>_j`` and ``time/<phase>_s`` for ``text_encode``, ``denoise``, ``decode``;
+``energy/<phase>_j`` and ``time/<phase>_s`` for ``text_encode``, ``denoise``, ``decode``, and
+``image_encode`` when the call encoded an input image (img2img, inpaint);
 ``energy/total_j`` and ``time/total_s`` over the whole call (what ``pipe(...)`` cost, the
 scheduler and image post-processing included); ``energy/other_j``: the part of the total outside
-the three phases. The denoiser's calls are the history ``energy/denoise_step_j`` (one point per
+the phases. The denoiser's calls are the history ``energy/denoise_step_j`` (one point per
 scheduler step, ``step`` = its index: both passes of true CFG, a ControlNet and its UNet summed);
 with several denoiser calls per step, each call is also in ``energy/denoise_call_j``. Pipelines
 with more than one component in a phase (a ControlNet, a prior) log each component's energy as
@@ -38,7 +39,8 @@ def record_metrics(record: CallRecord, *, images: int) -> dict[str, float]:
     whole_j, whole_s = record.whole
     phase_j = 0.0
     metrics = {}
-    for phase in schema.PHASES:
+    ran_image_encode = schema.PHASE_IMAGE_ENCODE in record.phases  # logged only by calls that encode an image
+    for phase in (*schema.PHASES, *([schema.PHASE_IMAGE_ENCODE] if ran_image_encode else [])):
         energy, seconds = record.phases.get(phase, (0.0, 0.0))
         metrics[schema.energy_key(phase)] = energy / n
         metrics[schema.time_key(phase)] = seconds / n

@@ -14,8 +14,9 @@ Runs, in the manner of MLflow's autologging:
 - an active run that already holds a call, or ``exclusive=True``: a nested child run per call.
 
 The caller's thread only reads the meter and queues the call; the run is created and logged by
-a background thread, journal first (:mod:`.background`): call :func:`mlflow_energy.flush` before
-reading a call's run, and a tracking server that is away never holds your call.
+a background thread, journal first (:mod:`.background`): the end of your run waits for its
+calls (:mod:`.runend`, bounded); call :func:`mlflow_energy.flush` before reading a run made
+outside yours. A tracking server that is away never holds your call.
 
 Measurement errors never break the user's call: they are warned about (unless ``silent``) and
 the pipeline runs unmeasured.
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_energy import schema
-from mlflow_energy.autologging.probe import CallProbe, CallRecord
+from mlflow_energy.autologging.probe import CallProbe
 
 _logger = logging.getLogger(__name__)
 _PATCHED_FLAG = "_mlflow_energy_autolog"
@@ -81,6 +82,7 @@ def autolog(
     extra_tags: dict[str, str] | None = None,
     carbon_intensity: float | str | None = None,
     region: str | None = None,
+    run_end_timeout: float = 10.0,
 ) -> None:
     """Log the energy of every diffusers pipeline call to MLflow (see the module doc).
 
@@ -95,14 +97,19 @@ def autolog(
         carbon_intensity: grid gCO2e/kWh (or a code) for ``carbon/co2e_g``; default
             ``$MLFLOW_ENERGY_CARBON_INTENSITY``, else the world average.
         region: WORLD, a country code (FRA) or a cloud region (gcp:us-central1), instead of a number.
+        run_end_timeout: how long the end of your run (``mlflow.end_run``, a ``with`` block's exit)
+            waits for its calls to be logged (seconds; then a warning: the rest is in the journal).
 
     Example:
         >>> import mlflow_energy
         >>> mlflow_energy.autolog(log_images=False, silent=True)  # doctest: +SKIP
         >>> mlflow_energy.autolog(disable=True)
     """
+    from mlflow_energy.autologging import runend
+
     if disable:
         _unpatch()
+        runend.uninstall()
         _CONFIG.enabled = False
         return
     from diffusers import DiffusionPipeline
@@ -119,6 +126,8 @@ def autolog(
 
     _CONFIG.carbon = run_intensity(region if region is not None else carbon_intensity)
     _CONFIG.enabled = True
+    runend.install(run_end_timeout, warn=None if silent else runend.warn)
+    _quiet_library_notices()
     _prewarm()
     for cls in [DiffusionPipeline, *_subclasses(DiffusionPipeline)]:
         _patch(cls)
@@ -133,6 +142,20 @@ def autolog(
         if not had_own:
             DiffusionPipeline.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]
             _HOOKED.append(DiffusionPipeline)
+
+
+class _NoticeFilter(logging.Filter):
+    """Drops transformers' notice that an image processor falls back to PIL without torchvision."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def _quiet_library_notices() -> None:
+    """No library notice on your console from the imports autolog's pipelines trigger (transformers' torchvision one)."""
+    target = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _NoticeFilter) for f in target.filters):
+        target.addFilter(_NoticeFilter())
 
 
 def _prewarm() -> None:
@@ -329,20 +352,6 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
     target = _target()
     rows = call_rows(probe.record, params, family, _CONFIG.carbon)
     tags = call_tags(probe.record, meter, _CONFIG.carbon)
-    if family and probe.record.traced:  # components the family's closed form does not count (a ControlNet)
-        rows, source = _with_extra_components(rows, probe.record.traced, images=int(params.get(schema.P_BATCH_SIZE, 1)))
-        if source:
-            tags[schema.T_FLOPS_SOURCE] = source
-    if not family and probe.record.traced:  # no closed form: FLOPs from the calls made
-        from mlflow_energy.autologging.traced import phase_flops
-
-        traced = phase_flops(probe.record.traced, images=int(params.get(schema.P_BATCH_SIZE, 1)))
-        rows += [(schema.flops_key(phase), value, 0) for phase, value in traced.items()]
-        if traced:
-            tags[schema.T_FLOPS_SOURCE] = schema.FLOPS_TRACED
-            if set(probe.record.phases) <= set(traced):  # a total only when no phase is missing
-                rows.append((schema.M_FLOPS_TOTAL, sum(traced.values()), 0))
-        rows += _stage_flops(probe.record, images=int(params.get(schema.P_BATCH_SIZE, 1)))
     entry = _entry(target, run_name=_run_name(family, pipe, params), params=all_params,
                    metrics=rows, tags=tags, status="FINISHED", start_ms=start_ms)
     if target["run_id"] is not None:
@@ -352,54 +361,12 @@ def _submit_success(pipe: Any, args: tuple, kwargs: dict, output: Any, probe: Ca
                 entry["delete_tags"] = [schema.T_FAILURE]
     if _CONFIG.log_images:
         entry["_image"] = output  # the first image is made and logged by the background logger
+    if probe.record.traced:  # traced FLOPs: counted by the background logger, off your thread
+        from mlflow_energy.autologging.callflops import add_traced_flops
+
+        entry["_finish"] = functools.partial(add_traced_flops, probe.record, family=bool(family),
+                                             images=int(params.get(schema.P_BATCH_SIZE, 1)))
     background.submit(entry, warn=_warn)
-
-
-def _stage_flops(record: CallRecord, *, images: int) -> list[tuple[str, float, int]]:
-    """``flops/stage/<stage>/<phase>`` of a combined pipeline, traced from each stage's own calls."""
-    from mlflow_energy.autologging.traced import phase_flops
-
-    rows = []
-    for stage in record.stages:
-        own = {key: value for key, value in record.traced.items() if record.stage_of.get(key[1]) == stage}
-        for phase, value in phase_flops(own, images=images).items():
-            rows.append((schema.stage_flops_key(stage, phase), value, 0))
-    return rows
-
-
-def _with_extra_components(rows: list[tuple[str, float, int]], extra: dict[Any, list[Any]],
-                           *, images: int) -> tuple[list[tuple[str, float, int]], str | None]:
-    """Add the traced FLOPs of the calls a family's closed form does not count (a ControlNet's) to it.
-
-    ``extra``: the probe's traced calls, which for a recognised family are only those of the
-    components outside it (:func:`_closed_form_components`). A phase whose extra calls cannot be
-    traced loses its FLOPs (and the total): an undercount is never logged. Returns the rows and
-    the ``flops_source`` tag.
-    """
-    from mlflow_energy.autologging.traced import phase_flops
-
-    added = phase_flops(extra, images=images)
-    untraced = {key[0] for key in extra} - set(added)
-    drop = {schema.flops_key(phase) for phase in untraced}
-    if untraced:
-        drop.add(schema.M_FLOPS_TOTAL)
-    if schema.PHASE_DENOISE in untraced:
-        drop.add(schema.M_FLOPS_DENOISE_PER_STEP)
-    denoise = next((v for k, v, _ in rows if k == schema.M_FLOPS_DENOISE), 0.0)
-    growth = (denoise + added.get(schema.PHASE_DENOISE, 0.0)) / denoise if denoise > 0 else 1.0
-    out = []
-    for key, value, step in rows:
-        phase = key.removeprefix("flops/")
-        if key in drop:
-            continue
-        if key == schema.M_FLOPS_DENOISE_PER_STEP:
-            value *= growth  # the same steps, each with the extra component's calls
-        elif key == schema.M_FLOPS_TOTAL:
-            value += sum(added.values())
-        elif key.startswith("flops/") and phase in added:
-            value += added[phase]
-        out.append((key, value, step))
-    return out, schema.FLOPS_CLOSED_FORM_PLUS_TRACED
 
 
 def _submit_failure(pipe: Any, exc: BaseException, start_ms: int) -> None:

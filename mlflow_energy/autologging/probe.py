@@ -1,18 +1,20 @@
 """Module hooks on a pipeline's own components: energy and time per phase of one unmodified call.
 
 :class:`CallProbe` opens one meter window over the whole ``pipe(...)`` call and, nested in it,
-one window per component call, classified by the component's name in ``pipe.components``:
+one window per component call, each component given a phase by its role (:mod:`.roles`: its
+class first, else its name in ``pipe.components``):
 
 ``text_encode``
-    every prompt encoder (``text_encoder*``, ``prior_text_encoder``, ``image_encoder``; forward pre/post hooks);
+    every prompt encoder (a transformers model, ``text_encoder*``, ``image_encoder``; forward pre/post hooks);
 ``denoise``
-    every call of a denoiser (``unet``, ``transformer*``, ``prior``, a Stable Cascade
-    ``decoder``, a ``controlnet``), one window each, so the per-step energy is a history;
+    every call of a denoiser (a UNet, transformer, prior, ControlNet), one window each, so the
+    per-step energy is a history;
 ``decode``
-    every ``decode`` call of the image decoder (``vae``, ``movq``, ``vqgan``; the pipeline calls
-    ``decode``, not ``forward``: the bound method is wrapped on the instance for the duration of the call).
+    every ``decode`` call of the image autoencoder (``vae``, ``vqvae``, ``movq``; the pipeline calls
+    ``decode``, not ``forward``: the bound method is wrapped on the instance for the duration of the call);
+``image_encode``
+    every ``encode`` call of the same autoencoder (an input image: img2img, inpaint, FLUX fill).
 
-Roles come from the module's class where it says it (:func:`component_phase`), else from the name.
 
 Windows never nest: a component called from inside another one's window (rare) is counted
 in the outer one. The device is synchronised at each boundary (CUDA, MPS). Hooks are
@@ -26,88 +28,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mlflow_energy import schema
+from mlflow_energy.autologging.roles import component_phase, component_stage, is_autoencoder
 from mlflow_energy.measure.meters import EnergyMeter
 
-#: Component names (prefixes) whose calls are the denoiser's.
-DENOISER_PREFIXES = ("unet", "transformer", "prior", "denoiser", "decoder", "controlnet")
-#: Component names (prefixes) of encoders of the prompt (text, or an image prompt of a prior).
-ENCODER_PREFIXES = ("text_encoder", "prior_text_encoder", "image_encoder", "prior_image_encoder")
-#: Component names (prefixes) of the image decoders (VAE, MoVQ, VQGAN).
-DECODER_PREFIXES = ("vae", "movq", "vqgan")
-#: Substrings of module class names by role, for components whose name says nothing (a
-#: Stable Cascade ``decoder`` is a denoising UNet, a Kandinsky ``movq`` a VQ decoder).
-_DENOISER_CLASSES = ("UNet", "Transformer2DModel", "Transformer3DModel", "PriorTransformer", "ControlNet",
-                     "Transformer")
-_DECODER_CLASSES = ("AutoencoderKL", "VQModel", "Autoencoder", "VQGAN")
-_ENCODER_CLASSES = ("TextModel", "EncoderModel", "VisionModel", "TextEncoder", "ForConditionalGeneration",
-                    "Gemma", "Qwen", "Llama", "T5", "CLIP", "Bert", "Roberta")
-
-
-def component_phase(name: str, module: Any = None) -> str | None:
-    """The phase a pipeline component's calls belong to, by its role; ``None``: not metered.
-
-    The role comes from the class of the module where it says it (a ``decoder`` that is a
-    ``StableCascadeUNet`` denoises; a ``movq`` that is a ``VQModel`` decodes), else from the
-    component's name: text and image-prompt encoders (``prior_text_encoder`` included) encode,
-    denoisers (``unet``, ``transformer``, ``prior``, ``controlnet``) denoise, ``vae``/``movq``/``vqgan`` decode.
-
-    Example:
-        >>> component_phase("prior_text_encoder"), component_phase("controlnet"), component_phase("movq")
-        ('text_encode', 'denoise', 'decode')
-    """
-    cls = type(module).__name__ if module is not None else ""
-    base = name.rsplit("_", 1)[-1] if name.startswith("prior_") else name
-    if cls:
-        if any(c in cls for c in _DECODER_CLASSES) and name.startswith((*DECODER_PREFIXES, "decoder")):
-            return schema.PHASE_DECODE
-        if any(c in cls for c in _DENOISER_CLASSES) and not name.startswith(ENCODER_PREFIXES):
-            return schema.PHASE_DENOISE
-    if name.startswith(ENCODER_PREFIXES) or base.startswith(ENCODER_PREFIXES):
-        return schema.PHASE_TEXT_ENCODE
-    if name.startswith(DECODER_PREFIXES):
-        return schema.PHASE_DECODE
-    if name.startswith(DENOISER_PREFIXES) or name == "prior_prior":
-        return schema.PHASE_DENOISE
-    if cls and any(c in cls for c in _ENCODER_CLASSES) and "encoder" in name:
-        return schema.PHASE_TEXT_ENCODE
-    return None
-
-
-def component_stage(name: str, components: dict[str, Any]) -> str | None:
-    """The stage of a combined pipeline a component belongs to; ``None`` for a one-stage pipeline.
-
-    A combined pipeline (Kandinsky 2.2, Stable Cascade) registers its prior's components with a
-    ``prior_`` prefix next to its decoder's own denoiser: those are the ``prior`` stage, the rest
-    the ``decoder`` stage. A prior pipeline alone (``prior``, ``text_encoder``) has one stage.
-
-    Example:
-        >>> parts = {"prior_prior": 0, "prior_text_encoder": 0, "unet": 0, "movq": 0}
-        >>> component_stage("prior_text_encoder", parts), component_stage("movq", parts)
-        ('prior', 'decoder')
-        >>> component_stage("unet", {"unet": 0, "vae": 0}) is None
-        True
-    """
-    names = list(components)
-    has_prior = any(n.startswith("prior_") for n in names)
-    has_decoder = any(not n.startswith("prior_") and n.startswith(DENOISER_PREFIXES) for n in names)
-    if not (has_prior and has_decoder):
-        return None
-    return schema.STAGE_PRIOR if name.startswith("prior_") else schema.STAGE_DECODER
+__all__ = ["CallProbe", "CallRecord", "between_calls", "component_phase", "component_stage", "synchronize"]
 
 
 # Measured calls in flight, process-wide: a call that overlaps another is tagged, since a
 # process-wide meter (the CPU estimate, RAPL) counts both calls' work in both windows.
 _ACTIVE: set[Any] = set()
 _ACTIVE_LOCK = threading.Lock()
+_IDLE = threading.Condition(_ACTIVE_LOCK)  # notified when a measured call ends
 # Methods wrapped on a shared instance (a VAE's decode, a scheduler's step): one dispatcher per
 # instance routes each call to the probe of the thread that makes it.
 _DISPATCH_LOCK = threading.Lock()
@@ -154,6 +96,32 @@ def _undispatch(obj: Any, method: str, probe: Any) -> None:
         handlers.pop(probe._thread, None)
         if not handlers:
             vars(obj).pop(method, None)
+
+
+class _OwnWork:
+    """Autolog's own work in ``_ACTIVE`` (a FLOPs trace): a call that starts meanwhile is tagged overlapped."""
+
+    def __init__(self) -> None:
+        self.record = CallRecord()
+
+
+@contextlib.contextmanager
+def between_calls(timeout: float = 30.0) -> Iterator[None]:
+    """Run autolog's own work (a FLOPs trace) when no measured call is in flight.
+
+    Waits for a moment with none (at most ``timeout`` s: a process that never pauses between
+    calls still gets its work done); a call that starts while the work runs is tagged
+    ``overlapped_calls``, as for two measured calls.
+    """
+    work = _OwnWork()
+    with _IDLE:
+        _IDLE.wait_for(lambda: all(isinstance(a, _OwnWork) for a in _ACTIVE), timeout)
+        _ACTIVE.add(work)
+    try:
+        yield
+    finally:
+        with _IDLE:
+            _ACTIVE.discard(work)
 
 
 def synchronize(device: Any) -> None:
@@ -281,8 +249,8 @@ class CallProbe:
 
     def _trace(self, phase: str, component: str, module: Any, method: str, args: tuple, kwargs: dict) -> None:
         """Count this call under its input signature; keep meta copies of the inputs of a new one."""
-        if self._open is not None or component in self.counted:
-            return  # nested in another window: counted there; or counted in closed form
+        if self._open is not None or (component in self.counted and method != "encode"):
+            return  # nested in another window: counted there; or counted in closed form (not an image's encode)
         try:
             from mlflow_energy.autologging.traced import meta_inputs, signature
 
@@ -308,7 +276,9 @@ class CallProbe:
             if stage is not None:
                 self.record.stage_of[name] = stage
             if phase == schema.PHASE_DECODE:
-                self._wrap_decode(module, name)
+                self._wrap_coder(module, name, "decode", schema.PHASE_DECODE)
+                if is_autoencoder(module):
+                    self._wrap_coder(module, name, "encode", schema.PHASE_IMAGE_ENCODE)
                 continue
             owned: list[bool] = []
 
@@ -342,25 +312,26 @@ class CallProbe:
             self.record.stage_steps[stage] = self.record.stage_steps.get(stage, 0) + 1
         return call()
 
-    def _wrap_decode(self, vae: Any, name: str) -> None:
-        def on_decode(call: Any) -> Any:
-            self._trace(schema.PHASE_DECODE, name, vae, "decode", call.args, call.keywords)
-            owned = self._begin(schema.PHASE_DECODE, name)
+    def _wrap_coder(self, vae: Any, name: str, method: str, phase: str) -> None:
+        """Meter ``vae.<method>`` calls (``decode``, ``encode``) as ``phase``."""
+        def on_call(call: Any) -> Any:
+            self._trace(phase, name, vae, method, call.args, call.keywords)
+            owned = self._begin(phase, name)
             try:
                 return call()
             finally:
                 if owned:
                     self._end()
 
-        if _dispatch(vae, "decode", self, on_decode):
-            self._wrapped.append(vae)
+        if _dispatch(vae, method, self, on_call):
+            self._wrapped.append((vae, method))
 
     def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for vae in self._wrapped:
-            _undispatch(vae, "decode", self)
+        for vae, method in self._wrapped:
+            _undispatch(vae, method, self)
         self._wrapped.clear()
         for scheduler in self._wrapped_steps:
             _undispatch(scheduler, "step", self)
@@ -391,5 +362,6 @@ class CallProbe:
             self.record.whole = self.meter.end_window(self._whole)
         finally:
             self._remove()
-            with _ACTIVE_LOCK:
+            with _IDLE:
                 _ACTIVE.discard(self)
+                _IDLE.notify_all()

@@ -57,11 +57,16 @@ def test_pipeline_autologs_unchanged(name: str, fake_gpu_factory) -> None:
     assert run.info.status == "FINISHED"
     assert schema.T_UNSUPPORTED not in run.data.tags
     assert p[schema.P_PIPELINE_CLASS] == type(pipe).__name__
-    for phase in schema.PHASES:
+    for phase in schema.PHASES:  # a phase whose component ran is never 0 J
         if phase in case.phases:
             assert m[schema.energy_key(phase)] > 0, phase
         else:
             assert m[schema.energy_key(phase)] == 0, phase
+    if schema.PHASE_IMAGE_ENCODE in case.phases:  # an input image encoded: its own phase, with its FLOPs
+        assert m[schema.M_ENERGY_IMAGE_ENCODE] > 0 and m[schema.M_TIME_IMAGE_ENCODE] > 0
+        assert m[schema.M_FLOPS_IMAGE_ENCODE] > 0
+    else:
+        assert schema.M_ENERGY_IMAGE_ENCODE not in m
     assert int(p[schema.P_DENOISER_CALLS]) == case.denoiser_calls
     assert int(p[schema.P_SCHEDULER_STEPS]) == case.scheduler_steps
     if "Combined" in name:  # each stage's phases as their own group, adding up to the phases

@@ -26,6 +26,7 @@ __all__ = ["CASES", "Case", "UNSUPPORTED", "call"]
 
 PROMPT = "a red bicycle"
 ALL = ("text_encode", "denoise", "decode")
+IMAGE_IN = (*ALL, "image_encode")  # the call encodes an input image with the autoencoder
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,25 @@ def _kandinsky_combined() -> tuple[Any, dict[str, Any]]:
                   "width": 64}
 
 
+def _ldm() -> tuple[Any, dict[str, Any]]:
+    """LDM: its prompt encoder is named ``bert`` and its autoencoder ``vqvae``, found by their classes."""
+    from diffusers import DDIMScheduler, LDMTextToImagePipeline, UNet2DConditionModel, VQModel
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+
+    torch.manual_seed(0)
+    bert = LDMBertModel(LDMBertConfig(vocab_size=1000, max_position_embeddings=77, encoder_layers=2,
+                                      encoder_ffn_dim=37, encoder_attention_heads=4, d_model=32, head_dim=8)).eval()
+    vqvae = VQModel(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                    up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                    num_vq_embeddings=32, vq_embed_dim=4).eval()
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=4, attention_head_dim=4).eval()
+    pipe = LDMTextToImagePipeline(vqvae=vqvae, bert=bert, tokenizer=_tok(77), unet=unet, scheduler=DDIMScheduler())
+    return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32}
+
+
 def _t5(umt5: bool = False) -> Any:
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
@@ -407,8 +427,8 @@ CASES: dict[str, Case] = {
     "PixArtSigmaPipeline": Case(_t2i("tiny-pixart-sigma"), ALL, 2, 2, "tiny-pixart-sigma"),
     "SanaPipeline": Case(_sana, ALL, 2, 2, "tiny-sana-1.6b"),
     "QwenImagePipeline": Case(_t2i("tiny-qwen-image"), ALL, 2, 2, "tiny-qwen-image"),
-    "StableDiffusionImg2ImgPipeline": Case(_img2img, ALL, 2, 2, "tiny-sd2"),
-    "StableDiffusionInpaintPipeline": Case(_inpaint, ALL, 2, 2, "tiny-sd2"),
+    "StableDiffusionImg2ImgPipeline": Case(_img2img, IMAGE_IN, 2, 2, "tiny-sd2"),
+    "StableDiffusionInpaintPipeline": Case(_inpaint, IMAGE_IN, 2, 2, "tiny-sd2"),
     "StableDiffusionPipeline+LCMScheduler": Case(_lcm, ALL, 2, 2, "tiny-sd2"),
     "StableDiffusionControlNetPipeline": Case(_controlnet, ALL, 4, 2, "tiny-sd2"),
     "KandinskyV22PriorPipeline": Case(_kandinsky_prior, ("text_encode", "denoise"), 2, 2, None,
@@ -424,6 +444,7 @@ CASES: dict[str, Case] = {
     "HunyuanDiTPipeline": Case(_hunyuandit, ALL, 2, 2),
     "Lumina2Pipeline": Case(_lumina2, ALL, 4, 2),  # true CFG: two calls a step; trims prompts by mask values
     "WanPipeline": Case(_wan, ALL, 4, 2),  # true CFG: two calls a step; UMT5 reads its mask's values
+    "LDMTextToImagePipeline": Case(_ldm, ALL, 2, 2),  # a `bert` and a `vqvae`: roles by class
 }
 
 def call(case: Case, pipe: Any, kwargs: dict[str, Any]) -> Any:
