@@ -8,7 +8,8 @@ RUNNING sweep run whose heartbeat is older than :data:`STALE_AFTER` heartbeats i
 with the reason in :data:`~mlflow_energy.schema.T_FAILURE`; its RUNNING children are ended
 FAILED, and those that hold no metrics (killed before logging) are deleted, so no orphan
 survives a resume. A RUNNING measurement run of no live parent, older than the same limit,
-is treated the same way.
+is treated the same way, and so is one whose own process (an ``ingest`` or a replay, named by its
+:data:`~mlflow_energy.schema.T_WORKER` tag) is gone, whatever its parent.
 
 Example:
     >>> from mlflow_energy.tracking.stale import is_stale
@@ -188,8 +189,9 @@ def recover_stale(exp_id: str, *, spec_name: str | None = None, hardware: str | 
         if tags.get(schema.T_KIND) != schema.KIND_MEASUREMENT or r.info.run_id in ended:
             continue
         parent = tags.get(schema.T_PARENT_RUN_ID)
-        if parent in dead or (parent not in by_id and parent != by
-                              and is_stale(tags, start_time_ms=r.info.start_time, now=now)):
+        # its own process gone (an ingest or replay killed while logging it), whatever its parent
+        if parent in dead or process_gone(tags) or (parent not in by_id and parent != by
+                                                    and is_stale(tags, start_time_ms=r.info.start_time, now=now)):
             if hardware is not None and tags.get(schema.T_HARDWARE, hardware) != hardware:
                 continue
             _end(r, "FAILED", "stale: the process measuring or logging this run stopped", delete_empty=True)
@@ -225,8 +227,8 @@ def recover_dead_processes(exp_id: str, kinds: tuple[str, ...]) -> list[str]:
         tags = r.data.tags
         if tags.get(schema.T_KIND) not in kinds or not tags.get(schema.T_WORKER):
             continue
-        if tags.get(schema.T_PARENT_RUN_ID) and tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT:
-            continue  # a sweep's child: judged with its sweep (recover_stale)
+        # A measurement run with the worker tag was made by an ingest or a replay (a sweep's own
+        # children carry none): its process is what counts, whatever its parent.
         if not is_stale(tags, start_time_ms=r.info.start_time):
             continue
         _end(r, "FAILED", "stale: the process that ran it stopped (killed); found at the start of the next run",

@@ -77,6 +77,63 @@ def test_a_killed_ingest_leaves_no_run_running(tracking_uri, tmp_path, no_rapl, 
     assert len(finished) == 40 == len({r.data.tags[schema.T_CONFIG_HASH] for r in finished})
 
 
+def _kill_while_running(argv: list[str], uri: str, experiment: str, ignore: set[str], tries: int = 5) -> str | None:
+    """Run ``argv`` and SIGKILL it while one of its runs (not in ``ignore``) is RUNNING; that run (None: none caught)."""
+
+    def running(runs: list) -> list[str]:
+        return [r.info.run_id for r in runs if r.info.status == "RUNNING" and r.info.run_id not in ignore]
+
+    for _ in range(tries):
+        proc = subprocess.Popen(argv, env=_env(uri), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if running(_polled(uri, experiment)):
+                break
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # its SQLite lock goes with it
+        proc.wait()
+        left = running(_running(uri, experiment))
+        if left:
+            return left[0]
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("next_step", ["ingest", "sweep recovery"])
+def test_a_killed_journal_ingest_leaves_no_run_running_whatever_its_parent(tracking_uri, tmp_path, no_rapl,
+                                                                           small_config, next_step):
+    """A journal's records are nested under their sweep run (here one still RUNNING, as a live sweep's
+    is); ``ingest`` of the journal is killed while it logs one: the next ingest, or the next sweep's
+    stale recovery, ends that run, though its parent is alive."""
+    from mlflow_energy.tracking import experiment_id, start_run
+    from mlflow_energy.tracking.journal import tracking_digest
+    from mlflow_energy.tracking.stale import recover_stale
+
+    exp = experiment_id("kj")
+    parent = start_run(exp, kind=schema.KIND_SWEEP, tags={schema.T_SWEEP_SPEC: "kj"})  # no worker tag: live
+    rec = to_record(measure(small_config(steps=1)))
+    path = tmp_path / "journal.jsonl"
+    with open(path, "w") as fh:
+        for i in range(40):
+            fh.write(json.dumps({**rec, "tags": {**rec["tags"], schema.T_CONFIG_HASH: f"{i:016x}"},
+                                 "experiment": "kj", "parent_run_id": parent, "tracking": tracking_digest()}) + "\n")
+    code = "from mlflow_energy.cli import main; main()"
+    killed = _kill_while_running([sys.executable, "-c", code, "ingest", str(path)], tracking_uri, "kj", {parent})
+    assert killed, "no RUNNING run was caught"
+    assert MlflowClient().get_run(killed).data.tags[schema.T_PARENT_RUN_ID] == parent
+    if next_step == "ingest":
+        result = CliRunner().invoke(main, ["ingest", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "RUNNING run(s) of a killed fit or ingest" in result.output
+    else:
+        assert killed in recover_stale(exp, spec_name="kj", by=None)
+    run = MlflowClient().get_run(killed)  # ended FAILED with the reason (removed if it held no metrics)
+    assert run.info.status == "FAILED" and "stale" in run.data.tags[schema.T_FAILURE]
+    assert [r.info.run_id for r in _running(tracking_uri, "kj") if r.info.status == "RUNNING"] == [parent]
+
+
 def test_a_killed_fit_run_is_ended_by_the_next_command(tracking_uri, tmp_path):
     """A process that opened a fit run the way ``fit`` does (worker tag, heartbeat) is killed."""
     code = ("import time; from mlflow_energy import schema, tracking; "
