@@ -3,8 +3,8 @@
 Builds a small demo store (a sweep of a few tiny families, the law fitted on it and registered
 as ``mlflow-energy``, a short predict-mode search) unless ``--store`` names an existing one (for
 example the ``mlflow.db`` that ``mlflow run . --env-manager local`` wrote), starts
-``mlflow server`` on a free loopback port, and writes PNGs of the runs table, a measurement run,
-the fit plot and the registered model into ``--out``. Each page is loaded in a new headless
+``mlflow server`` on a free loopback port, and writes PNGs of the runs table, a measurement
+run, the fit plot and the registered model into ``--out``. Each page is loaded in a new headless
 Chromium with an empty profile, as a first-time user's browser opens it (nothing primed in
 local storage: MLflow's Assistant panel opens on a local server, as it does for the user), at the
 addresses mlflow-energy prints (``workflowType=machine_learning``: see ``mlflow_energy.tracking.ui``).
@@ -41,6 +41,7 @@ REGISTERED_MODEL = "mlflow-energy"
 DEMO_EXPERIMENT = "mlflow-energy-demo"
 DEMO_FAMILIES = ("tiny-sd2", "tiny-sdxl", "tiny-pixart-sigma", "tiny-flux.1-schnell")
 WINDOW = "1600,900"
+TABLE_WINDOW = "1920,1000"  # the runs table: a common desktop screen, the view's columns up to the params
 
 
 def chromium() -> str | None:
@@ -223,7 +224,7 @@ def _ids(store: Path, experiment: str) -> dict[str, str]:
 
 
 def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> list[Path]:
-    """The four screenshots of the docs, into ``out``."""
+    """The screenshots of the docs, into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     ids = _ids(store, experiment)
     exp = ids["experiment"]
@@ -237,7 +238,8 @@ def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> li
     written = []
     with mlflow_server(store) as url:
         for name, page in pages.items():
-            written.append(screenshot(url + page, out / name))
+            window = TABLE_WINDOW if name == "runs-table.png" else WINDOW
+            written.append(screenshot(url + page, out / name, window=window))
     return written
 
 
