@@ -302,3 +302,22 @@ def test_out_of_handles_and_resets_log_one_line_per_minute(caplog, monkeypatch):
     assert messages[0].startswith("could not accept 1 connection(s)") and "Too many open files" in messages[0]
     assert messages[1].startswith("1 client(s) disconnected")
     assert not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--header-timeout", "0"], {}, "header_timeout='0'"),
+        (["--body-timeout", "inf"], {}, "body_timeout='inf'"),
+        (["--max-connections", "0"], {}, "max_connections=0"),
+        ([], {"MLFLOW_ENERGY_SERVE_MAX_CONNECTIONS": "many"}, "max_connections='many'"),
+        ([], {"MLFLOW_ENERGY_SERVE_HEADER_TIMEOUT": "-1"}, "header_timeout='-1'"),
+    ],
+    ids=["zero-header-timeout", "infinite-body-timeout", "zero-connections", "env-connections", "env-timeout"],
+)
+def test_bad_limits_are_one_line_and_exit_2(tmp_path, args, env, needle):
+    proc = subprocess.run([sys.executable, "-c", CLI, "serve", "-p", str(free_port()), *args], capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path, env=_env(f"sqlite:///{tmp_path}/mlflow.db", **env))
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {needle} is not allowed"), lines
