@@ -39,13 +39,13 @@ def _load_app(model_uri: str) -> object:
 @click.option("--port", "-p", type=Int("port", minimum=1, maximum=65535, unset_value=5001), default=5001,
               show_default=True, help="Port to listen on.")
 @click.option("--header-timeout", type=Float("header_timeout", minimum=0, strict=True, maximum=3600, unset_value=10.0),
-              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_HEADER_TIMEOUT",
+              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_HEADER_TIMEOUT", show_envvar=True,
               help="Seconds a client has to send a request's headers (then 408 and closed).")
 @click.option("--body-timeout", type=Float("body_timeout", minimum=0, strict=True, maximum=3600, unset_value=10.0),
-              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_BODY_TIMEOUT",
+              default=10.0, show_default=True, envvar="MLFLOW_ENERGY_SERVE_BODY_TIMEOUT", show_envvar=True,
               help="Seconds a client has to send a request's body once its headers are in (then 408 and closed).")
 @click.option("--max-connections", type=Int("max_connections", minimum=1, maximum=1_000_000), default=None,
-              envvar="MLFLOW_ENERGY_SERVE_MAX_CONNECTIONS",
+              envvar="MLFLOW_ENERGY_SERVE_MAX_CONNECTIONS", show_envvar=True,
               help="Open connections at most; past it a new one gets 503. [default: 256, fewer under a low ulimit -n]")
 def serve_command(model_uri: str, host: str, port: int, header_timeout: float, body_timeout: float,
                   max_connections: int | None) -> None:
