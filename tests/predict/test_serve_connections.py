@@ -286,7 +286,7 @@ def test_out_of_handles_and_resets_log_one_line_per_minute(caplog, monkeypatch):
 
     from mlflow_energy.predict import connections
 
-    monkeypatch.setattr(connections, "QUIET", connections.Quiet())
+    monkeypatch.setattr(connections, "QUIET", connections.Quiet(logging.getLogger("test.quiet")))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -295,7 +295,7 @@ def test_out_of_handles_and_resets_log_one_line_per_minute(caplog, monkeypatch):
                                                       "exception": OSError(errno.EMFILE, "Too many open files")})
             connections.loop_exception_handler(loop, {"message": "x", "exception": ConnectionResetError(104, "x")})
 
-    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+    with caplog.at_level(logging.WARNING, logger="test.quiet"):
         asyncio.run(main())
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2, messages
