@@ -162,7 +162,7 @@ class Journal:
 
         Under the append lock: each bad line goes to ``<journal>.bad`` (one JSON line: its byte
         offset in the journal, why it is refused, the line), then the journal is rewritten without
-        it (a new file renamed over the old one). Said in one line (logger ``mlflow_energy``).
+        it (a new file renamed over the old one). Said in one line (a warning of this module's logger).
         """
         with file_lock(self.path) as fd:
             if fd is None:
@@ -172,23 +172,36 @@ class Journal:
             records, bad = _scan(data)
             if not bad:
                 return records
-            append_lines(self.bad_path, [json.dumps({"journal": self.path, "offset": off, "error": why,
-                                                     "line": raw.decode("utf-8", "backslashreplace")})
-                                         for off, raw, why in bad])
-            cut = {off for off, _, _ in bad}
-            kept = b"".join(raw for off, raw in _lines(data) if off not in cut)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as out:
-                out.write(kept)
-                out.flush()
-                os.fchmod(out.fileno(), os.fstat(fd).st_mode & 0o777)
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)  # appenders waiting on the lock reopen the new file
-            _fsync_dir(self.path)
+            try:
+                self._rewrite_without(fd, data, bad)
+            except (OSError, JournalUnwritable) as exc:  # a read-only disk: skipped, not moved
+                _log.warning("could not move %d bad line(s) of the journal %s aside (%s); they are skipped, "
+                             "the other records replay", len(bad), self.path, getattr(exc, "strerror", None) or exc)
+                return records
         first = bad[0]
         _log.warning("moved %d bad line(s) of the journal %s aside to %s (first at byte offset %d: %s); "
                      "the other records replay", len(bad), self.path, self.bad_path, first[0], first[2])
         return records
+
+    def _rewrite_without(self, fd: int, data: bytes, bad: list[tuple[int, bytes, str]]) -> None:
+        """Append the bad lines to ``<journal>.bad``, then replace the journal by its other lines (under its lock)."""
+        append_lines(self.bad_path, [json.dumps({"journal": self.path, "offset": off, "error": why,
+                                                 "line": raw.decode("utf-8", "backslashreplace")})
+                                     for off, raw, why in bad])
+        cut = {off for off, _, _ in bad}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                out.write(b"".join(raw for off, raw in _lines(data) if off not in cut))
+                out.flush()
+                os.fchmod(out.fileno(), os.fstat(fd).st_mode & 0o777)
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)  # appenders waiting on the lock reopen the new file
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        _fsync_dir(self.path)
 
     def pending(self, *, this_server: bool = False) -> list[dict[str, Any]]:
         """Records not yet marked logged (a key measured twice counts once).
