@@ -3,9 +3,9 @@
 Builds a small demo store (a sweep of a few tiny families, the law fitted on it and registered
 as ``mlflow-energy``, a short predict-mode search) unless ``--store`` names an existing one (for
 example the ``mlflow.db`` that ``mlflow run . --env-manager local`` wrote), starts
-``mlflow server`` on a free loopback port, and writes PNGs of the runs table, a measurement
-run, the fit plot and the registered model into ``--out``. Each page is loaded in a new headless
-Chromium with an empty profile, as a first-time user's browser opens it (nothing primed in
+``mlflow server`` on a free loopback port, and writes PNGs of the runs table and its chart view,
+a measurement run, the fit plot and the registered model into ``--out``. Each page is loaded in a
+new headless Chromium with an empty profile, as a first-time user's browser opens it (nothing primed in
 local storage: MLflow's Assistant panel opens on a local server, as it does for the user), at the
 addresses mlflow-energy prints (``workflowType=machine_learning``: see ``mlflow_energy.tracking.ui``).
 
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlflow_energy.tracking.ui import WORKFLOW_ML, energy_view_path
+from mlflow_energy.tracking.ui import WORKFLOW_ML, energy_chart_path, energy_view_path
 
 REGISTERED_MODEL = "mlflow-energy"
 DEMO_EXPERIMENT = "mlflow-energy-demo"
@@ -229,7 +229,8 @@ def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> li
     ids = _ids(store, experiment)
     exp = ids["experiment"]
     ml = f"?workflowType={WORKFLOW_ML}"
-    pages = {"runs-table.png": energy_view_path(exp)}  # the address `mlflow-energy sweep` prints
+    pages = {"runs-table.png": energy_view_path(exp),  # the address `mlflow-energy sweep` prints
+             "runs-chart.png": energy_chart_path(exp)}  # the same view as charts: a bar per config
     if "measurement" in ids:
         pages["measurement-run.png"] = f"/#/experiments/{exp}/runs/{ids['measurement']}{ml}"
     if "fit" in ids:
@@ -238,7 +239,7 @@ def take_all(store: Path, out: Path, *, experiment: str = DEMO_EXPERIMENT) -> li
     written = []
     with mlflow_server(store) as url:
         for name, page in pages.items():
-            window = TABLE_WINDOW if name == "runs-table.png" else WINDOW
+            window = TABLE_WINDOW if name.startswith("runs-") else WINDOW
             written.append(screenshot(url + page, out / name, window=window))
     return written
 

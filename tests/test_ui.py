@@ -90,6 +90,7 @@ def test_sweep_summary_logs_rounded_short_display_metrics_and_a_flat_sorted_view
     assert view["searchFilter"] == f"tags.`{schema.T_KIND}` != '{schema.KIND_TRIAL}'"  # measured configs only
     assert view["selectedColumns"][0] == f"metrics.`{schema.M_VIEW_ENERGY}`"
     assert set(view["selectedColumns"]) <= set(view["columnOrder"])
+    assert view["runsHiddenMode"] == "SHOW_ALL"  # the chart view compares every config, not the first 10
     for col in view["selectedColumns"]:
         assert view["columnWidths"][col] >= column_width(col.split("`")[1]), col
 

@@ -30,7 +30,9 @@ sweep sets the view again when it ends, :func:`ensure_energy_view`, so older exp
       MLflow 3.17 drops ``runsExpanded`` from it;
     - filtered (``searchFilter``) to leave out search trials: in predict mode they are predictions,
       not measurements, and the search run's ``search/trials.csv`` lists them (clear the filter to
-      see them).
+      see them);
+    - every listed run in the chart view (``runsHiddenMode``), whose first chart is then a bar per
+      config of ``J/img``: :func:`energy_chart_path`.
 
     Open it with :func:`energy_view_url`.
 
@@ -92,6 +94,7 @@ def energy_view_state() -> str:
     state = {
         "selectedColumns": columns, "columnOrder": [*_FIXED_COLUMNS, *columns], "columnWidths": widths,
         "orderByKey": column_id("metrics", VIEW_ORDER_BY), "orderByAsc": True, "searchFilter": VIEW_FILTER,
+        "runsHiddenMode": "SHOW_ALL",  # the chart view plots every listed run, not the first 10
     }
     return json.dumps(state, separators=(",", ":"))
 
@@ -124,6 +127,11 @@ WORKFLOW_ML = "machine_learning"
 def energy_view_path(experiment_id: str) -> str:
     """The UI route (after the host) of ``experiment_id``'s runs table in the energy view, ML workflow."""
     return f"/#/experiments/{experiment_id}/runs?workflowType={WORKFLOW_ML}&viewStateShareKey={schema.SHARED_VIEW_ENERGY}"
+
+
+def energy_chart_path(experiment_id: str) -> str:
+    """The same view as charts (MLflow's chart view: a bar chart per metric, one bar per run)."""
+    return energy_view_path(experiment_id) + "&compareRunsMode=CHART"
 
 
 def energy_view_url(ui_url: str, experiment_id: str) -> str:
