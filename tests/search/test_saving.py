@@ -128,6 +128,7 @@ def test_a_saving_inside_the_noise_is_said_so(tracking_uri: str) -> None:
     assert result.headline().startswith("no saving beyond noise")
 
 
+@pytest.mark.slow
 def test_measure_mode_defaults_to_this_machine_and_the_baseline_itself_is_no_saving(tracking_uri: str) -> None:
     out = CliRunner().invoke(main, [
         "search", "--mode", "measure", "--model", "tiny-sd2", "--resolution", "32", "--steps", "4",
@@ -257,6 +258,7 @@ def test_the_demos_search_keeps_one_family_at_one_size_under_a_psnr_floor(tracki
             if r.info.status == "FINISHED"} == {("small-sd2", "128")}
 
 
+@pytest.mark.slow
 def test_a_clip_model_adds_a_clip_floor_from_the_baseline(tracking_uri: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow_energy.search import MeasureEvaluator, quality
@@ -270,3 +272,15 @@ def test_a_clip_model_adds_a_clip_floor_from_the_baseline(tracking_uri: str, tmp
     params = _parent("clip").data.params
     assert float(params[schema.constraint_param("min_clip_score")]) == pytest.approx(round(base_clip - 1.0, 2))
     assert schema.constraint_param("min_psnr") in params
+
+
+def test_the_stored_fidelity_proxy_covers_every_measurable_family() -> None:
+    from mlflow_energy.families import family_names
+    from mlflow_energy.search.fidelity import STEPS, stored_quality_model, stored_rows
+
+    bases = {get_family(n).base for n in family_names(measurable_only=True) if n.startswith("tiny-")}
+    assert bases == {r["model"] for r in stored_rows()}
+    qm = stored_quality_model()
+    frame = pd.DataFrame({"model": sorted(bases) * 2, "steps": [STEPS[0]] * len(bases) + [STEPS[-1]] * len(bases)})
+    psnr = qm.predict(None, frame)["quality_psnr_db"].to_numpy()
+    assert (psnr[len(bases):] > psnr[:len(bases)] + 5).all()  # 32 steps converge far closer than one or two
