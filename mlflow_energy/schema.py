@@ -137,9 +137,12 @@ PREDICTOR_INPUTS: tuple[str, ...] = (
 PREDICTOR_OPTIONAL_INPUTS: tuple[str, ...] = ("carbon_intensity_g_per_kwh", "cfg_passes", "setup")
 PREDICTOR_OUTPUTS: tuple[str, ...] = (
     "energy_text_encode_j", "energy_denoise_j", "energy_decode_j", "energy_total_j",
-    "energy_total_wh", "energy_total_j_low", "energy_total_j_high", "co2e_g",
-    # which calibration the interval used, the law-only estimate, the energy scope of the values
-    "interval_level", "energy_total_j_law", "energy_scope",
+    "energy_total_wh", "energy_total_j_low", "energy_total_j_high",
+    # GPU energy with idle power x time subtracted; seconds per image (the time law), 90% intervals
+    "energy_dynamic_j", "energy_dynamic_j_low", "energy_dynamic_j_high",
+    "time_total_s", "time_total_s_low", "time_total_s_high", "co2e_g",
+    # the calibration used, which level the interval has, the law-only estimate, the scope, why (extrapolated...)
+    "setup", "interval_level", "energy_total_j_law", "energy_scope", "note",
 )
 
 # --- fit runs, predictor extras, carbon (fit/, predict/, carbon.py, tracking/mlenergy.py) ----
@@ -163,10 +166,17 @@ REGISTERED_ALIAS_CHAMPION = "champion"
 P_CALIBRATION_SETUP = "calibration_setup"  # the setup name a calibrated version answers to
 P_CALIBRATION_PRIOR = "calibration_prior_model_uri"  # the model it adapts
 P_CALIBRATION_FAMILIES = "calibration_families"  # families with measurements, comma-separated
+P_CALIBRATION_SLOPES = "calibration_slopes"  # slopes kept by the leave-one-out check (size, steps, batch) or none
+P_CALIBRATION_SCOPE = "calibration_measured_scope"  # what the measurements counted: total or dynamic
 M_CALIBRATION_POINTS = "calibration/points"  # measurements used
 M_CALIBRATION_SIGMA = "calibration/log_sigma"  # within-setup sd of log energy after calibration
 M_CALIBRATION_SETUP_OFFSET = "calibration/setup_log_offset"  # mean log correction over the families
 EXPERIMENT_CALIBRATION = "calibration"  # default experiment of calibration runs
+T_SEEN_PREFIX = "mlflow_energy.seen."  # model-version tags: what the training data covers (families, ranges...)
+T_CALIBRATED_SETUPS = "mlflow_energy.calibrated_setups"  # model-version tag: its calibrations and their hardware
+
+
+TIME_LAW_PHASE = "time_total"  # the phase name of the time law's CV metrics: cv/<scheme>/time_total/<stat>
 
 
 def fit_key(scope: str, phase: str, stat: str) -> str:
@@ -203,16 +213,6 @@ M_SEARCH_N_FEASIBLE = "search/n_feasible"
 M_SEARCH_DEFAULT_ENERGY = "search/default_energy_total_j"  # the baseline config (the user's, or the family default)
 M_SEARCH_SAVED_J = "search/energy_saved_j"  # default - best, J per image
 M_SEARCH_SAVED_FRAC = "search/energy_saved_frac"  # (default - best) / default
-A_SEARCH_SPACE_JSON = "search/space.json"
-A_SEARCH_TRIALS_CSV = "search/trials.csv"
-A_PARETO_CSV = "search/pareto_front.csv"
-A_PARETO_PNG = "search/pareto_front.png"
-A_OPTUNA_PLOTS_DIR = "search/optuna"
-
-
-def constraint_param(name: str) -> str:
-    """``constraint_<name>``: a search constraint's bound (parent-run param)."""
-    return f"constraint_{name}"
 M_SEARCH_SAVED_FRAC_LOW = "search/energy_saved_frac_low"  # its 90% interval (measured repeats or the predictor's)
 M_SEARCH_SAVED_FRAC_HIGH = "search/energy_saved_frac_high"
 M_SEARCH_BASELINE_PSNR = "search/baseline_psnr_db"  # the baseline's own fidelity to the reference
@@ -227,6 +227,16 @@ def baseline_param(param: str) -> str:
     return f"baseline_{param}"
 
 
+A_SEARCH_SPACE_JSON = "search/space.json"
+A_SEARCH_TRIALS_CSV = "search/trials.csv"
+A_PARETO_CSV = "search/pareto_front.csv"
+A_PARETO_PNG = "search/pareto_front.png"
+A_OPTUNA_PLOTS_DIR = "search/optuna"
+
+
+def constraint_param(name: str) -> str:
+    """``constraint_<name>``: a search constraint's bound (parent-run param)."""
+    return f"constraint_{name}"
 
 
 def constraint_metric(name: str) -> str:
@@ -247,7 +257,7 @@ def best_metric(metric: str) -> str:
 # The energy scope tag and its values (total / dynamic) are in the protocol block below.
 T_RUNTIME = "mlflow_energy.runtime"  # diffusers, or xdit-<version> (ML.ENERGY v3)
 T_DATA_SOURCE = "mlflow_energy.data_source"  # mlenergy-v2, mlenergy-v3, or the local measurement
-PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("interval_level", "energy_scope")  # the others are doubles
+PREDICTOR_STRING_OUTPUTS: tuple[str, ...] = ("setup", "interval_level", "energy_scope", "note")  # others: doubles
 P_FIT_CORRECTOR = "fit_corrector"  # "used" or "law_only" (grouped CV decides)
 A_FIT_LAW_FORMS_CSV = "fit/law_forms_cv.csv"  # per scheme and phase: power vs saturating law, held out
 

@@ -73,10 +73,13 @@ def _load(model_uri: str) -> Any:
               help="Denoiser passes per step, 1 or 2 (default: what pipe(prompt) does for the family).")
 @click.option("--setup", default="", help="A training source or a calibration of the model (default: an unseen "
                                           "setup, its leave-one-setup-out interval).")
+@click.option("--allow-extrapolation", is_flag=True, default=False,
+              help="Answer a config outside what the model has seen (family, precision, hardware kind, size/steps/"
+                   "batch range), with interval level 'extrapolated' and the widest interval.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object.")
 def predict_command(model_uri: str, family: str, height: int, width: int, steps: int, guidance_scale: float | None,
                     precision: str, batch_size: int, hardware: str | None, cfg_passes: int | None, setup: str,
-                    as_json: bool) -> None:
+                    allow_extrapolation: bool, as_json: bool) -> None:
     """Energy per image of one config, with its 90% interval, the interval's level and its scope."""
     import pandas as pd
 
@@ -87,21 +90,30 @@ def predict_command(model_uri: str, family: str, height: int, width: int, steps:
            "precision": precision, "batch_size": batch_size, "hardware": hardware or local_hardware(),
            "cfg_passes": cfg_passes, "setup": setup}
     df = pd.DataFrame([row]).astype({"guidance_scale": float, "cfg_passes": float})
-    out = predict_frame(model, df, calibrations=calibrations).iloc[0]
+    out = predict_frame(model, df, calibrations=calibrations, allow_extrapolation=allow_extrapolation).iloc[0]
     scope = {"energy_scope": out["energy_scope"], "energy_sources": list(model.sources),
              "what": "J per image of the whole pipeline (text encode, denoise, decode) as the training "
                      "meters counted it" + (" (idle power excluded)" if out["energy_scope"] == "dynamic" else
                                             " (the device's total, idle power included)")}
     if as_json:
         record = {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
-        click.echo(json.dumps({"input": row, **record, "scope": scope}))
+        record = {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}  # NaN: null
+        click.echo(json.dumps({"input": row, **record, "scope": scope, "seen": model.seen}))
         return
     click.echo(f"{family} {height}x{width}, {steps} steps, {precision}, batch {batch_size} on {row['hardware']}")
     click.echo(f"energy per image: {out['energy_total_j']:.4g} J ({out['energy_total_wh']:.4g} Wh), "
                f"90% interval {out['energy_total_j_low']:.4g} to {out['energy_total_j_high']:.4g} J")
-    click.echo(f"interval level: {out['interval_level']}"
+    if out["energy_dynamic_j"] == out["energy_dynamic_j"]:  # not NaN: the model has a time law
+        click.echo(f"dynamic energy (idle power excluded): {out['energy_dynamic_j']:.4g} J, 90% interval "
+                   f"{out['energy_dynamic_j_low']:.4g} to {out['energy_dynamic_j_high']:.4g} J")
+        click.echo(f"time per image: {out['time_total_s']:.4g} s, 90% interval {out['time_total_s_low']:.4g} to "
+                   f"{out['time_total_s_high']:.4g} s")
+    used = f", setup '{out['setup']}'" if out["setup"] else ""
+    click.echo(f"interval level: {out['interval_level']}{used}"
                + ("  (an unseen setup: pass --setup with a training source or a calibration to narrow it)"
                   if out["interval_level"] == "unseen_setup" else ""))
+    if out["note"]:
+        click.echo(f"note: {out['note']}")
     click.echo(f"scope: {scope['what']}; sources {', '.join(model.sources)}")
     click.echo(f"phases: text encode {out['energy_text_encode_j']:.4g} J, denoise {out['energy_denoise_j']:.4g} J, "
                f"decode {out['energy_decode_j']:.4g} J; {out['co2e_g']:.3g} gCO2e")
@@ -116,8 +128,9 @@ def predict_command(model_uri: str, family: str, height: int, width: int, steps:
               help="Take the measurements from the runs of this experiment instead of FILE.")
 def calibrate_command(file: str | None, model_uri: str, registered_model: str, setup: str | None,
                       experiment: str | None) -> None:
-    """Adapt MODEL_URI to your setup from FILE (CSV or JSONL: the predictor's input columns plus energy_total_j
-    per image) and register the result as a new version with alias @champion."""
+    """Adapt MODEL_URI to your setup from FILE (CSV or JSONL: the predictor's input columns plus energy_total_j, or
+    energy_dynamic_j with idle power excluded, per image) and register the result as a new version with alias
+    @champion."""
     from mlflow_energy.errors import ConfigError
     from mlflow_energy.predict.calibrate import calibrate, read_measurements, runs_measurements
 
@@ -127,10 +140,17 @@ def calibrate_command(file: str | None, model_uri: str, registered_model: str, s
     _store(model_uri)
     data = read_measurements(file) if file else runs_measurements(experiment)  # type: ignore[arg-type]
     mv, cal = calibrate(data, model_uri=model_uri, registered_model=registered_model, setup=setup)
-    click.echo(f"calibrated setup '{cal.name}' from {cal.n_points} measurement(s) of {len(cal.families)} "
-               f"family(ies); within-setup log sd {cal.sigma2 ** 0.5:.3f}")
-    for fam, c in sorted(cal.families.items()):
-        click.echo(f"  {fam}: level x{pow(2.718281828459045, c.offset):.3f}, FLOP slope {c.slope:+.3f}, "
-                   f"batch slope {c.batch_slope:+.3f} ({c.n} point(s))")
+    import math
+
+    click.echo(f"calibrated setup '{cal.name}' ({', '.join(cal.hardware)}) from {cal.n_points} measurement(s) "
+               f"({cal.measured_scope} energy) of {len(cal.families)} family(ies); within-setup log sd "
+               f"{cal.sigma2 ** 0.5:.3f}")
+    for fam in cal.families:
+        click.echo(f"  {fam}: level x{math.exp(cal.family_offset(fam)):.3f} ({cal.counts[fam]} point(s))")
+    check = ", ".join(f"{k} {v:.3f}" for k, v in cal.check.items() if v == v)
+    slopes = ", ".join(f"{v} {cal.slope(v):+.3f} per log unit" for v in cal.slopes_kept)
+    click.echo("slopes kept: " + (slopes or "none, levels only") + (
+        f" (leave-one-out mean |log error|: {check})" if check else
+        " (one measurement per family: nothing within a family to learn a slope from)"))
     click.echo(f"registered: models:/{registered_model}/{mv.version} = models:/{registered_model}@champion; "
-               f"predict with setup='{cal.name}'")
+               f"rows on {', '.join(cal.hardware)} use it, or name it with setup='{cal.name}'")

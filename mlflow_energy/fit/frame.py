@@ -56,7 +56,8 @@ def normalise_runs(raw: pd.DataFrame, *, target: str = schema.SCOPE_TOTAL) -> pd
     ``energy_scope`` (defaults: the energy source, ``diffusers``, ``total``), ``config_hash``,
     ``energy_<phase>`` (J per image, NaN where the run does not carry the phase), ``noisy``
     (the measurement protocol's tag), ``ci95_frac`` (the 95% half-width of the total over the
-    total, NaN where not logged) and ``protocol_target`` (the protocol's target for it).
+    total, NaN where not logged), ``protocol_target`` (the protocol's target for it),
+    ``time_total`` (seconds per image) and ``idle_w`` (the measured idle power), NaN where not logged.
 
     ``target`` is the energy fitted: ``total`` (what each run's ``energy/<phase>_j`` holds:
     the device total for Zeus runs, as ML.ENERGY reports) or ``dynamic`` (idle power x time
@@ -115,6 +116,9 @@ def normalise_runs(raw: pd.DataFrame, *, target: str = schema.SCOPE_TOTAL) -> pd
         out["energy_scope"] = schema.SCOPE_DYNAMIC  # what the fitted joules now count
     phase_sum = out[[f"energy_{p}" for p in schema.PHASES]].sum(axis=1, min_count=len(schema.PHASES))
     out["energy_total"] = out["energy_total"].fillna(phase_sum)
+    for name, key in (("time_total", schema.M_TIME_TOTAL), ("idle_w", schema.M_IDLE_POWER)):
+        col = _col(raw, key, "metrics")  # for the time law and the idle power (fit/scope.py)
+        out[name] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan
     for phase in schema.FLOPS_PHASES:
         col = _col(raw, schema.flops_key(phase), "metrics")
         out[f"logged_flops_{phase}"] = pd.to_numeric(col, errors="coerce") if col is not None else np.nan

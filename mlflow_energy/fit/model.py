@@ -16,6 +16,7 @@ from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hard
 from mlflow_energy.fit.frame import FIT_PHASES
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
 from mlflow_energy.fit.saturation import SaturatingLaw, fit_saturating, op_shares
+from mlflow_energy.fit.scope import precision_class
 from mlflow_energy.schema import SCOPE_TOTAL
 
 CORRECTOR_MIN_ROWS = 8
@@ -25,8 +26,9 @@ CORRECTOR_MIN_ROWS = 8
 # worse on the ML.ENERGY data (MAPE 23% -> 40%): boards run below TDP and below peak differently.
 # The TDP, FLOP/s and bandwidth stay corrector features.
 ROOFLINE_PRIOR = False
-STATE_VERSION = 3  # 2: laws on energy per call against FLOPs per call; 3: the saturating law per phase
-_READABLE_STATES = (2, 3)
+STATE_VERSION = 4  # 2: laws on energy per call against FLOPs per call; 3: the saturating law per phase;
+# 4: what the model has seen, the time law, idle power, precision offsets
+_READABLE_STATES = (2, 3, 4)
 #: The forms of the law a phase may use (grouped CV chooses, :func:`~mlflow_energy.fit.result.fit_energy_model`).
 LAW_FORMS = ("power", "saturating")
 
@@ -201,6 +203,28 @@ class EnergyModel:
     sources: list[str] = field(default_factory=list)
     energy_scope: str = SCOPE_TOTAL  # what the predicted joules count (see schema.ENERGY_SCOPES)
     corrector_used: bool = True  # False: grouped CV showed the corrector does not help; the law alone
+    #: what the training runs cover (fit.scope.seen_of); empty for a model stored before it was recorded
+    seen: dict[str, Any] = field(default_factory=dict)
+    #: the law of seconds per image: a law-only model fitted on the runs' times (fit.scope.time_frame)
+    time: EnergyModel | None = None
+    time_interval: dict[str, float] = field(default_factory=dict)  # its log half-width per prediction level
+    idle_w: dict[str, float] = field(default_factory=dict)  # idle watts per hardware (fit.scope.idle_powers)
+    idle_source: dict[str, str] = field(default_factory=dict)
+    #: log energy offset per precision class (fp32, half) when the runs had more than one; else empty
+    precision_offsets: dict[str, float] = field(default_factory=dict)
+
+    def precision_shift(self, frame: pd.DataFrame) -> np.ndarray | float:
+        """Each row's log offset for its precision class (0 where the model has none)."""
+        if not self.precision_offsets or "precision" not in frame.columns:
+            return 0.0
+        return frame["precision"].map(precision_class).map(self.precision_offsets).fillna(0.0).to_numpy(dtype=float)
+
+    def log_predict_time(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Log seconds per image of each row from the time law (None: the model has no time law)."""
+        if self.time is None:
+            return None
+        _, law = self.time.log_predict_both(frame)
+        return law[schema.PHASE_TOTAL]
 
     # ------------------------------------------------------------------ prediction
     def log_predict_both(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -212,8 +236,10 @@ class EnergyModel:
         feats = feature_frame(frame, self.hardware) if self.corrector_used else None
         cor: dict[str, np.ndarray] = {}
         law: dict[str, np.ndarray] = {}
+        shift = self.precision_shift(frame)
         for phase, pm in self.phases.items():
             base, _ = pm.base_vec(frame)
+            base = base + shift
             law[phase] = base
             if feats is not None and pm.corrector is not None:
                 feats["log_base"] = base - call_terms(frame, phase)[1]
@@ -232,8 +258,10 @@ class EnergyModel:
         feats = feature_frame(frame, self.hardware)
         out: dict[str, np.ndarray] = {}
         levels: list[str] = ["overall"] * len(frame)
+        shift = self.precision_shift(frame)
         for phase, pm in self.phases.items():
             base, lv = pm.base_vec(frame)
+            base = base + shift
             feats["log_base"] = base - call_terms(frame, phase)[1]
             out[phase] = base + (pm.correction(feats) if corrected else 0.0)
             if phase == schema.PHASE_TOTAL:
@@ -251,9 +279,6 @@ class EnergyModel:
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> str:
-        def laws(d: dict[str, PowerLaw]) -> dict[str, Any]:
-            return {k: v.to_dict() for k, v in d.items()}
-
         state = {
             "version": STATE_VERSION,
             "features": list(FEATURES),
@@ -265,16 +290,13 @@ class EnergyModel:
             "sources": self.sources,
             "energy_scope": self.energy_scope,
             "corrector_used": self.corrector_used,
-            "phases": {
-                p: {
-                    "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross),
-                    "overall": pm.overall.to_dict(),
-                    "saturating": pm.saturating.to_dict() if pm.saturating is not None else None,
-                    "corrector": (pm.corrector if isinstance(pm.corrector, str) or pm.corrector is None
-                                  else pm.corrector.model_to_string()),
-                }
-                for p, pm in self.phases.items()
-            },
+            "phases": {p: _phase_to_dict(pm) for p, pm in self.phases.items()},
+            "seen": self.seen,
+            "time": self.time.to_json() if self.time is not None else None,
+            "time_interval": self.time_interval,
+            "idle_w": self.idle_w,
+            "idle_source": self.idle_source,
+            "precision_offsets": self.precision_offsets,
         }
         return json.dumps(state)
 
@@ -283,23 +305,39 @@ class EnergyModel:
         state = json.loads(text)
         if state.get("version") not in _READABLE_STATES:
             raise ConfigError("model state version", state.get("version"), " or ".join(map(str, _READABLE_STATES)) + ": refit with this release")
-        phases = {}
-        for p, d in state["phases"].items():
-            booster = d["corrector"] or None  # the model string: a Booster on first use
-            phases[p] = PhaseModel(
-                p,
-                {k: PowerLaw.from_dict(v) for k, v in d["group"].items()},
-                {k: PowerLaw.from_dict(v) for k, v in d["pooled"].items()},
-                {k: PowerLaw.from_dict(v) for k, v in d["cross"].items()},
-                PowerLaw.from_dict(d["overall"]),
-                booster,
-                SaturatingLaw.from_dict(d["saturating"]) if d.get("saturating") else None,
-            )
+        phases = {p: _phase_from_dict(p, d) for p, d in state["phases"].items()}
         hardware = {k: {kk: (float("nan") if vv is None else vv) for kk, vv in v.items()}
                     for k, v in state["hardware"].items()}
         return cls(phases, hardware, state["families"], tuple(state["flops_range"]), state["interval"],
                    state.get("sources", []), state.get("energy_scope", SCOPE_TOTAL),
-                   bool(state.get("corrector_used", True)))
+                   bool(state.get("corrector_used", True)), dict(state.get("seen") or {}),
+                   EnergyModel.from_json(state["time"]) if state.get("time") else None,
+                   dict(state.get("time_interval") or {}), dict(state.get("idle_w") or {}),
+                   dict(state.get("idle_source") or {}), dict(state.get("precision_offsets") or {}))
+
+
+def _phase_to_dict(pm: PhaseModel) -> dict[str, Any]:
+    def laws(d: dict[str, PowerLaw]) -> dict[str, Any]:
+        return {k: v.to_dict() for k, v in d.items()}
+
+    return {
+        "group": laws(pm.group), "pooled": laws(pm.pooled), "cross": laws(pm.cross), "overall": pm.overall.to_dict(),
+        "saturating": pm.saturating.to_dict() if pm.saturating is not None else None,
+        "corrector": (pm.corrector if isinstance(pm.corrector, str) or pm.corrector is None
+                      else pm.corrector.model_to_string()),
+    }
+
+
+def _phase_from_dict(phase: str, d: dict[str, Any]) -> PhaseModel:
+    return PhaseModel(
+        phase,
+        {k: PowerLaw.from_dict(v) for k, v in d["group"].items()},
+        {k: PowerLaw.from_dict(v) for k, v in d["pooled"].items()},
+        {k: PowerLaw.from_dict(v) for k, v in d["cross"].items()},
+        PowerLaw.from_dict(d["overall"]),
+        d["corrector"] or None,  # the model string: a Booster on first use
+        SaturatingLaw.from_dict(d["saturating"]) if d.get("saturating") else None,
+    )
 
 
 def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, seed: int = 0,
@@ -310,6 +348,10 @@ def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, s
     """
     hw = hardware_descriptors_of(sorted(frame["hardware"].unique()))
     frame = with_log_jpf(frame, hw)
+    offsets = precision_offsets(frame)
+    if offsets:  # the laws fit energy at the reference precision; the offsets carry the rest
+        shift = np.exp(frame["precision"].map(precision_class).map(offsets).fillna(0.0).to_numpy(dtype=float))
+        frame = frame.assign(**{f"energy_{p}": frame[f"energy_{p}"] / shift for p in FIT_PHASES})
     feats = feature_frame(frame, hw)
     phases: dict[str, PhaseModel] = {}
     for phase in FIT_PHASES:
@@ -321,4 +363,48 @@ def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, s
         raise ConfigError("runs", len(frame), f"at least {MIN_POINTS} runs with a positive energy/total_j")
     ft = frame["flops_total"].astype(float)
     return EnergyModel(phases, hw, sorted(frame["model"].unique()), (float(ft.min()), float(ft.max())),
-                       sources=sorted(frame["energy_source"].unique()))
+                       sources=sorted(frame["energy_source"].unique()), precision_offsets=offsets)
+
+
+def precision_offsets(frame: pd.DataFrame) -> dict[str, float]:
+    """Log energy offset of each precision class against the reference (``fp32`` if present), or
+    ``{}`` when the runs have one class.
+
+    Measured where it can be told from everything else: the mean log residual of the denoiser's
+    law (the total's where runs carry no phases) per class, differenced within each (family, hardware) that ran both classes and averaged over
+    them (weighted by the smaller count); where no group ran both, the classes' overall difference.
+    The law is refitted on the adjusted energies and the residuals measured again (three rounds:
+    a class that ran other sizes or steps than the reference biases the first law's slope).
+    """
+    classes = frame["precision"].map(precision_class)
+    names = sorted(set(classes))
+    if len(names) < 2:
+        return {}
+    ref = "fp32" if "fp32" in names else names[0]
+    out = dict.fromkeys(names, 0.0)
+    # the denoiser's law where the runs carry it (one call per step, the bulk of the work); the
+    # total's law mixes phases that scale differently with steps, which biases the offset
+    col = f"energy_{schema.PHASE_DENOISE}"
+    phase = schema.PHASE_DENOISE if col in frame.columns and (frame[col] > 0).all() else schema.PHASE_TOTAL
+    log_e = np.log(frame[f"energy_{phase}"].to_numpy(dtype=float))
+    groups = frame.groupby(["model", "hardware"]).groups
+    for _ in range(3):
+        shift = classes.map(out).to_numpy(dtype=float)
+        adjusted = frame.assign(**{f"energy_{phase}": np.exp(log_e - shift)})
+        pm = fit_phase(adjusted, adjusted, phase, corrector=False)
+        if pm is None:
+            return {}
+        base, _ = pm.base_vec(adjusted)
+        resid = pd.Series(log_e - base, index=frame.index)
+        for cls in names:
+            if cls == ref:
+                continue
+            diffs, weights = [], []
+            for g in groups.values():
+                a, b = resid[g][classes[g] == cls], resid[g][classes[g] == ref]
+                if len(a) and len(b):
+                    diffs.append(a.mean() - b.mean())
+                    weights.append(min(len(a), len(b)))
+            out[cls] = float(np.average(diffs, weights=weights)) if diffs else \
+                float(resid[classes == cls].mean() - resid[classes == ref].mean())
+    return out

@@ -70,6 +70,15 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
                 v = float(row[stat])
                 if math.isfinite(v):
                     metrics[schema.family_law_key(_slug(str(row["family"])), stat)] = v
+    if result.time_cv_summary is not None:
+        for _, row in result.time_cv_summary.iterrows():
+            for stat in ("n", "mape_law", "spearman_law"):
+                v = float(row[stat])
+                if math.isfinite(v):
+                    metrics[schema.cv_key(row["scheme"], schema.TIME_LAW_PHASE, stat)] = v
+    for level, q in result.model.time_interval.items():
+        if math.isfinite(q):
+            metrics[schema.interval_key(level, "time_log_halfwidth")] = q
     for level, q in result.model.interval.items():
         metrics[schema.interval_key(level, "log_halfwidth")] = q
     if result.coverage is not None:
@@ -161,6 +170,18 @@ def format_summary(result: FitResult) -> str:
         for _, r in result.coverage.iterrows():
             lines.append(f"  {r['level']:<16} x/÷{math.exp(r['log_halfwidth']):.2f}  coverage {r['coverage']:.1%} "
                          f"(n={int(r['n'])}, {int(r['n_groups'])} groups)")
+    if result.time_cv_summary is not None and len(result.time_cv_summary):
+        lines.append("time per image, law alone (grouped CV):")
+        for _, r in result.time_cv_summary.iterrows():
+            lines.append(f"  {r['scheme']:<7} n={int(r['n']):<4} MAPE {r['mape_law']:.1%}   Spearman "
+                         f"{r['spearman_law']:.3f}")
+    elif result.model.time is None:
+        lines.append("time per image: not predicted (too few runs carry time/total_s)")
+    seen = result.model.seen
+    if seen:
+        from mlflow_energy.fit.scope import seen_summary
+
+        lines.append(f"answers questions within what it has seen: {seen_summary(seen)}")
     if result.step_scaling is not None and len(result.step_scaling):
         rr = result.step_scaling["ratio_of_ratios"]
         lines.append(f"step scaling 50/30: energy ratio / FLOPs ratio = {rr.min():.4f} .. {rr.max():.4f}")

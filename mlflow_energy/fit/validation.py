@@ -249,6 +249,16 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
     return out
 
 
+def unseen_setup_width(interval: dict[str, float]) -> float:
+    """Log half-width for a setup a model has not seen: its ``unseen_setup`` level when fit stored
+    it, else the widest level it stored (conservative), else log 2."""
+    w = interval.get(LEVEL_UNSEEN_SETUP)
+    if isinstance(w, (int, float)) and math.isfinite(w):
+        return float(w)
+    widths = [v for v in interval.values() if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(max(widths)) if widths else math.log(2.0)
+
+
 def _setup_floor_applies(tot: pd.DataFrame) -> bool:
     """Too few setups were held out for ``unseen_setup`` to stand on its own quantile."""
     g = tot[tot["scheme"] == "losetup"]

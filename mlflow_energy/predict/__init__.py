@@ -6,7 +6,9 @@ Modules:
     inputs    input checks: one clear line per bad value, upper limits, the FLOP range
     frame     :func:`predict_frame`: per-phase energy, the interval and carbon for a DataFrame
     pyfunc    :class:`EnergyPredictor` (``mlflow.pyfunc.PythonModel``), signature, registration
-    calibrate a setup's corrections from a few measurements (shrunk level and slope, honest interval)
+    calibration  a setup's fitted correction (levels, slopes learned within families) and how it applies
+    calibrate a setup's corrections from a few measurements (shrunk levels, checked slopes, honest interval)
+    seen      what a model may answer: rows outside its training data are refused or extrapolated
     serve     ``mlflow-energy serve``: MLflow's scoring protocol behind strict payload checks (4xx, one line)
     analytic  :class:`AnalyticPredictor`: ``a * FLOPs^b`` with round constants, for tests and benchmarks
 May import: the shared ground, ``flops``, ``fit``.
@@ -30,7 +32,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "AnalyticPredictor": "analytic",
         "EnergyPredictor": "pyfunc",
-        "Calibration": "calibrate",
+        "Calibration": "calibration",
         "calibrate": "calibrate",
         "fit_calibration": "calibrate",
         "load_predictor": "pyfunc",

@@ -1,41 +1,42 @@
 """Calibration: adapt a registered energy model to the user's own setup from a few measurements.
 
-A *setup* is what the training data did not see: another harness, GPU board, driver, energy
-scope. Its error against the prior model is a level offset in log space (and, with a different
-saturation, a slope), partly shared by every family of the setup and partly each family's own.
-One Bayesian linear regression of the log residuals ``r`` (measured / prior) over all the
-measurements of the setup, prior mean 0 (the prior model is right on average):
+The fitted object and how it applies live in :mod:`mlflow_energy.predict.calibration`; this module
+fits it and registers the calibrated model. One Bayesian linear regression of the log residuals
+``r = log(measured / prior)`` over every measurement of the setup, prior mean 0 (the prior model
+is right on average):
 
-* **level**: a setup-wide offset (prior sd ``tau``, the prior's between-setup spread: its
-  ``unseen_setup`` interval level, or the widest stored level until that exists) plus a per-family
-  deviation (sd ``tau`` x :data:`FAMILY_SHARE`); ``sigma``, the within-setup noise, is the prior's
-  ``known`` level;
-* **slopes** of ``r`` on log FLOPs per image and on log batch size: setup-wide (prior sds
-  :data:`SLOPE_PRIOR_SD`, :data:`BATCH_SLOPE_PRIOR_SD`) plus per-family deviations (the same x
-  :data:`FAMILY_SHARE`). The shared slopes let one measurement per family, at different sizes or
-  batches, show how the setup scales, which no family alone can;
+* **levels**: a setup-wide offset (prior sd ``tau``, the prior's between-setup spread: its
+  ``unseen_setup`` interval level) plus one level per measured family (prior sd ``tau`` x
+  :data:`FAMILY_SHARE`, widened to the spread the families themselves show when there are at
+  least three); ``sigma``, the within-setup noise, is the prior's ``known`` level. One point per
+  family learns that family's level and nothing else.
+* **slopes** on log pixels, log steps and log batch (:data:`SLOPE_PRIOR_SD`: shrunk toward the
+  prior model's own scaling), learned only from variation *within* a family (each family's
+  values centred on its own mean): families that differ in level, in order of their size, never
+  pass for a slope. Each slope is tried by leaving one measurement out at a time and kept only
+  where it predicts the held-out measurements clearly better than the levels alone (error at
+  most :data:`KEEP_RATIO` of theirs; :attr:`Calibration.slopes_kept`, :attr:`Calibration.check`).
 * **interval**: the posterior predictive spread ``z * sqrt(sigma_post^2 + z' Cov z)`` with
   ``sigma_post`` pooling the prior ``sigma`` (:data:`SIGMA_PRIOR_DOF` pseudo-points) with the
   calibrated residuals: it narrows only as far as the evidence supports.
 
-Families of the setup without a measurement move by the mean correction of the measured ones
-and keep the unseen-setup width (level ``calibrated_setup``).
+Measurements may count the device's total energy (``energy_total_j``) or its dynamic energy,
+idle power excluded (``energy_dynamic_j``): a dynamic one is compared with the prior's dynamic
+prediction, as a total (measured dynamic + the prior's idle power x predicted time).
 
 Example:
-    >>> import pandas as pd
-    >>> from mlflow_energy.predict.calibrate import Calibration, FamilyCorrection
-    >>> fc = FamilyCorrection([0.1, 0.0, 0.0], 30.0, 0.0, [[0.01, 0, 0], [0, 0.01, 0], [0, 0, 0.01]], 3)
-    >>> c = Calibration("lab", {"sd2": fc}, 0.1, 0.05, 0.5, 3)
-    >>> d, half, level = c.apply(pd.Series(["sd2", "sdxl"]).to_numpy(), [30.0, 31.0])
-    >>> [round(float(v), 2) for v in d], list(level)
-    ([0.1, 0.1], ['calibrated', 'calibrated_setup'])
+    >>> import numpy as np
+    >>> from mlflow_energy.predict.calibrate import fit_regression
+    >>> r = np.log([1.2, 1.2]); fams = np.array(["sd2", "sd2"])
+    >>> v = np.array([[12.5, 3.0, 0.0], [13.9, 3.0, 0.0]])
+    >>> coef, cov, names = fit_regression(r, fams, v, kept=[], tau=0.2, sigma=0.01)
+    >>> names, round(float(sum(coef)), 3)
+    (['setup', 'family:sd2'], 0.182)
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,113 +44,34 @@ import pandas as pd
 
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
-from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP
+from mlflow_energy.fit.scope import seen_of
+from mlflow_energy.fit.validation import unseen_setup_width
+from mlflow_energy.predict.calibration import SLOPE_VARS, Z90, Calibration, slope_values
 
 if TYPE_CHECKING:
     from mlflow_energy.fit import EnergyModel
 
-Z90 = 1.6449  # two-sided 90%: the intervals' nominal level
-#: Prior spread of a setup's slope correction (per log FLOP). Resolution and step scaling vary
-#: little between harnesses of one GPU generation; 0.1 lets 2+ points move the slope when they
-#: span a wide FLOP range and barely when they do not.
-SLOPE_PRIOR_SD = 0.1
-#: Prior spread of a setup's batch exponent correction (per log batch size): on H100 the measured
-#: batch 1 -> 16 change of large models differs from a FLOP law's by about 0.25 in log, ~0.1 per log batch.
-BATCH_SLOPE_PRIOR_SD = 0.1
-#: How the between-setup spread ``tau`` splits between what moves every family of a setup alike
-#: (``SETUP_SHARE``) and what moves one family (``FAMILY_SHARE``); slopes split the same way.
+#: Prior spread of a setup's slope corrections (per log pixel, per log step, per log batch size):
+#: harnesses of one GPU generation scale alike; a 20% change from 512 to 1024 px is 0.16 per log pixel.
+SLOPE_PRIOR_SD: dict[str, float] = {"size": 0.2, "steps": 0.1, "batch": 0.1}
+#: How much of the between-setup spread ``tau`` one family's level may take on its own.
 SETUP_SHARE = 1.0
-FAMILY_SHARE = 0.5
+FAMILY_SHARE = 1.0
 #: Pseudo-points of the prior within-setup noise when pooling it with calibrated residuals.
 SIGMA_PRIOR_DOF = 4.0
-LEVEL_CALIBRATED = "calibrated"
-LEVEL_CALIBRATED_SETUP = "calibrated_setup"
-
-
-@dataclass
-class FamilyCorrection:
-    """One family's correction in log J: ``coef . (1, x - x_ref, log batch - b_ref)`` (x = log FLOPs per image).
-
-    ``cov``: the posterior covariance of ``coef`` (3 x 3), for the interval."""
-
-    coef: list[float]
-    x_ref: float
-    b_ref: float
-    cov: list[list[float]]
-    n: int
-
-    @property
-    def offset(self) -> float:
-        return float(self.coef[0])
-
-    @property
-    def slope(self) -> float:
-        return float(self.coef[1])
-
-    @property
-    def batch_slope(self) -> float:
-        return float(self.coef[2])
-
-
-@dataclass
-class Calibration:
-    """The corrections of one setup; :meth:`apply` gives per-row log shifts, half-widths and levels."""
-
-    name: str
-    families: dict[str, FamilyCorrection]
-    setup_offset: float  # for the setup's families without a measurement
-    sigma2: float  # within-setup noise after calibration (pooled)
-    unseen_half: float  # the unseen-setup half-width of the prior (families not measured)
-    n_points: int
-    hardware: list[str] = field(default_factory=list)
-
-    def apply(self, families: np.ndarray, x: Any, log_batch: Any | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(log shift, log half-width, level)`` per row."""
-        x = np.asarray(x, dtype=float)
-        lb = np.zeros(len(x)) if log_batch is None else np.asarray(log_batch, dtype=float)
-        n = len(families)
-        shift = np.full(n, self.setup_offset)
-        half = np.full(n, self.unseen_half)
-        level = np.full(n, LEVEL_CALIBRATED_SETUP, dtype=object)
-        for fam, c in self.families.items():
-            m = families == fam
-            if not m.any():
-                continue
-            z = np.column_stack([np.ones(int(m.sum())), x[m] - c.x_ref, lb[m] - c.b_ref])
-            shift[m] = z @ np.asarray(c.coef)
-            var = self.sigma2 + np.einsum("ij,jk,ik->i", z, np.asarray(c.cov), z)
-            half[m] = np.minimum(Z90 * np.sqrt(var), self.unseen_half)
-            level[m] = LEVEL_CALIBRATED
-        return shift, half, level
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        fams = {k: FamilyCorrection(**{f: v[f] for f in ("coef", "x_ref", "b_ref", "cov", "n")})
-                for k, v in d["families"].items()}
-        return cls(d["name"], fams, d["setup_offset"], d["sigma2"], d["unseen_half"], d["n_points"],
-                   list(d.get("hardware", [])))
-
-
-def calibrations_to_json(cals: dict[str, Calibration]) -> str:
-    return json.dumps({k: c.to_dict() for k, c in cals.items()})
-
-
-def calibrations_from_json(text: str) -> dict[str, Calibration]:
-    return {k: Calibration.from_dict(v) for k, v in json.loads(text).items()}
+#: A slope is kept when it brings the leave-one-out mean |log error| down to this fraction of the
+#: levels' or less: with four measurements of one family whose sizes differ only by 3% noise, a
+#: slope lowers it by chance half the time, below 0.6 about one time in ten; a true 20% change
+#: from 512 to 1024 px brings it to 0.12-0.39.
+KEEP_RATIO = 0.6
+#: Measured-energy columns a calibration file may give (J per image), and their scope.
+MEASURED_COLUMNS: dict[str, str] = {"energy_total_j": schema.SCOPE_TOTAL, "energy_dynamic_j": schema.SCOPE_DYNAMIC}
 
 
 # ============================================================================ the prior's spreads
 def unseen_setup_half(model: EnergyModel) -> float:
-    """Log half-width for a setup the model has not seen: the model's ``unseen_setup`` level
-    (leave one setup out) when fit stored it, else the widest level it stored (conservative)."""
-    if LEVEL_UNSEEN_SETUP in model.interval and math.isfinite(model.interval[LEVEL_UNSEEN_SETUP]):
-        return float(model.interval[LEVEL_UNSEEN_SETUP])
-    widths = [v for v in model.interval.values() if isinstance(v, (int, float)) and math.isfinite(v)]
-    return float(max(widths)) if widths else math.log(2.0)
+    """Log half-width for a setup the model has not seen (:func:`~mlflow_energy.fit.validation.unseen_setup_width`)."""
+    return unseen_setup_width(model.interval)
 
 
 def prior_spreads(model: EnergyModel) -> tuple[float, float]:
@@ -160,12 +82,126 @@ def prior_spreads(model: EnergyModel) -> tuple[float, float]:
     return max(tau, 1e-3), max(min(sigma, tau), 1e-3)
 
 
+# ============================================================================ the regression
+def _centred(fams: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Each row's :data:`SLOPE_VARS` minus its family's mean, and the means."""
+    refs = {f: values[fams == f].mean(axis=0).tolist() for f in sorted(set(fams))}
+    centred = values - np.array([refs[f] for f in fams]).reshape(values.shape)
+    return centred, refs
+
+
+def fit_regression(r: np.ndarray, fams: np.ndarray, values: np.ndarray, *, kept: list[str], tau: float,
+                   sigma: float, family_sd: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Posterior mean and covariance of ``setup``, ``family:<f>`` and ``slope:<v>`` (``v`` in ``kept``).
+
+    Slopes see each family's values centred on its own mean: only within-family variation moves them.
+    """
+    names_f = sorted(set(fams))
+    centred, _ = _centred(fams, values)
+    names = ["setup", *(f"family:{f}" for f in names_f), *(f"slope:{v}" for v in kept)]
+    z = np.zeros((len(r), len(names)))
+    z[:, 0] = 1.0
+    for j, f in enumerate(names_f):
+        z[:, 1 + j] = fams == f
+    for j, v in enumerate(kept):
+        z[:, 1 + len(names_f) + j] = centred[:, SLOPE_VARS.index(v)]
+    fsd = tau * FAMILY_SHARE if family_sd is None else family_sd
+    sd = np.r_[tau * SETUP_SHARE, np.full(len(names_f), fsd), [SLOPE_PRIOR_SD[v] for v in kept]]
+    cov = np.linalg.inv(z.T @ z / sigma**2 + np.diag(1.0 / sd**2))
+    coef = cov @ z.T @ r / sigma**2
+    return coef, cov, names
+
+
+def _family_sd(r: np.ndarray, fams: np.ndarray, tau: float, sigma: float) -> float:
+    """The family levels' prior sd: ``tau`` x :data:`FAMILY_SHARE`, or the spread the measured
+    families show (their mean residuals' sd, less the noise) when at least three were measured."""
+    base = tau * FAMILY_SHARE
+    names = sorted(set(fams))
+    if len(names) < 3:
+        return base
+    means = np.array([r[fams == f].mean() for f in names])
+    noise = np.mean([sigma**2 / (fams == f).sum() for f in names])
+    return max(base, math.sqrt(max(float(means.var(ddof=1)) - noise, 0.0)))
+
+
+def _predict(r: np.ndarray, fams: np.ndarray, values: np.ndarray, train: np.ndarray, test: int, *,
+             kept: list[str], tau: float, sigma: float, family_sd: float) -> float:
+    """The log correction of row ``test`` from the rows in ``train``."""
+    coef, _, names = fit_regression(r[train], fams[train], values[train], kept=kept, tau=tau, sigma=sigma,
+                                    family_sd=family_sd)
+    _, refs = _centred(fams[train], values[train])
+    out = coef[0]
+    f = fams[test]
+    if f in refs:
+        out += coef[names.index(f"family:{f}")]
+        for v in kept:
+            k = SLOPE_VARS.index(v)
+            out += coef[names.index(f"slope:{v}")] * (values[test, k] - refs[f][k])
+    return float(out)
+
+
+def loo_error(r: np.ndarray, fams: np.ndarray, values: np.ndarray, *, kept: list[str], tau: float, sigma: float,
+              family_sd: float) -> float:
+    """Mean |log error| of each measurement predicted from the others (nan with one measurement)."""
+    n = len(r)
+    if n < 2:
+        return float("nan")
+    errs = [abs(r[i] - _predict(r, fams, values, np.arange(n) != i, i, kept=kept, tau=tau, sigma=sigma,
+                                family_sd=family_sd)) for i in range(n)]
+    return float(np.mean(errs))
+
+
+def choose_slopes(r: np.ndarray, fams: np.ndarray, values: np.ndarray, *, tau: float, sigma: float,
+                  family_sd: float) -> tuple[list[str], dict[str, float]]:
+    """The slopes that predict held-out measurements clearly better than the levels alone (LOO error
+    at most :data:`KEEP_RATIO` of the best so far), tried one at a time (in :data:`SLOPE_VARS`
+    order) on top of those already kept; and each model's LOO error.
+
+    Only a variable that varies within some family is tried."""
+    kept: list[str] = []
+    best = loo_error(r, fams, values, kept=kept, tau=tau, sigma=sigma, family_sd=family_sd)
+    check = {"levels": best}
+    for k, v in enumerate(SLOPE_VARS):
+        varies = any(np.ptp(values[fams == f, k]) > 1e-9 for f in set(fams))
+        if not varies or not math.isfinite(best):
+            continue
+        err = loo_error(r, fams, values, kept=[*kept, v], tau=tau, sigma=sigma, family_sd=family_sd)
+        check["+".join(["levels", *kept, v])] = err
+        if err <= KEEP_RATIO * best:
+            kept, best = [*kept, v], err
+    return kept, check
+
+
 # ============================================================================ fitting
+def measured_energy(data: pd.DataFrame) -> tuple[np.ndarray, str, str]:
+    """``(J per image, column, scope)`` of the measurements: ``energy_total_j`` or ``energy_dynamic_j``.
+
+    Raises:
+        ConfigError: neither or both columns, or a value that is not a number > 0.
+    """
+    given = [c for c in MEASURED_COLUMNS if c in data.columns]
+    if len(given) != 1:
+        inputs = ", ".join(schema.PREDICTOR_INPUTS)
+        what = "is missing" if not given else "are both given"
+        raise ConfigError("columns", " and ".join(given) or "energy_total_j",
+                          f"one measured-energy column ({what}): the predictor's input columns ({inputs}) plus "
+                          "energy_total_j (the device's total J per image) or energy_dynamic_j (idle power excluded)")
+    col = given[0]
+    meas = pd.to_numeric(data[col], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(meas) & (meas > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = data[col].iloc[i]
+        raise ConfigError(col, value.item() if isinstance(value, np.generic) else value,
+                          f"a number > 0 (J per image), row {i}")
+    return meas, col, MEASURED_COLUMNS[col]
+
+
 def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
                     calibrations: dict[str, Calibration] | None = None) -> Calibration:
     """A :class:`Calibration` of ``model`` from the user's measurements.
 
-    ``data``: the predictor's input columns plus ``energy_total_j`` (J per image, > 0).
+    ``data``: the predictor's input columns plus ``energy_total_j`` or ``energy_dynamic_j`` (J per image, > 0).
 
     Raises:
         ConfigError: a missing or bad column or value (row, column, value, what is allowed).
@@ -176,70 +212,38 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
         raise ConfigError("setup", name, "a new name for this setup (not one of the training sources "
                           + ", ".join(model.sources) + ")")
     data = pd.DataFrame(data).reset_index(drop=True)
-    if "energy_total_j" not in data.columns:
-        raise ConfigError("columns", "energy_total_j", "the predictor's input columns plus energy_total_j "
-                          "(measured J per image)")
+    missing = [c for c in schema.PREDICTOR_INPUTS if c not in data.columns]
+    if missing:
+        raise ConfigError("columns", ", ".join(missing), "present: the predictor's input columns "
+                          + ", ".join(schema.PREDICTOR_INPUTS) + " plus energy_total_j or energy_dynamic_j "
+                          f"({', '.join(missing)} missing)")
     if len(data) == 0:
         raise ConfigError("rows", 0, "at least one measurement")
-    meas = pd.to_numeric(data["energy_total_j"], errors="coerce").to_numpy(dtype=float)
-    bad = ~(np.isfinite(meas) & (meas > 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        value = data["energy_total_j"].iloc[i]
-        raise ConfigError("energy_total_j", value.item() if isinstance(value, np.generic) else value,
-                          f"a number > 0 (J per image), row {i}")
-    inputs = data.drop(columns=[c for c in ("energy_total_j", "setup") if c in data.columns])
-    pred = predict_frame(model, inputs, calibrations=calibrations)
-    r = np.log(meas) - np.log(pred["energy_total_j"].to_numpy(dtype=float))
-    x = np.log(pred.attrs["flops_total"])
+    meas, col, scope = measured_energy(data)
+    inputs = data.drop(columns=[c for c in (*MEASURED_COLUMNS, "setup") if c in data.columns])
+    # the user's own families and sizes are what calibration is for: measured rows are never refused
+    pred = predict_frame(model, inputs, calibrations=calibrations, allow_extrapolation=True)
+    total = pred["energy_total_j"].to_numpy(dtype=float)
+    if scope == schema.SCOPE_DYNAMIC:  # as a total: the measured dynamic energy + the prior's idle share
+        meas = meas + (total - pred["energy_dynamic_j"].to_numpy(dtype=float))
+    r = np.log(meas) - np.log(total)
     fams = inputs["model"].astype(str).to_numpy()
-    lb = np.log(inputs_batch(inputs))
+    values = slope_values(inputs["height"], inputs["width"], inputs["steps"], inputs_batch(inputs))
     tau, sigma = prior_spreads(model)
-    corrections, fitted, n_par, setup_offset = _joint_regression(r, x, lb, fams, tau=tau, sigma=sigma)
+    family_sd = _family_sd(r, fams, tau, sigma)
+    kept, check = choose_slopes(r, fams, values, tau=tau, sigma=sigma, family_sd=family_sd)
+    coef, cov, names = fit_regression(r, fams, values, kept=kept, tau=tau, sigma=sigma, family_sd=family_sd)
+    _, refs = _centred(fams, values)
+    cal = Calibration(name.strip(), names, [float(c) for c in coef], cov.tolist(), refs,
+                      {f: int((fams == f).sum()) for f in refs}, sigma**2, unseen_setup_half(model), len(r),
+                      sorted(set(pred.attrs["hardware"])), kept, check, scope)
+    cal.seen = seen_of(inputs.assign(hardware=pred.attrs["rows_hardware"]))
+    z, _ = cal.design(fams, values)
+    fitted = z @ coef
     # within-setup noise: the prior's, pooled with what the calibrated residuals show
-    dof = max(len(r) - n_par, 0)
-    ssr = float(((r - fitted) ** 2).sum())
-    sigma2 = (SIGMA_PRIOR_DOF * sigma**2 + ssr) / (SIGMA_PRIOR_DOF + dof)
-    return Calibration(name.strip(), corrections, setup_offset, sigma2, unseen_setup_half(model), len(r),
-                       sorted(set(pred.attrs["hardware"])))
-
-
-def _joint_regression(r: np.ndarray, x: np.ndarray, lb: np.ndarray, fams: np.ndarray, *, tau: float, sigma: float
-                      ) -> tuple[dict[str, FamilyCorrection], np.ndarray, int, float]:
-    """One Bayesian linear regression of the log residuals of a setup, every family together.
-
-    ``r = u + d_f + (s + s_f) (x - x_ref) + (t + t_f) (log batch - b_ref) + noise``: a setup-wide
-    offset ``u`` and slopes ``s``, ``t`` (what the setup does to every family: its energy scope,
-    its saturation), and per family a deviation ``d_f`` and slope deviations. The shared terms let
-    one point per family, at different sizes and batches, tell a slope that no family alone can.
-    Returns ``(corrections, fitted, parameters identified, setup offset)``.
-    """
-    names = sorted(set(fams))
-    k = len(names)
-    x_ref, b_ref = float(x.mean()), float(lb.mean())
-    dx, db = x - x_ref, lb - b_ref
-    idx = np.array([names.index(f) for f in fams])
-    n = len(r)
-    # columns: u, s, t, then d_f, s_f, t_f per family
-    z = np.zeros((n, 3 + 3 * k))
-    z[:, 0], z[:, 1], z[:, 2] = 1.0, dx, db
-    z[np.arange(n), 3 + 3 * idx] = 1.0
-    z[np.arange(n), 4 + 3 * idx] = dx
-    z[np.arange(n), 5 + 3 * idx] = db
-    sd = np.r_[tau * SETUP_SHARE, SLOPE_PRIOR_SD, BATCH_SLOPE_PRIOR_SD,
-               np.tile([tau * FAMILY_SHARE, SLOPE_PRIOR_SD * FAMILY_SHARE, BATCH_SLOPE_PRIOR_SD * FAMILY_SHARE], k)]
-    cov = np.linalg.inv(z.T @ z / sigma**2 + np.diag(1.0 / sd**2))
-    coef = cov @ z.T @ r / sigma**2
-    corrections: dict[str, FamilyCorrection] = {}
-    for j, fam in enumerate(names):
-        a = np.zeros((3, len(coef)))
-        a[0, [0, 3 + 3 * j]] = 1.0
-        a[1, [1, 4 + 3 * j]] = 1.0
-        a[2, [2, 5 + 3 * j]] = 1.0
-        corrections[fam] = FamilyCorrection([float(v) for v in a @ coef], x_ref, b_ref, (a @ cov @ a.T).tolist(),
-                                            int((idx == j).sum()))
-    n_par = 1 + int(np.ptp(dx) > 1e-6) + int(np.ptp(db) > 1e-6) + (k - 1)
-    return corrections, z @ coef, n_par, float(coef[0])
+    dof = max(len(r) - len(refs) - len(kept), 0)
+    cal.sigma2 = (SIGMA_PRIOR_DOF * sigma**2 + float(((r - fitted) ** 2).sum())) / (SIGMA_PRIOR_DOF + dof)
+    return cal
 
 
 def inputs_batch(df: pd.DataFrame) -> np.ndarray:
@@ -248,7 +252,7 @@ def inputs_batch(df: pd.DataFrame) -> np.ndarray:
 
 
 def read_measurements(path: str) -> pd.DataFrame:
-    """A CSV or JSONL file of measurements (the predictor's inputs plus ``energy_total_j``)."""
+    """A CSV or JSONL file of measurements (the predictor's inputs plus ``energy_total_j`` or ``energy_dynamic_j``)."""
     from pathlib import Path
 
     p = Path(path)
@@ -286,8 +290,10 @@ def calibrate(data: pd.DataFrame | str, *, model_uri: str, registered_model: str
     """Calibrate a registered energy model to a setup and register the result (alias ``@champion``).
 
     ``data``: a DataFrame, or the path of a CSV/JSONL file, of the predictor's input columns plus
-    ``energy_total_j``. The new version wraps the prior model with the calibrations it already
-    had plus this one (same name: replaced); predict with ``setup=<name>`` to use it.
+    ``energy_total_j`` or ``energy_dynamic_j``. The new version wraps the prior model with the
+    calibrations it already had plus this one (same name: replaced). A row names it with
+    ``setup=<name>``; a row without a setup gets it when it is the only calibration of the row's
+    hardware.
 
     Returns ``(model version, calibration)``.
 
@@ -305,12 +311,14 @@ def calibrate(data: pd.DataFrame | str, *, model_uri: str, registered_model: str
     name = setup or f"setup-{len(cals) + 1}"
     cal = fit_calibration(model, frame, name=name)
     cals = {**cals, cal.name: cal}
-    example = frame.drop(columns=[c for c in ("energy_total_j",) if c in frame.columns]).head(2).copy()
+    example = frame.drop(columns=[c for c in MEASURED_COLUMNS if c in frame.columns]).head(2).copy()
     example["setup"] = cal.name
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"calibrate-{cal.name}"):
         mlflow.log_params({schema.P_CALIBRATION_SETUP: cal.name, schema.P_CALIBRATION_PRIOR: model_uri,
-                           schema.P_CALIBRATION_FAMILIES: ",".join(sorted(cal.families))[:500]})
+                           schema.P_CALIBRATION_FAMILIES: ",".join(sorted(cal.families))[:500],
+                           schema.P_CALIBRATION_SLOPES: ",".join(cal.slopes_kept) or "none",
+                           schema.P_CALIBRATION_SCOPE: cal.measured_scope})
         mlflow.log_metrics({schema.M_CALIBRATION_POINTS: cal.n_points,
                             schema.M_CALIBRATION_SIGMA: math.sqrt(cal.sigma2),
                             schema.M_CALIBRATION_SETUP_OFFSET: cal.setup_offset})

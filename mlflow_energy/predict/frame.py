@@ -1,8 +1,9 @@
-"""Predictions for a DataFrame of configs: per-phase energy, the interval, carbon."""
+"""Predictions for a DataFrame of configs: per-phase energy, dynamic energy, time, the intervals, carbon."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,117 +14,214 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import FIT_PHASES, EnergyModel
 from mlflow_energy.fit.features import log_jpf, log_peak
 from mlflow_energy.fit.model import pair_codes
-from mlflow_energy.fit.validation import LEVELS
+from mlflow_energy.fit.scope import idle_of, seen_summary
+from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP, LEVELS, unseen_setup_width
 from mlflow_energy.flops.frame import flops_columns
-from mlflow_energy.predict.calibrate import LEVEL_UNSEEN_SETUP, Calibration, unseen_setup_half
+from mlflow_energy.predict.calibration import Calibration, slope_values
 from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, input_columns
+from mlflow_energy.predict.seen import LEVEL_EXTRAPOLATED, outside_rows
+
+#: The smallest share of the total a dynamic prediction keeps (idle x time never takes it all).
+MIN_DYNAMIC_SHARE = 0.02
 
 
 def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str = "auto",
-                  calibrations: dict[str, Calibration] | None = None) -> pd.DataFrame:
-    """Predict the output columns for the input rows (see the module docstring).
+                  calibrations: dict[str, Calibration] | None = None, allow_extrapolation: bool = False
+                  ) -> pd.DataFrame:
+    """Predict the output columns for the input rows (see :mod:`mlflow_energy.predict.pyfunc`).
 
-    The interval of each row follows its ``setup`` column (see :func:`row_levels`): empty or
-    missing, an unseen setup (``unseen_setup``, calibrated by leaving setups out); a training source, the level
-    of its family and GPU (``known``, ``unseen_hardware``, ``unseen_family``); a calibration in
-    ``calibrations``, that calibration's corrected value and interval (``calibrated``, or
-    ``calibrated_setup`` for a family it has no measurement of). ``interval_level`` other than
-    ``auto`` forces one of the model's levels for every row.
+    The interval of each row follows its setup (see :func:`row_levels`): a calibration named in
+    the ``setup`` column, or, with none named, the one calibration of the row's hardware (several:
+    none applies, and ``note`` says so); else an unseen setup (``unseen_setup``, calibrated by
+    leaving setups out). A training source named in ``setup`` gets the level of its family and GPU
+    (``known``, ``unseen_hardware``). ``interval_level`` other than ``auto`` forces one of the
+    model's levels for every row.
+
+    A row outside what the model (or its calibration) has seen (:mod:`mlflow_energy.predict.seen`)
+    is refused, unless ``allow_extrapolation``: then its level is ``extrapolated`` and its interval
+    no narrower than the widest the grouped CV measured.
 
     Raises:
-        ConfigError: for a bad input row, or FLOPs far outside what the model was fitted on.
+        ConfigError: for a bad input row, or one outside what the model has seen (naming what it has).
     """
-    allowed_levels = LEVELS
-    if interval_level != "auto" and interval_level not in allowed_levels:
-        raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(allowed_levels))
+    if interval_level != "auto" and interval_level not in LEVELS:
+        raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(LEVELS))
     calibrations = calibrations or {}
     cols, extra = input_columns(model, df)
-    setup = cols.pop("setup")
     hardware = {**model.hardware, **extra} if extra else model.hardware
+    setup, notes = resolve_setups(model, cols.pop("setup"), cols["hardware"], calibrations)
     flops = flops_columns(cols)
     # one frame, built once: inputs, FLOPs and each GPU's best-case J/FLOP
     # a row names a training source: that setup's own saturation and levels (a saturating law)
     source = np.where(np.isin(setup, list(model.sources)), setup, "").astype(object)
-    flopped = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
-                            "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
-    rows = flopped
+    rows = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
+                         "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
+    ft = rows["flops_total"].to_numpy(dtype=float)
     lo, hi = model.flops_range
-    ft = flopped["flops_total"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(ft) & (ft >= lo / FLOPS_EXTRAPOLATION) & (ft <= hi * FLOPS_EXTRAPOLATION))
-    if bad.any():
-        i = int(np.argmax(bad))
-        r = rows.iloc[i]
-        raise _fail(
-            i, "FLOPs per image", f"{ft[i]:.3g} ({r['model']} {r['height']}x{r['width']}, {r['steps']} steps)",
-            f"within a factor {FLOPS_EXTRAPOLATION:g} of the fitted range {lo:.3g} to {hi:.3g}",
-        )
+        far = ~(np.isfinite(ft) & (ft >= lo / FLOPS_EXTRAPOLATION) & (ft <= hi * FLOPS_EXTRAPOLATION))
+    cal_setup = np.where(np.isin(setup, list(calibrations)), setup, "")
+    outside, why = outside_rows(model.seen, cols, cal_setup, calibrations, hardware)
+    if not allow_extrapolation:
+        _refuse(model, rows, outside, why, far, ft, df)
+    outside = outside | far
     work = dataclasses.replace(model, hardware=hardware) if extra else model
-    logs, law_logs = work.log_predict_both(flopped)
+    logs, law_logs = work.log_predict_both(rows)
     total = np.exp(logs[schema.PHASE_TOTAL])
     phases = [p for p in FIT_PHASES if p != schema.PHASE_TOTAL]
     if all(p in logs for p in phases):
         parts = np.stack([np.exp(logs[p]) for p in phases])
         parts = parts * (total / parts.sum(axis=0))
     else:  # runs carried a total only: split it by each phase's share of the FLOPs
-        flops = np.stack([flopped[f"flops_{p}"].to_numpy(dtype=float) for p in phases])
-        parts = flops / flops.sum(axis=0) * total
+        split = np.stack([rows[f"flops_{p}"].to_numpy(dtype=float) for p in phases])
+        parts = split / split.sum(axis=0) * total
     levels, half, shift = row_levels(model, rows, setup, calibrations)
     if interval_level != "auto":
         levels = np.full(len(rows), interval_level, dtype=object)
-        width = unseen_setup_half(model) if interval_level == LEVEL_UNSEEN_SETUP else \
-            model.interval.get(interval_level, unseen_setup_half(model))
+        width = unseen_setup_width(model.interval) if interval_level == LEVEL_UNSEEN_SETUP else \
+            model.interval.get(interval_level, unseen_setup_width(model.interval))
         half = np.full(len(rows), width)
+    if outside.any():
+        levels, half = levels.copy(), half.copy()
+        levels[outside] = LEVEL_EXTRAPOLATED
+        half[outside] = np.maximum(half[outside], widest(model.interval))
+        notes = notes.copy()
+        for i in np.flatnonzero(outside):
+            w = why[i]
+            notes[i] = (f"extrapolated: {w[0]}={w[1]} outside {w[2]}" if w is not None else
+                        f"extrapolated: FLOPs per image {ft[i]:.3g} beyond the fitted {lo:.3g} to {hi:.3g}")
     factor = np.exp(shift)
     total, parts = total * factor, parts * factor
-    cols = {f"energy_{p}_j": values for p, values in zip(phases, parts, strict=True)}
-    cols.update({
-        "energy_total_j": total, "energy_total_wh": total / 3600.0,
-        "energy_total_j_low": total * np.exp(-half), "energy_total_j_high": total * np.exp(half),
+    low, high = total * np.exp(-half), total * np.exp(half)
+    time, t_low, t_high = predict_time(work, rows, levels)
+    share = dynamic_share(work, rows, total, time)
+    cols_out: dict[str, Any] = {f"energy_{p}_j": values for p, values in zip(phases, parts, strict=True)}
+    cols_out.update({
+        "energy_total_j": total, "energy_total_wh": total / 3600.0, "energy_total_j_low": low,
+        "energy_total_j_high": high,
+        "energy_dynamic_j": total * share, "energy_dynamic_j_low": low * share, "energy_dynamic_j_high": high * share,
+        "time_total_s": time, "time_total_s_low": t_low, "time_total_s_high": t_high,
         "co2e_g": total / J_PER_KWH * rows["carbon_intensity_g_per_kwh"].to_numpy(dtype=float),
-        "interval_level": levels, "energy_total_j_law": np.exp(law_logs[schema.PHASE_TOTAL]) * factor,
-        "energy_scope": np.full(len(rows), model.energy_scope, dtype=object),
+        "setup": setup, "interval_level": levels, "energy_total_j_law": np.exp(law_logs[schema.PHASE_TOTAL]) * factor,
+        "energy_scope": np.full(len(rows), model.energy_scope, dtype=object), "note": notes,
     })
-    out = pd.DataFrame({c: cols[c] for c in schema.PREDICTOR_OUTPUTS})
+    out = pd.DataFrame({c: cols_out[c] for c in schema.PREDICTOR_OUTPUTS})
     out.attrs["flops_total"] = ft  # for calibration: x of each row
     out.attrs["hardware"] = list(rows["hardware"].unique())
+    out.attrs["rows_hardware"] = rows["hardware"].to_numpy()
     return out
 
 
-def row_levels(model: EnergyModel, rows: pd.DataFrame, setup: np.ndarray, calibrations: dict[str, Calibration]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(interval level, log half-width, log shift)`` of every row from its ``setup``.
+def widest(interval: dict[str, float]) -> float:
+    """The widest log half-width the grouped CV measured (log 2 when none)."""
+    finite = [v for v in interval.values() if isinstance(v, (int, float)) and np.isfinite(v)]
+    return float(max(finite)) if finite else float(np.log(2.0))
+
+
+def _refuse(model: EnergyModel, rows: pd.DataFrame, outside: np.ndarray, why: list[Any], far: np.ndarray,
+            ft: np.ndarray, given: pd.DataFrame) -> None:
+    """Raise for the first row outside what the model has seen, or beyond its FLOP range."""
+    hint = "; or allow_extrapolation=true (CLI --allow-extrapolation) for an answer with the widest interval"
+    if outside.any():
+        i = int(np.argmax(outside))
+        field, value, seen = why[i]
+        if field == "hardware":  # the name as the caller gave it
+            value = pd.DataFrame(given)["hardware"].iloc[i]
+        raise _fail(i, field, value, f"{seen}, what the model has seen (all of it: {seen_summary(model.seen)})"
+                    f"{hint}")
+    if far.any():
+        i = int(np.argmax(far))
+        r = rows.iloc[i]
+        lo, hi = model.flops_range
+        raise _fail(
+            i, "FLOPs per image", f"{ft[i]:.3g} ({r['model']} {r['height']}x{r['width']}, {r['steps']} steps)",
+            f"within a factor {FLOPS_EXTRAPOLATION:g} of the fitted range {lo:.3g} to {hi:.3g}{hint}",
+        )
+
+
+def predict_time(model: EnergyModel, rows: pd.DataFrame, levels: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seconds per image and its 90% interval from the time law (NaN when the model has none).
+
+    The interval takes the row's level of the time law's own grouped CV; a calibrated or
+    extrapolated row, which calibration does not move in time, the widest one."""
+    log_t = model.log_predict_time(rows)
+    n = len(rows)
+    if log_t is None:
+        nan = np.full(n, np.nan)
+        return nan, nan, nan
+    wide = widest(model.time_interval)
+    half = pd.Series(levels).map(model.time_interval).fillna(wide).to_numpy(dtype=float)
+    t = np.exp(log_t)
+    return t, t * np.exp(-half), t * np.exp(half)
+
+
+def dynamic_share(model: EnergyModel, rows: pd.DataFrame, total: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """The share of the total that is dynamic energy: ``1 - idle watts x time / total``.
+
+    1 for a model whose energy is already dynamic (the CPU estimate); NaN without a time law.
+    The interval of the dynamic energy is the total's, scaled by this share: energy and time
+    errors of one config move together, and subtracting the bounds apart would count them twice."""
+    if model.energy_scope == schema.SCOPE_DYNAMIC:
+        return np.ones(len(rows))
+    idle = idle_of(rows["hardware"].to_numpy(dtype=object), model.idle_w, model.hardware)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = 1.0 - idle * time / total
+    return np.where(np.isnan(share), np.nan, np.clip(share, MIN_DYNAMIC_SHARE, 1.0))
+
+
+def resolve_setups(model: EnergyModel, setup: np.ndarray, hardware: np.ndarray, calibrations: dict[str, Calibration]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's setup and note: the one named, else the one calibration of the row's hardware.
 
     Raises:
         ConfigError: a ``setup`` that names neither a training source nor a calibration.
     """
-    n = len(rows)
-    levels = np.full(n, LEVEL_UNSEEN_SETUP, dtype=object)
-    half = np.full(n, unseen_setup_half(model))
-    shift = np.zeros(n)
+    setup = np.asarray(setup, dtype=object).copy()
+    notes = np.full(len(setup), "", dtype=object)
     given = setup != ""
-    if not given.any():
-        return levels, half, shift
     known_sources = set(model.sources)
     bad = given & ~np.isin(setup, [*known_sources, *calibrations])
     if bad.any():
         i = int(np.argmax(bad))
-        raise _fail(i, "setup", setup[i], "empty (an unseen setup), a training source ("
-                    + ", ".join(sorted(known_sources)) + ") or a calibration of this model ("
+        raise _fail(i, "setup", setup[i], "empty (the calibration of the row's hardware, else an unseen setup), a "
+                    "training source (" + ", ".join(sorted(known_sources)) + ") or a calibration of this model ("
                     + (", ".join(sorted(calibrations)) or "none yet: mlflow-energy calibrate") + ")")
-    src = np.isin(setup, list(known_sources)) & given
+    if not calibrations or given.all():
+        return setup, notes
+    for hw in pd.unique(hardware[~given]):
+        names = sorted(name for name, cal in calibrations.items() if hw in cal.hardware)
+        m = ~given & (hardware == hw)
+        if len(names) == 1:
+            setup[m] = names[0]
+        elif len(names) > 1:
+            notes[m] = (f"{len(names)} calibrations of {hw} ({', '.join(names)}): name one in the setup column; "
+                        "answered as an unseen setup")
+    return setup, notes
+
+
+def row_levels(model: EnergyModel, rows: pd.DataFrame, setup: np.ndarray, calibrations: dict[str, Calibration]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(interval level, log half-width, log shift)`` of every row from its (resolved) setup."""
+    n = len(rows)
+    unseen = unseen_setup_width(model.interval)
+    levels = np.full(n, LEVEL_UNSEEN_SETUP, dtype=object)
+    half = np.full(n, unseen)
+    shift = np.zeros(n)
+    given = setup != ""
+    if not given.any():
+        return levels, half, shift
+    src = np.isin(setup, list(model.sources)) & given
     if src.any():
         codes, uniq = pair_codes(rows["model"], rows["hardware"])
         levels = np.where(src, np.array([source_level(model, m, h) for m, h in uniq], dtype=object)[codes], levels)
-        half = np.where(src, pd.Series(levels).map(model.interval).fillna(unseen_setup_half(model))
-                        .to_numpy(dtype=float), half)
+        half = np.where(src, pd.Series(levels).map(model.interval).fillna(unseen).to_numpy(dtype=float), half)
     fams = rows["model"].to_numpy(dtype=str)
-    x = np.log(rows["flops_total"].to_numpy(dtype=float))
-    lb = np.log(rows["batch_size"].to_numpy(dtype=float))
+    values = slope_values(rows["height"], rows["width"], rows["steps"], rows["batch_size"])
     for name, cal in calibrations.items():
         m = setup == name
         if m.any():
-            s_, h_, l_ = cal.apply(fams[m], x[m], lb[m])
+            s_, h_, l_ = cal.apply(fams[m], values[m])
             shift[m], half[m], levels[m] = s_, h_, l_
     return levels, half, shift
 

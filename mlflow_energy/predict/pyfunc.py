@@ -16,6 +16,13 @@ the value fits (``30.0`` steps, guidance ``7``); ``30.5`` steps or a boolean are
 ``params={"interval_level": "unseen_source"}`` when the caller's runtime or energy scope differs
 from the training data's. FLOPs are counted inside, by the analytical module.
 
+Beside the energy: ``energy_dynamic_j`` (+ ``_low``, ``_high``), the GPU energy with idle power x
+time subtracted; ``time_total_s`` (+ ``_low``, ``_high``), seconds per image from the time law;
+``setup``, the calibration or training source the row used (empty: none); ``note``, why a row is
+extrapolated or which calibrations compete. A row outside what the model has seen (families,
+precisions, hardware kind, size/steps/batch ranges: the model's metadata ``seen`` and its
+version tags ``mlflow_energy.seen.*``) is refused unless the param ``allow_extrapolation`` is true.
+
 Phase columns come from the phase laws, scaled to sum to ``energy_total_j``. When the training
 runs carried only a whole-pipeline total (the ML.ENERGY data), there are no phase laws: the phase
 columns then split the total by each phase's share of the FLOPs (an apportionment, not a fit).
@@ -40,13 +47,14 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import EnergyModel, FitResult
-from mlflow_energy.predict.calibrate import Calibration, calibrations_from_json, calibrations_to_json
+from mlflow_energy.predict.calibration import Calibration, calibrations_from_json, calibrations_to_json
 from mlflow_energy.predict.frame import predict_frame
 from mlflow_energy.predict.inputs import INPUT_RULES
 
 ARTIFACT_KEY = "energy_model"
 CALIBRATIONS_KEY = "calibrations"  # optional artifact: the setups calibrated on this model (JSON)
 PARAM_INTERVAL_LEVEL = "interval_level"  # predict param: auto, or one calibration level for every row
+PARAM_ALLOW_EXTRAPOLATION = "allow_extrapolation"  # predict param: answer rows outside what the model has seen
 
 
 class EnergyPredictor(mlflow.pyfunc.PythonModel):
@@ -66,9 +74,12 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         level = str((params or {}).get(PARAM_INTERVAL_LEVEL, "auto"))
+        allow = (params or {}).get(PARAM_ALLOW_EXTRAPOLATION, False)
+        if isinstance(allow, str):
+            allow = allow.strip().lower() in ("true", "1", "yes")
         try:
             return predict_frame(self._model, model_input, interval_level=level,
-                                 calibrations=getattr(self, "_calibrations", {}))
+                                 calibrations=getattr(self, "_calibrations", {}), allow_extrapolation=bool(allow))
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except Exception as exc:  # any other bad payload: one line, a 400, never a stack trace
@@ -91,7 +102,8 @@ def model_signature() -> Any:
                for c in (*schema.PREDICTOR_OPTIONAL_INPUTS, *schema.PREDICTOR_HARDWARE_INPUTS)]
     outputs = [ColSpec("string" if c in schema.PREDICTOR_STRING_OUTPUTS else "double", c)
                for c in schema.PREDICTOR_OUTPUTS]
-    params = ParamSchema([ParamSpec(PARAM_INTERVAL_LEVEL, "string", "auto")])
+    params = ParamSchema([ParamSpec(PARAM_INTERVAL_LEVEL, "string", "auto"),
+                          ParamSpec(PARAM_ALLOW_EXTRAPOLATION, "boolean", False)])
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 
@@ -184,10 +196,12 @@ def register_model(model: EnergyModel, example: pd.DataFrame, registered_model: 
                 input_example=example,
                 pip_requirements=pip_requirements(),
                 metadata={"input_rules": INPUT_RULES, "energy_scope": model.energy_scope,
-                          "corrector_used": model.corrector_used, "calibrations": sorted(calibrations or {})},
+                          "corrector_used": model.corrector_used, "calibrations": sorted(calibrations or {}),
+                          "seen": model.seen, "idle_w": model.idle_source, "time_law": model.time is not None},
             )
         finally:
             pyfunc_logger.removeFilter(notice)
+    tags = {**seen_tags(model, calibrations or {}), **(tags or {})}
     client = MlflowClient()
     try:
         client.get_registered_model(registered_model)
@@ -198,6 +212,16 @@ def register_model(model: EnergyModel, example: pd.DataFrame, registered_model: 
     version = mv.version
     client.set_registered_model_alias(registered_model, alias, str(version))
     return client.get_model_version(registered_model, str(version))
+
+
+def seen_tags(model: EnergyModel, calibrations: dict[str, Calibration]) -> dict[str, str]:
+    """Model-version tags of what the model has seen (families, precisions, hardware, ranges) and its calibrations."""
+    seen = model.seen
+    tags = {schema.T_SEEN_PREFIX + k: ",".join(map(str, v))[:4900] for k, v in seen.items() if v}
+    if calibrations:
+        tags[schema.T_CALIBRATED_SETUPS] = ", ".join(
+            f"{name} ({', '.join(c.hardware)})" for name, c in sorted(calibrations.items()))[:4900]
+    return tags
 
 
 def load_predictor(model_uri: str) -> tuple[EnergyModel, dict[str, Calibration]]:

@@ -156,7 +156,7 @@ def test_a_known_setup_keeps_its_own_batch_scaling_and_an_unseen_one_gets_the_sh
 
 def test_the_state_keeps_the_saturating_law_and_reads_older_power_law_states(saturating_fit):
     model = saturating_fit.model
-    rows = pd.DataFrame([{"model": "sdxl", "height": 768, "width": 768, "steps": 30, "guidance_scale": 5.0,
+    rows = pd.DataFrame([{"model": "sdxl", "height": 768, "width": 768, "steps": 20, "guidance_scale": 5.0,
                           "precision": "fp16", "batch_size": 4, "hardware": "A100", "setup": ""}])
     again = EnergyModel.from_json(model.to_json())
     assert again.phases["total"].law_form == "saturating"
