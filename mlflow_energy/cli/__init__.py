@@ -107,6 +107,11 @@ MLFLOW_TRACKING_URI names the store
     if "mlflow-artifacts" in text and not uri.startswith(("http://", "https://")):
         return (f"the experiment keeps its artifacts on a tracking server (mlflow-artifacts:), which the tracking "
                 f"URI {uri} cannot reach: set MLFLOW_TRACKING_URI to that server's http(s) address")
+    served = uri.startswith(("http://", "https://"))
+    refused = next((t for t in _chain(exc) if "mlflow-artifacts/artifacts" in t), None)
+    if served and refused and _answers(uri):
+        return (f"the tracking server {uri} answers, but its artifact store refused a file (full or read-only?): "
+                f"{refused[:200]}")
     if isinstance(exc, TrackingUnavailable) or is_unavailable(exc):
         what = text.split(": ", 1)[0].replace("tracking server unavailable ", "")
         what = f" {what}" if what.startswith("while ") else ""
@@ -116,6 +121,30 @@ MLFLOW_TRACKING_URI names the store
         reason = next((r for needle, r in _REASONS if needle in text), text.split(": ", 1)[-1][:120])
         return f"the tracking store {uri} could not be used{what} ({reason}): MLFLOW_TRACKING_URI names the store"
     return f"{type(exc).__name__}: {text[:300]} (tracking URI {uri})"
+
+
+def _chain(exc: BaseException, most: int = 40) -> list[str]:
+    """The texts of ``exc`` and the errors it was raised from or while handling (an upload refused, then the
+    run's end meeting the connection the server closed after it)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < most:
+        e = todo.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return [" ".join(str(e).split()) for e in seen]
+
+
+def _answers(uri: str) -> bool:
+    """True when the tracking server at ``uri`` answers its health check within 5 s (one try)."""
+    import requests
+
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=5).ok
+    except requests.RequestException:
+        return False
 
 
 def _probe(uri: str) -> str:

@@ -138,3 +138,25 @@ def test_a_sweep_that_ends_with_the_server_away_says_so_in_one_line(tmp_path, mo
     assert len(errors) == 1, result.output
     assert server.url in errors[0] and "is it running?" in errors[0] and "journal" in errors[0], result.output
     assert "2 configs: 2 measured" in result.output
+
+
+@pytest.mark.slow
+def test_fit_through_a_server_whose_artifact_store_is_full_is_one_line(tmp_path, full_disk, _empty_tracking_db,
+                                                                        monkeypatch):
+    import shutil
+
+    import mlflow
+
+    os.symlink(full_disk, tmp_path / "artifacts")  # the server's --artifacts-destination
+    shutil.copyfile(_empty_tracking_db, tmp_path / "backend.db")
+    server = MlflowServer(f"sqlite:///{tmp_path}/backend.db", tmp_path).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        mlflow.set_tracking_uri(server.url)
+        _synthetic_experiment("served", "mlflow-artifacts:/served")
+        proc = cli("fit", "--experiment", "served", *FIT, cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": server.url, **FAST_FAIL})
+        one_line(proc, 1, server.url, "artifact store", "full or read-only")
+    finally:
+        mlflow.set_tracking_uri("")
+        server.stop()
