@@ -30,6 +30,12 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import EnergyModel
 
 FLOPS_EXTRAPOLATION = 100.0  # predict up to this factor outside the fitted FLOP range
+#: Upper bounds of the caller's numbers that are not configs (beyond any real board or grid).
+MAX_CARBON_G_PER_KWH = 3000.0
+HARDWARE_LIMITS: dict[str, tuple[float, str]] = {
+    "hardware_tdp_w": (5000.0, "W"), "hardware_tflops": (100000.0, "dense FP16 TFLOP/s"),
+    "hardware_mem_bw_gb_s": (100000.0, "GB/s"),
+}
 
 #: What each numeric input accepts (also written into the logged model's metadata).
 INPUT_RULES: dict[str, str] = {
@@ -39,7 +45,10 @@ INPUT_RULES: dict[str, str] = {
     "steps": f"integral number (any int or float dtype; 30.5 is refused), 1 to {MAX_STEPS}",
     "batch_size": f"integral number (any int or float dtype), 1 to {MAX_BATCH}",
     "guidance_scale": f"real number (any int or float dtype), 0 to {MAX_GUIDANCE:g}; missing: the family default",
-    "carbon_intensity_g_per_kwh": "real number >= 0 (gCO2e per kWh); missing: the world average",
+    "carbon_intensity_g_per_kwh": f"real number 0 to {MAX_CARBON_G_PER_KWH:g} (gCO2e per kWh); missing: the world "
+                                  "average",
+    "hardware_tdp_w": "real number > 0 up to 5000 (W), with hardware_tflops and hardware_mem_bw_gb_s, for a GPU "
+                      "outside the spec table",
     "cfg_passes": "1 or 2 denoiser passes per step; missing: what pipe(prompt) does for the family",
     "setup": "a training source or a calibration of this model; missing: an unseen setup (its leave-one-setup-out interval)",
     "booleans": "refused in every numeric column",
@@ -166,8 +175,13 @@ def input_columns(model: EnergyModel, df: pd.DataFrame) -> tuple[dict[str, np.nd
     _first_bad(~raw_ok[hw_codes], hw, "hardware", "a GPU name such as 'H100' or 'NVIDIA A100-SXM4-40GB'")
     canonical = [canonical_hardware(h) for h in hw_raw]
     extra_hw: dict[str, dict[str, float]] = {}
-    given = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if c in df.columns
-             else np.full(n, np.nan) for c in schema.PREDICTOR_HARDWARE_INPUTS}
+    given = {c: np.full(n, np.nan) for c in schema.PREDICTOR_HARDWARE_INPUTS}
+    for c, (top, unit) in HARDWARE_LIMITS.items():
+        if c in df.columns:
+            allowed = f"a number > 0 and at most {top:g} ({unit}), or missing"
+            values = _as_float(df[c], c, allowed)
+            _first_bad(~np.isnan(values) & ~((values > 0) & (values <= top)), df[c], c, allowed)
+            given[c] = values
     for k, (raw, name) in enumerate(zip(hw_raw, canonical, strict=True)):
         if name in model.hardware or name in extra_hw:
             continue
@@ -188,9 +202,10 @@ def input_columns(model: EnergyModel, df: pd.DataFrame) -> tuple[dict[str, np.nd
     intensity = np.full(n, WORLD_AVERAGE_G_PER_KWH)
     if "carbon_intensity_g_per_kwh" in df.columns:
         ci = df["carbon_intensity_g_per_kwh"]
-        allowed = "a number >= 0 (gCO2e per kWh)"
+        allowed = f"a number from 0 to {MAX_CARBON_G_PER_KWH:g} (gCO2e per kWh)"
         vals = _as_float(ci, "carbon_intensity_g_per_kwh", allowed)
-        _first_bad(~np.isnan(vals) & ~(np.isfinite(vals) & (vals >= 0)), ci, "carbon_intensity_g_per_kwh", allowed)
+        _first_bad(~np.isnan(vals) & ~((vals >= 0) & (vals <= MAX_CARBON_G_PER_KWH)), ci, "carbon_intensity_g_per_kwh",
+                   allowed)
         intensity = np.where(np.isnan(vals), WORLD_AVERAGE_G_PER_KWH, vals)
     cols["carbon_intensity_g_per_kwh"] = intensity
     return cols, extra_hw

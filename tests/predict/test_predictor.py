@@ -130,6 +130,12 @@ def test_unseen_hardware_uses_the_spec_table_or_caller_specs_with_a_wider_interv
         ({"batch_size": 0}, "batch_size=0"),
         ({"hardware": "Acme X1"}, "hardware_tdp_w"),
         ({"carbon_intensity_g_per_kwh": -1.0}, "carbon_intensity_g_per_kwh=-1.0"),
+        ({"carbon_intensity_g_per_kwh": 1e308}, "carbon_intensity_g_per_kwh=1e+308 is not allowed: expected a number "
+                                                "from 0 to 3000"),
+        ({"hardware": "Acme X1", "hardware_tdp_w": 1e308, "hardware_tflops": 100.0, "hardware_mem_bw_gb_s": 900.0},
+         "hardware_tdp_w=1e+308 is not allowed: expected a number > 0 and at most 5000 (W)"),
+        ({"hardware": "Acme X1", "hardware_tdp_w": 300.0, "hardware_tflops": -1.0, "hardware_mem_bw_gb_s": 900.0},
+         "hardware_tflops=-1.0"),
         ({"height": 8192, "width": 8192, "steps": 1000, "batch_size": 1}, "height=8192"),
     ],
 )
