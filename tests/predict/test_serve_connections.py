@@ -321,3 +321,15 @@ def test_bad_limits_are_one_line_and_exit_2(tmp_path, args, env, needle):
     assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {needle} is not allowed"), lines
+
+
+@pytest.mark.slow
+def test_invalid_requests_log_one_line_a_minute(capped):
+    """50 malformed requests are each answered 400; uvicorn's warning for each becomes one counted line."""
+    base, port, log = capped
+    for _ in range(50):
+        assert _status(port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400"), "a 400 for garbage"
+    assert requests.get(f"{base}/ping", timeout=30).status_code == 200
+    lines = _log_lines(log)
+    assert not any("Invalid HTTP request received" in line for line in lines), lines
+    assert len([line for line in lines if "invalid HTTP request" in line]) == 1, lines
