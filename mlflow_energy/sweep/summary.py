@@ -7,7 +7,9 @@ The parent run of a sweep gets, over the configs measured in this invocation:
 whose column headers are metric keys: short display metrics rounded to three significant digits
 (``configs``, ``min J/img``, ``median J/img`` on the parent, ``J/img`` and ``s/img`` on each config's
 child run), a description listing the configs cheapest first, and the experiment's energy view
-(:mod:`mlflow_energy.tracking.ui`).
+(:mod:`mlflow_energy.tracking.ui`). A run of this worker whose claim was taken over meanwhile
+(tagged superseded: another worker's run of the config counts) is left out of all of them;
+``sweep/configs_superseded`` says how many were.
 
 Example:
     >>> from mlflow_energy.sweep.summary import summary_metrics
