@@ -2,10 +2,12 @@
 
 For a pipeline with no recognised family, autolog counts FLOPs from the calls it metered: each
 hooked call's inputs are kept as meta tensors (shapes and dtypes only, once per distinct shape
-signature), and after the call each signature is run once through a meta-device copy of the
-component under :class:`torch.utils.flop_counter.FlopCounterMode`. Nothing is computed on the
-real device and no weights are copied: the copy is built on ``meta`` from the component's config
-(diffusers ``from_config``, transformers ``Model(config)``). Results are cached per component and
+signature), and after the call (by the background logger, :mod:`.callflops`) each signature is
+run once through a meta-device copy of the component under
+:class:`torch.utils.flop_counter.FlopCounterMode`. Nothing is computed on the real device and no
+weights are copied: the copy is built on ``meta`` from the component's config (diffusers
+``from_config``, transformers ``Model(config)``) and takes the component's settings that are not
+in its config (``vae.enable_tiling()``); ``torch.autocast("meta")`` is a no-op in a trace. Results are cached per component and
 signature, so a later call with the same shapes costs a dictionary lookup.
 
 Some models read the *values* of small integer inputs to shape their computation: Lumina2's
@@ -157,9 +159,41 @@ def _meta_copy(module: Any) -> Any:
         if size > _MAX_COPY_BYTES:
             raise ValueError(f"{type(module).__name__} has no config and is too large to copy ({size} bytes)")
         meta = copy.deepcopy(module).to("meta")
-    meta = meta.to(dtype).eval()
+    meta_param = next(iter(meta.parameters()), None)
+    if meta_param is not None and meta_param.dtype != dtype:
+        meta = meta.to(dtype)  # only when it differs: diffusers warns on every .to(dtype) of some models
+    meta = meta.eval()
     _META[module] = meta
     return meta
+
+
+def _copy_state(module: Any, meta: Any) -> None:
+    """The module's settings that are not in its config (``vae.enable_tiling()``: Allegro decodes tiled only)."""
+    for src, dst in zip(module.modules(), meta.modules(), strict=False):
+        own = vars(dst)
+        for key, value in vars(src).items():
+            if (not key.startswith("_") and key != "training" and key in own
+                    and isinstance(value, (bool, int, float, str, tuple, type(None)))):
+                own[key] = value
+
+
+@contextlib.contextmanager
+def _autocast_on_meta() -> Any:
+    """``torch.autocast("meta")`` (Mochi's rotary embedding autocasts on its input's device) as a no-op."""
+    cls = torch.amp.autocast_mode.autocast
+    original = cls.__init__
+
+    def __init__(self: Any, device_type: str, *args: Any, **kwargs: Any) -> None:
+        if device_type == "meta":
+            original(self, "cpu", enabled=False)
+        else:
+            original(self, device_type, *args, **kwargs)
+
+    cls.__init__ = __init__
+    try:
+        yield
+    finally:
+        cls.__init__ = original
 
 
 def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | None:
@@ -188,7 +222,8 @@ def traced_flops(module: Any, method: str, args: tuple, kwargs: dict) -> int | N
         for a, kw, values in tries:
             try:
                 meta = _meta_copy(module)
-                with torch.no_grad(), FlopCounterMode(display=False) as counter, \
+                _copy_state(module, meta)
+                with torch.no_grad(), FlopCounterMode(display=False) as counter, _autocast_on_meta(), \
                         (_ValuesMeetMeta() if values else contextlib.nullcontext()):
                     getattr(meta, method)(*a, **kw)
                 flops = int(counter.get_total_flops())

@@ -243,6 +243,44 @@ def _ldm() -> tuple[Any, dict[str, Any]]:
     return pipe, {"prompt": PROMPT, "num_inference_steps": 2, "height": 32, "width": 32}
 
 
+def _mochi() -> tuple[Any, dict[str, Any]]:
+    """Mochi's transformer autocasts its rotary embedding on its input's device (``meta`` in a trace)."""
+    from diffusers import AutoencoderKLMochi, MochiPipeline, MochiTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=32, time_embed_dim=4,
+        activation_fn="swiglu", max_sequence_length=16).eval()
+    vae = AutoencoderKLMochi(latent_channels=12, out_channels=3, encoder_block_out_channels=(32,) * 4,
+                             decoder_block_out_channels=(32,) * 4, layers_per_block=(1,) * 5).eval()
+    pipe = MochiPipeline(transformer=transformer, vae=vae, scheduler=_flow(), text_encoder=_t5(), tokenizer=_tok(16))
+    return pipe, {"prompt": PROMPT, "negative_prompt": "", "num_inference_steps": 2, "guidance_scale": 4.5,
+                  "height": 16, "width": 16, "num_frames": 7, "max_sequence_length": 16}
+
+
+def _allegro() -> tuple[Any, dict[str, Any]]:
+    """Allegro's VAE decodes tiled only (``vae.enable_tiling()``, a setting outside its config)."""
+    from diffusers import AllegroPipeline, AllegroTransformer3DModel, AutoencoderKLAllegro, DDIMScheduler
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = AllegroTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, num_layers=1,
+        cross_attention_dim=24, sample_width=8, sample_height=8, sample_frames=8, caption_channels=24).eval()
+    vae = AutoencoderKLAllegro(
+        in_channels=3, out_channels=3, down_block_types=("AllegroDownBlock3D",) * 4,
+        up_block_types=("AllegroUpBlock3D",) * 4, block_out_channels=(8,) * 4, latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4).eval()
+    vae.enable_tiling()
+    text_encoder = T5EncoderModel(T5Config(d_ff=37, d_kv=8, d_model=24, num_decoder_layers=2, num_heads=4,
+                                           num_layers=2, relative_attention_num_buckets=8, vocab_size=1103)).eval()
+    pipe = AllegroPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler(), text_encoder=text_encoder,
+                           tokenizer=_tok(16))
+    return pipe, {"prompt": PROMPT, "negative_prompt": "", "num_inference_steps": 2, "guidance_scale": 6.0,
+                  "height": 16, "width": 16, "num_frames": 8, "max_sequence_length": 16}
+
+
 def _t5(umt5: bool = False) -> Any:
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
@@ -445,6 +483,8 @@ CASES: dict[str, Case] = {
     "Lumina2Pipeline": Case(_lumina2, ALL, 4, 2),  # true CFG: two calls a step; trims prompts by mask values
     "WanPipeline": Case(_wan, ALL, 4, 2),  # true CFG: two calls a step; UMT5 reads its mask's values
     "LDMTextToImagePipeline": Case(_ldm, ALL, 2, 2),  # a `bert` and a `vqvae`: roles by class
+    "MochiPipeline": Case(_mochi, ALL, 2, 2, slow=True),  # autocast on the meta device in its trace
+    "AllegroPipeline": Case(_allegro, ALL, 2, 2, slow=True),  # decodes tiled only: the trace keeps the setting
 }
 
 def call(case: Case, pipe: Any, kwargs: dict[str, Any]) -> Any:
