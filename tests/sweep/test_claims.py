@@ -153,3 +153,37 @@ def test_a_superseded_run_is_tagged_and_left_out_of_the_reader(tracking_uri):
     assert sorted(df["config_hash"]) == ["h1", "h1", "h2"]
     assert sorted(df["claim_token"].fillna("-")) == ["-", "-", "2"]
     assert df.attrs["superseded"] == 2
+
+
+def test_a_worker_whose_claim_was_taken_tags_its_run_superseded(tracking_uri):
+    """The worker logs after its lease ran out and another took the config: its run carries its token,
+    is tagged superseded and leaves the sweep's summary rows; the taker's run is the one that counts."""
+    from types import SimpleNamespace
+
+    from mlflow_energy.sweep.claims import SweepGuard
+    from mlflow_energy.tracking.read import load_runs
+
+    c = MlflowClient()
+    exp = c.create_experiment("taken")
+    runs = []
+    for _ in range(2):
+        run = c.create_run(exp, tags={schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: "h1",
+                                      schema.T_HARDWARE: "cpu"}).info.run_id
+        c.set_terminated(run, "FINISHED")
+        runs.append(run)
+    late, taker = runs
+    guard = SweepGuard(None, journal=None, hardware="cpu", echo=lambda line: None)
+    guard.tracker = SimpleNamespace(rows=[{"run_id": late}, {"run_id": "other"}])
+    guard.coord = Coordinator(tracking_uri, f"{exp}/spec", "cpu", "run-a", lease_s=0.3)
+    guard.tokens["h1"] = guard.coord.claim("h1").token
+    b = Coordinator(tracking_uri, f"{exp}/spec", "cpu", "run-b", lease_s=0.3)
+    _expire(b, 0.3)
+    assert b.claim("h1").token == 2
+    guard._settle("h1", late)
+    b.finish("h1", 2)
+    c.set_tag(taker, schema.T_CLAIM_TOKEN, "2")
+    tags = c.get_run(late).data.tags
+    assert tags[schema.T_CLAIM_TOKEN] == "1" and tags[schema.T_SUPERSEDED] == "true"
+    assert guard.superseded == 1 and guard.tracker.rows == [{"run_id": "other"}]
+    df = load_runs("taken")
+    assert list(df["run_id"]) == [taker] and df.attrs["superseded"] == 1
