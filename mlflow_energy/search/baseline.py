@@ -123,16 +123,20 @@ def within_seen(space: SearchSpace, base: InferenceConfig, evaluator: Any) -> tu
     from mlflow_energy.search.study import _config
 
     dims, notes = dict(space.dims), []
+    fields = {k: getattr(base, k) for k in BASELINE_FIELDS if k != "resolution"}
     for name, dim in space.dims.items():
         if dim.ranged or dim.fixed or name in ("model", "resolution", "height", "width"):
             continue
         kept = []
         for value in dim.choices:
             try:
-                evaluator.predict([_config({**base.to_dict(), name: value}, evaluator, base.seed)])
-                kept.append(value)
-            except (RefusedConfig, ConfigError):
+                evaluator.predict([_config({**fields, name: value}, evaluator, base.seed)])
+            except RefusedConfig:
                 notes.append(f"{name}={value} left out: outside what the energy model has seen")
+                continue
+            except ConfigError:
+                pass  # not a config with the baseline's other values; it may be with others
+            kept.append(value)
         if kept:
             dims[name] = Dim(name, choices=tuple(kept))
     return SearchSpace(dims), notes
