@@ -212,6 +212,9 @@ class EnergyModel:
     idle_source: dict[str, str] = field(default_factory=dict)
     #: log energy offset per precision class (fp32, half) when the runs had more than one; else empty
     precision_offsets: dict[str, float] = field(default_factory=dict)
+    #: sd of log residuals across one family's configs in a setup left out (NaN: not measured): how
+    #: far a level measured at one config of a new setup carries to its others (calibration's noise)
+    within_setup_sd: float = float("nan")
 
     def precision_shift(self, frame: pd.DataFrame) -> np.ndarray | float:
         """Each row's log offset for its precision class (0 where the model has none)."""
@@ -297,6 +300,7 @@ class EnergyModel:
             "idle_w": self.idle_w,
             "idle_source": self.idle_source,
             "precision_offsets": self.precision_offsets,
+            "within_setup_sd": self.within_setup_sd if math.isfinite(self.within_setup_sd) else None,
         }
         return json.dumps(state)
 
@@ -313,7 +317,8 @@ class EnergyModel:
                    bool(state.get("corrector_used", True)), dict(state.get("seen") or {}),
                    EnergyModel.from_json(state["time"]) if state.get("time") else None,
                    dict(state.get("time_interval") or {}), dict(state.get("idle_w") or {}),
-                   dict(state.get("idle_source") or {}), dict(state.get("precision_offsets") or {}))
+                   dict(state.get("idle_source") or {}), dict(state.get("precision_offsets") or {}),
+                   float(state["within_setup_sd"]) if state.get("within_setup_sd") is not None else float("nan"))
 
 
 def _phase_to_dict(pm: PhaseModel) -> dict[str, Any]:

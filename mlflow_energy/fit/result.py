@@ -24,6 +24,7 @@ from mlflow_energy.fit.validation import (
     family_laws,
     interval_coverage,
     interval_widths,
+    within_setup_sd,
 )
 
 
@@ -121,6 +122,7 @@ def fit_energy_model(frame: pd.DataFrame, *, n_boot: int = 200, n_estimators: in
     model.interval = interval_widths(pred, column=column) if len(pred) else dict.fromkeys(
         LEVELS, math.log(2.0))
     coverage = interval_coverage(pred, column=column) if len(pred) else None
+    model.within_setup_sd = within_setup_sd(pred, column=column) if len(pred) else float("nan")
     scopes = sorted(set(frame["energy_scope"])) if "energy_scope" in frame.columns else []
     if len(scopes) == 1:
         model.energy_scope = scopes[0]

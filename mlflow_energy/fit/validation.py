@@ -249,6 +249,23 @@ def interval_widths(pred: pd.DataFrame, *, column: str = "corrected_j") -> dict[
     return out
 
 
+def within_setup_sd(pred: pd.DataFrame, *, column: str = "corrected_j") -> float:
+    """The sd of log residuals across the configs of one family in a setup left out (``losetup``
+    predictions of the total, each (setup, family)'s own mean removed; NaN without such folds).
+
+    What a calibration's level, measured at some configs of a new setup, misses at its others: the
+    prior's within-setup noise for calibration, wider than leave-one-config-out within the training data."""
+    g = pred[(pred["phase"] == schema.PHASE_TOTAL) & (pred["scheme"] == "losetup")]
+    if len(g) == 0:
+        return float("nan")
+    r = np.log(g[column].to_numpy(dtype=float) / g["measured_j"].to_numpy(dtype=float))
+    key = (_groups(g, "losetup") + "|" + g["model"].astype(str)).to_numpy()
+    frame = pd.DataFrame({"key": key, "r": r})
+    dev = frame["r"] - frame.groupby("key")["r"].transform("mean")
+    dof = len(frame) - frame["key"].nunique()
+    return float(math.sqrt((dev**2).sum() / dof)) if dof > 0 else float("nan")
+
+
 def unseen_setup_width(interval: dict[str, float]) -> float:
     """Log half-width for a setup a model has not seen: its ``unseen_setup`` level when fit stored
     it, else the widest level it stored (conservative), else log 2."""

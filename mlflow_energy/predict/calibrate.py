@@ -75,11 +75,29 @@ def unseen_setup_half(model: EnergyModel) -> float:
 
 
 def prior_spreads(model: EnergyModel) -> tuple[float, float]:
-    """``(tau, sigma)``: between-setup and within-setup sd of log residuals, from the 90% widths."""
+    """``(tau, sigma)``: between-setup and within-setup sd of log residuals.
+
+    ``tau`` from the unseen-setup 90% width; ``sigma`` the spread across one family's configs in a
+    setup left out (:attr:`~mlflow_energy.fit.EnergyModel.within_setup_sd`) where fit measured
+    it, else from the ``known`` width (leave one config out: narrower than what a new setup shows)."""
     tau = unseen_setup_half(model) / Z90
-    known = model.interval.get("known", float("nan"))
-    sigma = known / Z90 if isinstance(known, (int, float)) and math.isfinite(known) and known > 0 else tau / 3
+    sigma = float(getattr(model, "within_setup_sd", float("nan")))
+    if not (math.isfinite(sigma) and sigma > 0):
+        known = model.interval.get("known", float("nan"))
+        sigma = known / Z90 if isinstance(known, (int, float)) and math.isfinite(known) and known > 0 else tau / 3
     return max(tau, 1e-3), max(min(sigma, tau), 1e-3)
+
+
+def pooled_sigma(r: np.ndarray, fams: np.ndarray, sigma: float) -> float:
+    """The prior ``sigma`` pooled with the spread within the measured families (their own means
+    removed), :data:`SIGMA_PRIOR_DOF` pseudo-points for the prior: a setup noisier than the prior
+    expects shrinks its family levels more."""
+    names = sorted(set(fams))
+    dof = len(r) - len(names)
+    if dof <= 0:
+        return sigma
+    ss = float(sum(((r[fams == f] - r[fams == f].mean()) ** 2).sum() for f in names))
+    return math.sqrt((SIGMA_PRIOR_DOF * sigma**2 + ss) / (SIGMA_PRIOR_DOF + dof))
 
 
 # ============================================================================ the regression
@@ -230,6 +248,7 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
     fams = inputs["model"].astype(str).to_numpy()
     values = slope_values(inputs["height"], inputs["width"], inputs["steps"], inputs_batch(inputs))
     tau, sigma = prior_spreads(model)
+    sigma = pooled_sigma(r, fams, sigma)
     family_sd = _family_sd(r, fams, tau, sigma)
     kept, check = choose_slopes(r, fams, values, tau=tau, sigma=sigma, family_sd=family_sd)
     coef, cov, names = fit_regression(r, fams, values, kept=kept, tau=tau, sigma=sigma, family_sd=family_sd)
