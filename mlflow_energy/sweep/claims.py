@@ -219,8 +219,6 @@ class SweepGuard:
         if self.coord is None:
             return "done"
         h = cfg.config_hash()
-        if self.tokens.get(h) is not None and (h, self.tokens[h]) in {(u[0], u[1]) for u in self.unsettled}:
-            return "done"
         v = self._verdict(h)
         if v is None:
             return "wait"
