@@ -60,16 +60,32 @@ def check_writable(path: str | os.PathLike[str], field: str = "output") -> str:
         probe = os.path.dirname(probe)
     if probe and not os.path.isdir(probe):
         raise ConfigError(field, path, "a writable file path (a parent is not a directory)")
-    existed = os.path.exists(path)
     try:
         os.makedirs(parent, exist_ok=True)
-        with open(path, "a", encoding="utf-8"):
-            pass
-        if not existed:
-            os.remove(path)  # a probe only: the file appears with its first record
+        _probe(path)
     except OSError as exc:
         raise ConfigError(field, path, f"a writable file path ({exc.strerror or type(exc).__name__})") from None
     return path
+
+
+def _probe(path: str) -> None:
+    """Open ``path`` for appending; a file made only for this is removed again (its first record makes it).
+
+    Another process may append to the new file meanwhile (workers starting together): it is
+    removed only while it is still empty, under the append lock, so no record goes with it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(path, "a", encoding="utf-8"):
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.stat(path)):
+                os.remove(path)  # an appender waiting on this lock sees it gone and makes the file anew
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -36,13 +36,14 @@ def _variant(base: dict, n: int, *, pad: int = 0, **extra) -> dict:
     return {**base, "tags": tags, **extra}
 
 
-def _run_together(code: str, tmp_path: Path, env: dict[str, str], n: int = PROCESSES) -> list[str]:
+def _run_together(code: str, tmp_path: Path, env: dict[str, str], n: int = PROCESSES,
+                  extra: list[str] = ()) -> list[str]:
     """Start ``n`` processes running ``code`` (argv[1]: the worker's index, argv[2]: the go file); each
     says 'ready' once imported, and all start work when the go file appears. Returns their outputs."""
     go = tmp_path / "go"
     prelude = ("import os, sys, time\nprint('ready', flush=True)\n"
                "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", prelude + code, str(i), str(go)], env=env, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", prelude + code, str(i), str(go), *extra], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
              for i in range(n)]
     try:
@@ -94,6 +95,25 @@ for i in range(300):
     hashes = {r["tags"][schema.T_CONFIG_HASH] for r in records}
     assert len(records) == 900 == len(hashes)
     assert sum(len(r["tags"].get("mlflow_energy.note", "")) == 6000 for r in records) == 300
+
+
+def test_processes_starting_together_on_a_new_journal_lose_nothing(tmp_path):
+    """Workers started together each check the journal path (a probe file removed again) and append at
+    once: the probe never removes a file another worker has appended to (20 rounds of 3 x 3 records)."""
+    code = """
+from mlflow_energy.tracking.journal import Journal
+j = Journal(sys.argv[3])
+for i in range(3):
+    j.append_record({'worker': int(sys.argv[1]), 'i': i})
+"""
+    counts = []
+    for n in range(20):
+        round_dir = tmp_path / f"r{n}"
+        round_dir.mkdir()
+        journal = round_dir / "j.jsonl"
+        _run_together(code, round_dir, _env(), extra=[str(journal)])
+        counts.append(len(journal.read_text().splitlines()) if journal.exists() else 0)
+    assert counts == [9] * 20
 
 
 def test_processes_replaying_one_journal_log_each_record_once(tracking_uri, tmp_path, base):
