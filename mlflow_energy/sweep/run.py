@@ -25,7 +25,7 @@ from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.device import check_device
 from mlflow_energy.sweep.claims import SweepGuard
-from mlflow_energy.sweep.coordination import COORDINATION_ENV
+from mlflow_energy.sweep.coordination import COORDINATION_ENV, coordination_url
 from mlflow_energy.sweep.spec import SweepSpec, in_shard, parse_shard, resolved
 
 
@@ -108,6 +108,10 @@ def run_sweep(
 
         configure_client_retries()
         ensure_store()
+        if claims:  # a coordination URI that is not a database: one line before anything runs
+            import mlflow
+
+            coordination_url(mlflow.get_tracking_uri(), coordination_uri or os.environ.get(COORDINATION_ENV))
 
     sweep_start = time.perf_counter()
     own_meter = meter is None

@@ -187,3 +187,16 @@ def test_a_worker_whose_claim_was_taken_tags_its_run_superseded(tracking_uri):
     assert guard.superseded == 1 and guard.tracker.rows == [{"run_id": "other"}]
     df = load_runs("taken")
     assert list(df["run_id"]) == [taker] and df.attrs["superseded"] == 1
+
+
+def test_a_coordination_uri_that_is_not_a_database_stops_the_sweep_before_it_starts(tracking_uri, tmp_path):
+    from click.testing import CliRunner
+
+    from mlflow_energy.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nrepeats: 1\nwarmup: 0\ngrid: {model: [tiny-sd2], resolution: [32], steps: [1]}\n")
+    out = CliRunner().invoke(main, ["sweep", str(spec), "--coordination-uri", "http://127.0.0.1:5000"])
+    assert out.exit_code == 2 and "coordination_uri" in out.output and "Traceback" not in out.output
+    exp = MlflowClient().get_experiment_by_name("mlflow-energy")
+    assert exp is None or not MlflowClient().search_runs([exp.experiment_id])  # no sweep run left behind
