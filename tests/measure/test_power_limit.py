@@ -188,7 +188,7 @@ def test_search_over_the_power_limit_meets_a_latency_constraint(tracking_uri: st
                                           "power_limit_w": ["150,250,400"]})
         evaluator = MeasureEvaluator(device="cpu", repeats=1, warmup=0, reference_steps=4, meter=meter)
         result = search(space, evaluator, Constraints(max_latency_s=60.0), trials=6, seed=0,
-                        experiment="limits", plots=False)
+                        experiment="limits", plots=False, quality_floor=False)  # the power limit, not fidelity
     finally:
         meter.close()
     tried = set(result.trials[schema.P_POWER_LIMIT].astype(float))
