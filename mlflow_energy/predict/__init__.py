@@ -10,6 +10,7 @@ Modules:
     calibrate a setup's corrections from a few measurements (shrunk levels, checked slopes, honest interval)
     seen      what a model may answer: rows outside its training data are refused or extrapolated
     serve     ``mlflow-energy serve``: MLflow's scoring protocol behind strict payload checks (4xx, one line)
+    connections  the serve front's deadlines, connection cap and quiet log for hostile clients
     analytic  :class:`AnalyticPredictor`: ``a * FLOPs^b`` with round constants, for tests and benchmarks
 May import: the shared ground, ``flops``, ``fit``.
 

@@ -3,6 +3,7 @@
 Owns: the run schema on the wire (params, metrics, tags, artifacts), reading runs back,
 and every other way a measurement enters or leaves MLflow.
 Modules:
+    records   appending records to a shared file under an exclusive lock (the journal's lowest layer)
     runs      the tracking client, experiments, the run lifecycle, logging one measurement or failure
     read      runs back as a typed DataFrame
     jsonl     measurements as JSON lines (for GPU hosts without a tracking server); no MLflow import
