@@ -18,7 +18,7 @@ class ConfigError(MlflowEnergyError, ValueError):
 
     Example:
         >>> str(ConfigError("steps", 0, "an integer >= 1"))
-        "steps=0 is not allowed: expected an integer >= 1"
+        'steps=0 is not allowed: expected an integer >= 1'
     """
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
@@ -26,6 +26,21 @@ class ConfigError(MlflowEnergyError, ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{field}={value!r} is not allowed: expected {allowed}")
+
+
+class MissingColumnError(ConfigError):
+    """Input rows lack columns they need: says which are missing, and what is expected.
+
+    Example:
+        >>> str(MissingColumnError(["steps"], "the predictor's input columns"))
+        "column 'steps' is missing: expected the predictor's input columns"
+    """
+
+    def __init__(self, columns: list[str], expected: str) -> None:
+        super().__init__("columns", ", ".join(columns), expected)
+        names = ", ".join(repr(c) for c in columns)
+        self.args = (f"column{'s' if len(columns) > 1 else ''} {names} {'are' if len(columns) > 1 else 'is'} "
+                     f"missing: expected {expected}",)
 
 
 class MissingDependencyError(MlflowEnergyError, ImportError):

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mlflow_energy import schema
-from mlflow_energy.errors import ConfigError
+from mlflow_energy.errors import ConfigError, MissingColumnError
 from mlflow_energy.fit.scope import seen_of
 from mlflow_energy.fit.validation import unseen_setup_width
 from mlflow_energy.predict.calibration import SLOPE_VARS, Z90, Calibration, slope_values
@@ -198,12 +198,12 @@ def measured_energy(data: pd.DataFrame) -> tuple[np.ndarray, str, str]:
         ConfigError: neither or both columns, or a value that is not a number > 0.
     """
     given = [c for c in MEASURED_COLUMNS if c in data.columns]
-    if len(given) != 1:
-        inputs = ", ".join(schema.PREDICTOR_INPUTS)
-        what = "is missing" if not given else "are both given"
-        raise ConfigError("columns", " and ".join(given) or "energy_total_j",
-                          f"one measured-energy column ({what}): the predictor's input columns ({inputs}) plus "
-                          "energy_total_j (the device's total J per image) or energy_dynamic_j (idle power excluded)")
+    expected = (f"the predictor's input columns ({', '.join(schema.PREDICTOR_INPUTS)}) plus energy_total_j (the "
+                "device's total J per image) or energy_dynamic_j (idle power excluded)")
+    if not given:
+        raise MissingColumnError(["energy_total_j"], expected)
+    if len(given) > 1:
+        raise ConfigError("columns", " and ".join(given), f"one measured-energy column, not both: {expected}")
     col = given[0]
     meas = pd.to_numeric(data[col], errors="coerce").to_numpy(dtype=float)
     bad = ~(np.isfinite(meas) & (meas > 0))
@@ -232,9 +232,8 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
     data = pd.DataFrame(data).reset_index(drop=True)
     missing = [c for c in schema.PREDICTOR_INPUTS if c not in data.columns]
     if missing:
-        raise ConfigError("columns", ", ".join(missing), "present: the predictor's input columns "
-                          + ", ".join(schema.PREDICTOR_INPUTS) + " plus energy_total_j or energy_dynamic_j "
-                          f"({', '.join(missing)} missing)")
+        raise MissingColumnError(missing, "the predictor's input columns " + ", ".join(schema.PREDICTOR_INPUTS)
+                                 + " plus energy_total_j or energy_dynamic_j")
     if len(data) == 0:
         raise ConfigError("rows", 0, "at least one measurement")
     meas, col, scope = measured_energy(data)

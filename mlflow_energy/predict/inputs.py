@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.carbon import WORLD_AVERAGE_G_PER_KWH
 from mlflow_energy.config import MAX_BATCH, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, PRECISIONS
-from mlflow_energy.errors import ConfigError
+from mlflow_energy.errors import ConfigError, MissingColumnError
 from mlflow_energy.fit import EnergyModel
 
 FLOPS_EXTRAPOLATION = 100.0  # predict up to this factor outside the fitted FLOP range
@@ -127,7 +127,7 @@ def input_columns(model: EnergyModel, df: pd.DataFrame) -> tuple[dict[str, np.nd
         df = pd.DataFrame(df)
     missing = [c for c in schema.PREDICTOR_INPUTS if c not in df.columns]
     if missing:
-        raise ConfigError("columns", ", ".join(missing), "the input columns " + ", ".join(schema.PREDICTOR_INPUTS))
+        raise MissingColumnError(missing, "the input columns " + ", ".join(schema.PREDICTOR_INPUTS))
     n = len(df)
     if n == 0:
         raise ConfigError("rows", 0, "at least one input row")

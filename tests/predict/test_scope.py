@@ -162,10 +162,10 @@ def test_calibration_takes_dynamic_energy_measurements():
     # the idle part is the prior's: the total moved by the dynamic difference, not by 1.3x
     np.testing.assert_allclose(out["energy_total_j"] - prior["energy_total_j"], measured_dyn - prior[
         "energy_dynamic_j"], rtol=0.1)
-    with pytest.raises(ConfigError, match="are both given"):
+    with pytest.raises(ConfigError, match="one measured-energy column, not both"):
         fit_calibration(model, grid.assign(energy_dynamic_j=1.0, energy_total_j=2.0), name="lab")
-    with pytest.raises(ConfigError, match=r"columns='energy_total_j' is not allowed: expected one measured-energy "
-                                          r"column \(is missing\)"):
+    with pytest.raises(ConfigError, match=r"^column 'energy_total_j' is missing: expected the predictor's input "
+                                          r"columns .* plus energy_total_j .* or energy_dynamic_j"):
         fit_calibration(model, grid, name="lab")
-    with pytest.raises(ConfigError, match=r"columns='steps' .*\(steps missing\)"):
-        fit_calibration(model, grid.drop(columns=["steps"]).assign(energy_total_j=1.0), name="lab")
+    with pytest.raises(ConfigError, match=r"^columns 'steps', 'batch_size' are missing: expected the predictor's"):
+        fit_calibration(model, grid.drop(columns=["steps", "batch_size"]).assign(energy_total_j=1.0), name="lab")
