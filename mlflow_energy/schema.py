@@ -403,6 +403,8 @@ A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"
 T_HEARTBEAT = "mlflow_energy.heartbeat"  # epoch seconds of a live sweep's last heartbeat
 T_WORKER = "mlflow_energy.worker"  # host:pid of the process that owns a sweep run
 T_CLAIM_TOKEN = "mlflow_energy.claim_token"  # the fencing token of the claim a measurement run was made under
+T_SWEEP_RESUMED_BY = "mlflow_energy.resumed_by"  # an interrupted sweep parent: the run that resumed it
+T_SWEEP_RESUMES = "mlflow_energy.resumes"  # a sweep parent: the interrupted parents whose configs it summarises
 T_SUPERSEDED = "mlflow_energy.superseded"  # "true": its claim was taken over; the taker's run counts instead
 M_SWEEP_SUPERSEDED = "sweep/configs_superseded"  # sweep parent: runs of this worker left out (claim taken over)
 

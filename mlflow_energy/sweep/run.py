@@ -48,6 +48,8 @@ class SweepResult:
     fenced: str | None = None  # why another worker took this one's claims over (it stopped)
     missing: list[InferenceConfig] = field(default_factory=list)  # left open: the server stayed away
     superseded: int = 0  # runs of this worker tagged superseded (their claim was taken over meanwhile)
+    skipped_hashes: list[str] = field(default_factory=list)  # measured before: in the summary all the same
+    hardware: str = ""
 
 
 def run_sweep(
@@ -116,7 +118,7 @@ def run_sweep(
     sweep_start = time.perf_counter()
     own_meter = meter is None
     meter = meter or auto_meter(spec.device)
-    result = SweepResult(parent_run_id=None, total=len(configs))
+    result = SweepResult(parent_run_id=None, total=len(configs), hardware=meter.hardware)
     result.idle_power_w = idle_power(meter, spec.idle_seconds)
     tracker = _Tracker(experiment, spec, shard) if tracking else None
     coordination_uri = coordination_uri or os.environ.get(COORDINATION_ENV) or None
@@ -181,6 +183,7 @@ def run_sweep(
                 break
             if (cfg.config_hash(), meter.hardware) in done_keys:
                 result.skipped += 1
+                result.skipped_hashes.append(cfg.config_hash())
             elif guard is not None and not guard.claim(cfg):  # another worker measures it (or later)
                 if not guard.fence:
                     passed.append(cfg)
@@ -363,11 +366,13 @@ class _Tracker:
                     Metric(schema.M_SWEEP_SUPERSEDED, float(result.superseded), now, 0),
                 ],
             )
-            from mlflow_energy.sweep.summary import log_summary
+            from mlflow_energy.sweep.summary import earlier_rows, log_summary, mark_resumed
             from mlflow_energy.tracking.retry import is_storage_full
 
-            try:
-                log_summary(self.run_id, self.rows)
+            try:  # a resumed sweep: the configs an interrupted invocation measured are in the summary too
+                earlier, parents = earlier_rows(self.exp_id, result.skipped_hashes, result.hardware, self.run_id)
+                log_summary(self.run_id, self.rows + earlier)
+                mark_resumed(parents, self.run_id)
             except Exception as exc:  # a full artifact store: the run still ends, with its metrics
                 if not is_storage_full(exc):
                     raise

@@ -1,6 +1,8 @@
 """A sweep parent that tells the story without being expanded: summary metrics, a table, a plot.
 
-The parent run of a sweep gets, over the configs measured in this invocation:
+The parent run of a sweep gets, over the configs measured in this invocation and those an earlier,
+interrupted invocation measured for it (a rerun after Ctrl-C summarises the whole sweep, and the
+interrupted parent points to it: :func:`earlier_rows`, :func:`mark_resumed`):
 ``sweep/energy_min_j``, ``sweep/energy_median_j``, ``sweep/energy_max_j`` (J per image),
 ``sweep/summary.csv`` (one row per config, cheapest first) and ``sweep/energy_by_config.png``
 (energy per image per config, one colour and marker per family, log scale). For the runs table,
@@ -165,3 +167,75 @@ def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
         if not token:
             break
     ensure_energy_view(client, experiment_id)
+
+
+def earlier_rows(experiment_id: str, hashes: list[str], hardware: str, run_id: str
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the configs a rerun skipped because an earlier invocation measured them (their FINISHED
+    measurement runs on ``hardware``; superseded runs left out; the latest per config), and the
+    parent runs (other than ``run_id``) those measurements belong to.
+
+    With these, a sweep resumed after Ctrl-C summarises every config of the spec, not only the half
+    it measured itself."""
+    if not hashes:
+        return [], []
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    latest: dict[str, Any] = {}
+    wanted = set(hashes)
+    # one scan of the experiment's finished measurements, as the sweep's start does (MLflow's filters
+    # have no IN for tags); the configs and hardware are picked here
+    flt = f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}' and attributes.status = 'FINISHED'"
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], flt, max_results=1000, page_token=token)
+        for r in page:
+            tags = r.data.tags
+            key = tags.get(schema.T_CONFIG_HASH, "")
+            if key not in wanted or tags.get(schema.T_HARDWARE) != hardware or tags.get(schema.T_SUPERSEDED) == "true":
+                continue
+            if key not in latest or r.info.start_time > latest[key].info.start_time:
+                latest[key] = r
+        token = page.token
+        if not token:
+            break
+    rows, parents = [], set()
+    for r in latest.values():
+        p, m = r.data.params, r.data.metrics
+        if schema.M_ENERGY_TOTAL not in m:
+            continue
+        rows.append({
+            "run_name": r.info.run_name, "model": p.get(schema.P_MODEL, ""),
+            **{k: int(float(p[k])) if p.get(k) else None for k in ("height", "width", "steps", "batch_size")},
+            "precision": p.get(schema.P_PRECISION, ""), "energy_total_j": m[schema.M_ENERGY_TOTAL],
+            "time_total_s": m.get(schema.M_TIME_TOTAL, float("nan")), "flops_total": m.get(schema.M_FLOPS_TOTAL),
+            "energy_source": r.data.tags.get(schema.T_ENERGY_SOURCE, ""),
+        })
+        parent = r.data.tags.get(schema.T_PARENT_RUN_ID)
+        if parent and parent != run_id:
+            parents.add(parent)
+    return rows, sorted(parents)
+
+
+def mark_resumed(parents: list[str], run_id: str) -> list[str]:
+    """Tag each interrupted (not FINISHED) earlier parent as resumed by ``run_id``, with a description
+    that points to it; returns their ids (``run_id`` gets them in :data:`~mlflow_energy.schema.T_SWEEP_RESUMES`)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    marked = []
+    for pid in parents:
+        try:
+            run = client.get_run(pid)
+        except Exception:  # noqa: BLE001 - deleted meanwhile: nothing to point from
+            continue
+        if run.info.status == "FINISHED" or run.data.tags.get(schema.T_KIND) != schema.KIND_SWEEP:
+            continue
+        client.set_tag(pid, schema.T_SWEEP_RESUMED_BY, run_id)
+        client.set_tag(pid, schema.T_NOTE, f"Interrupted ({run.info.status}); resumed by run `{run_id}`, whose "
+                       "summary covers every config of the sweep, these included.")
+        marked.append(pid)
+    if marked:
+        client.set_tag(run_id, schema.T_SWEEP_RESUMES, ",".join(marked)[:4900])
+    return marked

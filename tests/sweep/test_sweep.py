@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -235,6 +236,33 @@ def test_interrupt_leaves_no_run_running(tracking_uri, fake_gpu_factory):
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert [r.info.status for r in _by_kind(runs, "sweep")] == ["KILLED"]
     assert [r.info.status for r in _by_kind(runs, "measurement")] == ["FINISHED"]
+
+
+def test_a_sweep_resumed_after_ctrl_c_summarises_every_config_and_the_interrupted_parent_points_to_it(
+        tracking_uri, fake_gpu_factory):
+    import mlflow
+
+    gpus = fake_gpu_factory(mode="step", interrupt_after=13)  # Ctrl-C while the second config is measured
+    meter = ZeusMeter("cuda")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(SweepSpec.from_dict(SMALL), experiment="resume", progress=False, meter=meter)
+        gpus.interrupt_after = None
+        again = run_sweep(SweepSpec.from_dict(SMALL), experiment="resume", progress=False, meter=meter)
+    finally:
+        meter.close()
+    assert again.measured == 1 and again.skipped == 1
+    sweeps = {r.info.status: r for r in _by_kind(_runs("resume"), "sweep")}
+    killed, done = sweeps["KILLED"], sweeps["FINISHED"]
+    assert killed.data.tags[schema.T_SWEEP_RESUMED_BY] == done.info.run_id
+    assert done.data.tags[schema.T_SWEEP_RESUMES] == killed.info.run_id
+    assert "resumed by run" in killed.data.tags[schema.T_NOTE]
+    # the resumed parent's summary covers both configs: the one measured before Ctrl-C and its own
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=done.info.run_id, artifact_path=schema.A_SWEEP_SUMMARY_CSV))
+    measured = {r.info.run_name for r in _by_kind(_runs("resume"), "measurement") if r.info.status == "FINISHED"}
+    assert len(table) == 2 and set(table["run_name"]) == measured
+    assert done.data.metrics[schema.M_VIEW_CONFIGS] == 2
 
 
 def test_sweep_to_jsonl_without_mlflow(tmp_path, no_rapl):
