@@ -374,11 +374,14 @@ class SweepGuard:
 
     def _keep(self, record: dict[str, Any]) -> bool | None:
         """True: log the record (its claim is this worker's, taken now, or failed elsewhere); False: measured
-        and settled by another worker (not logged); None: wait (a live holder, or the database is away)."""
+        and settled by another worker (not logged); None: wait (a live holder, or the database is away).
+
+        A record another live worker journaled into a shared journal is left to it: it logs it and settles
+        its claim (logged here, the claim stayed held by its owner, and the workers waited for each other)."""
         from mlflow_energy.tracking.jsonl import record_key
 
         h, hw = record_key(record)
-        if self.coord is None or record.get("parent_run_id") != self.parent or hw != self.hardware:
+        if self.coord is None or hw != self.hardware or record.get("experiment") not in (None, self.tracker.exp_name):
             return True
         v = self._verdict(h)
         if v is None or v.state == "held":

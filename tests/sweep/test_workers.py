@@ -237,19 +237,24 @@ def test_server_frozen_during_the_claim_check_loses_nothing(tmp_path, monkeypatc
         server.stop()
 
 
-def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_path):
-    """The server dies mid-sweep under 3 workers and comes back: offline each measures only its share."""
+@pytest.mark.parametrize("journals", ["one each", "one shared"])
+def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_path, journals):
+    """The server dies mid-sweep under 3 workers and comes back: offline each measures only its share.
+    With one journal shared by the three (the default path of workers started in one directory), the
+    server stays away 20 s: still each config FINISHED once (each record replayed by one process)."""
     backend = backend_uri(tmp_path)
     server = MlflowServer(backend, tmp_path).start()
     spec = _spec(tmp_path, "restart", steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
-    procs = [_worker_env(spec, server.url, "restart", tmp_path / f"j{i}.jsonl", tmp_path / f"w{i}.log",
+    shared = journals == "one shared"
+    paths = [tmp_path / ("j.jsonl" if shared else f"j{i}.jsonl") for i in range(3)]
+    procs = [_worker_env(spec, server.url, "restart", paths[i], tmp_path / f"w{i}.log",
                          "--coordination-uri", backend, **_fault_env()) for i in range(3)]
     try:
         deadline = time.monotonic() + 400
         while _finished_count(server.url, "restart") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         server.stop(signal.SIGKILL)
-        time.sleep(8)
+        time.sleep(20 if shared else 8)
         server.start()
         codes = [p.wait(timeout=600) for p in procs]
         logs = "\n".join((tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(3))
@@ -258,8 +263,10 @@ def test_three_workers_server_killed_and_restarted_measure_each_config_once(tmp_
         _assert_each_once(server.url, "restart", 9)
         from mlflow_energy.tracking.journal import Journal
 
-        measured = sum(len(Journal(tmp_path / f"j{i}.jsonl").records()) for i in range(3))
+        measured = sum(len(Journal(p).records()) for p in sorted(set(paths)))
         print(f"measurements made for 9 configs: {measured}")
+        if shared:
+            assert Journal(paths[0]).pending() == []
         assert measured < 18  # offline, each worker measures its share, not every config
     finally:
         for p in procs:
