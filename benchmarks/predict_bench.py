@@ -39,7 +39,7 @@ def rows(n: int, seed: int = 0) -> pd.DataFrame:
     sizes = np.array([512, 768, 1024])
     return pd.DataFrame({
         "model": rng.choice(models, n), "height": rng.choice(sizes, n).astype("int64"),
-        "width": rng.choice(sizes, n).astype("int64"), "steps": rng.integers(10, 51, n).astype("int64"),
+        "width": rng.choice(sizes, n).astype("int64"), "steps": rng.integers(20, 51, n).astype("int64"),
         "guidance_scale": rng.choice([1.0, 5.0, 7.5], n), "precision": "fp16",
         "batch_size": rng.choice([1, 2, 4, 8], n).astype("int64"),
         "hardware": rng.choice(["H100-SXM5-80GB", "A100-SXM4-40GB"], n),

@@ -83,4 +83,5 @@ def test_fit_then_search_outside_the_range_then_refit(tracking_uri, tmp_path: Pa
 
     far = cli("search", "--model-uri", "models:/energy@champion", "--hardware", "NVIDIA H100 80GB HBM3",
               "--model", "tiny-sd2", "--resolution", "1024", "--steps", "20:50", "--trials", "2", "--no-plots")
-    one_line_error(far, "fitted range")
+    one_line_error(far, "height=1024 is not allowed: expected height 32 to 64, what the model has seen")
+    assert mv.tags[schema.T_SEEN_PREFIX + "height"] == "32,64"  # what it has seen is on the version too
