@@ -19,6 +19,26 @@ DEFAULT_PROTOCOL_TARGET = 0.05
 INPUT_COLUMNS = ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size")
 
 
+def distinct_rows(*columns: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(code of each row, index of the first row of each code)`` of the distinct rows of ``columns``.
+
+    One integer per row, combined from each column's own codes (kept below the row count, so no
+    overflow), never a tuple per row: what lets a per-config computation run once per distinct config.
+
+    Example:
+        >>> codes, first = distinct_rows(["a", "b", "a"], [1, 1, 1])
+        >>> codes.tolist(), first.tolist()
+        ([0, 1, 0], [0, 1])
+    """
+    n = len(columns[0])  # type: ignore[arg-type]
+    combined = np.zeros(n, dtype=np.int64)
+    for col in columns:
+        c, u = pd.factorize(pd.Series(col) if not isinstance(col, pd.Series) else col, use_na_sentinel=False)
+        combined = pd.factorize(combined * max(len(u), 1) + c)[0]
+    _, first, codes = np.unique(combined, return_index=True, return_inverse=True)
+    return codes.reshape(-1), first
+
+
 # ============================================================================ reading runs
 def _col(df: pd.DataFrame, name: str, prefix: str) -> pd.Series | None:
     keys = [name, f"{prefix}.{name}"]

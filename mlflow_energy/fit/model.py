@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hardware_descriptors_of, with_log_jpf
-from mlflow_energy.fit.frame import FIT_PHASES
+from mlflow_energy.fit.frame import FIT_PHASES, distinct_rows
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
 from mlflow_energy.fit.saturation import SaturatingLaw, fit_saturating, op_shares
 from mlflow_energy.fit.scope import precision_class
@@ -104,11 +104,9 @@ class PhaseModel:
 
 def pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Codes of the distinct ``(a, b)`` pairs per row and the pairs (cheaper than a MultiIndex)."""
-    ca, ua = pd.factorize(a, use_na_sentinel=False)
-    cb, ub = pd.factorize(b, use_na_sentinel=False)
-    combined = np.asarray(ca, dtype=np.int64) * max(len(ub), 1) + np.asarray(cb, dtype=np.int64)
-    uniq, codes = np.unique(combined, return_inverse=True)
-    return codes.reshape(-1), [(str(ua[k // max(len(ub), 1)]), str(ub[k % max(len(ub), 1)])) for k in uniq]
+    codes, first = distinct_rows(a, b)
+    av, bv = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    return codes, [(str(av[i]), str(bv[i])) for i in first]
 
 
 def _lgb_params(n: int, seed: int) -> dict[str, Any]:
@@ -220,7 +218,7 @@ class EnergyModel:
         """Each row's log offset for its precision class (0 where the model has none)."""
         if not self.precision_offsets or "precision" not in frame.columns:
             return 0.0
-        return frame["precision"].map(precision_class).map(self.precision_offsets).fillna(0.0).to_numpy(dtype=float)
+        return class_offsets(frame["precision"], self.precision_offsets)
 
     def log_predict_time(self, frame: pd.DataFrame) -> np.ndarray | None:
         """Log seconds per image of each row from the time law (None: the model has no time law)."""
@@ -355,7 +353,7 @@ def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, s
     frame = with_log_jpf(frame, hw)
     offsets = precision_offsets(frame)
     if offsets:  # the laws fit energy at the reference precision; the offsets carry the rest
-        shift = np.exp(frame["precision"].map(precision_class).map(offsets).fillna(0.0).to_numpy(dtype=float))
+        shift = np.exp(class_offsets(frame["precision"], offsets))
         frame = frame.assign(**{f"energy_{p}": frame[f"energy_{p}"] / shift for p in FIT_PHASES})
     feats = feature_frame(frame, hw)
     phases: dict[str, PhaseModel] = {}
@@ -369,6 +367,11 @@ def fit_core(frame: pd.DataFrame, *, n_boot: int = 0, n_estimators: int = 100, s
     ft = frame["flops_total"].astype(float)
     return EnergyModel(phases, hw, sorted(frame["model"].unique()), (float(ft.min()), float(ft.max())),
                        sources=sorted(frame["energy_source"].unique()), precision_offsets=offsets)
+
+
+def class_offsets(precision: pd.Series, offsets: dict[str, float]) -> np.ndarray:
+    """Each row's log offset for its precision class (0 for a class without one)."""
+    return precision.map(precision_class).map(offsets).fillna(0.0).to_numpy(dtype=float)
 
 
 def precision_offsets(frame: pd.DataFrame) -> dict[str, float]:

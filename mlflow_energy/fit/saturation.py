@@ -247,15 +247,11 @@ def op_shares(frame: pd.DataFrame, phase: str) -> tuple[np.ndarray | None, np.nd
     component = {"total": "denoiser", "denoise": "denoiser", "decode": "decode"}.get(phase)
     if component is None:
         return None, None
-    # one code per distinct (model, height, width), combined from each column's codes: no tuple per row
+    from mlflow_energy.fit.frame import distinct_rows
+
     model = frame["model"].to_numpy(dtype=object)
     height, width = frame["height"].to_numpy(dtype=np.int64), frame["width"].to_numpy(dtype=np.int64)
-    codes = np.zeros(len(frame), dtype=np.int64)
-    for col in (model, height, width):
-        c, u = pd.factorize(col)
-        codes = pd.factorize(codes * max(len(u), 1) + c)[0]
-    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    codes, first = distinct_rows(model, height, width)  # once per distinct (model, height, width)
     pairs = np.array([_shares(str(model[i]), int(height[i]), int(width[i]), component) for i in first],
                      dtype=float).reshape(-1, 2)
-    inverse = inverse.reshape(-1)
-    return pairs[inverse, 0], pairs[inverse, 1]
+    return pairs[codes, 0], pairs[codes, 1]

@@ -114,10 +114,16 @@ def idle_powers(frame: pd.DataFrame, hardware: dict[str, dict[str, float]]) -> t
             if len(m):
                 watts[hw], source[hw] = float(m.median()), f"measured ({len(m)} runs)"
                 continue
-        tdp = float(desc.get("hw_tdp_w", float("nan")))
-        if math.isfinite(tdp) and tdp > 0:
-            watts[hw], source[hw] = IDLE_FRACTION_OF_TDP * tdp, f"{IDLE_FRACTION_OF_TDP:.0%} of TDP"
+        rule = _idle_by_tdp(desc)
+        if rule is not None:
+            watts[hw], source[hw] = rule, f"{IDLE_FRACTION_OF_TDP:.0%} of TDP"
     return watts, source
+
+
+def _idle_by_tdp(descriptors: dict[str, float]) -> float | None:
+    """:data:`IDLE_FRACTION_OF_TDP` of the board's TDP (None without a TDP)."""
+    tdp = float(descriptors.get("hw_tdp_w", float("nan")))
+    return IDLE_FRACTION_OF_TDP * tdp if math.isfinite(tdp) and tdp > 0 else None
 
 
 def idle_of(names: np.ndarray, idle: dict[str, float], hardware: dict[str, dict[str, float]]) -> np.ndarray:
@@ -126,8 +132,7 @@ def idle_of(names: np.ndarray, idle: dict[str, float], hardware: dict[str, dict[
     for hw in set(names):
         w = idle.get(hw)
         if w is None:
-            tdp = float(hardware.get(hw, {}).get("hw_tdp_w", float("nan")))
-            w = IDLE_FRACTION_OF_TDP * tdp if math.isfinite(tdp) and tdp > 0 else 0.0
+            w = _idle_by_tdp(hardware.get(hw, {})) or 0.0
         out[names == hw] = w
     return out
 

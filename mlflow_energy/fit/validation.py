@@ -272,6 +272,11 @@ def unseen_setup_width(interval: dict[str, float]) -> float:
     w = interval.get(LEVEL_UNSEEN_SETUP)
     if isinstance(w, (int, float)) and math.isfinite(w):
         return float(w)
+    return widest_width(interval)
+
+
+def widest_width(interval: dict[str, float]) -> float:
+    """The widest log half-width of ``interval`` (the widest the grouped CV measured; log 2 when none)."""
     widths = [v for v in interval.values() if isinstance(v, (int, float)) and math.isfinite(v)]
     return float(max(widths)) if widths else math.log(2.0)
 

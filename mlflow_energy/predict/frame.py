@@ -15,7 +15,7 @@ from mlflow_energy.fit import FIT_PHASES, EnergyModel
 from mlflow_energy.fit.features import log_jpf, log_peak
 from mlflow_energy.fit.model import pair_codes
 from mlflow_energy.fit.scope import idle_of, seen_summary
-from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP, LEVELS, unseen_setup_width
+from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP, LEVELS, unseen_setup_width, widest_width
 from mlflow_energy.flops.frame import flops_columns
 from mlflow_energy.predict.calibration import Calibration, slope_values
 from mlflow_energy.predict.inputs import FLOPS_EXTRAPOLATION, _fail, input_columns
@@ -84,7 +84,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     if outside.any():
         levels, half = levels.copy(), half.copy()
         levels[outside] = LEVEL_EXTRAPOLATED
-        half[outside] = np.maximum(half[outside], widest(model.interval))
+        half[outside] = np.maximum(half[outside], widest_width(model.interval))
         notes = notes.copy()
         for i in np.flatnonzero(outside):
             w = why[i]
@@ -110,12 +110,6 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     out.attrs["hardware"] = list(rows["hardware"].unique())
     out.attrs["rows_hardware"] = rows["hardware"].to_numpy()
     return out
-
-
-def widest(interval: dict[str, float]) -> float:
-    """The widest log half-width the grouped CV measured (log 2 when none)."""
-    finite = [v for v in interval.values() if isinstance(v, (int, float)) and np.isfinite(v)]
-    return float(max(finite)) if finite else float(np.log(2.0))
 
 
 def _refuse(model: EnergyModel, rows: pd.DataFrame, outside: np.ndarray, why: list[Any], far: np.ndarray,
@@ -150,7 +144,7 @@ def predict_time(model: EnergyModel, rows: pd.DataFrame, levels: np.ndarray
     if log_t is None:
         nan = np.full(n, np.nan)
         return nan, nan, nan
-    wide = widest(model.time_interval)
+    wide = widest_width(model.time_interval)
     half = pd.Series(levels).map(model.time_interval).fillna(wide).to_numpy(dtype=float)
     t = np.exp(log_t)
     return t, t * np.exp(-half), t * np.exp(half)

@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from mlflow_energy.fit.frame import distinct_rows
 from mlflow_energy.fit.scope import RANGE_COLUMNS, hardware_kind, precision_class
 
 if TYPE_CHECKING:
@@ -90,17 +90,11 @@ def outside_rows(seen: dict[str, Any], cols: dict[str, np.ndarray], setups: np.n
         return np.zeros(n, dtype=bool), [None] * n
     keys = ("model", "precision", "hardware", *RANGE_COLUMNS, "setup")
     columns = {**{k: cols[k] for k in keys[:-1]}, "setup": np.asarray(setups, dtype=object)}
-    # one integer code per distinct row (mixed radix over each column's codes): no tuples per row
-    combined = np.zeros(n, dtype=np.int64)
-    for k in keys:
-        codes, uniq = pd.factorize(pd.Series(columns[k]), use_na_sentinel=False)
-        combined = pd.factorize(combined * max(len(uniq), 1) + codes)[0]  # kept below n: no overflow
-    distinct, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    inverse, first = distinct_rows(*columns.values())
     reasons = []
     for i in first:
         row = {k: (v.item() if isinstance(v := columns[k][i], np.generic) else v) for k in keys}
         cal = calibrations.get(row["setup"])
         reasons.append(_why(merged_seen(seen, cal), row, hardware.get(str(row["hardware"]))))
     bad = np.array([r is not None for r in reasons], dtype=bool)
-    inverse = inverse.reshape(-1)
     return bad[inverse], [reasons[c] for c in inverse] if bad.any() else [None] * n
