@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -252,3 +253,17 @@ def serve_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             f"models:/{NAME}@champion", "-p", str(port)]
     with serving_process(argv, port=port, cwd=tmp, env=env) as (base, proc):
         yield base, proc.pid
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A filled 64 KB tmpfs at ``tmp_path/disk`` (skipped without root), unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/fill", "bs=4k", "count=64"], capture_output=True)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])

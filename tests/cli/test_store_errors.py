@@ -78,19 +78,6 @@ def test_fit_with_a_server_artifact_root_on_a_sqlite_uri_is_one_line(tracking_ur
     one_line(proc, 1, "mlflow-artifacts:", tracking_uri, "MLFLOW_TRACKING_URI")
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
-    try:
-        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/fill", "bs=4k", "count=64"], capture_output=True)
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)])
-
-
 def test_fit_with_a_full_artifact_store_is_one_line(tracking_uri, tmp_path, full_disk):
     _synthetic_experiment("full", str(full_disk / "artifacts"))
     proc = cli("fit", "--experiment", "full", *FIT, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": tracking_uri})

@@ -11,6 +11,7 @@ import itertools
 import math
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import mlflow
@@ -25,6 +26,9 @@ from mlflow_energy.families import get_family
 from mlflow_energy.predict import AnalyticPredictor
 from mlflow_energy.search import Constraints, PredictEvaluator, SearchSpace, search
 from mlflow_energy.search.baseline import Z90, parse_baseline, quality_floor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_search import register_priced  # noqa: E402
 
 CPU = "Intel(R) Xeon(R) CPU @ 2.20GHz"
 
@@ -221,20 +225,10 @@ def _demo_search_args(registered: str, experiment: str) -> list[str]:
 
 def _register_small_model(name: str) -> None:
     """The real energy model, fitted on small-sd2 runs priced by the analytic stand-in on this CPU."""
-    from mlflow_energy.fit import fit_energy_model, normalise_runs
-    from mlflow_energy.predict import log_and_register
-
     grid = itertools.product([96, 128, 160, 224], [1, 2, 4, 6, 8], [1, 2, 4], [1.0, 4.0, 7.5])
     df = pd.DataFrame([dict(model="small-sd2", height=r, width=r, steps=s, guidance_scale=g, precision="fp32",
                             batch_size=b) for r, s, b, g in grid])
-    priced = AnalyticPredictor().predict(df.assign(hardware="H100"))
-    raw = df.assign(**{schema.T_HARDWARE: CPU, schema.T_ENERGY_SOURCE: schema.SOURCE_ZEUS_RAPL})
-    for phase in schema.PHASES:
-        raw[schema.energy_key(phase)] = priced[f"energy_{phase}_j"]
-    result = fit_energy_model(normalise_runs(raw), n_boot=0, cv=False, n_estimators=20)
-    mlflow.set_experiment("fit")
-    with mlflow.start_run():
-        log_and_register(result, name)
+    register_priced(df, name, hardware=CPU, source=schema.SOURCE_ZEUS_RAPL)
 
 
 @pytest.mark.slow

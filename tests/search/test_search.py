@@ -227,22 +227,28 @@ def test_measure_mode_on_a_tiny_family(tracking_uri: str) -> None:
     assert result.best_metrics[schema.M_QUALITY_PSNR] >= 15.0
 
 
-def _register_fitted_model(name: str) -> None:
-    """Fit the real energy model on runs priced by the analytic stand-in, register it as NAME@champion."""
+def register_priced(df: pd.DataFrame, name: str, *, hardware: str, source: str) -> None:
+    """Fit the real energy model on the configs of ``df`` priced by the analytic stand-in (as runs of
+    ``hardware`` measured by ``source``), register it as NAME@champion."""
     from mlflow_energy.fit import fit_energy_model, normalise_runs
     from mlflow_energy.predict import log_and_register
 
-    grid = itertools.product(["sd2", "sdxl"], [256, 512], [2, 5, 10, 20, 40], ["fp16", "fp32"])
-    df = pd.DataFrame([dict(model=m, height=r, width=r, steps=s, guidance_scale=7.5, precision=p, batch_size=1)
-                       for m, r, s, p in grid])
     priced = AnalyticPredictor().predict(df.assign(hardware="H100"))
-    raw = df.assign(**{schema.T_HARDWARE: "NVIDIA H100 80GB HBM3", schema.T_ENERGY_SOURCE: schema.SOURCE_ZEUS_NVML})
+    raw = df.assign(**{schema.T_HARDWARE: hardware, schema.T_ENERGY_SOURCE: source})
     for phase in schema.PHASES:
         raw[schema.energy_key(phase)] = priced[f"energy_{phase}_j"]
     result = fit_energy_model(normalise_runs(raw), n_boot=0, cv=False, n_estimators=20)
     mlflow.set_experiment("fit")
     with mlflow.start_run():
         log_and_register(result, name)
+
+
+def _register_fitted_model(name: str) -> None:
+    """The real energy model on sd2/sdxl runs priced by the analytic stand-in on an H100."""
+    grid = itertools.product(["sd2", "sdxl"], [256, 512], [2, 5, 10, 20, 40], ["fp16", "fp32"])
+    df = pd.DataFrame([dict(model=m, height=r, width=r, steps=s, guidance_scale=7.5, precision=p, batch_size=1)
+                       for m, r, s, p in grid])
+    register_priced(df, name, hardware="NVIDIA H100 80GB HBM3", source=schema.SOURCE_ZEUS_NVML)
 
 
 def test_cli_with_a_registered_model(tracking_uri: str, tmp_path: Path) -> None:

@@ -388,37 +388,29 @@ def test_a_worker_whose_clock_runs_300_s_ahead_ends_no_healthy_worker(tmp_path, 
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_tracking_db):
+def test_a_full_artifact_store_is_not_taken_for_an_outage(tmp_path, _empty_tracking_db, full_disk):
     """Artifacts on a full disk (a filled tmpfs): one FAILED run with the reason, the sweep stops, exit 1."""
     import shutil
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    os.symlink(full_disk, tmp_path / "artifacts")  # the server's --artifacts-destination
+    shutil.copyfile(_empty_tracking_db, tmp_path / "backend.db")
+    server = MlflowServer(f"sqlite:///{tmp_path}/backend.db", tmp_path).start()
     try:
-        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/fill", "bs=4k", "count=64"], capture_output=True)
-        os.symlink(disk, tmp_path / "artifacts")  # the server's --artifacts-destination
-        shutil.copyfile(_empty_tracking_db, tmp_path / "backend.db")
-        server = MlflowServer(f"sqlite:///{tmp_path}/backend.db", tmp_path).start()
-        try:
-            spec, log = _spec(tmp_path, "full", steps=[1, 2, 3, 4]), tmp_path / "w.log"
-            proc = _worker_env(spec, server.url, "full", tmp_path / "j.jsonl", log, **_fault_env())
-            assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
-            out = log.read_text()
-            assert "Traceback" not in out
-            assert out.count("Error: the artifact store refused a file") == 1, out[-3000:]
-            runs = _all_runs(server.url, "full")
-            # the sweep's spec is its first artifact: the full store is found before any config is measured
-            measured = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
-            assert not [r for r in measured if r.info.status != "FAILED"]
-            sweeps = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
-            assert [r.info.status for r in sweeps] == ["FAILED"]
-            assert "artifact store refused" in sweeps[0].data.tags[schema.T_FAILURE]
-        finally:
-            server.stop()
+        spec, log = _spec(tmp_path, "full", steps=[1, 2, 3, 4]), tmp_path / "w.log"
+        proc = _worker_env(spec, server.url, "full", tmp_path / "j.jsonl", log, **_fault_env())
+        assert proc.wait(timeout=600) == 1, log.read_text()[-3000:]
+        out = log.read_text()
+        assert "Traceback" not in out
+        assert out.count("Error: the artifact store refused a file") == 1, out[-3000:]
+        runs = _all_runs(server.url, "full")
+        # the sweep's spec is its first artifact: the full store is found before any config is measured
+        measured = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+        assert not [r for r in measured if r.info.status != "FAILED"]
+        sweeps = [r for r in runs if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
+        assert [r.info.status for r in sweeps] == ["FAILED"]
+        assert "artifact store refused" in sweeps[0].data.tags[schema.T_FAILURE]
     finally:
-        subprocess.run(["umount", "-l", str(disk)])
+        server.stop()
 
 
 @pytest.mark.skipif(not os.environ.get("MLFLOW_ENERGY_TEST_POSTGRES"),
