@@ -2,7 +2,7 @@
 
 Owns: which configs to measure and in what order, resuming, sharding between workers.
 Modules:
-    spec      the YAML grid, its validation, run order and shards
+    spec      the YAML grid, its validation, run order and shards (``_axes``: the grid lists checked value by value)
     run       measuring a spec as child runs of one parent run, resumable
     scheduler the shard from a Kubernetes Indexed Job or a Slurm job array (``--shard auto``)
     claims    the journal, retries, heartbeat, stale recovery and per-config claims of a sweep

@@ -57,22 +57,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_energy.config import (
-    MAX_BATCH,
-    MAX_GUIDANCE,
-    MAX_POWER_LIMIT_W,
-    MAX_SIDE,
-    MAX_STEPS,
-    PRECISIONS,
-    SCHEDULER_DEFAULT,
-    InferenceConfig,
-)
+from mlflow_energy.config import SCHEDULER_DEFAULT, InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.protocol import IDLE_SECONDS, Protocol
+from mlflow_energy.sweep._axes import check_axes, short
 from mlflow_energy.sweep._specfile import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, load_yaml, read_text  # noqa: F401 - limits documented here
 from mlflow_energy.tracking.filters import MAX_EXPERIMENT_NAME, check_name
 
@@ -99,107 +91,6 @@ MAX_IDLE_SECONDS = 600.0
 MAX_NAME = 200
 #: ``seed``: what ``torch.manual_seed`` accepts.
 MAX_SEED = 2**63 - 1
-
-
-class _Short:
-    """A long value in an error line: the start of its repr and its length."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    __str__ = __repr__
-
-
-def _short(value: Any, limit: int = 60) -> Any:
-    """``value`` itself, or the start of its repr when that is long (an error line stays one short line)."""
-    text = repr(value)
-    return value if len(text) <= limit else _Short(f"{text[:limit]}... ({len(text)} characters)")
-
-
-def _as_list(field_name: str, value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ConfigError(field_name, value, "a non-empty list")
-        return list(value)
-    return [value]
-
-
-def _int_list(field_name: str, values: Sequence[Any], minimum: int, maximum: int | None = None) -> list[int]:
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
-            raise ConfigError(field_name, v, f"integers from {minimum} to {maximum}" if maximum else
-                              f"integers >= {minimum}")
-    return list(values)
-
-
-def _resolution(field_name: str, value: Any) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
-    if isinstance(value, int):
-        h = w = value
-    elif isinstance(value, str) and "x" in value:
-        parts = value.lower().split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
-        h, w = (int(p) for p in parts)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        h, w = value
-    else:
-        raise ConfigError(field_name, value, "a size: 512, \"512x768\" or [512, 768]")
-    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
-        raise ConfigError(field_name, value, f"sizes from 1 to {MAX_SIDE} pixels")
-    return int(h), int(w)
-
-
-def _check_axes(prefix: str, axes: Mapping[str, Any], allowed: Sequence[str]) -> dict[str, list[Any]]:
-    if not isinstance(axes, Mapping):
-        raise ConfigError(prefix, _short(axes), "a mapping of " + ", ".join(allowed))
-    out: dict[str, list[Any]] = {}
-    for key, raw in axes.items():
-        name = f"{prefix}.{key}"
-        if key not in allowed:
-            raise ConfigError(name, _short(raw), "one of the keys " + ", ".join(allowed))
-        if key == "weights":
-            if not isinstance(raw, str) or not raw:
-                raise ConfigError(name, raw, "'random', a local directory or a hub id")
-            out[key] = [raw]
-            continue
-        values = _as_list(name, raw)
-        if key == "resolution":
-            values = [_resolution(name, v) for v in values]
-        elif key in ("steps", "batch_size"):
-            values = _int_list(name, values, 1, MAX_STEPS if key == "steps" else MAX_BATCH)
-        elif key == "cfg_passes":  # 1 or 2, or null: what pipe(prompt) does for the family
-            for v in values:
-                if v is not None and (isinstance(v, bool) or v not in (1, 2)):
-                    raise ConfigError(name, v, "1, 2 or null (what pipe(prompt) does for the family)")
-        elif key == "guidance_scale":
-            for v in values:
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                      or not 0 <= v <= MAX_GUIDANCE):
-                    raise ConfigError(name, v, f"finite numbers from 0 to {MAX_GUIDANCE:g} or null (the family default)")
-            values = [None if v is None else float(v) for v in values]
-        elif key == "power_limit_w":
-            for v in values:
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                      or not 0 < v <= MAX_POWER_LIMIT_W):
-                    raise ConfigError(name, v, f"watts, numbers > 0 and <= {MAX_POWER_LIMIT_W:g}, or null (as it is)")
-            values = [None if v is None else float(v) for v in values]
-        elif key == "precision":
-            for v in values:
-                if v not in PRECISIONS:
-                    raise ConfigError(name, v, "one of " + ", ".join(PRECISIONS))
-        elif key in ("model", "scheduler"):
-            for v in values:
-                if not isinstance(v, str) or not v:
-                    raise ConfigError(name, v, "names (strings)")
-        out[key] = values
-    return out
 
 
 @dataclass(frozen=True)
@@ -231,7 +122,7 @@ class SweepSpec:
         try:
             return cls._from_dict(data, name=name, source=source, max_configs=max_configs)
         except ConfigError as exc:  # a long value is cut short, so the error stays one short line
-            raise ConfigError(exc.field, _short(exc.value), exc.allowed) from None
+            raise ConfigError(exc.field, short(exc.value), exc.allowed) from None
 
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any], *, name: str, source: str, max_configs: int | None) -> SweepSpec:
@@ -241,10 +132,10 @@ class SweepSpec:
             raise ConfigError("spec", type(data).__name__, "a YAML mapping with a 'grid' key")
         for key in data:
             if key not in TOP_KEYS:
-                raise ConfigError(str(_short(key)), _short(data[key]), "one of the keys " + ", ".join(TOP_KEYS))
+                raise ConfigError(str(short(key)), short(data[key]), "one of the keys " + ", ".join(TOP_KEYS))
         if "grid" not in data:
             raise ConfigError("grid", None, "a mapping with at least 'model'")
-        grid = _check_axes("grid", data["grid"], GRID_KEYS)
+        grid = check_axes("grid", data["grid"], GRID_KEYS)
         if "model" not in grid:
             raise ConfigError("grid.model", None, "a list of family names")
         known = family_names()
@@ -253,12 +144,12 @@ class SweepSpec:
                 raise ConfigError("grid.model", model, "one of " + ", ".join(known))
         overrides_raw = data.get("overrides") or {}
         if not isinstance(overrides_raw, Mapping):
-            raise ConfigError("overrides", _short(overrides_raw), "a mapping of model name to grid lists")
+            raise ConfigError("overrides", short(overrides_raw), "a mapping of model name to grid lists")
         overrides = {}
         for model, axes in overrides_raw.items():
             if model not in grid["model"]:
-                raise ConfigError("overrides", _short(model), "a model listed in grid.model")
-            overrides[model] = _check_axes(f"overrides.{model}", axes, OVERRIDE_KEYS)
+                raise ConfigError("overrides", short(model), "a model listed in grid.model")
+            overrides[model] = check_axes(f"overrides.{model}", axes, OVERRIDE_KEYS)
         kwargs: dict[str, Any] = {}
         for key, minimum, maximum in (("repeats", 1, MAX_REPEATS), ("warmup", 0, MAX_WARMUP), ("seed", 0, MAX_SEED)):
             if key in data:
@@ -348,11 +239,11 @@ class SweepSpec:
 
 def _protocol(raw: Any) -> Protocol:
     if not isinstance(raw, Mapping):
-        raise ConfigError("protocol", _short(raw), "a mapping with keys " + ", ".join(PROTOCOL_KEYS))
+        raise ConfigError("protocol", short(raw), "a mapping with keys " + ", ".join(PROTOCOL_KEYS))
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in PROTOCOL_KEYS:
-            raise ConfigError(f"protocol.{key}", _short(value), "one of the keys " + ", ".join(PROTOCOL_KEYS))
+            raise ConfigError(f"protocol.{key}", short(value), "one of the keys " + ", ".join(PROTOCOL_KEYS))
         is_int = key in ("max_repeats", "max_warmup")
         if isinstance(value, bool) or not isinstance(value, int if is_int else (int, float)):
             raise ConfigError(f"protocol.{key}", value, "an integer" if is_int else "a number")
