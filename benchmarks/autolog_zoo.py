@@ -6,7 +6,7 @@ the family recognised, the phases measured (a phase is listed when autolog meter
 window of it: ``time/<phase>_s > 0``), FLOPs per phase (closed form, per image, where the family is
 recognised, else traced; "-": none), the denoiser calls and the scheduler steps of the call; then,
 for combined pipelines, the same per stage (prior, decoder). The table in
-``docs/autolog.md`` ("Pipelines tested") is this script's output. Energies are not printed: on a
+``docs/benchmarks.md`` ("Pipelines tested") is this script's output. Energies are not printed: on a
 CPU they are the labelled estimate, and the tiny calls are shorter than its clock's resolution.
 
     python benchmarks/autolog_zoo.py                 # every pipeline
