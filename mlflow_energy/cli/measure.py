@@ -262,10 +262,13 @@ def sweep_command(spec: str, experiment: str | None, shard: str | None, coordina
         parsed = dataclasses.replace(parsed, protocol=with_progress(parsed.protocol))
     claims = True
     auto, count = parse_auto(shard)
+    count_from = None
+    if auto and count is None and parsed.shards is not None:  # the spec's shards: as --shard auto/N
+        count, count_from = parsed.shards, "shards"
     if auto:
         where_from: tuple[int, int] | None
         try:
-            where_from, why = scheduler_shard(count=count)
+            where_from, why = scheduler_shard(count=count, count_from=count_from)
         except PartialArray as exc:  # a resubmitted index: claims over the whole spec, if a database holds them
             import mlflow
 

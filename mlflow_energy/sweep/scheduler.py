@@ -19,7 +19,8 @@ No scheduler variable set: no shard (the claims give each config to one worker).
 A Slurm task resubmitted alone (``sbatch --array=2`` after a task of ``--array=0-3`` failed) sees
 an array of one task (``SLURM_ARRAY_TASK_COUNT=1``, ``MIN=MAX=ID``): it would be shard 0 of 1 and
 measure the whole spec. Such a task (``ID != 0``) is refused in one line unless the count is given:
-``--shard auto/4`` makes it shard ``ID`` of 4 (the ID of a 0-based array is its shard). With a
+``--shard auto/4``, or ``shards: 4`` in the sweep spec, makes it shard ``ID`` of 4 (the ID of a
+0-based array is its shard); a count that differs from what a task sees of its array is refused. With a
 claims database the sweep may instead measure the whole spec under claims (``PartialArray``).
 
 Example:
@@ -79,20 +80,29 @@ def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     return int(text)
 
 
-def _kubernetes(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], str]:
+def _given(given: int, count_from: str | None) -> str:
+    """Where the given count came from, as the user wrote it."""
+    return f"shards: {given} in the sweep spec" if count_from else f"--shard auto/{given}"
+
+
+def _kubernetes(env: Mapping[str, str], given: int | None, count_from: str | None) -> tuple[tuple[int, int], str]:
     index = _int(env, _K8S_INDEX)
+    if count_from and env.get(SHARD_COUNT_ENV, "").strip() and _int(env, SHARD_COUNT_ENV, 1) != given:
+        raise ConfigError(count_from, given, f"the Job's own count ({SHARD_COUNT_ENV}={env[SHARD_COUNT_ENV]})")
     if given is not None:
         env = {**env, SHARD_COUNT_ENV: str(given)}
     if SHARD_COUNT_ENV not in env:
         raise ConfigError(SHARD_COUNT_ENV, None, "the Job's completions, set in the pod's env (Kubernetes sets "
                           f"{_K8S_INDEX}={index} but not the count)")
     count = _int(env, SHARD_COUNT_ENV, 1)
+    if given is not None and index >= given:
+        raise ConfigError(_K8S_INDEX, index, f"an index below the {given} tasks of {_given(given, count_from)}")
     if index >= count:
         raise ConfigError(_K8S_INDEX, index, f"an index below {SHARD_COUNT_ENV}={count} (the Job's completions)")
     return (index, count), f"Kubernetes Indexed Job: {_K8S_INDEX}={index} of {count}"
 
 
-def _slurm(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], str]:
+def _slurm(env: Mapping[str, str], given: int | None, count_from: str | None) -> tuple[tuple[int, int], str]:
     task, low, high = (_int(env, name) for name in _SLURM[:3])
     step = _int(env, _SLURM[3], 1) if _SLURM[3] in env else 1
     count = _int(env, _SLURM[4], 1) if _SLURM[4] in env else (high - low) // step + 1
@@ -100,11 +110,14 @@ def _slurm(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], 
     if count == 1 and low == high == task and task != 0 and given != 1:  # a task resubmitted alone
         if given is None:
             raise PartialArray(_SLURM[0], task, f"a task of an array it can see: this one sees --array={task} alone "
-                               "(resubmitted?), so the array's size is unknown; give it with --shard auto/N")
+                               "(resubmitted?), so the array's size is unknown; give it with --shard auto/N or shards: N in the sweep spec")
         if task >= given:
-            raise ConfigError(_SLURM[0], task, f"an index below the {given} tasks of --shard auto/{given}")
-        return (task, given), f"Slurm job array: {_SLURM[0]}={task} resubmitted alone, of {given} (--shard auto/{given})"
+            raise ConfigError(_SLURM[0], task, f"an index below the {given} tasks of {_given(given, count_from)}")
+        return (task, given), f"Slurm job array: {_SLURM[0]}={task} resubmitted alone, of {given} ({_given(given, count_from)})"
     if given is not None and given != count:
+        if count_from:
+            raise ConfigError(count_from, given, f"the array's own count ({_SLURM[4]}={count}): the number of tasks "
+                              "of the whole array")
         raise ConfigError("shard", f"auto/{given}", f"the array's own count ({_SLURM[4]}={count}), or auto")
     if (high - low) % step or (high - low) // step + 1 != count:
         raise ConfigError("SLURM array", f"{count} tasks from {low} to {high}",
@@ -114,11 +127,12 @@ def _slurm(env: Mapping[str, str], given: int | None) -> tuple[tuple[int, int], 
     return ((task - low) // step, count), f"Slurm job array: {_SLURM[0]}={task} of {span}"
 
 
-def scheduler_shard(env: Mapping[str, str] | None = None, count: int | None = None
+def scheduler_shard(env: Mapping[str, str] | None = None, count: int | None = None, count_from: str | None = None
                     ) -> tuple[tuple[int, int] | None, str]:
     """``((index, count), where it came from)``, or ``(None, why not)`` outside a scheduler's task.
 
-    ``count``: the number of tasks of the whole array (``--shard auto/N``), for a task that cannot see it.
+    ``count``: the number of tasks of the whole array (``--shard auto/N``), for a task that cannot see it;
+    ``count_from``: the spec key it came from (``"shards"``), named when it is refused (else ``--shard``).
 
     Raises:
         PartialArray: a Slurm task resubmitted alone, without ``count`` (one line).
@@ -126,7 +140,7 @@ def scheduler_shard(env: Mapping[str, str] | None = None, count: int | None = No
     """
     env = os.environ if env is None else env
     if env.get(_K8S_INDEX, "").strip():
-        return _kubernetes(env, count)
+        return _kubernetes(env, count, count_from)
     if env.get(_SLURM[0], "").strip():
-        return _slurm(env, count)
+        return _slurm(env, count, count_from)
     return None, f"no scheduler index ({_K8S_INDEX} and {_SLURM[0]} unset)"

@@ -17,6 +17,8 @@ Spec format (``projects/cpu-demo.yaml`` is a complete example)::
     carbon_intensity: DEU           # grid for carbon/co2e_g: gCO2e/kWh, WORLD, a country code or a
                                     #   cloud region (gcp:us-central1); --carbon-intensity/--region win
     idle_each_config: false         # true: measured again before each config
+    shards: 4                       # optional: the task count of the array for --shard auto (as
+                                    #   --shard auto/4; a resubmitted task then knows its shard)
     seed: 0
     grid:                           # the cross product of these lists
       model: [tiny-sd2]
@@ -72,7 +74,7 @@ GRID_KEYS = ("model", "resolution", "steps", "guidance_scale", "precision", "bat
              "power_limit_w")
 OVERRIDE_KEYS = (*GRID_KEYS[1:], "weights")
 TOP_KEYS = ("name", "experiment", "device", "weights", "repeats", "warmup", "seed", "grid", "overrides", "description",
-            "protocol", "idle_seconds", "idle_each_config", "carbon_intensity")
+            "protocol", "idle_seconds", "idle_each_config", "carbon_intensity", "shards")
 PROTOCOL_KEYS = ("target", "max_repeats", "max_seconds", "max_warmup", "warmup_tolerance")
 
 #: More configs than this is most likely a typo in a grid list (a 100k-config CPU sweep runs for
@@ -89,6 +91,8 @@ MAX_IDLE_SECONDS = 600.0
 #: The spec name is the sweep run's name (``runs.name`` holds 250 characters) plus a shard
 #: suffix, and the claims ledger's name with a prefix.
 MAX_NAME = 200
+#: ``shards``: a Kubernetes Indexed Job has at most 100,000 completions (Slurm arrays are smaller).
+MAX_SHARDS = 100_000
 #: ``seed``: what ``torch.manual_seed`` accepts.
 MAX_SEED = 2**63 - 1
 
@@ -111,6 +115,7 @@ class SweepSpec:
     idle_seconds: float = IDLE_SECONDS
     idle_each_config: bool = False
     carbon_intensity: str | float | None = None
+    shards: int | None = None  # --shard auto's task count (as --shard auto/N); None: the scheduler's
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "sweep", source: str = "",
@@ -177,6 +182,12 @@ class SweepSpec:
             if not isinstance(data["idle_each_config"], bool):
                 raise ConfigError("idle_each_config", data["idle_each_config"], "true or false")
             kwargs["idle_each_config"] = data["idle_each_config"]
+        if data.get("shards") is not None:
+            v = data["shards"]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SHARDS:
+                raise ConfigError("shards", v, f"an integer from 1 to {MAX_SHARDS}: the number of tasks of the "
+                                  "whole job array (--shard auto reads it as --shard auto/N)")
+            kwargs["shards"] = v
         if data.get("carbon_intensity") is not None:  # refused now, not after measuring
             from mlflow_energy.carbon import checked_intensity
 

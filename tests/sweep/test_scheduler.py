@@ -196,3 +196,51 @@ def test_a_resubmitted_array_index_is_refused_or_falls_back_to_claims(tmp_path, 
     assert fallback.returncode == 0, fallback.stdout + fallback.stderr
     assert "claims database gives each config to one worker" in fallback.stdout, fallback.stdout
     _check_exactly_once(4, shards=())
+
+
+# ----------------------------------------------------------------------------- shards: in the spec
+def test_the_specs_shards_key_is_checked_in_one_line():
+    grid = {"model": ["tiny-sd2"]}
+    assert SweepSpec.from_dict({"grid": grid, "shards": 3}).shards == 3
+    assert SweepSpec.from_dict({"grid": grid}).shards is None
+    for bad in (0, -2, True, 2.5, "3", 100_001):
+        with pytest.raises(ConfigError) as info:
+            SweepSpec.from_dict({"grid": grid, "shards": bad})
+        message = str(info.value)
+        assert message.startswith(f"shards={bad!r}") and "an integer from 1" in message and "\n" not in message
+
+
+def _shard_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], spec_text: str):
+    from click.testing import CliRunner
+
+    from mlflow_energy.cli import main
+
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "JOB_COMPLETION", "MLFLOW_ENERGY_SHARD"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    spec = tmp_path / "sched.yaml"
+    spec.write_text(spec_text)
+    return CliRunner().invoke(main, ["sweep", str(spec), "--shard", "auto", "--no-tracking", "--no-progress",
+                                     "--output", str(tmp_path / "out.jsonl")])
+
+
+def test_a_resubmitted_task_takes_its_shard_count_from_the_specs_shards_key(tmp_path, monkeypatch):
+    """`sbatch --array=I` resubmitted alone knows its shard from `shards: 3` in the spec, as with
+    `--shard auto/3`; a spec whose count differs from the array the task sees is refused in one line."""
+    text = SPEC.replace("grid: {model: [tiny-sd2], resolution: [32], steps: [1, 3], guidance_scale: [1.0, 3.0]}",
+                        "grid: {model: [tiny-sd2], resolution: [32], steps: [1], guidance_scale: [1.0]}")
+    only = SweepSpec.from_dict({"grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": [1],
+                                         "guidance_scale": [1.0]}}).configs()[0]
+    task = next(t for t in (1, 2) if not in_shard(only, (t, 3)))  # a shard with no config: nothing to measure
+    done = _shard_auto(tmp_path, monkeypatch, _slurm(task, task, task), text + "shards: 3\n")
+    assert done.exit_code == 0, done.output
+    assert f"shard {task}/3 from the Slurm job array" in done.output and "shards: 3 in the sweep spec" in done.output
+    assert "0 measured" in done.output
+    wrong = _shard_auto(tmp_path, monkeypatch, _slurm(1, 0, 3), text + "shards: 3\n")  # the array has 4 tasks
+    assert wrong.exit_code == 2, wrong.output
+    lines = wrong.output.strip().splitlines()
+    assert len(lines) == 1 and "shards=3" in lines[0] and "SLURM_ARRAY_TASK_COUNT=4" in lines[0], wrong.output
+    assert scheduler_shard({"JOB_COMPLETION_INDEX": "2"}, count=3, count_from="shards")[0] == (2, 3)
+    with pytest.raises(ConfigError, match="^shards=3 .*MLFLOW_ENERGY_SHARD_COUNT=4"):
+        scheduler_shard({"JOB_COMPLETION_INDEX": "2", "MLFLOW_ENERGY_SHARD_COUNT": "4"}, count=3, count_from="shards")
