@@ -33,6 +33,10 @@ _CONSTRAINTS = ("min_steps", "max_steps", "min_psnr", "min_ssim", "min_clip_scor
 @click.option("--precision", multiple=True, help="fp32, fp16, bf16 (repeat or comma list).")
 @click.option("--batch-size", multiple=True, help=_DIM_HELP)
 @click.option("--scheduler", multiple=True, help="'default' or diffusers scheduler classes.")
+@click.option("--cfg-passes", "cfg_passes", multiple=True,
+              help="Denoiser passes per step: 1 or 2 (comma list). One pass is CFG off: guidance scale 1 for "
+                   "SD/SDXL/SD3, no negative prompt for FLUX.1/Qwen-Image; a pass count a family cannot run "
+                   "at a trial's guidance scale prunes that trial.")
 @click.option("--power-limit-w", "power_limit_w", multiple=True,
               help="GPU power limit in watts (measure mode sets it through NVML; pair with --max-latency-s). " + _DIM_HELP)
 @click.option("--baseline", multiple=True,

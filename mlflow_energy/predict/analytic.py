@@ -45,7 +45,8 @@ class AnalyticPredictor:
         from mlflow_energy.flops import flops_frame
 
         df = pd.DataFrame(model_input)
-        flops = flops_frame(df[["model", "height", "width", "steps", "guidance_scale", "batch_size"]].copy())
+        cols = ["model", "height", "width", "steps", "guidance_scale", "batch_size"]
+        flops = flops_frame(df[cols + [c for c in ("cfg_passes",) if c in df.columns]].copy())
         factor = df["precision"].map(PRECISION_FACTOR).to_numpy(float) * (0.7 + 0.3 / df["batch_size"].to_numpy(float))
         out = pd.DataFrame(index=df.index)
         for phase in schema.PHASES:

@@ -44,6 +44,7 @@ Z90 = 1.6448536269514722  # two-sided 90%: the normal quantile 0.95
 Z95 = 1.959963984540054
 BASELINE_FIELDS: tuple[str, ...] = (
     "model", "resolution", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler",
+    "cfg_passes",
 )
 
 

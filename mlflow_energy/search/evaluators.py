@@ -158,7 +158,7 @@ class PredictEvaluator:
             "model": [c.model for c in cfgs], "height": [c.height for c in cfgs], "width": [c.width for c in cfgs],
             "steps": [c.steps for c in cfgs], "guidance_scale": [float(c.guidance_scale) for c in cfgs],
             "precision": [c.precision for c in cfgs], "batch_size": [c.batch_size for c in cfgs],
-            "hardware": [self.hardware] * len(cfgs),
+            "cfg_passes": [float(c.passes) for c in cfgs], "hardware": [self.hardware] * len(cfgs),
         })
 
     def check(self, space: SearchSpace, constraints: Constraints, quality_metric: str | None) -> None:

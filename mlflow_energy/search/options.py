@@ -18,7 +18,7 @@ MODES: tuple[str, ...] = ("predict", "measure")
 # ---------------------------------------------------------------------- options (CLI, YAML)
 DIM_OPTIONS: tuple[str, ...] = (
     "model", "resolution", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler",
-    "power_limit_w",
+    "power_limit_w", "cfg_passes",
 )
 
 

@@ -20,8 +20,10 @@ from mlflow_energy.errors import ConfigError
 # Dimension name -> value type. "resolution" is a shorthand that sets height and width (square).
 DIM_TYPES: dict[str, type] = {
     "model": str, "resolution": int, "height": int, "width": int, "steps": int, "guidance_scale": float,
-    "precision": str, "batch_size": int, "scheduler": str, "power_limit_w": float,
+    "precision": str, "batch_size": int, "scheduler": str, "power_limit_w": float, "cfg_passes": int,
 }
+# Dimensions with a closed set of values: denoiser passes per step are 1 (conditional only) or 2 (CFG).
+DIM_VALUES: dict[str, tuple[Any, ...]] = {"cfg_passes": (1, 2)}
 RESOLUTION_STEP = 64  # default step of a ranged height/width/resolution
 _SIDES = ("resolution", "height", "width")
 
@@ -118,6 +120,8 @@ def parse_dim(name: str, values: Any) -> Dim:
             if isinstance(part, str) and ":" in part:
                 raise ConfigError(name, item, "either one LO:HI[:STEP] range or a list of values")
             value = _cast(name, part)
+            if name in DIM_VALUES and value not in DIM_VALUES[name]:
+                raise ConfigError(name, part, " or ".join(map(str, DIM_VALUES[name])))
             if value not in choices:
                 choices.append(value)
     if not choices:
@@ -127,8 +131,9 @@ def parse_dim(name: str, values: Any) -> Dim:
 
 def _range(name: str, low: Any, high: Any, step: Any = None) -> Dim:
     kind = DIM_TYPES[name]
-    if kind is str:
-        raise ConfigError(name, f"{low}:{high}", "a value or a list of values (a range needs numbers)")
+    if kind is str or name in DIM_VALUES:
+        raise ConfigError(name, f"{low}:{high}", "a value or a list of values" + (
+            " (a range needs numbers)" if kind is str else ": " + " or ".join(map(str, DIM_VALUES[name]))))
     lo, hi = _cast(name, low), _cast(name, high)
     st = _cast(name, step) if step not in (None, "") else (RESOLUTION_STEP if name in _SIDES else None)
     if hi < lo:

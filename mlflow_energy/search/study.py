@@ -59,9 +59,29 @@ def default_config(model: str, space: SearchSpace, evaluator: Evaluator, seed: i
 
 
 def _check_space(space: SearchSpace, evaluator: Evaluator) -> None:
-    """Every value of every dimension must make a valid config (fails fast, one line)."""
+    """Every value of every dimension must make a valid config (fails fast, one line).
+
+    Passes per step depend on the guidance scale, so ``cfg_passes`` is checked apart: each of its
+    values must be one that some family and guidance scale of the space can run (a trial whose
+    combination cannot is pruned with the reason, the search goes on).
+    """
     for values in space.corner_values():
-        _config(values, evaluator)
+        _config({k: v for k, v in values.items() if k != schema.P_CFG_PASSES}, evaluator)
+    dim = space.dim(schema.P_CFG_PASSES)
+    if dim is None:
+        return
+    from mlflow_energy.config import allowed_cfg_passes
+    from mlflow_energy.families import get_family
+
+    models, scales = (space.dim(n).values() if space.dim(n) else [None] for n in ("model", "guidance_scale"))
+    if models == [None]:
+        raise ConfigError(schema.P_CFG_PASSES, dim.to_json(), "a search that names its model (--model)")
+    runnable = {p for m in models for g in scales for p in allowed_cfg_passes(get_family(m), g)}
+    for passes in dim.values():
+        if passes not in runnable:
+            raise ConfigError(schema.P_CFG_PASSES, passes, " or ".join(map(str, sorted(runnable))) + " for "
+                              + ", ".join(models) + " at guidance_scale " + ", ".join(
+                                  "default" if g is None else f"{g:g}" for g in scales))
 
 
 def _study_name(space: SearchSpace, constraints: Constraints, evaluator: Evaluator, multi: bool,
@@ -226,7 +246,13 @@ def search(
             values = {**inherit, **values}
         else:
             values = {"precision": base_cfg.precision, **values}
-        cfg = _config(values, evaluator, image_seed)
+        try:
+            cfg = _config(values, evaluator, image_seed)
+        except ConfigError as exc:  # passes the family cannot run at this guidance scale: prune, go on
+            if exc.field != schema.P_CFG_PASSES:
+                raise
+            trial.set_user_attr(st.UA_REFUSED, str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         try:
             ev = evaluator.evaluate(cfg)
         except RefusedConfig as exc:  # outside what the predictor has seen: prune the trial, go on
@@ -325,7 +351,7 @@ def _summarise(
     best = min(feasible, key=lambda t: (t.user_attrs[st.UA_METRICS][schema.M_ENERGY_TOTAL], t.number))
     best_cfg = _config({k: v for k, v in best.user_attrs[st.UA_CONFIG].items()
                         if k in ("model", "height", "width", "steps", "guidance_scale", "precision", "batch_size", "scheduler",
-                                  schema.P_POWER_LIMIT)},
+                                  schema.P_POWER_LIMIT, schema.P_CFG_PASSES)},
                        evaluator, best.user_attrs[st.UA_CONFIG].get(schema.P_SEED, 0))
     best_metrics = dict(best.user_attrs[st.UA_METRICS])
     if isinstance(evaluator, PredictEvaluator):

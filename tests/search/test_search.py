@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from mlflow_energy import schema
 from mlflow_energy.cli import main
+from mlflow_energy.config import InferenceConfig
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.predict import AnalyticPredictor
 from mlflow_energy.search import (
@@ -312,3 +313,41 @@ def test_default_runs_on_the_search_device_and_precision_and_a_loss_is_said_plai
     parent = _runs("loss", schema.KIND_SEARCH)[0]
     best = {k for k in parent.data.params if k.startswith("best_")}
     assert best == {schema.best_param(k) for k in ("model", "steps", "height", "width")}
+
+
+def test_cfg_passes_is_a_dimension_and_a_pass_count_the_guidance_cannot_run_prunes_only_its_trial(
+        tracking_uri: str) -> None:
+    # SD 2 decides its passes by the guidance scale (1 pass at scale 1, 2 above): of the four
+    # combinations two are runnable; the other two are pruned with the reason, the search goes on.
+    space = SearchSpace.from_options({"model": ["sd2"], "steps": ["20"], "resolution": ["512"],
+                                      "guidance_scale": ["1.0,7.5"], "cfg_passes": ["1,2"]})
+    assert space.size() == 4
+    evaluator = PredictEvaluator(AnalyticPredictor(), "H100")
+    result = search(space, evaluator, Constraints(), trials=12, seed=0, experiment="passes", quality_floor=False,
+                    baseline={"guidance_scale": 7.5})
+    assert (result.best_config.guidance_scale, result.best_config.passes) == (1.0, 1)
+    assert result.best_config.cfg_passes == 1  # the searched value, carried to the best config
+    trials = _runs("passes", schema.KIND_TRIAL)
+    refused = [t for t in trials if "cfg_passes" in t.data.tags.get(schema.T_FAILURE, "")]
+    assert refused, [t.data.tags for t in trials]
+    ran = {(float(t.data.params[schema.P_GUIDANCE_SCALE]), int(t.data.params[schema.P_CFG_PASSES]))
+           for t in trials if schema.M_ENERGY_TOTAL in t.data.metrics}
+    assert ran <= {(1.0, 1), (7.5, 2)} and ran
+
+    # FLUX.1-dev's true CFG runs 1 or 2 passes at one scale: the second pass is priced, and costs
+    one = evaluator.predict([InferenceConfig(model="flux.1-dev", cfg_passes=p, guidance_scale=3.5).validate()
+                             for p in (1, 2)])[schema.M_ENERGY_DENOISE]
+    assert one.iloc[1] == pytest.approx(2 * one.iloc[0], rel=0.05)
+
+
+@pytest.mark.parametrize("values", [["3"], ["1:2"], ["0,1"]])
+def test_cfg_passes_values_are_one_or_two(values: list[str]) -> None:
+    with pytest.raises(ConfigError, match="cfg_passes"):
+        SearchSpace.from_options({"model": ["sd2"], "cfg_passes": values})
+
+
+def test_a_pass_count_no_family_and_scale_of_the_space_can_run_is_one_line(tracking_uri: str) -> None:
+    space = SearchSpace.from_options({"model": ["sd2"], "guidance_scale": ["1.0"], "cfg_passes": ["2"]})
+    with pytest.raises(ConfigError, match=r"cfg_passes=2 is not allowed: expected 1 for sd2 at guidance_scale 1"):
+        search(space, PredictEvaluator(AnalyticPredictor(), "H100"), Constraints(), trials=2, experiment="x",
+               quality_floor=False)
