@@ -54,6 +54,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
 
     _recover_killed(experiment)
     frame = runs_frame(experiment, target=target)
+    superseded = int(frame.attrs.get("superseded", 0))  # runs_frame printed how many; the fit run logs it
     sources = check_sources(frame, allow_mixed=allow_mixed_sources)
     noisy_mode = "keep" if keep_noisy else noisy_mode
     frame, noisy = weigh_noisy(frame, noisy_mode)
@@ -91,6 +92,7 @@ def fit_command(experiment: str, registered_model: str, allow_mixed_sources: boo
         with mlflow.start_run(run_id=run_id) as run:
             log_fit(result, experiment=experiment, allow_mixed=allow_mixed_sources,
                     registered_model=registered_model, plots=not no_plots)
+            mlflow.log_metric(schema.M_FIT_SUPERSEDED, float(superseded))
             description, tags = version_card(result, experiment=experiment, fingerprint=fingerprint)
             mv = log_and_register(result, registered_model, description=description, tags=tags)
     finally:

@@ -27,6 +27,7 @@ P_FIT_N_RUNS = "fit_n_runs"
 P_FIT_SOURCES = "fit_energy_sources"
 P_FIT_PHASES = "fit_phases"
 P_FIT_REGISTERED_MODEL = "registered_model"
+M_FIT_SUPERSEDED = "fit/runs_superseded"  # measurement runs left out: their claim was taken over (one run per config)
 T_MLENERGY_ROW = "mlflow_energy.source_row"  # external rows: the file the value comes from
 A_FIT_GROUPS_CSV = "fit/power_law_groups.csv"
 A_FIT_CV_CSV = "fit/cv_predictions.csv"
