@@ -6,6 +6,7 @@ Modules:
     run       measuring a spec as child runs of one parent run, resumable
     scheduler the shard from a Kubernetes Indexed Job or a Slurm job array (``--shard auto``)
     claims    the journal, retries, heartbeat, stale recovery and per-config claims of a sweep
+              (``_online``: whether the tracking server answers, going offline and back)
     coordination  the claims database: one transaction per claim, leases on its clock, fencing tokens
     campaign  a full-size grid planned into a GPU time budget, written as JSONL (a sub-package)
 May import: the shared ground, ``families``, ``flops``, ``measure``, ``tracking``.

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_energy import schema
+from mlflow_energy.sweep._online import ServerState
 from mlflow_energy.sweep.coordination import (
     CoordinationUnavailable,
     Coordinator,
@@ -49,7 +50,7 @@ from mlflow_energy.sweep.coordination import (
 )
 
 
-class SweepGuard:
+class SweepGuard(ServerState):
     """The journal, retries, heartbeat, stale recovery, claims and fencing of one sweep (module doc)."""
 
     def __init__(self, tracker: Any, *, journal: str | os.PathLike[str] | None, hardware: str,
@@ -145,17 +146,6 @@ class SweepGuard:
         if self.unjournaled:
             self.echo(f"{len(self.unjournaled)} measurement(s) reached neither MLflow nor the journal "
                       f"{self.journal.path} (it cannot be written): they are lost when this process ends")
-
-    def wait_online(self) -> bool:
-        """Probe the server until it answers or :func:`finish_wait_s` passes; True when online."""
-        from mlflow_energy.tracking.stale import finish_wait_s
-
-        deadline = time.monotonic() + finish_wait_s()
-        while not self.online and time.monotonic() < deadline:
-            self._probe()
-            if not self.online:
-                time.sleep(1.0)
-        return self.online
 
     # ------------------------------------------------------------------ workers (claims database)
     def recover(self) -> list[str]:
@@ -329,48 +319,6 @@ class SweepGuard:
             self._mark(record)
         self._settle(m.config.config_hash(), run_id)
         return run_id
-
-    def _mark(self, record: dict[str, Any]) -> None:
-        from mlflow_energy.tracking.journal import JournalUnwritable
-
-        try:
-            self.journal.mark_logged([record])
-        except JournalUnwritable as exc:  # the run is in MLflow; a later replay finds it FINISHED
-            self._warn("ledger", f"{exc}; the runs are logged, the sweep goes on")
-
-    def _warn(self, what: str, line: str) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            self.echo(line)
-
-    def safely(self, what: str, fn: Callable[[], Any]) -> Any:
-        """``fn()`` with retries; on a dead server, note it and return None (the sweep goes on)."""
-        from mlflow_energy.tracking.retry import TrackingUnavailable, retrying
-
-        if not self.online:
-            return None
-        try:
-            return retrying(fn, what=what)
-        except TrackingUnavailable as exc:
-            self._go_offline(exc)
-            return None
-
-    # ------------------------------------------------------------------ offline
-    def _go_offline(self, exc: BaseException) -> None:
-        self.online = False
-        self.echo(f"{exc}; measuring on into the journal {self.journal.path} (replayed when the server is back)")
-
-    def _probe(self) -> None:
-        from mlflow_energy.tracking.retry import retrying
-        from mlflow_energy.tracking.runs import client
-
-        try:
-            retrying(lambda: client().get_run(self.parent), what="checking the server", backoff=())
-        except Exception:
-            return
-        self.online = True
-        self.echo("tracking server is back: replaying the journal")
-        self._replay()
 
     def _keep(self, record: dict[str, Any]) -> bool | None:
         """True: log the record (its claim is this worker's, taken now, or failed elsewhere); False: measured
