@@ -1,0 +1,168 @@
+"""Sweep overhead per config: ``run_sweep`` against a plain loop that logs one MLflow run per config.
+
+One fresh SQLite tracking store (in a temporary directory), N configs of a one-model grid.
+The sweep is the library entry the CLI uses (:func:`mlflow_energy.sweep.run_sweep`, claims in
+the store's database, the journal, resume, the summary): only the measurement below it is faked
+(``measure`` returns a fixed result at once, no pipeline is built, idle power is 0 W), so what is
+timed is the sweep's own code. The plain loop logs, per config, one run with as many params,
+metrics and tags as a sweep's child run carries (``mlflow.start_run``, ``log_params``,
+``log_metrics``, ``set_tags``). Sweep and loop alternate in paired rounds, each on a new
+experiment, so drifts in the load of a shared machine hit both alike.
+
+Prints ms per config for both (median over the rounds) and the ratio sweep / loop with a 95%
+bootstrap interval over the paired rounds (target: <= 1.0); ``--profile FILE`` also runs one
+sweep under cProfile, prints its top calls and saves the profile.
+
+    python benchmarks/sweep_overhead.py                        # 40 configs, 5 paired rounds
+    python benchmarks/sweep_overhead.py --configs 40 --rounds 8 --profile /tmp/sweep.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import tempfile
+import time
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+HARDWARE = "benchmark-cpu"
+
+
+def _fake_measure(cfg: Any, *, meter: Any = None, pipeline: Any = None, protocol: Any = None,
+                  idle_power_w: float | None = None) -> Any:
+    """A fixed measurement of ``cfg``, returned at once (what a real one records, with made-up values)."""
+    from mlflow_energy import schema
+    from mlflow_energy.measure.runner import Measurement
+
+    phases = (*schema.PHASES, schema.PHASE_TOTAL)
+    energy = {p: 1.0 for p in schema.PHASES}
+    energy[schema.PHASE_TOTAL] = float(len(schema.PHASES))
+    return Measurement(
+        config=cfg, energy_j=energy, energy_total_std_j=0.01, time_s={p: 0.1 for p in phases},
+        flops={p: 1e9 for p in (*phases, *schema.FLOPS_PHASES)}, power_avg_w=30.0, whole_window_j=energy[schema.PHASE_TOTAL],
+        phase_sum_gap=0.0, energy_source=meter.source, hardware=meter.hardware, repeats=3, warmups=1,
+        energy_total_ci95_j=0.02, protocol_target=0.05, energy_median_j=dict(energy),
+        energy_spread_j={p: 0.01 for p in phases}, idle_power_w=0.0, dynamic_energy_j=dict(energy),
+    )
+
+
+def _fake_below_the_sweep() -> Any:
+    """Fake the measurement (runner.measure, the pipeline cache, idle power); the sweep's code stays real."""
+    from mlflow_energy.measure import protocol, runner
+
+    runner.measure = _fake_measure
+    runner.PipelineCache.get = lambda self, cfg: None
+    protocol.idle_power = lambda meter, seconds=0.0: 0.0
+    return SimpleNamespace(hardware=HARDWARE, source="zeus:benchmark", close=lambda: None)
+
+
+def _spec(n: int) -> Any:
+    from mlflow_energy.sweep import SweepSpec
+
+    return SweepSpec.from_dict({"name": "overhead", "device": "cpu", "repeats": 1, "warmup": 0, "idle_seconds": 0.1,
+                                "grid": {"model": ["tiny-sd2"], "resolution": [32], "steps": list(range(1, n + 1))}})
+
+
+def _sweep(spec: Any, experiment: str, meter: Any, journal: str) -> float:
+    from mlflow_energy.sweep import run_sweep
+
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # one line per config, as `mlflow run` shows them
+        result = run_sweep(spec, experiment=experiment, meter=meter, progress=False, journal=journal)
+    took = time.perf_counter() - start
+    assert result.measured == result.total and not result.failed, result
+    return took
+
+
+def _child_fields(experiment: str) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """Params, metrics and tags of one child run of a sweep (the plain loop logs as many)."""
+    import mlflow
+
+    from mlflow_energy import schema
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    run = client.search_runs([exp], f"tags.`{schema.T_KIND}` = '{schema.KIND_MEASUREMENT}'", max_results=1)[0]
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    return dict(run.data.params), dict(run.data.metrics), tags
+
+
+def _loop(n: int, experiment: str, fields: tuple[dict[str, str], dict[str, float], dict[str, str]]) -> float:
+    import mlflow
+
+    params, metrics, tags = fields
+    start = time.perf_counter()
+    exp = mlflow.set_experiment(experiment).experiment_id
+    for i in range(n):
+        with mlflow.start_run(experiment_id=exp, run_name=f"config-{i}"):
+            mlflow.log_params({**params, "steps": str(i + 1)})
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(tags)
+    return time.perf_counter() - start
+
+
+def _ratio_ci(sweep: np.ndarray, loop: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Median over paired rounds of sweep/loop, with a 95% bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    ratios = sweep / loop
+    boots = [np.median(rng.choice(ratios, ratios.size)) for _ in range(2000)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(np.median(ratios)), float(lo), float(hi)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", type=int, default=40, help="configs per sweep (and runs per loop)")
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds (one sweep and one loop each)")
+    parser.add_argument("--profile", help="also profile one sweep with cProfile; save the profile here")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+    root = tempfile.mkdtemp(prefix="sweep-overhead-")
+    os.chdir(root)  # run artifacts under the temporary directory
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+    meter = _fake_below_the_sweep()
+    spec = _spec(args.configs)
+    journal = os.path.join(root, "journal.jsonl")
+
+    _sweep(spec, "warm-sweep", meter, journal)  # imports, the store's schema, the claims tables
+    fields = _child_fields("warm-sweep")
+    _loop(2, "warm-loop", fields)
+    sweep_s, loop_s = [], []
+    for r in range(args.rounds):
+        order = ("sweep", "loop") if r % 2 == 0 else ("loop", "sweep")
+        for what in order:
+            if what == "sweep":
+                sweep_s.append(_sweep(spec, f"sweep-{r}", meter, journal) / args.configs)
+            else:
+                loop_s.append(_loop(args.configs, f"loop-{r}", fields) / args.configs)
+    sweep, loop = np.array(sweep_s) * 1e3, np.array(loop_s) * 1e3
+    ratio, lo, hi = _ratio_ci(sweep, loop)
+    params, metrics, tags = fields
+    print(f"{args.configs} configs x {args.rounds} paired rounds on SQLite; a run: {len(params)} params, "
+          f"{len(metrics)} metrics, {len(tags)} tags")
+    print(f"sweep (run_sweep, measurement faked): {np.median(sweep):.1f} ms/config "
+          f"(rounds {', '.join(f'{v:.0f}' for v in sweep)})")
+    print(f"plain loop (one run per config):      {np.median(loop):.1f} ms/config "
+          f"(rounds {', '.join(f'{v:.0f}' for v in loop)})")
+    print(f"ratio sweep/loop: {ratio:.2f} (95% interval {lo:.2f}-{hi:.2f}; target <= 1.0)")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        _sweep(spec, "profiled", meter, journal)
+        prof.disable()
+        prof.dump_stats(args.profile)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
