@@ -256,6 +256,7 @@ def fit_calibration(model: EnergyModel, data: pd.DataFrame, *, name: str,
                       {f: int((fams == f).sum()) for f in refs}, sigma**2, unseen_setup_half(model), len(r),
                       sorted(set(pred.attrs["hardware"])), kept, check, scope)
     cal.seen = seen_of(inputs.assign(hardware=pred.attrs["rows_hardware"]))
+    cal.slope_prior_sd = dict(SLOPE_PRIOR_SD)
     z, _ = cal.design(fams, values)
     fitted = z @ coef
     # within-setup noise: the prior's, pooled with what the calibrated residuals show

@@ -84,6 +84,8 @@ class Calibration:
     check: dict[str, float] = field(default_factory=dict)
     measured_scope: str = "total"
     seen: dict[str, Any] = field(default_factory=dict)  # what its measurements cover (fit.scope.seen_of)
+    #: prior sd of each slope correction: a slope not kept is still uncertain by this much
+    slope_prior_sd: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ what it learned
     @property
@@ -141,9 +143,27 @@ class Calibration:
             z[~measured, self.names.index("setup")] = 1.0
         shift = z @ np.asarray(self.coef, dtype=float)
         var = self.sigma2 + np.einsum("ij,jk,ik->i", z, np.asarray(self.cov, dtype=float), z)
+        var[measured] += self._unlearned_var(np.asarray(families).astype(str), values)[measured]
         half = np.where(measured, np.minimum(Z90 * np.sqrt(var), self.unseen_half), self.unseen_half)
         level = np.where(measured, LEVEL_CALIBRATED, LEVEL_CALIBRATED_SETUP).astype(object)
         return shift, half, level
+
+    def _unlearned_var(self, families: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Variance of the slopes not kept, away from the measured family's own sizes, steps, batch.
+
+        A slope the measurements could not learn (one size of a family, say) is not known to be
+        zero: another size of that family is as uncertain as the slope's prior says, and the
+        interval widens with the distance from what was measured.
+        """
+        values = np.asarray(values, dtype=float).reshape(len(families), len(SLOPE_VARS))
+        out = np.zeros(len(families))
+        for fam, ref in self.refs.items():
+            m = families == fam
+            for k, var in enumerate(SLOPE_VARS):
+                sd = self.slope_prior_sd.get(var, 0.0)
+                if m.any() and sd > 0 and var not in self.slopes_kept and np.isfinite(ref[k]):
+                    out[m] += (sd * (values[m, k] - ref[k])) ** 2
+        return out
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:

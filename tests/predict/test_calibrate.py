@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -279,3 +280,39 @@ def test_a_calibrated_model_applies_the_calibration_of_the_rows_hardware(store):
     assert (both["setup"] == "").all() and (both["interval_level"] == "unseen_setup").all()
     assert both["note"][0] == ("2 calibrations of H100 SXM5 80GB (lab, other): name one in the setup column; "
                                "answered as an unseen setup")
+
+
+def test_a_slope_not_learned_widens_the_interval_away_from_what_was_measured() -> None:
+    # One size of sd2 measured: its level is known there, its size scaling is not. Another size of
+    # the family is as uncertain as the slope's prior says; with the size slope kept it is not.
+    from mlflow_energy.predict.calibrate import SLOPE_PRIOR_SD
+    from mlflow_energy.predict.calibration import Calibration, slope_values
+
+    at = slope_values([512, 1024], [512, 1024], [20, 20], [1, 1])
+    base = dict(name="lab", names=["setup", "family:sd2"], coef=[0.1, 0.0], cov=[[1e-4, 0.0], [0.0, 1e-4]],
+                refs={"sd2": at[0].tolist()}, counts={"sd2": 2}, sigma2=0.03**2, unseen_half=2.0, n_points=2)
+    fams = np.array(["sd2", "sd2"])
+    _, half, _ = Calibration(**base, slope_prior_sd=dict(SLOPE_PRIOR_SD)).apply(fams, at)
+    assert half[0] == pytest.approx(1.6449 * math.sqrt(0.03**2 + 2e-4), rel=1e-6)  # at the measured size
+    assert half[1] == pytest.approx(1.6449 * math.sqrt(0.03**2 + 2e-4 + (SLOPE_PRIOR_SD["size"] * math.log(4)) ** 2),
+                                    rel=1e-6)
+    _, kept, _ = Calibration(**base, slope_prior_sd=dict(SLOPE_PRIOR_SD), slopes_kept=["size"]).apply(fams, at)
+    assert kept[1] == pytest.approx(half[0])
+
+
+def test_the_slope_priors_travel_with_the_calibration_and_widen_its_other_sizes(store):
+    from mlflow_energy.predict import fit_calibration, predict_frame
+    from mlflow_energy.predict.calibrate import SLOPE_PRIOR_SD
+    from mlflow_energy.predict.calibration import calibrations_from_json, calibrations_to_json
+
+    _, uri = store
+    model, _ = _prior(uri)
+    one = pd.DataFrame([row(height=48, width=48, steps=4)])
+    cal = fit_calibration(model, one.assign(energy_total_j=predict_frame(model, one)["energy_total_j"] * 1.3),
+                          name="lab")
+    cal = calibrations_from_json(calibrations_to_json({"lab": cal}))["lab"]
+    assert cal.slope_prior_sd == SLOPE_PRIOR_SD
+    out = predict_frame(model, pd.DataFrame([row(height=h, width=h, steps=4, setup="lab") for h in (48, 32, 64)]),
+                        calibrations={"lab": cal})
+    half = np.log(out["energy_total_j_high"] / out["energy_total_j"]).to_numpy()
+    assert half[1] > half[0] * 1.05 and half[2] > half[0] * 1.05
