@@ -54,8 +54,8 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     # one frame, built once: inputs, FLOPs and each GPU's best-case J/FLOP
     # a row names a training source: that setup's own saturation and levels (a saturating law)
     source = np.where(np.isin(setup, list(model.sources)), setup, "").astype(object)
-    rows = pd.DataFrame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
-                         "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
+    rows = numpy_frame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
+                        "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
     ft = rows["flops_total"].to_numpy(dtype=float)
     lo, hi = model.flops_range
     with np.errstate(invalid="ignore"):
@@ -110,6 +110,15 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     out.attrs["hardware"] = list(rows["hardware"].unique())
     out.attrs["rows_hardware"] = rows["hardware"].to_numpy()
     return out
+
+
+def numpy_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A DataFrame of the predictor's working columns, strings kept as NumPy objects.
+
+    pandas 3 would copy each string column into Arrow, and every later ``to_numpy`` copies it
+    back: at 100,000 rows the two copies were a third of the predictor's own time."""
+    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if v.dtype == object else v
+                         for k, v in ((k, np.asarray(v)) for k, v in columns.items())}, copy=False)
 
 
 def _refuse(model: EnergyModel, rows: pd.DataFrame, outside: np.ndarray, why: list[Any], far: np.ndarray,

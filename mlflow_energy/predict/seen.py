@@ -53,9 +53,10 @@ def merged_seen(seen: dict[str, Any], cal: Calibration | None) -> dict[str, Any]
     return out
 
 
-def _why(seen: dict[str, Any], row: dict[str, Any], descriptors: dict[str, float] | None
-         ) -> tuple[str, Any, str] | None:
-    """``(field, value, what the model has seen)`` of the first way ``row`` lies outside, else None."""
+def _class_why(seen: dict[str, Any], row: dict[str, Any], descriptors: dict[str, float] | None
+               ) -> tuple[str, Any, str] | None:
+    """``(field, value, what the model has seen)`` when the family, the precision class or the
+    hardware of ``row`` lies outside, else None (the ranges are checked by :func:`outside_rows`)."""
     if row["model"] not in seen.get("families", []):
         return "model", row["model"], "families " + ", ".join(seen.get("families", []))
     classes = seen.get("precision_classes", [])
@@ -72,29 +73,48 @@ def _why(seen: dict[str, Any], row: dict[str, Any], descriptors: dict[str, float
         if len(same) < 2:
             return "hardware", hw, "hardware " + ", ".join(seen.get("hardware", [])) + " (one " + kind.upper() + \
                 ": no evidence of how another one differs)"
-    for col in RANGE_COLUMNS:
-        rng = seen.get(col) or []
-        if len(rng) == 2 and not rng[0] <= row[col] <= rng[1]:
-            return col, int(row[col]), f"{col} {rng[0]} to {rng[1]}"
     return None
 
 
 def outside_rows(seen: dict[str, Any], cols: dict[str, np.ndarray], setups: np.ndarray,
                  calibrations: dict[str, Calibration], hardware: dict[str, dict[str, float]]
                  ) -> tuple[np.ndarray, list[tuple[str, Any, str] | None]]:
-    """Per row: outside or not, and why (see :func:`_why`). ``setups``: each row's calibration name
-    ("" for none). Every row is inside when ``seen`` is empty (a model stored before it recorded
-    what it had seen). One check per distinct row."""
+    """Per row: outside or not, and why: ``(field, value, what the model has seen)``, the family,
+    precision class and hardware first, then the ranges in the order of ``RANGE_COLUMNS``.
+    ``setups``: each row's calibration name ("" for none). Every row is inside when ``seen`` is
+    empty (a model stored before it recorded what it had seen).
+
+    Family, precision, hardware and setup are checked once per distinct combination of the four
+    (a request has a handful); the ranges are compared a column at a time over all rows."""
     n = len(cols["model"])
     if not seen:
         return np.zeros(n, dtype=bool), [None] * n
-    keys = ("model", "precision", "hardware", *RANGE_COLUMNS, "setup")
-    columns = {**{k: cols[k] for k in keys[:-1]}, "setup": np.asarray(setups, dtype=object)}
-    inverse, first = distinct_rows(*columns.values())
-    reasons = []
+    setups = np.asarray(setups, dtype=object)
+    keys = ("model", "precision", "hardware")
+    inverse, first = distinct_rows(*(cols[k] for k in keys), setups)
+    class_why, ranges = [], []
     for i in first:
-        row = {k: (v.item() if isinstance(v := columns[k][i], np.generic) else v) for k in keys}
-        cal = calibrations.get(row["setup"])
-        reasons.append(_why(merged_seen(seen, cal), row, hardware.get(str(row["hardware"]))))
-    bad = np.array([r is not None for r in reasons], dtype=bool)
-    return bad[inverse], [reasons[c] for c in inverse] if bad.any() else [None] * n
+        row = {k: (v.item() if isinstance(v := cols[k][i], np.generic) else v) for k in keys}
+        merged = merged_seen(seen, calibrations.get(setups[i]))
+        class_why.append(_class_why(merged, row, hardware.get(str(row["hardware"]))))
+        ranges.append([r if len(r := merged.get(col) or []) == 2 else None for col in RANGE_COLUMNS])
+    bad = np.array([w is not None for w in class_why], dtype=bool)[inverse]
+    first_out = np.full(n, -1)  # index in RANGE_COLUMNS of the first range a row lies outside
+    for j in reversed(range(len(RANGE_COLUMNS))):
+        lo = np.array([-np.inf if r[j] is None else r[j][0] for r in ranges], dtype=float)[inverse]
+        hi = np.array([np.inf if r[j] is None else r[j][1] for r in ranges], dtype=float)[inverse]
+        values = np.asarray(cols[RANGE_COLUMNS[j]])
+        first_out[(values < lo) | (values > hi)] = j
+    bad |= first_out >= 0
+    if not bad.any():
+        return bad, [None] * n
+    why: list[tuple[str, Any, str] | None] = [None] * n
+    for i in np.flatnonzero(bad).tolist():
+        g = inverse[i]
+        if class_why[g] is not None:
+            why[i] = class_why[g]
+        else:
+            col = RANGE_COLUMNS[first_out[i]]
+            rng = ranges[g][first_out[i]]
+            why[i] = (col, int(cols[col][i]), f"{col} {rng[0]} to {rng[1]}")
+    return bad, why
