@@ -87,12 +87,36 @@ def test_sweep_summary_logs_rounded_short_display_metrics_and_a_flat_sorted_view
     view = json.loads(client.get_experiment(exp).tags[schema.T_SHARED_VIEW_PREFIX + schema.SHARED_VIEW_ENERGY])
     # sorted by a metric, not MLflow's default start time: the UI lists child runs as rows of their own
     assert view["orderByKey"] == f"metrics.`{schema.M_ENERGY_TOTAL}`" and view["orderByAsc"] is True
-    assert view["searchFilter"] == f"tags.`{schema.T_KIND}` != '{schema.KIND_TRIAL}'"  # measured configs only
+    assert view["searchFilter"].startswith(f"tags.`{schema.T_KIND}` != '{schema.KIND_TRIAL}'")  # measured configs
     assert view["selectedColumns"][0] == f"metrics.`{schema.M_VIEW_ENERGY}`"
     assert set(view["selectedColumns"]) <= set(view["columnOrder"])
     assert view["runsHiddenMode"] == "SHOW_ALL"  # the chart view compares every config, not the first 10
     for col in view["selectedColumns"]:
         assert view["columnWidths"][col] >= column_width(col.split("`")[1]), col
+
+
+def test_the_energy_view_lists_one_run_per_config_and_no_superseded_run(tracking_uri: str) -> None:
+    """The view's own filter, as the UI sends it to the store: the current run of a config claimed twice,
+    runs measured without claims and parents are listed; the superseded run and search trials are not."""
+    from mlflow import MlflowClient
+
+    from mlflow_energy.tracking.runs import experiment_id
+
+    client = MlflowClient()
+    exp = experiment_id("ui-superseded")
+    runs = {
+        "current": {schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: "h1", schema.T_CLAIM_TOKEN: "2"},
+        "superseded": {schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: "h1", schema.T_CLAIM_TOKEN: "1",
+                       schema.T_SUPERSEDED: "true"},
+        "no-claims": {schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: "h2"},
+        "sweep": {schema.T_KIND: schema.KIND_SWEEP},
+        "trial": {schema.T_KIND: schema.KIND_TRIAL},
+    }
+    for name, tags in runs.items():
+        client.create_run(exp, run_name=name, tags=tags)
+    view = json.loads(client.get_experiment(exp).tags[schema.T_SHARED_VIEW_PREFIX + schema.SHARED_VIEW_ENERGY])
+    listed = {r.info.run_name for r in client.search_runs([exp], filter_string=view["searchFilter"])}
+    assert listed == {"current", "no-claims", "sweep"}
 
 
 #: Waits for the runs table and returns, per header of the view's columns and per row's cell, its text
@@ -136,7 +160,7 @@ def test_energy_view_reads_at_a_glance(tracking_uri: str, no_rapl, tmp_path: Pat
     logged = {f"metrics.`{k}`" for r in (parent, *children) for k in r.data.metrics}
     logged |= {f"params.`{k}`" for r in (parent, *children) for k in r.data.params}
     columns = [col for col in view_columns() if col in logged]  # the UI shows no column that no run has
-    assert len(columns) == len(view_columns()) - 1  # all but the search's saving
+    assert len(columns) == len(view_columns()) - 3  # all but the search's saving, best J/img and saved pct
     for col in columns:  # every header whole: the metric key is the header
         head = seen["heads"][col]
         assert head is not None, f"no column {col} in the energy view"

@@ -34,6 +34,7 @@ M_SEARCH_SAVED_FRAC_HIGH = "search/energy_saved_frac_high"
 M_SEARCH_BASELINE_PSNR = "search/baseline_psnr_db"  # the baseline's own fidelity to the reference
 M_SEARCH_QUALITY_FLOOR = "search/quality_floor_psnr_db"  # the PSNR floor the search applied
 M_SEARCH_N_REFUSED = "search/n_refused"  # predict mode: trials the predictor refused (outside what it has seen)
+M_SEARCH_SUPERSEDED = "search/runs_superseded"  # measurement runs the quality model left out (claim taken over)
 P_SEARCH_QUALITY_SOURCE = "quality_source"  # where trial quality comes from (measured, a model, the stored proxy)
 P_SEARCH_SAVING_INTERVAL = "saving_interval"  # how the saving's interval was made
 
@@ -188,6 +189,8 @@ M_VIEW_TIME = "s/img"  # a sweep's config: time/total_s rounded
 M_VIEW_CONFIGS = "configs"  # sweep parent: configs measured
 M_VIEW_ENERGY_MIN = "min J/img"  # sweep parent: sweep/energy_min_j rounded
 M_VIEW_ENERGY_MEDIAN = "median J/img"  # sweep parent: sweep/energy_median_j rounded
+M_VIEW_BEST_ENERGY = "best J/img"  # search parent: the best feasible config's energy/total_j rounded
+M_VIEW_SAVED_PCT = "saved pct"  # search parent: 100 x search/energy_saved_frac rounded (a metric key has no %)
 A_SWEEP_SUMMARY_CSV = "sweep/summary.csv"
 A_SWEEP_SUMMARY_PNG = "sweep/energy_by_config.png"
 

@@ -256,6 +256,8 @@ def log_measurement(
     grid, carbon_source = run_intensity(carbon_intensity)
     metrics = run_metrics(m)
     metrics[schema.M_CARBON_CO2E] = m.energy_j[schema.PHASE_TOTAL] / J_PER_KWH * grid.g_per_kwh
+    if parent_run_id is None:  # a sweep's summary gives its configs theirs; a run of its own gets them here
+        metrics.update(display_metrics(m))
     tags = {**run_tags(m), schema.T_CARBON_INTENSITY: f"{grid.g_per_kwh:g}", schema.T_CARBON_SOURCE: carbon_source,
             schema.T_NOTE: run_description(m)}
     with run(
@@ -265,6 +267,14 @@ def log_measurement(
         _log_fields(run_id, run_params(m), metrics, tags)
         log_artifacts(run_id, m)
     return run_id
+
+
+def display_metrics(m: Measurement) -> dict[str, float]:
+    """The energy view's short columns of a measurement: ``J/img`` and ``s/img``, three significant digits."""
+    from mlflow_energy.tracking.ui import rounded
+
+    return {schema.M_VIEW_ENERGY: rounded(m.energy_j[schema.PHASE_TOTAL]),
+            schema.M_VIEW_TIME: rounded(m.time_s[schema.PHASE_TOTAL])}
 
 
 def sig3(value: float) -> str:

@@ -18,8 +18,9 @@ sweep sets the view again when it ends, :func:`ensure_energy_view`, so older exp
     a saved runs-table view (the UI's "share view" format, JSON; :func:`energy_view_state`):
 
     - the columns (``selectedColumns``, ``columnOrder``): the short display metrics first
-      (``J/img``, ``s/img`` of each config; ``configs``, ``min J/img``, ``median J/img`` of a sweep,
-      three significant digits, see ``schema.M_VIEW_*``), then the full-precision ``energy/total_j``
+      (``J/img``, ``s/img`` of each config and of a measurement of its own; ``configs``, ``min J/img``,
+      ``median J/img`` of a sweep; ``best J/img``, ``saved pct`` of a search; three significant
+      digits, see ``schema.M_VIEW_*``), then the full-precision ``energy/total_j``
       (measurements outside a sweep, search trials) and the search's ``search/energy_saved_frac``,
       then the config params ``model``, ``height``, ``steps``;
     - widths (``columnWidths``) that fit each header, since the header is the metric key;
@@ -30,7 +31,8 @@ sweep sets the view again when it ends, :func:`ensure_energy_view`, so older exp
       MLflow 3.17 drops ``runsExpanded`` from it;
     - filtered (``searchFilter``) to leave out search trials: in predict mode they are predictions,
       not measurements, and the search run's ``search/trials.csv`` lists them (clear the filter to
-      see them);
+      see them); and superseded runs (``schema.T_SUPERSEDED``: a worker's late run of a config whose
+      claim another worker took over), so each config is one row, as fit counts it;
     - every listed run in the chart view (``runsHiddenMode``), whose first chart is then a bar per
       config of ``J/img``: :func:`energy_chart_path`.
 
@@ -53,14 +55,17 @@ from mlflow_energy import schema
 #: Metric columns of the energy view, in order: display metrics (short keys, rounded), then full precision.
 VIEW_METRICS: tuple[str, ...] = (
     schema.M_VIEW_ENERGY, schema.M_VIEW_TIME, schema.M_VIEW_CONFIGS, schema.M_VIEW_ENERGY_MIN,
-    schema.M_VIEW_ENERGY_MEDIAN, schema.M_ENERGY_TOTAL, schema.M_SEARCH_SAVED_FRAC,
+    schema.M_VIEW_ENERGY_MEDIAN, schema.M_VIEW_BEST_ENERGY, schema.M_VIEW_SAVED_PCT, schema.M_ENERGY_TOTAL,
+    schema.M_SEARCH_SAVED_FRAC,
 )
 #: Param columns of the energy view.
 VIEW_PARAMS: tuple[str, ...] = (schema.P_MODEL, schema.P_HEIGHT, schema.P_STEPS)
 #: The view's sort: energy per image, ascending (a flat list of configs, see the module doc).
 VIEW_ORDER_BY = schema.M_ENERGY_TOTAL
-#: The view's filter: no search trials (predicted configs in predict mode; the search run lists them).
-VIEW_FILTER = f"tags.`{schema.T_KIND}` != '{schema.KIND_TRIAL}'"
+#: The view's filter: no search trials (predicted configs in predict mode; the search run lists them), no
+#: superseded runs (a worker's late run of a config another worker took over: the taker's run counts).
+#: ``IS NULL`` keeps the runs without the tag (``!= 'true'`` would drop them: a tag filter joins on the tag).
+VIEW_FILTER = f"tags.`{schema.T_KIND}` != '{schema.KIND_TRIAL}' AND tags.`{schema.T_SUPERSEDED}` IS NULL"
 #: MLflow's own column ids before ours (run name, created, duration), kept in its order.
 _FIXED_COLUMNS = ("attributes.`Run Name`", "runDateAndNestInfo", "duration")
 #: Pixels: run names such as ``sd3.5-medium-1024x1024-28st-g4.5-fp16-b1`` are long.
