@@ -250,6 +250,9 @@ class QualityModel(mlflow.pyfunc.PythonModel):
         24.0
     """
 
+    #: Measurement runs left out of the fit as superseded (their claim was taken over; see fit_quality_model).
+    superseded: int = 0
+
     def __init__(self, lines: list[dict[str, Any]] | None = None) -> None:
         self.lines = list(lines or [])
 
@@ -312,7 +315,9 @@ def _fit_line(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 def fit_quality_model(experiments: Sequence[str]) -> QualityModel:
     """Fit a :class:`QualityModel` from the measured runs of these experiments with quality metrics.
 
-    Reads measurement and trial runs; predicted values (predict-mode trials) are left out.
+    Reads measurement and trial runs; predicted values (predict-mode trials) are left out, and so are
+    superseded runs (one run per config, as fit counts them): how many is printed and kept in the
+    model's ``superseded`` (the search parent logs it as ``search/runs_superseded``).
 
     Example:
         >>> qm = fit_quality_model(["search-tiny"])  # doctest: +SKIP
@@ -324,7 +329,13 @@ def fit_quality_model(experiments: Sequence[str]) -> QualityModel:
     source = schema.T_ENERGY_SOURCE[len(schema.TAG_PREFIX):]  # load_runs strips the tag prefix
     if source in runs:
         runs = runs[runs[source] != schema.SOURCE_PREDICTOR]
-    return QualityModel.fit(runs)
+    superseded = sum(int(f.attrs.get("superseded", 0)) for f in frames)
+    if superseded:
+        print(f"quality model: left out {superseded} superseded measurement run(s): their claim was taken over, "
+              "another run of the same config counts")
+    model = QualityModel.fit(runs)
+    model.superseded = superseded
+    return model
 
 
 def log_quality_model(model: QualityModel, *, registered_model_name: str | None = None, name: str = "quality_model") -> str:

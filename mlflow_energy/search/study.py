@@ -339,7 +339,8 @@ def _summarise(
     base_ev: Evaluation = state["base_ev"]
     base_metrics = dict(base_ev.metrics)
     counts = {schema.M_SEARCH_N_TRIALS: float(len(complete)), schema.M_SEARCH_N_FEASIBLE: float(len(feasible)),
-              schema.M_SEARCH_N_REFUSED: float(len(refused)), schema.M_SEARCH_DEFAULT_ENERGY: base_ev.energy_j}
+              schema.M_SEARCH_N_REFUSED: float(len(refused)), schema.M_SEARCH_DEFAULT_ENERGY: base_ev.energy_j,
+              **st.superseded_metrics(evaluator)}
     if schema.M_QUALITY_PSNR in base_metrics:
         counts[schema.M_SEARCH_BASELINE_PSNR] = base_metrics[schema.M_QUALITY_PSNR]
     baseline_point = (base_ev.energy_j, base_metrics.get(qkey, math.nan))

@@ -191,6 +191,7 @@ def log_summary(
         energy = trials[schema.M_ENERGY_TOTAL].dropna()
         out_metrics[schema.M_SEARCH_ENERGY_MIN] = float(energy.min())
         out_metrics[schema.M_SEARCH_ENERGY_MEDIAN] = float(energy.median())
+    out_metrics.update(display_metrics(best, metrics))
     _log(run_id, params, out_metrics, {})
     c.log_text(run_id, space_json, schema.A_SEARCH_SPACE_JSON)
     c.log_text(run_id, trials.to_csv(index=False), schema.A_SEARCH_TRIALS_CSV)
@@ -204,6 +205,27 @@ def log_summary(
         if study is not None:
             for path in optuna_plots(study, Path(tmp)):
                 c.log_artifact(run_id, str(path), schema.A_OPTUNA_PLOTS_DIR)
+
+
+def superseded_metrics(evaluator: Any) -> dict[str, float]:
+    """``search/runs_superseded`` when the quality model was fitted from runs here (none otherwise)."""
+    n = getattr(getattr(evaluator, "quality_model", None), "__dict__", {}).get("superseded")  # fit_quality_model's
+    return {} if n is None else {schema.M_SEARCH_SUPERSEDED: float(n)}
+
+
+def display_metrics(best: dict[str, Any] | None, metrics: dict[str, float]) -> dict[str, float]:
+    """The energy view's short columns of a search parent: ``best J/img`` and ``saved pct`` (the saving
+    against the baseline in percent), three significant digits; none without a feasible best."""
+    from mlflow_energy.tracking.ui import rounded
+
+    out: dict[str, float] = {}
+    energy = (best or {}).get("metrics", {}).get(schema.M_ENERGY_TOTAL)
+    if energy is not None and math.isfinite(energy):
+        out[schema.M_VIEW_BEST_ENERGY] = rounded(energy)
+    frac = metrics.get(schema.M_SEARCH_SAVED_FRAC)
+    if best is not None and frac is not None and math.isfinite(frac):
+        out[schema.M_VIEW_SAVED_PCT] = rounded(100.0 * frac)
+    return out
 
 
 def log_floor(run_id: str, floors: dict[str, float]) -> None:

@@ -77,6 +77,46 @@ def test_baseline_is_the_first_family_at_the_users_size_or_what_the_flags_name(t
     assert result.default_energy_j == pytest.approx(expected)
 
 
+def test_the_search_parent_has_short_rounded_display_metrics(tracking_uri: str) -> None:
+    """The energy view reads a search at a glance: the best config's J/img and the saving in percent,
+    three significant digits, beside the full-precision metrics."""
+    from mlflow_energy.tracking.ui import VIEW_METRICS, rounded
+
+    space = SearchSpace.from_options({"model": ["sd2"], "resolution": ["512"], "steps": ["10:40"]})
+    result = search(space, PredictEvaluator(AnalyticPredictor(), "H100"), trials=6, seed=0, experiment="shown",
+                    plots=False, quality_floor=False)
+    m = _parent("shown").data.metrics
+    assert m[schema.M_VIEW_BEST_ENERGY] == rounded(result.best_metrics[schema.M_ENERGY_TOTAL])
+    assert m[schema.M_VIEW_SAVED_PCT] == rounded(100 * m[schema.M_SEARCH_SAVED_FRAC]) > 0
+    assert {schema.M_VIEW_BEST_ENERGY, schema.M_VIEW_SAVED_PCT} <= set(VIEW_METRICS)
+
+
+def test_the_quality_model_leaves_out_superseded_runs_and_the_search_parent_counts_them(tracking_uri: str,
+                                                                                       capsys) -> None:
+    """A config measured twice under claims counts once in the quality model fitted from runs (the late,
+    superseded run's fidelity would bend the line); the search says how many it left out, and logs it."""
+    from mlflow_energy.search.quality import fit_quality_model
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("measured")
+    for steps, psnr, late in ((5, 20.0, False), (10, 24.0, False), (20, 28.0, False), (10, 60.0, True)):
+        tags = {schema.T_KIND: schema.KIND_MEASUREMENT, schema.T_CONFIG_HASH: f"h{steps}", schema.T_HARDWARE: "H100"}
+        run = client.create_run(exp, tags={**tags, **({schema.T_SUPERSEDED: "true"} if late else {})}).info.run_id
+        client.log_param(run, schema.P_MODEL, "sd2")
+        client.log_param(run, schema.P_STEPS, str(steps))
+        client.log_metric(run, schema.M_QUALITY_PSNR, psnr)
+        client.set_terminated(run, "FINISHED")
+    qm = fit_quality_model(["measured"])
+    assert "left out 1 superseded measurement run(s)" in capsys.readouterr().out
+    at10 = qm.predict(None, pd.DataFrame({schema.P_MODEL: ["sd2"], schema.P_STEPS: [10]}))["quality_psnr_db"][0]
+    assert at10 == pytest.approx(24.0)
+    ev = PredictEvaluator(AnalyticPredictor(), "H100")
+    ev.quality_model = qm
+    space = SearchSpace.from_options({"model": ["sd2"], "resolution": ["512"], "steps": ["10:40"]})
+    search(space, ev, Constraints(), trials=4, seed=0, experiment="counted", plots=False, quality_floor=False)
+    assert _parent("counted").data.metrics[schema.M_SEARCH_SUPERSEDED] == 1
+
+
 # ------------------------------------------------------------------ 2. a quality floor by default
 def test_predict_mode_has_a_quality_floor_by_default(tracking_uri: str) -> None:
     space = SearchSpace.from_options({"model": ["sd2"], "resolution": ["512"], "steps": ["2:50"],
