@@ -182,10 +182,10 @@ def _fault_env(**extra: str) -> dict[str, str]:
 
 
 def _worker_env(spec: Path, uri: str, experiment: str, journal: Path, log: Path, *args: str,
-                clock_ahead_s: float = 0.0, **extra: str) -> subprocess.Popen:
+                clock_ahead_s: float = 0.0, prelude: str = "", **extra: str) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "MLFLOW_ENERGY_JOURNAL": str(journal), **extra}
-    code = "from mlflow_energy.cli import main; main()"
+    code = prelude + "from mlflow_energy.cli import main; main()"
     if clock_ahead_s:  # this worker's clock runs ahead (a host whose NTP is off)
         code = f"import time; _t = time.time; time.time = lambda: _t() + {clock_ahead_s}; " + code
     return subprocess.Popen([sys.executable, "-c", code, "sweep", str(spec), "--experiment", experiment,
@@ -326,6 +326,84 @@ def test_a_held_claim_is_taken_over_by_a_worker_that_passed_it(tmp_path, _empty_
         sweeps = [r for r in _all_runs(uri, "held") if r.data.tags.get(schema.T_KIND) == schema.KIND_SWEEP]
         assert sorted(r.info.status for r in sweeps) == ["FINISHED", "KILLED"]
     finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+#: Worker code run before the CLI: the worker stops itself (SIGSTOP) once, as it starts logging its first
+#: measurement (past the check that its sweep run was not ended), at the same point every time.
+STOP_BEFORE_LOGGING = (
+    "import os, signal\n"
+    "from mlflow_energy.sweep import run as _run\n"
+    "_log = _run._Tracker.log\n"
+    "def _stop_then_log(self, m):\n"
+    "    if not getattr(_run, '_stopped_once', False):\n"
+    "        _run._stopped_once = True\n"
+    "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+    "    return _log(self, m)\n"
+    "_run._Tracker.log = _stop_then_log\n"
+)
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_worker_stopped_past_its_lease_tags_its_late_run_superseded(tmp_path, _empty_tracking_db):
+    """Worker A is stopped (SIGSTOP) as it starts logging a measured config, past its lease: B takes the
+    claim over (the next token), measures the config and ends A's sweep run. A resumes (SIGCONT) and
+    logs its late run: its claim's token is no longer current, so it tags the run superseded and stops.
+    The fit's reader, the sweep summary's reader and the energy view's filter count one run per config."""
+    import shutil
+
+    import mlflow
+
+    from mlflow_energy.sweep.summary import earlier_rows
+    from mlflow_energy.tracking import ui
+    from mlflow_energy.tracking.read import load_runs
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_tracking_db, db)
+    uri = f"sqlite:///{db}"
+    spec = _spec(tmp_path, "late", steps=[1, 2, 3, 4])
+    a = _worker_env(spec, uri, "late", tmp_path / "ja.jsonl", tmp_path / "a.log", prelude=STOP_BEFORE_LOGGING,
+                    **_fault_env())
+    b = None
+    try:
+        deadline = time.monotonic() + 300
+        while not _stopped(a.pid) and a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert a.poll() is None and _stopped(a.pid), (tmp_path / "a.log").read_text()[-3000:]
+        b = _worker_env(spec, uri, "late", tmp_path / "jb.jsonl", tmp_path / "b.log", **_fault_env())
+        assert b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-3000:]
+        os.killpg(a.pid, signal.SIGCONT)
+        assert a.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
+        a_log = (tmp_path / "a.log").read_text()
+        assert "superseded: config" in a_log and "Traceback" not in a_log, a_log[-3000:]
+
+        finished = [r for r in _measurements(uri, "late") if r.info.status == "FINISHED"]
+        late = [r for r in finished if r.data.tags.get(schema.T_SUPERSEDED) == "true"]
+        assert len(finished) == 5 and len(late) == 1, [r.data.tags for r in finished]
+        h = late[0].data.tags[schema.T_CONFIG_HASH]
+        taker = [r for r in finished if r.data.tags[schema.T_CONFIG_HASH] == h and r is not late[0]]
+        assert [r.data.tags[schema.T_CLAIM_TOKEN] for r in (late[0], *taker)] == ["1", "2"]
+        assert _assert_each_once(uri, "late", 4) == 1  # the fit's count
+        mlflow.set_tracking_uri(uri)
+        df = load_runs("late")
+        assert len(df) == 4 and df.attrs["superseded"] == 1 and late[0].info.run_id not in set(df["run_id"])
+        c = MlflowClient(uri)
+        exp_id = c.get_experiment_by_name("late").experiment_id
+        view = [r for r in c.search_runs([exp_id], filter_string=ui.VIEW_FILTER, max_results=1000)
+                if r.data.tags.get(schema.T_KIND) == schema.KIND_MEASUREMENT]
+        assert sorted(Counter(r.data.tags[schema.T_CONFIG_HASH] for r in view).values()) == [1, 1, 1, 1]
+        assert late[0].info.run_id not in {r.info.run_id for r in view}
+        hashes = sorted({r.data.tags[schema.T_CONFIG_HASH] for r in finished})
+        rows, _ = earlier_rows(exp_id, hashes, late[0].data.tags[schema.T_HARDWARE], "none")  # the summary's
+        assert len(rows) == 4
+    finally:
+        mlflow.set_tracking_uri("")
         for p in (a, b):
             if p is not None and p.poll() is None:
                 os.killpg(p.pid, signal.SIGCONT)
