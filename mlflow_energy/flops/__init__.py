@@ -9,6 +9,7 @@ Modules:
     count          per phase for one :class:`~mlflow_energy.config.InferenceConfig`
     frame          the same, vectorised over a DataFrame
     reference      ground truth: ``FlopCounterMode`` on the meta device (tests, benchmarks)
+    traffic        beside the FLOPs of one traced call: kernel-launching ops and bytes moved (meta device)
 May import: the shared ground (``config``, ``errors``, ``schema``) and ``families``.
 
 Example:
@@ -21,8 +22,8 @@ Example:
 
 from mlflow_energy._imports import lazy_exports
 
-__all__ = ["FRAME_INPUTS", "FRAME_OUTPUTS", "PHASES", "component_flops", "config_flops", "flops_columns", "flops_frame",
-           "flops_metrics"]
+__all__ = ["FRAME_INPUTS", "FRAME_OUTPUTS", "PHASES", "CallCounts", "call_counts_frame", "component_flops",
+           "config_flops", "count_call", "denoiser_call_counts", "flops_columns", "flops_frame", "flops_metrics"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -35,5 +36,9 @@ __getattr__, __dir__ = lazy_exports(
         "flops_metrics": "count",
         "flops_frame": "frame",
         "flops_columns": "frame",
+        "CallCounts": "traffic",
+        "call_counts_frame": "traffic",
+        "count_call": "traffic",
+        "denoiser_call_counts": "traffic",
     },
 )
