@@ -78,13 +78,17 @@ class EnergyPredictor(mlflow.pyfunc.PythonModel):
         if isinstance(allow, str):
             allow = allow.strip().lower() in ("true", "1", "yes")
         try:
-            return predict_frame(self._model, model_input, interval_level=level,
-                                 calibrations=getattr(self, "_calibrations", {}), allow_extrapolation=bool(allow))
+            out = predict_frame(self._model, model_input, interval_level=level,
+                                calibrations=getattr(self, "_calibrations", {}), allow_extrapolation=bool(allow))
         except ConfigError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except Exception as exc:  # any other bad payload: one line, a 400, never a stack trace
             line = " ".join(f"{type(exc).__name__}: {exc}".split())[:480]
             raise MlflowException(f"invalid input: {line}", error_code=INVALID_PARAMETER_VALUE) from None
+        # the per-row arrays predict_frame leaves for calibration: pandas deep-copies attrs into every
+        # frame or column derived from this one (each column read, the server's JSON answer)
+        out.attrs.clear()
+        return out
 
 
 def model_signature() -> Any:

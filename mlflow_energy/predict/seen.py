@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from mlflow_energy.fit.frame import distinct_rows
 from mlflow_energy.fit.scope import RANGE_COLUMNS, hardware_kind, precision_class
@@ -91,7 +92,9 @@ def outside_rows(seen: dict[str, Any], cols: dict[str, np.ndarray], setups: np.n
         return np.zeros(n, dtype=bool), [None] * n
     setups = np.asarray(setups, dtype=object)
     keys = ("model", "precision", "hardware")
-    inverse, first = distinct_rows(*(cols[k] for k in keys), setups)
+    # object Series: a plain array would be inferred as pandas 3 strings, copied into Arrow
+    inverse, first = distinct_rows(*(pd.Series(v, dtype=object, copy=False)
+                                     for v in (*(cols[k] for k in keys), setups)))
     class_why, ranges = [], []
     for i in first:
         row = {k: (v.item() if isinstance(v := cols[k][i], np.generic) else v) for k in keys}

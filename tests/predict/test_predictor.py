@@ -255,3 +255,12 @@ def test_the_interval_level_param_picks_one_calibration_for_every_row(registered
     assert ratio(wide) > ratio(auto)
     with pytest.raises(MlflowException, match="interval_level='sometimes'"):
         model.predict(pd.DataFrame([row()]), params={"interval_level": "sometimes"})
+
+
+def test_the_pyfunc_answer_carries_no_per_row_attrs(registered):
+    """pandas deep-copies ``attrs`` into every frame or column derived from the answer (each column a
+    caller reads, the server's JSON): the per-row arrays kept for calibration stay in predict_frame."""
+    _, model = registered
+    out = model.predict(pd.DataFrame([row(), row(steps=8)]))
+    assert out.attrs == {}
+    assert out["energy_total_j"].attrs == {}
