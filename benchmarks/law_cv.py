@@ -11,12 +11,22 @@ Then, for the chosen law, how sure each scheme's held-out MAPE is: a 95% interva
 held-out *groups* (families, GPUs, sources, setups) with replacement, and each group's own MAPE, so
 that an aim can be read against what so few groups can tell.
 
-Usage: python benchmarks/law_cv.py
+Last, a per-call term (``--per-call``): part of a call's energy may not grow with its FLOPs, a cost per
+kernel launch (``ops``, aten ops that launch a kernel) or per byte moved (``bytes``), counted from one
+denoiser call's trace (:mod:`mlflow_energy.flops.traffic`, the packaged table); or energy per FLOP may
+fall with the call's arithmetic intensity (FLOP per byte). For each coefficient on a grid, the term is
+taken off the measured energy, the saturating law is cross-validated alone on the rest (every scheme)
+and the term is put back into its held-out predictions. A term would enter the law only if one
+coefficient lowers the held-out MAPE under every scheme; the SDXL 1024/512 px ratio at batch 1 and 2
+is printed for each, and for the coefficient leave-one-config-out picks, each held-out group's MAPE.
+
+Usage: python benchmarks/law_cv.py [--per-call]
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -114,5 +124,127 @@ def main() -> None:
               f"{e[1] / e[0]:.2f} | {held} | {e[3] / e[2]:.2f} |")
 
 
+# (J per kernel launch, J per byte read or written) on a grid; 2e-3 J is ~7 µs at 300 W, 2e-10 J/B a byte
+# streamed at ~1.5 TB/s with the board at ~300 W (an A100 running a memory-bound op)
+_TERMS = [("ops", (k, 0.0)) for k in (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3)] + [
+    ("bytes", (0.0, d)) for d in (2.5e-11, 5e-11, 1e-10, 2e-10, 4e-10, 8e-10)] + [
+    ("ops+bytes", (k, d)) for k, d in ((1e-3, 1e-10), (2e-3, 1e-10), (2e-3, 2e-10))]
+
+
+def call_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per row of ``frame`` (with ``flops_*`` columns): denoiser calls per image and one call's ``ops`` and
+    ``bytes`` (the packaged table)."""
+    from mlflow_energy.fit.features import call_terms
+    from mlflow_energy.flops.traffic import call_counts_frame
+
+    passes = [InferenceConfig(model=r.model, height=int(r.height), width=int(r.width), steps=int(r.steps),
+                              guidance_scale=float(r.guidance_scale), batch_size=int(r.batch_size)).validate().passes
+              for r in frame.itertuples()]
+    keys = pd.DataFrame({"model": frame["model"], "height": frame["height"].astype(int),
+                         "width": frame["width"].astype(int), "call_batch": frame["batch_size"].astype(int) * passes,
+                         "precision": frame["precision"]})
+    counts = call_counts_frame(keys)
+    return pd.DataFrame({"calls_per_image": np.exp(call_terms(frame, "total")[1]), "ops": counts["ops"].to_numpy(),
+                         "bytes": counts["bytes"].to_numpy(), "flops_call": counts["flops"].to_numpy()},
+                        index=frame.index)
+
+
+def _sdxl_ratios(cv: pd.DataFrame, frame: pd.DataFrame, column: str) -> dict[tuple[str, str, int], float]:
+    """Held-out 1024/512 px ratio of SDXL per (scheme, GPU, batch) from CV predictions."""
+    rows = frame.set_index("run_id")
+    out = {}
+    d = cv.join(rows[["height", "batch_size"]], on="run_id").query("model == 'sdxl'")
+    for (scheme, hw, b), g in d.groupby(["scheme", "hardware", "batch_size"]):
+        g = g.set_index("height")
+        if {512, 1024} <= set(g.index) and g.index.is_unique:
+            out[(scheme, hw, int(b))] = g.loc[1024, column] / g.loc[512, column]
+    return out
+
+
+def _cv_with_term(frame: pd.DataFrame, energy: np.ndarray, extra: np.ndarray, factor: np.ndarray) -> pd.DataFrame:
+    """Held-out predictions of ``factor`` x (the saturating law fitted on ``(energy - extra) / factor``) + ``extra``."""
+    from mlflow_energy.fit.validation import cross_validate
+
+    pred, _ = cross_validate(frame.assign(energy_total=(energy - extra) / factor), law_forms={"total": "saturating"},
+                             corrector=False)
+    pred = pred.query("phase == 'total'").copy()
+    rows = pd.Series(np.arange(len(frame)), index=frame["run_id"].to_numpy()).loc[pred["run_id"]].to_numpy()
+    pred["pred_j"] = pred["law_j"] * factor[rows] + extra[rows]
+    pred["measured_j"] = energy[rows]
+    return pred
+
+
+def _candidates(counts: pd.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(term, coefficient, J per image off the law, factor on the law) for each candidate, no term first."""
+    calls, ones = counts["calls_per_image"].to_numpy(), np.ones(len(counts))
+    out = [("none", "-", np.zeros(len(counts)), ones)]
+    for term, (k, d) in _TERMS:
+        extra = (k * counts["ops"].to_numpy() + d * counts["bytes"].to_numpy()) * calls
+        out.append((term, f"{k:g} J/op, {d:g} J/B", extra, ones))
+    log_i = np.log(counts["flops_call"].to_numpy() / counts["bytes"].to_numpy())
+    for g in (0.25, 0.5, 1.0):  # energy per FLOP as intensity^-g around the median intensity
+        out.append(("intensity", f"exponent -{g:g}", np.zeros(len(counts)), np.exp(-g * (log_i - np.median(log_i)))))
+    return out
+
+
+def _per_group(base: pd.DataFrame, best: pd.DataFrame) -> list[str]:
+    """Per grouped scheme: each held-out group's MAPE without the term and with it."""
+    lines = ["| scheme | groups better | per group: without -> with |", "|---|---|---|"]
+    for scheme, key in _GROUP.items():
+        if key is None:
+            continue
+        per = []
+        for cv in (base, best):
+            d = cv[cv["scheme"] == scheme]
+            by = d[list(key)].astype(str).agg(" / ".join, axis=1) if isinstance(key, tuple) else d[key].astype(str)
+            per.append((d["pred_j"] / d["measured_j"] - 1).abs().groupby(by.to_numpy()).mean())
+        better = int((per[1] < per[0]).sum())
+        cells = ", ".join(f"{g} {per[0][g]:.0%} -> {per[1][g]:.0%}" for g in per[0].index)
+        lines.append(f"| {scheme} | {better} of {len(per[0])} | {cells} |")
+    return lines
+
+
+def per_call_terms(frame: pd.DataFrame) -> None:
+    """Grouped CV of the saturating law with a per-call term taken off first, for each coefficient."""
+    from mlflow_energy.fit.features import compute_flops
+    from mlflow_energy.fit.validation import CV_SCHEMES
+
+    frame = compute_flops(frame)
+    counts = call_counts(frame)
+    energy = frame["energy_total"].to_numpy(dtype=float)
+    data = pd.DataFrame({"scheme": "data", "run_id": frame["run_id"], "model": frame["model"],
+                         "hardware": frame["hardware"], "j": energy})
+    measured = _sdxl_ratios(data, frame, "j")
+    gpus = sorted({hw for _, hw, _ in measured})
+    print(f"\nPer-call terms: ops per SDXL call {int(counts['ops'][frame['model'] == 'sdxl'].iloc[0])}; "
+          "term per image = coefficient x count per call x calls per image\n")
+    print("| term | coefficient | share of energy (median, max) | " + " | ".join(CV_SCHEMES)
+          + " | SDXL 1024/512 held out, batch 1, 2 (" + "; ".join(gpus) + "): loco | lofo |\n|"
+          + "---|" * (len(CV_SCHEMES) + 5))
+    results = []
+    for term, label, extra, factor in _candidates(counts):
+        share = extra / energy
+        head = f"| {term} | {label} | {np.median(share):.0%}, {share.max():.0%} | "
+        if share.max() >= 0.9:
+            print(head + "the term reaches a measured energy |" + " |" * (len(CV_SCHEMES) + 1))
+            continue
+        cv = _cv_with_term(frame, energy, extra, factor)
+        mape = {s: (g["pred_j"] / g["measured_j"] - 1).abs().mean() for s, g in cv.groupby("scheme")}
+        results.append((mape.get("loco", np.inf), term, label, cv))
+        ratios = _sdxl_ratios(cv, frame, "pred_j")
+        sdxl = [" ; ".join(", ".join(f"{ratios.get((scheme, hw, b), float('nan')):.2f}" for b in (1, 2)) for hw in gpus)
+                for scheme in ("loco", "lofo")]
+        print(head + " | ".join(f"{mape[s]:.1%}" if s in mape else "n/a" for s in CV_SCHEMES)
+              + f" | {sdxl[0]} | {sdxl[1]} |")
+    print("\nmeasured SDXL 1024/512, batch 1, 2, 4, 8: " + "; ".join(
+        hw + " " + ", ".join(f"{measured.get(('data', hw, b), float('nan')):.2f}" for b in (1, 2, 4, 8)) for hw in gpus))
+    _, term, label, best = min(results[1:], key=lambda r: r[0])
+    print(f"\nThe candidate leave-one-config-out picks ({term}, {label}) against no term, per held-out group:\n")
+    print("\n".join(_per_group(results[0][3], best)))
+
+
 if __name__ == "__main__":
-    main()
+    if "--per-call" in sys.argv[1:]:
+        per_call_terms(public_frame())
+    else:
+        main()
