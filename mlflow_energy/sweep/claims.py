@@ -15,7 +15,9 @@
   is passed and checked again in the final pass, never handed over.
 - **Stale runs.** At start and in each round of the final pass, a RUNNING sweep run of the spec and
   hardware whose worker lease ran out (database clock) or whose process is gone (same host) is
-  ended KILLED, its claims freed: on resuming that worker finds itself *fenced* and stops. No
+  ended KILLED, its claims freed and its lease row removed: on resuming that worker finds itself
+  *fenced* (its next claim says so, in the claim's own transaction; before logging, one read of its
+  lease row) and stops. No
   worker judges another until its own renewals have reached the database for a whole lease.
   Without a claims database (a remote server and no ``--coordination-uri``) the heartbeat tags
   decide (:func:`mlflow_energy.tracking.stale.recover_stale`) and there are no claims.
@@ -180,6 +182,8 @@ class SweepGuard(ServerState):
             return None
         if v.state == "mine":
             self.tokens[config_hash] = v.token
+        elif v.state == "fenced":
+            self.fenced(ask=False)
         return v
 
     # ------------------------------------------------------------------ per config
@@ -192,7 +196,7 @@ class SweepGuard(ServerState):
         h = cfg.config_hash()
         if not self.online:
             self._probe()
-        if self.fenced():
+        if self.fenced(ask=self.coord is None):  # with claims, the claim's transaction checks the lease
             return False
         if self.coord is None:
             return True
@@ -222,13 +226,24 @@ class SweepGuard(ServerState):
             if ended:
                 self.echo(f"ended {len(ended)} stale RUNNING run(s) of a stopped worker; its claims are taken over")
 
-    def fenced(self) -> bool:
-        """True when another worker ended this sweep's run (it was stale): stop measuring."""
+    def fenced(self, ask: bool = True) -> bool:
+        """True when another worker ended this sweep's run (it was stale): stop measuring.
+
+        With a claims database, this worker's lease row there decides (the worker that ends another removes
+        it; one read, or none with ``ask=False``: a claim checks it in its own transaction); without one, or
+        while it does not answer, the sweep run's status in MLflow.
+        """
         if self.fence is not None:
             return True
+        if self.coord is not None and not self.coord.dropped and ask:
+            try:
+                self.coord.alive()
+                ask = False
+            except CoordinationUnavailable:
+                pass  # unknown: the sweep run's status decides
         if self.coord is not None and self.coord.dropped:
             self.fence = "its lease in the claims database was ended by another worker"
-        elif not self.online:
+        elif not ask or not self.online:
             return False
         else:
             from mlflow_energy.tracking.runs import client
@@ -254,14 +269,16 @@ class SweepGuard(ServerState):
             except CoordinationUnavailable:
                 pass  # the lease runs out; another worker tries the config
 
-    def _settle(self, h: str, run_id: str) -> None:
-        """Tag ``run_id`` with its claim's token; tag it superseded when the token is no longer current."""
+    def _settle(self, h: str, run_id: str, tagged: bool = False) -> None:
+        """Tag ``run_id`` with its claim's token (unless it was ``tagged`` when logged); tag it superseded
+        when the token is no longer current."""
         token = self.tokens.pop(h, None)
         if self.coord is None or token is None:
             return
         from mlflow_energy.tracking.runs import client
 
-        self.safely("tagging the claim's token", lambda: client().set_tag(run_id, schema.T_CLAIM_TOKEN, str(token)))
+        if not tagged:
+            self.safely("tagging the claim's token", lambda: client().set_tag(run_id, schema.T_CLAIM_TOKEN, str(token)))
         try:
             current = self.coord.finish(h, token)
         except CoordinationUnavailable:
@@ -292,6 +309,9 @@ class SweepGuard(ServerState):
 
         if self.fenced():
             return None
+        h = m.config.config_hash()
+        if h in self.tokens:  # the claim's token goes with the run (and its journal record): no tag call after
+            m.extra_tags = {**m.extra_tags, schema.T_CLAIM_TOKEN: str(self.tokens[h])}
         exp_name = self.tracker.exp_name
         try:
             record = self.journal.append(m, experiment=exp_name, parent_run_id=self.parent)
@@ -317,7 +337,7 @@ class SweepGuard(ServerState):
             self.unjournaled.remove(record)
         else:
             self._mark(record)
-        self._settle(m.config.config_hash(), run_id)
+        self._settle(h, run_id, tagged=h in self.tokens)
         return run_id
 
     def _keep(self, record: dict[str, Any]) -> bool | None:
@@ -332,7 +352,7 @@ class SweepGuard(ServerState):
         if self.coord is None or hw != self.hardware or record.get("experiment") not in (None, self.tracker.exp_name):
             return True
         v = self._verdict(h)
-        if v is None or v.state == "held":
+        if v is None or v.state in ("held", "fenced"):
             return None
         return v.state != "done"
 

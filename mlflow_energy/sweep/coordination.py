@@ -49,7 +49,8 @@ class CoordinationUnavailable(MlflowEnergyError):
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's state: ``mine`` (token is this worker's), ``held`` (a live holder), ``done`` or ``failed``."""
+    """A claim's state: ``mine`` (token is this worker's), ``held`` (a live holder), ``done`` or ``failed``;
+    ``fenced``: this worker's lease was ended by another worker (it stops)."""
 
     state: str
     holder: str
@@ -100,6 +101,7 @@ class Coordinator:
         self.ok_since: float | None = None  # monotonic time since when every renewal has reached the database
         self.last_ok = 0.0
         self.dropped = False  # this worker's lease row was removed by another worker: it is fenced
+        self.joined = False  # once joined, each claim checks the lease row in its own transaction
         self.live: list[str] = []  # the live workers' sweep run ids, as of the last renewal
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,6 +181,7 @@ class Coordinator:
                            f"VALUES (:me, :spec, :hw, {self._now} + :lease)"), self._key(""))
 
         self._call(go, "joining the workers")
+        self.joined = True
         self.ok_since = self.last_ok = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="mlflow-energy-lease", daemon=True)
         self._thread.start()
@@ -248,6 +251,16 @@ class Coordinator:
 
         self._call(go, "releasing a dead worker's claims")
 
+    def alive(self) -> bool:
+        """True while this worker's lease row is in the database (another worker that ended it as dead
+        removed it: it is fenced, :attr:`dropped`). One read; raises :class:`CoordinationUnavailable`."""
+        from sqlalchemy import text
+
+        n = self._call(lambda c: c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"),
+                                           {"me": self.me}).scalar(), "checking this worker's lease")
+        self.dropped = self.dropped or not n
+        return not self.dropped
+
     def leave(self) -> None:
         """Stop renewing; free this worker's held claims and drop its lease (it ended)."""
         self._stop.set()
@@ -258,11 +271,16 @@ class Coordinator:
         """Claim ``config_hash`` in one transaction; an expired claim is taken with the next token.
 
         ``take_expired=False`` (this worker is not steady yet): an expired claim counts as held.
+        Once :meth:`join` ed, a worker whose lease row is gone (ended as dead by another) gets
+        ``fenced`` and claims nothing: checked in the same transaction, no extra round trip.
         """
         from sqlalchemy import text
 
         def go(c: Any) -> Verdict:
             k = self._key(config_hash)
+            if self.joined and not c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"),
+                                             k).scalar():
+                return Verdict("fenced", "", 0)
             c.execute(text(f"INSERT INTO {CLAIMS_TABLE} (spec, config_hash, hardware, holder, token, state, "
                            "lease_until) VALUES (:spec, :h, :hw, '', 0, 'free', 0) ON CONFLICT DO NOTHING"), k)
             lock = " FOR UPDATE" if self.pg else ""
@@ -279,7 +297,9 @@ class Coordinator:
                            f"lease_until = {self._now} + :lease WHERE {self._WHERE}"), {**k, "t": token})
             return Verdict("mine", self.me, token)
 
-        return self._call(go)
+        verdict = self._call(go)
+        self.dropped = self.dropped or verdict.state == "fenced"
+        return verdict
 
     def finish(self, config_hash: str, token: int, state: str = "done") -> bool:
         """Settle this worker's claim as ``done`` (or ``failed``) if its token is still the current one.

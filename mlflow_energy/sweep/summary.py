@@ -67,14 +67,15 @@ def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
     ordered = sorted(rows, key=lambda r: r["energy_total_j"])
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.22 * len(ordered)))
-    seen: set[str] = set()
+    families: dict[str, list[int]] = {}
     for i, row in enumerate(ordered):
-        colour, marker = family_style(row["model"])
-        label = row["model"] if row["model"] not in seen else None
-        seen.add(row["model"])
-        ax.barh(i, row["energy_total_j"], color=colour, height=0.7, label=label)
-        ax.plot(row["energy_total_j"], i, marker=marker, color="black", markersize=4, linestyle="none")
-        # the value, rounded as the run's description rounds it (three significant digits)
+        families.setdefault(row["model"], []).append(i)
+    for model, at in families.items():  # one bar container and one marker line per family, not per config
+        colour, marker = family_style(model)
+        energy = [ordered[i]["energy_total_j"] for i in at]
+        ax.barh(at, energy, color=colour, height=0.7, label=model)
+        ax.plot(energy, at, marker=marker, color="black", markersize=4, linestyle="none")
+    for i, row in enumerate(ordered):  # the value, rounded as the run's description rounds it (three significant digits)
         ax.annotate(sig3(row["energy_total_j"]), (row["energy_total_j"], i), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=6)
     ax.set_yticks(range(len(ordered)), [r["run_name"] for r in ordered], fontsize=7)
@@ -85,8 +86,7 @@ def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xlabel("energy per image (J" + (", an estimate: no energy counter)" if estimated else ")"))
     ax.set_title("energy per config", fontsize=9)
     legend_outside(ax, title="family")
-    fig.tight_layout()
-    return save(fig, path)
+    return save(fig, path)  # framed by bbox_inches="tight" (a tight_layout pass first doubled the drawing)
 
 
 def log_summary(run_id: str, rows: list[dict[str, Any]]) -> None:
@@ -160,7 +160,7 @@ def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
         for child in page:
             shown = {view: rounded(child.data.metrics[full]) for full, view in
                      ((schema.M_ENERGY_TOTAL, schema.M_VIEW_ENERGY), (schema.M_TIME_TOTAL, schema.M_VIEW_TIME))
-                     if full in child.data.metrics}
+                     if full in child.data.metrics and view not in child.data.metrics}  # none logged with the run
             if shown:
                 client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in shown.items()])
         token = page.token

@@ -200,3 +200,18 @@ def test_a_coordination_uri_that_is_not_a_database_stops_the_sweep_before_it_sta
     assert out.exit_code == 2 and "coordination_uri" in out.output and "Traceback" not in out.output
     exp = MlflowClient().get_experiment_by_name("mlflow-energy")
     assert exp is None or not MlflowClient().search_runs([exp.experiment_id])  # no sweep run left behind
+
+
+def test_a_worker_ended_by_another_is_fenced_by_its_next_claim_in_the_same_transaction(db_url):
+    """The worker that ends another as dead removes its lease row: the ended worker's next claim says
+    ``fenced`` (checked in the claim's own transaction, before its next renewal) and takes nothing."""
+    a = Coordinator(db_url, "1/spec", "gpu", "run-a", lease_s=30.0)
+    b = Coordinator(db_url, "1/spec", "gpu", "run-b", lease_s=30.0)
+    a.join()
+    assert a.claim("h1").state == "mine" and a.alive()
+    b.release_worker("run-a")
+    verdict = a.claim("h2")
+    assert verdict.state == "fenced" and a.dropped and not a.alive()
+    assert b.claim("h2").state == "mine" and b.claim("h1").token == 2  # a took nothing; its h1 was freed
+    a.close()
+    b.close()

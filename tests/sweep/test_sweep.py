@@ -329,3 +329,29 @@ def test_the_sweep_plot_labels_each_bar_as_the_run_description_rounds_it(tmp_pat
     rows[0]["energy_source"] = "zeus:nvml"
     energy_plot(rows, tmp_path / "q.png")
     assert "estimate" not in figs[1].axes[0].get_xlabel()
+
+
+def test_a_sweep_with_claims_asks_mlflow_nothing_per_config_beyond_logging_its_run(tracking_uri, no_rapl, monkeypatch):
+    """With the claims in the store's database, whether this worker was ended is its lease row there
+    (checked in each claim's transaction and by one read before logging), and the claim's token goes
+    with the run's own tags: no get_run of the sweep run and no extra set_tag per config."""
+    calls: Counter = Counter()
+    get_run, set_tag = MlflowClient.get_run, MlflowClient.set_tag
+
+    def counting_get_run(self, run_id):
+        calls["get_run", run_id] += 1
+        return get_run(self, run_id)
+
+    def counting_set_tag(self, run_id, key, value, *args, **kwargs):
+        calls["set_tag", key] += 1
+        return set_tag(self, run_id, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "get_run", counting_get_run)
+    monkeypatch.setattr(MlflowClient, "set_tag", counting_set_tag)
+    spec = SweepSpec.from_dict({**SMALL, "grid": {**SMALL["grid"], "steps": [1, 2, 3, 4]}})
+    result = run_sweep(spec, experiment="lean", progress=False)
+    assert result.measured == 4 and result.parent_run_id
+    assert calls["get_run", result.parent_run_id] <= 2, calls  # at the start and the summary, not per config
+    assert calls["set_tag", schema.T_CLAIM_TOKEN] == 0, calls
+    children = _by_kind(_runs("lean"), "measurement")
+    assert sorted(r.data.tags[schema.T_CLAIM_TOKEN] for r in children) == ["1"] * 4
