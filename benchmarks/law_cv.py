@@ -20,7 +20,10 @@ and the term is put back into its held-out predictions. A term would enter the l
 coefficient lowers the held-out MAPE under every scheme; the SDXL 1024/512 px ratio at batch 1 and 2
 is printed for each, and for the coefficient leave-one-config-out picks, each held-out group's MAPE.
 
-Usage: python benchmarks/law_cv.py [--per-call]
+With ``--nested`` too, each grouped scheme again with the term chosen inside each fold by
+leave-one-config-out on the training rows alone, so that no held-out figure picks it.
+
+Usage: python benchmarks/law_cv.py [--per-call [--nested]]
 """
 
 from __future__ import annotations
@@ -241,6 +244,50 @@ def per_call_terms(frame: pd.DataFrame) -> None:
     _, term, label, best = min(results[1:], key=lambda r: r[0])
     print(f"\nThe candidate leave-one-config-out picks ({term}, {label}) against no term, per held-out group:\n")
     print("\n".join(_per_group(results[0][3], best)))
+    if "--nested" in sys.argv[1:]:
+        cands = _candidates(counts)
+        keep = {("none", "-"), ("ops", "0.002 J/op, 0 J/B"), ("bytes", "0 J/op, 2e-10 J/B"),
+                ("ops+bytes", "0.002 J/op, 1e-10 J/B"), ("intensity", "exponent -0.25"), ("intensity", "exponent -0.5"),
+                ("intensity", "exponent -1")}
+        _nested(frame, energy, [c for c in cands if (c[0], c[1]) in keep])
+
+
+def _nested(frame: pd.DataFrame, energy: np.ndarray, cands: list[tuple[str, str, np.ndarray, np.ndarray]]) -> None:
+    """Each grouped scheme with the candidate chosen inside each fold, by leave-one-config-out on the training
+    rows alone (10 folds): the held-out group never helps pick the term."""
+    from mlflow_energy.fit.features import hardware_descriptors_of
+    from mlflow_energy.fit.model import fit_core
+    from mlflow_energy.fit.validation import _folds, cross_validate
+
+    law = {"total": "saturating"}
+    print("\nNested: the term chosen per fold by leave-one-config-out on the training rows\n")
+    print("| scheme | no term | chosen per fold | picks |\n|---|---|---|---|")
+    for scheme, key in _GROUP.items():
+        if key is None:
+            continue
+        errs: dict[str, list[float]] = {"none": [], "nested": []}
+        picks = []
+        for test in _folds(frame, scheme, 40, 0):
+            train = np.setdiff1d(np.arange(len(frame)), test)
+            inner = []
+            for _, _, extra, factor in cands:
+                adj = frame.iloc[train].assign(energy_total=(energy[train] - extra[train]) / factor[train])
+                _, summ = cross_validate(adj, schemes=("loco",), max_folds=10, law_forms=law, corrector=False)
+                inner.append(float(summ.query("phase == 'total'")["mape_law"].iloc[0]))
+            pick = int(np.argmin(inner))
+            picks.append(f"{cands[pick][0]} {cands[pick][1]}")
+            held = frame.iloc[test]
+            for name, i in (("none", 0), ("nested", pick)):
+                _, _, extra, factor = cands[i]
+                model = fit_core(frame.iloc[train].assign(energy_total=(energy[train] - extra[train]) / factor[train]),
+                                 law_forms=law, corrector=False)
+                model.hardware = {**hardware_descriptors_of(held["hardware"].unique()), **model.hardware}
+                log_e, _ = model.log_predict(held, corrected=False)
+                pred = np.exp(log_e["total"]) * factor[test] + extra[test]
+                errs[name].extend(np.abs(pred / energy[test] - 1).tolist())
+        counts = pd.Series(picks).value_counts()
+        print(f"| {scheme} | {np.mean(errs['none']):.1%} | {np.mean(errs['nested']):.1%} | "
+              + ", ".join(f"{k} x{v}" for k, v in counts.items()) + " |")
 
 
 if __name__ == "__main__":
