@@ -75,6 +75,10 @@ def test_baseline_is_the_first_family_at_the_users_size_or_what_the_flags_name(t
     assert result.default_config.steps == 30
     expected = AnalyticPredictor().predict(ev._frame([result.default_config]))["energy_total_j"][0]
     assert result.default_energy_j == pytest.approx(expected)
+    # a size the space leaves out is the baseline's for every trial, not the family's default
+    result = search(SearchSpace.from_options({"model": ["sd2"], "steps": ["10:40"]}), ev, trials=4, seed=0,
+                    experiment="size", plots=False, quality_floor=False, baseline={"height": 512, "width": 512})
+    assert set(result.trials[schema.P_HEIGHT]) == {512} and result.best_config.height == 512
 
 
 def test_the_search_parent_has_short_rounded_display_metrics(tracking_uri: str) -> None:
