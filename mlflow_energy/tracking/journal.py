@@ -326,7 +326,7 @@ def log_records(
     """
     from mlflow_energy.tracking.jsonl import record_key
     from mlflow_energy.tracking.read import finished_keys
-    from mlflow_energy.tracking.runs import _log_fields, client, default_run_name, experiment_id, run
+    from mlflow_energy.tracking.runs import _log_fields, client, default_run_name, display_of, experiment_id, run
     from mlflow_energy.tracking.stale import worker_id
 
     exp_id = experiment_id(experiment)
@@ -348,8 +348,11 @@ def log_records(
         name = default_run_name(_Cfg(config)) if isinstance(config, dict) else None
         parent = record.get("parent_run_id") or None
         worker = {schema.T_WORKER: worker_id()}  # on the run from its creation: a killed ingest's run is found
+        metrics = dict(record["metrics"])
+        if parent is None and kind == schema.KIND_MEASUREMENT:  # a run of its own: the view's short columns
+            metrics.update(display_of(metrics))
         with run(exp_id, kind=kind, run_name=name, parent_run_id=parent, tags=worker) as run_id:
-            _log_fields(run_id, record["params"], record["metrics"], tags)
+            _log_fields(run_id, record["params"], metrics, tags)
             if isinstance(config, dict):
                 client().log_dict(run_id, {**config, "config_hash": key[0]}, schema.A_CONFIG_JSON)
         seen.add(key)

@@ -271,10 +271,19 @@ def log_measurement(
 
 def display_metrics(m: Measurement) -> dict[str, float]:
     """The energy view's short columns of a measurement: ``J/img`` and ``s/img``, three significant digits."""
+    return display_of({schema.M_ENERGY_TOTAL: m.energy_j[schema.PHASE_TOTAL],
+                       schema.M_TIME_TOTAL: m.time_s[schema.PHASE_TOTAL]})
+
+
+def display_of(metrics: dict[str, float]) -> dict[str, float]:
+    """``J/img`` and ``s/img`` from a run's full-precision metrics (those it has)."""
+    import math
+
     from mlflow_energy.tracking.ui import rounded
 
-    return {schema.M_VIEW_ENERGY: rounded(m.energy_j[schema.PHASE_TOTAL]),
-            schema.M_VIEW_TIME: rounded(m.time_s[schema.PHASE_TOTAL])}
+    pairs = ((schema.M_ENERGY_TOTAL, schema.M_VIEW_ENERGY), (schema.M_TIME_TOTAL, schema.M_VIEW_TIME))
+    return {short: rounded(float(metrics[full])) for full, short in pairs
+            if isinstance(metrics.get(full), (int, float)) and math.isfinite(metrics[full])}
 
 
 def sig3(value: float) -> str:
