@@ -13,6 +13,7 @@ from mlflow_energy.carbon import J_PER_KWH
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit import FIT_PHASES, EnergyModel
 from mlflow_energy.fit.features import log_jpf, log_peak
+from mlflow_energy.fit.frame import distinct_rows
 from mlflow_energy.fit.model import pair_codes
 from mlflow_energy.fit.scope import idle_of, seen_summary
 from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP, LEVELS, unseen_setup_width, widest_width
@@ -48,6 +49,9 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
         raise ConfigError("interval_level", interval_level, "auto or one of " + ", ".join(LEVELS))
     calibrations = calibrations or {}
     cols, extra = input_columns(model, df)
+    inverse, row_of = _distinct(cols)
+    if row_of is not None:  # the rest runs on the distinct rows; the answer is spread back at the end
+        cols = {k: v[row_of] for k, v in cols.items()}
     hardware = {**model.hardware, **extra} if extra else model.hardware
     setup, notes = resolve_setups(model, cols.pop("setup"), cols["hardware"], calibrations)
     flops = flops_columns(cols)
@@ -63,7 +67,7 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     cal_setup = np.where(np.isin(setup, list(calibrations)), setup, "")
     outside, why = outside_rows(model.seen, cols, cal_setup, calibrations, hardware)
     if not allow_extrapolation:
-        _refuse(model, rows, outside, why, far, ft, df)
+        _refuse(model, rows, outside, why, far, ft, df, row_of)
     outside = outside | far
     work = dataclasses.replace(model, hardware=hardware) if extra else model
     logs, law_logs = work.log_predict_both(rows)
@@ -105,11 +109,32 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
         "setup": setup, "interval_level": levels, "energy_total_j_law": np.exp(law_logs[schema.PHASE_TOTAL]) * factor,
         "energy_scope": np.full(len(rows), model.energy_scope, dtype=object), "note": notes,
     })
+    rows_hardware = rows["hardware"].to_numpy()
+    if inverse is not None:
+        cols_out = {c: np.asarray(cols_out[c])[inverse] for c in schema.PREDICTOR_OUTPUTS}
+        ft, rows_hardware = ft[inverse], rows_hardware[inverse]
     out = pd.DataFrame({c: cols_out[c] for c in schema.PREDICTOR_OUTPUTS})
     out.attrs["flops_total"] = ft  # for calibration: x of each row
-    out.attrs["hardware"] = list(rows["hardware"].unique())
-    out.attrs["rows_hardware"] = rows["hardware"].to_numpy()
+    out.attrs["hardware"] = list(pd.unique(rows_hardware))
+    out.attrs["rows_hardware"] = rows_hardware
     return out
+
+
+#: From this many rows on, a request with at most :data:`DISTINCT_SHARE` of them distinct is
+#: predicted once per distinct row (every output depends on the row's own inputs alone).
+DISTINCT_MIN_ROWS = 1000
+DISTINCT_SHARE = 0.5
+
+
+def _distinct(cols: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(distinct row of each row, first row of each distinct row)`` when predicting the distinct
+    rows alone pays, else ``(None, None)``."""
+    n = len(cols["model"])
+    if n < DISTINCT_MIN_ROWS:
+        return None, None
+    inverse, first = distinct_rows(*(pd.Series(v, dtype=object, copy=False) if v.dtype == object else v
+                                     for v in cols.values()))
+    return (inverse, first) if len(first) <= DISTINCT_SHARE * n else (None, None)
 
 
 def numpy_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -122,22 +147,31 @@ def numpy_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _refuse(model: EnergyModel, rows: pd.DataFrame, outside: np.ndarray, why: list[Any], far: np.ndarray,
-            ft: np.ndarray, given: pd.DataFrame) -> None:
-    """Raise for the first row outside what the model has seen, or beyond its FLOP range."""
+            ft: np.ndarray, given: pd.DataFrame, row_of: np.ndarray | None = None) -> None:
+    """Raise for the first row outside what the model has seen, or beyond its FLOP range.
+
+    ``row_of``: the caller's row of each of ``rows`` (when they are its distinct rows)."""
     hint = "; or allow_extrapolation=true (CLI --allow-extrapolation) for an answer with the widest interval"
+    number = np.arange(len(rows)) if row_of is None else np.asarray(row_of)
+
+    def first(mask: np.ndarray) -> tuple[int, int]:  # (working row, the caller's row) of the caller's first
+        idx = np.flatnonzero(mask)
+        i = int(idx[np.argmin(number[idx])])
+        return i, int(number[i])
+
     if outside.any():
-        i = int(np.argmax(outside))
+        i, row = first(outside)
         field, value, seen = why[i]
         if field == "hardware":  # the name as the caller gave it
-            value = pd.DataFrame(given)["hardware"].iloc[i]
-        raise _fail(i, field, value, f"{seen}, what the model has seen (all of it: {seen_summary(model.seen)})"
+            value = pd.DataFrame(given)["hardware"].iloc[row]
+        raise _fail(row, field, value, f"{seen}, what the model has seen (all of it: {seen_summary(model.seen)})"
                     f"{hint}")
     if far.any():
-        i = int(np.argmax(far))
+        i, row = first(far)
         r = rows.iloc[i]
         lo, hi = model.flops_range
         raise _fail(
-            i, "FLOPs per image", f"{ft[i]:.3g} ({r['model']} {r['height']}x{r['width']}, {r['steps']} steps)",
+            row, "FLOPs per image", f"{ft[i]:.3g} ({r['model']} {r['height']}x{r['width']}, {r['steps']} steps)",
             f"within a factor {FLOPS_EXTRAPOLATION:g} of the fitted range {lo:.3g} to {hi:.3g}{hint}",
         )
 

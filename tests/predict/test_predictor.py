@@ -264,3 +264,24 @@ def test_the_pyfunc_answer_carries_no_per_row_attrs(registered):
     out = model.predict(pd.DataFrame([row(), row(steps=8)]))
     assert out.attrs == {}
     assert out["energy_total_j"].attrs == {}
+
+
+def test_a_large_request_is_predicted_once_per_distinct_row(registered, monkeypatch):
+    from mlflow_energy.fit import EnergyModel
+    from mlflow_energy.predict.frame import DISTINCT_MIN_ROWS
+
+    _, model = registered
+    distinct = pd.DataFrame([row(), row(steps=8), row(model="tiny-sdxl", hardware="H100"), row(guidance_scale=5.0)])
+    alone = model.predict(distinct)
+    law_rows = []
+    real = EnergyModel.log_predict_both
+
+    def counting(self, frame):
+        law_rows.append(len(frame))
+        return real(self, frame)
+
+    monkeypatch.setattr(EnergyModel, "log_predict_both", counting)
+    pick = np.random.default_rng(0).integers(0, len(distinct), 2 * DISTINCT_MIN_ROWS)
+    out = model.predict(distinct.iloc[pick].reset_index(drop=True))
+    assert law_rows and set(law_rows) == {len(distinct)}  # the law (energy and time) ran on 4 rows, not 2,000
+    pd.testing.assert_frame_equal(out, alone.iloc[pick].reset_index(drop=True), check_exact=True)
