@@ -3,7 +3,11 @@
 1. Cold start: a fresh Python process runs ``mlflow.pyfunc.load_model`` and one 1-row
    ``predict``; the wall time of those two calls (median of 3 processes), and whether torch,
    diffusers or transformers got imported (they must not).
-2. In-process: seconds for ``model.predict`` on a 10,000-row frame (best of 3), and rows/s.
+2. In-process: seconds for ``model.predict`` on a 100,000-row frame (best of 3), through
+   ``PyFuncModel.predict`` and in the predictor itself, and the same for the floor: a trivial
+   scikit-learn model (a LinearRegression on the numeric input columns, saved with
+   ``mlflow.sklearn`` and its inferred typed signature, loaded with ``mlflow.pyfunc.load_model``),
+   measured in the same run; the ratio of ours to the floor.
 3. REST: ``mlflow models serve --env-manager local --workers 1`` on a loopback port, a bounded
    number of single-row POSTs to /invocations; p50 and p95 latency in milliseconds.
 4. ``mlflow-energy flops`` wall time, a fresh process (median of 3).
@@ -12,6 +16,7 @@ Usage (after ``mlflow-energy import-mlenergy --experiment mlenergy`` and
 ``mlflow-energy fit --experiment mlenergy --registered-model mlenergy-energy``):
 
     python benchmarks/predict_bench.py --model-uri models:/mlenergy-energy@champion
+    python benchmarks/predict_bench.py --model-uri models:/mlenergy-energy@champion --throughput-only
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+#: The numeric input columns: what the floor model reads.
+NUMERIC = ["height", "width", "steps", "guidance_scale", "batch_size"]
 
 ROW = {"model": "sdxl", "height": 1024, "width": 1024, "steps": 30, "guidance_scale": 5.0, "precision": "fp16",
        "batch_size": 1, "hardware": "NVIDIA H100 80GB HBM3"}
@@ -44,6 +53,25 @@ def rows(n: int, seed: int = 0) -> pd.DataFrame:
         "batch_size": rng.choice([1, 2, 4, 8], n).astype("int64"),
         "hardware": rng.choice(["H100-SXM5-80GB", "A100-SXM4-40GB"], n),
     })
+
+
+def floor_model(dst: str) -> str:
+    """The floor: a LinearRegression on the numeric input columns, saved as an MLflow model in
+    ``dst`` with the signature MLflow infers (typed columns, checked a column at a time); its path."""
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    x = rows(1000, seed=1)[NUMERIC]
+    y = np.log(x["height"] * x["width"] * x["steps"] * x["batch_size"])
+    reg = LinearRegression().fit(x, y)
+    path = str(Path(dst) / "floor-model")
+    with warnings.catch_warnings():  # MLflow's hint that integer columns cannot hold a missing value
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(x, reg.predict(x))
+    mlflow.sklearn.save_model(reg, path, signature=signature, pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+    return path
 
 
 COLD = """
@@ -85,23 +113,28 @@ def flops_cli(tries: int = 3) -> float:
     return float(np.median(times))
 
 
-def in_process(uri: str, n: int) -> tuple[float, float]:
+def in_process(uri: str, n: int, floor_uri: str) -> tuple[float, float, float]:
     """Best-of-3 seconds for ``n`` rows: through ``PyFuncModel.predict`` (MLflow's schema enforcement
-    included) and through the predictor itself (``unwrap_python_model().predict``)."""
+    included), through the predictor itself (``unwrap_python_model().predict``), and the floor
+    model's ``PyFuncModel.predict`` on the numeric columns of the same rows (interleaved)."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(uri)
     inner = model.unwrap_python_model()
+    floor = mlflow.pyfunc.load_model(floor_uri)
     frame = rows(n)
+    numeric = frame[NUMERIC]
     model.predict(frame.head(10))
-    best = [float("inf"), float("inf")]
+    floor.predict(numeric.head(10))
+    best = [float("inf")] * 3
     for _ in range(3):
-        for k, call in enumerate((lambda: model.predict(frame), lambda: inner.predict(None, frame))):
+        for k, call in enumerate((lambda: model.predict(frame), lambda: inner.predict(None, frame),
+                                  lambda: floor.predict(numeric))):
             t0 = time.perf_counter()
             out = call()
             best[k] = min(best[k], time.perf_counter() - t0)
             assert len(out) == n
-    return best[0], best[1]
+    return best[0], best[1], best[2]
 
 
 def rest(uri: str, requests_n: int) -> tuple[float, float]:
@@ -149,24 +182,31 @@ def rest(uri: str, requests_n: int) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-uri", default="models:/mlenergy-energy@champion")
-    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=200, help="single-row requests (bounded; loopback only)")
     p.add_argument("--no-rest", action="store_true")
+    p.add_argument("--throughput-only", action="store_true", help="only the in-process figures and the floor")
     a = p.parse_args()
     import tempfile
 
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(a.model_uri, dst_path=tempfile.mkdtemp())
-    for label, uri in ((a.model_uri, a.model_uri), ("local copy", local)):
-        imp, cold, heavy = cold_start(uri)
-        print(f"cold start, {label}: load + first 1-row predict {cold:.2f} s (import mlflow+pandas before it: "
-              f"{imp:.2f} s; median of 3 fresh processes; torch/diffusers/transformers imported: "
-              f"{', '.join(heavy) or 'none'})")
-    secs, own = in_process(a.model_uri, a.rows)
-    print(f"in-process predict: {a.rows} rows in {secs * 1e3:.1f} ms through PyFuncModel.predict, "
-          f"{own * 1e3:.1f} ms in the predictor itself (MLflow's per-value check of the numeric columns is the "
-          f"difference; best of 3)")
+    tmp = tempfile.mkdtemp()
+    if not a.throughput_only:
+        local = mlflow.artifacts.download_artifacts(a.model_uri, dst_path=tmp)
+        for label, uri in ((a.model_uri, a.model_uri), ("local copy", local)):
+            imp, cold, heavy = cold_start(uri)
+            print(f"cold start, {label}: load + first 1-row predict {cold:.2f} s (import mlflow+pandas before it: "
+                  f"{imp:.2f} s; median of 3 fresh processes; torch/diffusers/transformers imported: "
+                  f"{', '.join(heavy) or 'none'})")
+    secs, own, floor = in_process(a.model_uri, a.rows, floor_model(tmp))
+    print(f"in-process predict, {a.rows} rows (best of 3; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs): floor (scikit-learn LinearRegression, typed signature) {floor * 1e3:.1f} ms; "
+          f"ours {secs * 1e3:.1f} ms through PyFuncModel.predict = {secs / floor:.1f}x the floor, "
+          f"{own * 1e3:.1f} ms in the predictor itself = {own / floor:.1f}x (the difference: MLflow's per-value "
+          f"check of the AnyType numeric columns)")
+    if a.throughput_only:
+        return
     print(f"mlflow-energy flops (fresh process): {flops_cli():.2f} s (median of 3)")
     if not a.no_rest:
         p50, p95 = rest(a.model_uri, a.requests)
