@@ -69,6 +69,8 @@ class SweepGuard(ServerState):
         self.heartbeat: Any = None
         self.coord: Coordinator | None = None
         self.tokens: dict[str, int] = {}  # config hash -> the fencing token of this worker's claim
+        self.next_hash: str | None = None  # the config the sweep claims next: claimed as the last one settles
+        self._ahead: tuple[str, Any] | None = None  # (config hash, verdict) claimed with the last settle
         self.unsettled: list[tuple[str, int, str]] = []  # (hash, token, run id) the database could not settle yet
         self.superseded = 0  # runs of this worker whose claim was taken over (tagged superseded)
         self.replayed = 0
@@ -175,11 +177,15 @@ class SweepGuard(ServerState):
 
     def _verdict(self, config_hash: str) -> Any:
         """The claim's verdict, or None when the database did not answer (unknown: not taken, not lost)."""
-        try:
-            v = self.coord.claim(config_hash, take_expired=self.coord.steady())
-        except CoordinationUnavailable as exc:
-            self._warn("coordination", f"{exc}; configs are passed and checked again later")
-            return None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == config_hash:
+            v = ahead[1]  # claimed a moment ago, in the transaction that settled the config before
+        else:
+            try:
+                v = self.coord.claim(config_hash, take_expired=self.coord.steady())
+            except CoordinationUnavailable as exc:
+                self._warn("coordination", f"{exc}; configs are passed and checked again later")
+                return None
         if v.state == "mine":
             self.tokens[config_hash] = v.token
         elif v.state == "fenced":
@@ -269,9 +275,9 @@ class SweepGuard(ServerState):
             except CoordinationUnavailable:
                 pass  # the lease runs out; another worker tries the config
 
-    def _settle(self, h: str, run_id: str, tagged: bool = False) -> None:
+    def _settle(self, h: str, run_id: str, tagged: bool = False, ahead: str | None = None) -> None:
         """Tag ``run_id`` with its claim's token (unless it was ``tagged`` when logged); tag it superseded
-        when the token is no longer current."""
+        when the token is no longer current. ``ahead``: the config to claim in the same transaction."""
         token = self.tokens.pop(h, None)
         if self.coord is None or token is None:
             return
@@ -280,7 +286,11 @@ class SweepGuard(ServerState):
         if not tagged:
             self.safely("tagging the claim's token", lambda: client().set_tag(run_id, schema.T_CLAIM_TOKEN, str(token)))
         try:
-            current = self.coord.finish(h, token)
+            if ahead is not None and ahead != h:
+                current, verdict = self.coord.finish_and_claim(h, token, ahead, take_expired=self.coord.steady())
+                self._ahead = (ahead, verdict)
+            else:
+                current = self.coord.finish(h, token)
         except CoordinationUnavailable:
             self.unsettled.append((h, token, run_id))
             return
@@ -337,7 +347,8 @@ class SweepGuard(ServerState):
             self.unjournaled.remove(record)
         else:
             self._mark(record)
-        self._settle(h, run_id, tagged=h in self.tokens)
+        ahead, self.next_hash = self.next_hash, None
+        self._settle(h, run_id, tagged=h in self.tokens, ahead=ahead)
         return run_id
 
     def _keep(self, record: dict[str, Any]) -> bool | None:

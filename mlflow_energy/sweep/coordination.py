@@ -4,6 +4,7 @@ N workers on one sweep spec claim each config in the table ``mlflow_energy_claim
 spec, config hash and hardware: holder, fencing token, state, lease expiry) and keep a lease in
 ``mlflow_energy_workers`` (one row per live sweep run). Each claim is one transaction: SQLite
 ``BEGIN IMMEDIATE``; PostgreSQL ``INSERT ... ON CONFLICT DO NOTHING`` then ``SELECT ... FOR UPDATE``.
+A sweep settles a config and claims its next one in one transaction (:meth:`Coordinator.finish_and_claim`).
 Leases are measured on the database's clock (``julianday('now')``, ``clock_timestamp()``), never a
 worker's, and renewed every heartbeat by a thread of their own; a lease ends after ``STALE_AFTER``
 heartbeats without renewal. Taking over an expired claim raises its fencing token: the worker that
@@ -274,43 +275,54 @@ class Coordinator:
         Once :meth:`join` ed, a worker whose lease row is gone (ended as dead by another) gets
         ``fenced`` and claims nothing: checked in the same transaction, no extra round trip.
         """
-        from sqlalchemy import text
-
-        def go(c: Any) -> Verdict:
-            k = self._key(config_hash)
-            if self.joined and not c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"),
-                                             k).scalar():
-                return Verdict("fenced", "", 0)
-            c.execute(text(f"INSERT INTO {CLAIMS_TABLE} (spec, config_hash, hardware, holder, token, state, "
-                           "lease_until) VALUES (:spec, :h, :hw, '', 0, 'free', 0) ON CONFLICT DO NOTHING"), k)
-            lock = " FOR UPDATE" if self.pg else ""
-            holder, token, state, until, now = c.execute(text(
-                f"SELECT holder, token, state, lease_until, {self._now} FROM {CLAIMS_TABLE} WHERE {self._WHERE}{lock}"
-            ), k).one()
-            if state in ("done", "failed"):
-                return Verdict(state, holder, token)
-            if state == "held" and holder != self.me and (until > now or not take_expired):
-                return Verdict("held", holder, token)
-            if not (state == "held" and holder == self.me):
-                token += 1  # a free or expired claim: the next token fences the one before
-            c.execute(text(f"UPDATE {CLAIMS_TABLE} SET holder = :me, token = :t, state = 'held', "
-                           f"lease_until = {self._now} + :lease WHERE {self._WHERE}"), {**k, "t": token})
-            return Verdict("mine", self.me, token)
-
-        verdict = self._call(go)
+        verdict = self._call(lambda c: self._claim_in(c, config_hash, take_expired))
         self.dropped = self.dropped or verdict.state == "fenced"
         return verdict
+
+    def finish_and_claim(self, config_hash: str, token: int, next_hash: str, *, take_expired: bool = True
+                         ) -> tuple[bool, Verdict]:
+        """:meth:`finish` this claim ``done`` and :meth:`claim` the next config in one transaction (one
+        commit instead of two: a sweep settles a config and claims the next one back to back)."""
+        current, verdict = self._call(lambda c: (self._finish_in(c, config_hash, token, "done"),
+                                                 self._claim_in(c, next_hash, take_expired)), "settling a claim")
+        self.dropped = self.dropped or verdict.state == "fenced"
+        return current, verdict
+
+    def _claim_in(self, c: Any, config_hash: str, take_expired: bool) -> Verdict:
+        from sqlalchemy import text
+
+        k = self._key(config_hash)
+        if self.joined and not c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"), k).scalar():
+            return Verdict("fenced", "", 0)
+        c.execute(text(f"INSERT INTO {CLAIMS_TABLE} (spec, config_hash, hardware, holder, token, state, "
+                       "lease_until) VALUES (:spec, :h, :hw, '', 0, 'free', 0) ON CONFLICT DO NOTHING"), k)
+        lock = " FOR UPDATE" if self.pg else ""
+        holder, token, state, until, now = c.execute(text(
+            f"SELECT holder, token, state, lease_until, {self._now} FROM {CLAIMS_TABLE} WHERE {self._WHERE}{lock}"
+        ), k).one()
+        if state in ("done", "failed"):
+            return Verdict(state, holder, token)
+        if state == "held" and holder != self.me and (until > now or not take_expired):
+            return Verdict("held", holder, token)
+        if not (state == "held" and holder == self.me):
+            token += 1  # a free or expired claim: the next token fences the one before
+        c.execute(text(f"UPDATE {CLAIMS_TABLE} SET holder = :me, token = :t, state = 'held', "
+                       f"lease_until = {self._now} + :lease WHERE {self._WHERE}"), {**k, "t": token})
+        return Verdict("mine", self.me, token)
 
     def finish(self, config_hash: str, token: int, state: str = "done") -> bool:
         """Settle this worker's claim as ``done`` (or ``failed``) if its token is still the current one.
 
         False: the claim was taken over meanwhile (this worker's result is superseded).
         """
+        return self._call(lambda c: self._finish_in(c, config_hash, token, state), "settling a claim")
+
+    def _finish_in(self, c: Any, config_hash: str, token: int, state: str) -> bool:
         from sqlalchemy import text
 
-        return self._call(lambda c: c.execute(text(
-            f"UPDATE {CLAIMS_TABLE} SET state = :st, lease_until = 0 WHERE {self._WHERE} AND holder = :me "
-            "AND token = :t"), {**self._key(config_hash), "st": state, "t": token}).rowcount == 1, "settling a claim")
+        return c.execute(text(f"UPDATE {CLAIMS_TABLE} SET state = :st, lease_until = 0 WHERE {self._WHERE} "
+                              "AND holder = :me AND token = :t"),
+                         {**self._key(config_hash), "st": state, "t": token}).rowcount == 1
 
     def closed(self) -> list[tuple[str, str, str, int]]:
         """``(config hash, state, holder, token)`` of the claims settled ``done`` or ``failed``."""

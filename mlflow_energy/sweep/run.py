@@ -177,8 +177,9 @@ def run_sweep(
         if sink is not None:
             done_keys |= sink.keys()
         bar = tqdm(total=len(configs), desc=spec.name, unit="config", disable=not progress, dynamic_ncols=True)
-        for cfg in configs:
-            cfg = resolved(cfg)
+        todo = [resolved(c) for c in configs]
+        hashes = [c.config_hash() for c in todo]
+        for i, cfg in enumerate(todo):
             if guard is not None and guard.fence:
                 break
             if (cfg.config_hash(), meter.hardware) in done_keys:
@@ -188,7 +189,11 @@ def run_sweep(
                 if not guard.fence:
                     passed.append(cfg)
             else:
+                if guard is not None:  # claimed in the transaction that settles this one
+                    guard.next_hash = _next_claim(hashes, i, done_keys, meter.hardware)
                 measure_one(cfg)
+                if guard is not None:
+                    guard.next_hash = None
             bar.update(1)
             bar.set_postfix(_postfix(result))
         if guard is not None and guard.coord is not None and not guard.fence:
@@ -218,6 +223,12 @@ def _finished(tracker: Any, guard: Any) -> set[tuple[str, str]]:
     """The finished keys of the experiment; empty (claims decide) when the server is away."""
     got = guard.safely("reading the finished configs", tracker.finished_keys)
     return set(got or ())
+
+
+def _next_claim(hashes: list[str], i: int, done_keys: set[tuple[str, str]], hardware: str) -> str | None:
+    """The hash of the config after the ``i``-th that the sweep will claim (not measured already), if any."""
+    return next((hashes[j] for j in range(i + 1, len(hashes))
+                 if hashes[j] != hashes[i] and (hashes[j], hardware) not in done_keys), None)
 
 
 def final_pass(guard: Any, passed: list[InferenceConfig], measure_one: Any) -> int:

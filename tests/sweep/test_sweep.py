@@ -13,6 +13,7 @@ from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError
 from mlflow_energy.measure.meters import ZeusMeter
 from mlflow_energy.sweep import SweepSpec, expand, in_shard, parse_shard, run_sweep
+from mlflow_energy.sweep.coordination import Coordinator
 
 SMALL = {
     "name": "small",
@@ -334,7 +335,8 @@ def test_the_sweep_plot_labels_each_bar_as_the_run_description_rounds_it(tmp_pat
 def test_a_sweep_with_claims_asks_mlflow_nothing_per_config_beyond_logging_its_run(tracking_uri, no_rapl, monkeypatch):
     """With the claims in the store's database, whether this worker was ended is its lease row there
     (checked in each claim's transaction and by one read before logging), and the claim's token goes
-    with the run's own tags: no get_run of the sweep run and no extra set_tag per config."""
+    with the run's own tags: no get_run of the sweep run and no extra set_tag per config; settling a
+    config and claiming the next one is one transaction."""
     calls: Counter = Counter()
     get_run, set_tag = MlflowClient.get_run, MlflowClient.set_tag
 
@@ -348,10 +350,16 @@ def test_a_sweep_with_claims_asks_mlflow_nothing_per_config_beyond_logging_its_r
 
     monkeypatch.setattr(MlflowClient, "get_run", counting_get_run)
     monkeypatch.setattr(MlflowClient, "set_tag", counting_set_tag)
+    for name in ("claim", "finish", "finish_and_claim"):  # transactions in the claims database
+        method = getattr(Coordinator, name)
+        monkeypatch.setattr(Coordinator, name, lambda self, *a, _m=method, _n=name, **k: calls.update([_n]) or _m(
+            self, *a, **k))
     spec = SweepSpec.from_dict({**SMALL, "grid": {**SMALL["grid"], "steps": [1, 2, 3, 4]}})
     result = run_sweep(spec, experiment="lean", progress=False)
     assert result.measured == 4 and result.parent_run_id
     assert calls["get_run", result.parent_run_id] <= 2, calls  # at the start and the summary, not per config
     assert calls["set_tag", schema.T_CLAIM_TOKEN] == 0, calls
+    # each config settled and the next one claimed in one transaction: the first claimed alone, the last settled alone
+    assert (calls["claim"], calls["finish_and_claim"], calls["finish"]) == (1, 3, 1), calls
     children = _by_kind(_runs("lean"), "measurement")
     assert sorted(r.data.tags[schema.T_CLAIM_TOKEN] for r in children) == ["1"] * 4
