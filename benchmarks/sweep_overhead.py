@@ -6,8 +6,10 @@ the store's database, the journal, resume, the summary): only the measurement be
 (``measure`` returns a fixed result at once, no pipeline is built, idle power is 0 W), so what is
 timed is the sweep's own code. The plain loop logs, per config, one run with as many params,
 metrics and tags as a sweep's child run carries (``mlflow.start_run``, ``log_params``,
-``log_metrics``, ``set_tags``). Sweep and loop alternate in paired rounds, each on a new
-experiment, so drifts in the load of a shared machine hit both alike.
+``log_metrics``, ``set_tags``), and a second loop that also logs each run's ``config.json``
+artifact, which every measurement run carries (the run schema): the sweep against that one is
+its overhead beyond logging the same run. Sweep and loops alternate in paired rounds, each on a
+new experiment, so drifts in the load of a shared machine hit them alike.
 
 Prints ms per config for both (median over the rounds) and the ratio sweep / loop with a 95%
 bootstrap interval over the paired rounds (target: <= 1.0); ``--profile FILE`` also runs one
@@ -93,7 +95,9 @@ def _child_fields(experiment: str) -> tuple[dict[str, str], dict[str, float], di
     return dict(run.data.params), dict(run.data.metrics), tags
 
 
-def _loop(n: int, experiment: str, fields: tuple[dict[str, str], dict[str, float], dict[str, str]]) -> float:
+def _loop(n: int, experiment: str, fields: tuple[dict[str, str], dict[str, float], dict[str, str]],
+          artifact: bool = False) -> float:
+    """Seconds for ``n`` runs; ``artifact``: each also logs its ``config.json``, as every measurement run does."""
     import mlflow
 
     params, metrics, tags = fields
@@ -104,6 +108,8 @@ def _loop(n: int, experiment: str, fields: tuple[dict[str, str], dict[str, float
             mlflow.log_params({**params, "steps": str(i + 1)})
             mlflow.log_metrics(metrics)
             mlflow.set_tags(tags)
+            if artifact:
+                mlflow.log_dict({**params, "steps": i + 1}, "config.json")
     return time.perf_counter() - start
 
 
@@ -134,16 +140,19 @@ def main() -> None:
     _sweep(spec, "warm-sweep", meter, journal)  # imports, the store's schema, the claims tables
     fields = _child_fields("warm-sweep")
     _loop(2, "warm-loop", fields)
-    sweep_s, loop_s = [], []
+    sweep_s, loop_s, same_s = [], [], []
     for r in range(args.rounds):
-        order = ("sweep", "loop") if r % 2 == 0 else ("loop", "sweep")
+        order = ("sweep", "loop", "same") if r % 2 == 0 else ("same", "loop", "sweep")
         for what in order:
             if what == "sweep":
                 sweep_s.append(_sweep(spec, f"sweep-{r}", meter, journal) / args.configs)
-            else:
+            elif what == "loop":
                 loop_s.append(_loop(args.configs, f"loop-{r}", fields) / args.configs)
-    sweep, loop = np.array(sweep_s) * 1e3, np.array(loop_s) * 1e3
+            else:
+                same_s.append(_loop(args.configs, f"same-{r}", fields, artifact=True) / args.configs)
+    sweep, loop, same = np.array(sweep_s) * 1e3, np.array(loop_s) * 1e3, np.array(same_s) * 1e3
     ratio, lo, hi = _ratio_ci(sweep, loop)
+    ratio_same, lo_same, hi_same = _ratio_ci(sweep, same)
     params, metrics, tags = fields
     print(f"{args.configs} configs x {args.rounds} paired rounds on SQLite; a run: {len(params)} params, "
           f"{len(metrics)} metrics, {len(tags)} tags")
@@ -151,7 +160,11 @@ def main() -> None:
           f"(rounds {', '.join(f'{v:.0f}' for v in sweep)})")
     print(f"plain loop (one run per config):      {np.median(loop):.1f} ms/config "
           f"(rounds {', '.join(f'{v:.0f}' for v in loop)})")
+    print(f"plain loop, with each run's config.json: {np.median(same):.1f} ms/config "
+          f"(rounds {', '.join(f'{v:.0f}' for v in same)})")
     print(f"ratio sweep/loop: {ratio:.2f} (95% interval {lo:.2f}-{hi:.2f}; target <= 1.0)")
+    print(f"ratio sweep/loop logging the same run (config.json too): {ratio_same:.2f} "
+          f"(95% interval {lo_same:.2f}-{hi_same:.2f})")
     if args.profile:
         import cProfile
         import pstats

@@ -349,7 +349,7 @@ def log_records(
         parent = record.get("parent_run_id") or None
         worker = {schema.T_WORKER: worker_id()}  # on the run from its creation: a killed ingest's run is found
         metrics = dict(record["metrics"])
-        if parent is None and kind == schema.KIND_MEASUREMENT:  # a run of its own: the view's short columns
+        if kind == schema.KIND_MEASUREMENT:  # the energy view's short columns, as a run logged directly has
             metrics.update(display_of(metrics))
         with run(exp_id, kind=kind, run_name=name, parent_run_id=parent, tags=worker) as run_id:
             _log_fields(run_id, record["params"], metrics, tags)

@@ -256,8 +256,7 @@ def log_measurement(
     grid, carbon_source = run_intensity(carbon_intensity)
     metrics = run_metrics(m)
     metrics[schema.M_CARBON_CO2E] = m.energy_j[schema.PHASE_TOTAL] / J_PER_KWH * grid.g_per_kwh
-    if parent_run_id is None:  # a sweep's summary gives its configs theirs; a run of its own gets them here
-        metrics.update(display_metrics(m))
+    metrics.update(display_metrics(m))  # with the run's own metrics: a sweep's summary need not write them later
     tags = {**run_tags(m), schema.T_CARBON_INTENSITY: f"{grid.g_per_kwh:g}", schema.T_CARBON_SOURCE: carbon_source,
             schema.T_NOTE: run_description(m)}
     with run(
