@@ -343,7 +343,7 @@ class _Tracker:
         from mlflow_energy.sweep.summary import summary_row
 
         run_id = self.t.log_measurement(m, experiment=self.exp_name, parent_run_id=self.run_id,
-                                        carbon_intensity=self.spec.carbon_intensity)
+                                        carbon_intensity=self.spec.carbon_intensity, exp_id=self.exp_id)
         self.rows.append({**summary_row(m, self.t.default_run_name(m.config)), "run_id": run_id})
         return run_id
 

@@ -230,6 +230,7 @@ def log_measurement(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     carbon_intensity: str | float | None = None,
+    exp_id: str | None = None,
 ) -> str:
     """Log a :class:`~mlflow_energy.measure.runner.Measurement` as one FINISHED run; return its id.
 
@@ -243,6 +244,8 @@ def log_measurement(
         parent_run_id: nest the run under this run (a sweep).
         run_name: default ``<model>-<height>x<width>-<steps>st-<precision>-b<batch>``.
         carbon_intensity: gCO2e/kWh, WORLD, a country code (DEU) or a cloud region (gcp:us-central1).
+        exp_id: the experiment's id, where the caller has looked it up already (a sweep, once for
+            all its configs): no lookup by name per run.
 
     Example:
         >>> from mlflow_energy.config import InferenceConfig
@@ -260,7 +263,7 @@ def log_measurement(
     tags = {**run_tags(m), schema.T_CARBON_INTENSITY: f"{grid.g_per_kwh:g}", schema.T_CARBON_SOURCE: carbon_source,
             schema.T_NOTE: run_description(m)}
     with run(
-        experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
+        exp_id or experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
         parent_run_id=parent_run_id,
     ) as run_id:
         _log_fields(run_id, run_params(m), metrics, tags)
