@@ -255,12 +255,15 @@ class Coordinator:
     def alive(self) -> bool:
         """True while this worker's lease row is in the database (another worker that ended it as dead
         removed it: it is fenced, :attr:`dropped`). One read; raises :class:`CoordinationUnavailable`."""
+        here = self._call(self._lease_row, "checking this worker's lease")
+        self.dropped = self.dropped or not here
+        return not self.dropped
+
+    def _lease_row(self, c: Any) -> bool:
+        """Whether this worker's lease row is in the database (inside the caller's transaction)."""
         from sqlalchemy import text
 
-        n = self._call(lambda c: c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"),
-                                           {"me": self.me}).scalar(), "checking this worker's lease")
-        self.dropped = self.dropped or not n
-        return not self.dropped
+        return bool(c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"), {"me": self.me}).scalar())
 
     def leave(self) -> None:
         """Stop renewing; free this worker's held claims and drop its lease (it ended)."""
@@ -292,7 +295,7 @@ class Coordinator:
         from sqlalchemy import text
 
         k = self._key(config_hash)
-        if self.joined and not c.execute(text(f"SELECT COUNT(*) FROM {WORKERS_TABLE} WHERE run_id = :me"), k).scalar():
+        if self.joined and not self._lease_row(c):
             return Verdict("fenced", "", 0)
         c.execute(text(f"INSERT INTO {CLAIMS_TABLE} (spec, config_hash, hardware, holder, token, state, "
                        "lease_until) VALUES (:spec, :h, :hw, '', 0, 'free', 0) ON CONFLICT DO NOTHING"), k)
