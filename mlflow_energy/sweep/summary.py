@@ -147,7 +147,8 @@ def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
 
     from mlflow.entities import Metric
 
-    from mlflow_energy.tracking.ui import ensure_energy_view, rounded
+    from mlflow_energy.tracking.runs import display_of
+    from mlflow_energy.tracking.ui import ensure_energy_view
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in display_metrics(rows).items()])
@@ -158,9 +159,8 @@ def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
         page = client.search_runs([experiment_id], f"tags.`{schema.T_PARENT_RUN_ID}` = '{run_id}'",
                                   max_results=1000, page_token=token)
         for child in page:
-            shown = {view: rounded(child.data.metrics[full]) for full, view in
-                     ((schema.M_ENERGY_TOTAL, schema.M_VIEW_ENERGY), (schema.M_TIME_TOTAL, schema.M_VIEW_TIME))
-                     if full in child.data.metrics and view not in child.data.metrics}  # none logged with the run
+            shown = {k: v for k, v in display_of(child.data.metrics).items()
+                     if k not in child.data.metrics}  # a run logged before they came with it
             if shown:
                 client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in shown.items()])
         token = page.token
