@@ -250,8 +250,9 @@ class QualityModel(mlflow.pyfunc.PythonModel):
         24.0
     """
 
-    #: Measurement runs left out of the fit as superseded (their claim was taken over; see fit_quality_model).
-    superseded: int = 0
+    #: Measurement runs left out of the fit as superseded (their claim was taken over); set by
+    #: fit_quality_model, None for a model built or loaded otherwise.
+    superseded: int | None = None
 
     def __init__(self, lines: list[dict[str, Any]] | None = None) -> None:
         self.lines = list(lines or [])

@@ -209,7 +209,7 @@ def log_summary(
 
 def superseded_metrics(evaluator: Any) -> dict[str, float]:
     """``search/runs_superseded`` when the quality model was fitted from runs here (none otherwise)."""
-    n = getattr(getattr(evaluator, "quality_model", None), "__dict__", {}).get("superseded")  # fit_quality_model's
+    n = getattr(getattr(evaluator, "quality_model", None), "superseded", None)  # set by fit_quality_model
     return {} if n is None else {schema.M_SEARCH_SUPERSEDED: float(n)}
 
 
