@@ -104,6 +104,9 @@ def size_flops(name: str, lh: np.ndarray, lw: np.ndarray) -> tuple[np.ndarray, n
     keys = [(name, h, w) for h, w in zip(lh.tolist(), lw.tolist(), strict=True)]
     with _SIZE_LOCK:
         got = [_SIZE_CACHE.get(k) for k in keys]
+        for k, g in zip(keys, got, strict=True):
+            if g is not None:
+                _SIZE_CACHE.move_to_end(k)
     miss = [i for i, g in enumerate(got) if g is None]
     if miss:
         plan = _plan(name)
@@ -115,10 +118,6 @@ def size_flops(name: str, lh: np.ndarray, lw: np.ndarray) -> tuple[np.ndarray, n
                 got[i] = _SIZE_CACHE[keys[i]] = (float(per_call[j]), float(decode[j]))
             while len(_SIZE_CACHE) > SIZE_CACHE_MAX:
                 _SIZE_CACHE.popitem(last=False)
-    with _SIZE_LOCK:
-        for k in keys:
-            if k in _SIZE_CACHE:
-                _SIZE_CACHE.move_to_end(k)
     values = np.array(got, dtype=float).reshape(len(keys), 2)
     return values[:, 0], values[:, 1]
 
