@@ -382,7 +382,7 @@ class _Tracker:
 
             try:  # a resumed sweep: the configs an interrupted invocation measured are in the summary too
                 earlier, parents = earlier_rows(self.exp_id, result.skipped_hashes, result.hardware, self.run_id)
-                log_summary(self.run_id, self.rows + earlier)
+                log_summary(self.run_id, self.rows + earlier, experiment_id=self.exp_id, children_shown=True)
                 mark_resumed(parents, self.run_id)
             except Exception as exc:  # a full artifact store: the run still ends, with its metrics
                 if not is_storage_full(exc):

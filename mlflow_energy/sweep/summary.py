@@ -89,20 +89,22 @@ def energy_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return save(fig, path)  # framed by bbox_inches="tight" (a tight_layout pass first doubled the drawing)
 
 
-def log_summary(run_id: str, rows: list[dict[str, Any]]) -> None:
-    """Log the summary metrics, table and plot of ``rows`` to the sweep's parent run."""
+def log_summary(run_id: str, rows: list[dict[str, Any]], *, experiment_id: str | None = None,
+                children_shown: bool = False) -> None:
+    """Log the summary metrics, table and plot of ``rows`` to the sweep's parent run.
+
+    ``experiment_id``: the parent's (else looked up); ``children_shown``: every child run carries its
+    ``J/img`` and ``s/img`` already (a sweep's own: :func:`~mlflow_energy.tracking.log_measurement`
+    and the journal's replay log them with the run), so the children are not searched for them.
+    """
     if not rows:
         return
-    import time
-
     import pandas as pd
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
     client = MlflowClient()
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(rows).items()])
-    log_display(client, run_id, rows)
+    experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
+    log_display(client, run_id, rows, experiment_id=experiment_id, children_shown=children_shown)
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("energy_total_j")
     client.log_text(run_id, table.to_csv(index=False), schema.A_SWEEP_SUMMARY_CSV)
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,22 +142,25 @@ def summary_note(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def log_display(client: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
-    """What the runs table shows of a sweep: the parent's display metrics and description, ``J/img`` and
-    ``s/img`` on each of its configs (child runs), and the experiment's energy view."""
+def log_display(client: Any, run_id: str, rows: list[dict[str, Any]], *, experiment_id: str | None = None,
+                children_shown: bool = False) -> None:
+    """What the runs table shows of a sweep: the parent's summary and display metrics and its description
+    (one ``log_batch``), ``J/img`` and ``s/img`` on each of its configs (child runs; searched for unless
+    ``children_shown``), and the experiment's energy view."""
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     from mlflow_energy.tracking.runs import display_of
     from mlflow_energy.tracking.ui import ensure_energy_view
 
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in display_metrics(rows).items()])
-    client.set_tag(run_id, schema.T_NOTE, summary_note(rows))
-    experiment_id = client.get_run(run_id).info.experiment_id
+    metrics = {**summary_metrics(rows), **display_metrics(rows)}
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                     tags=[RunTag(schema.T_NOTE, summary_note(rows))])
+    experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
     token = None
-    while True:
+    while not children_shown:
         page = client.search_runs([experiment_id], f"tags.`{schema.T_PARENT_RUN_ID}` = '{run_id}'",
                                   max_results=1000, page_token=token)
         for child in page:

@@ -106,15 +106,26 @@ def start_run(
     tags: dict[str, str] | None = None,
 ) -> str:
     """Create a RUNNING run (nested under ``parent_run_id``, else under the ambient project run)."""
+    return _create_run(client(), exp_id, kind=kind, run_name=run_name, parent_run_id=parent_run_id,
+                       tags=tags).info.run_id
+
+
+def _create_run(c: MlflowClient, exp_id: str, *, kind: str, run_name: str | None, parent_run_id: str | None,
+                tags: dict[str, str] | None) -> Any:
+    """:func:`start_run`, returning MLflow's ``Run`` (its artifact URI too). The tags are checked (and a
+    long value cut) as ``log_batch`` checks them: the store's ``create_run`` takes them as they are."""
+    from mlflow.utils.validation import _validate_tag
+
     all_tags = {schema.T_KIND: kind}
     all_tags.update(tags or {})
     parent = parent_run_id or ambient_parent(exp_id)
     if parent:
         all_tags[schema.T_PARENT_RUN_ID] = parent
-    run_id = client().create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    checked = (_validate_tag(k, str(v), path=f"tags[{i}]") for i, (k, v) in enumerate(all_tags.items()))
+    created = c.create_run(exp_id, run_name=run_name, tags={t.key: t.value for t in checked})
     if not parent:
-        _link_project_run(exp_id, run_id, kind, run_name)
-    return run_id
+        _link_project_run(exp_id, created.info.run_id, kind, run_name)
+    return created
 
 
 def _link_project_run(exp_id: str, run_id: str, kind: str, run_name: str | None) -> None:
@@ -165,19 +176,26 @@ def run(
     No run is left RUNNING, whatever the block raises.
     """
     run_id = start_run(exp_id, kind=kind, run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+    with _ending(client(), run_id):
+        yield run_id
+
+
+@contextlib.contextmanager
+def _ending(c: MlflowClient, run_id: str) -> Iterator[None]:
+    """End ``run_id`` after the block: FINISHED, KILLED on Ctrl-C, FAILED (with the reason) on an error."""
     status = "FAILED"
     try:
-        yield run_id
+        yield
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     except Exception as exc:
         with contextlib.suppress(Exception):  # the reason on the FAILED run (a full artifact store, ...)
-            client().set_tag(run_id, schema.T_FAILURE, one_line(exc))
+            c.set_tag(run_id, schema.T_FAILURE, one_line(exc))
         raise
     finally:
-        end_run(run_id, status)
+        c.set_terminated(run_id, status=status)
 
 
 def one_line(exc: BaseException) -> str:
@@ -187,13 +205,14 @@ def one_line(exc: BaseException) -> str:
     return line[:480]
 
 
-def _log_fields(run_id: str, params: dict[str, str], metrics: dict[str, float], tags: dict[str, str]) -> None:
+def _log_fields(run_id: str, params: dict[str, str], metrics: dict[str, float], tags: dict[str, str],
+                c: MlflowClient | None = None) -> None:
     import time
 
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    client().log_batch(
+    (c or client()).log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)) for k, v in params.items()],
@@ -211,16 +230,50 @@ def _image_of(images: Any) -> Any:
     return img
 
 
-def log_artifacts(run_id: str, m: Measurement) -> None:
-    """Log ``config.json``, ``image.png`` and (when measured) ``power_timeline.csv`` to a run."""
-    c = client()
+def log_artifacts(run_id: str, m: Measurement, *, artifact_uri: str | None = None, c: MlflowClient | None = None
+                  ) -> None:
+    """Log ``config.json``, ``image.png`` and (when measured) ``power_timeline.csv`` to a run.
+
+    With ``artifact_uri`` (the run's, from its creation) no ``get_run`` is needed to find the run's
+    artifact repository; the bytes are those ``log_dict``, ``log_image`` and ``log_text`` write.
+    """
+    import io
+    import json
+
+    c = c or client()
     config = m.config.to_dict()
     config["config_hash"] = m.config.config_hash()
-    c.log_dict(run_id, config, schema.A_CONFIG_JSON)
+    files = {schema.A_CONFIG_JSON: json.dumps(config, indent=2, default=str).encode()}
     if m.images is not None and len(m.images):
-        c.log_image(run_id, _image_of(m.images), artifact_file=schema.A_IMAGE_PNG)
+        buf = io.BytesIO()
+        _image_of(m.images).save(buf, format="PNG")
+        files[schema.A_IMAGE_PNG] = buf.getvalue()
     if m.timeline is not None and len(m.timeline):
-        c.log_text(run_id, m.timeline.to_csv(index=False), schema.A_POWER_TIMELINE_CSV)
+        files[schema.A_POWER_TIMELINE_CSV] = m.timeline.to_csv(index=False).encode("utf-8")
+    _write_artifacts(c, artifact_uri or c.get_run(run_id).info.artifact_uri, files)
+
+
+def _write_artifacts(c: MlflowClient, artifact_uri: str, files: dict[str, bytes]) -> None:
+    """Files at the root of a run's artifacts: streamed where the repository takes a stream (a local
+    artifact root: no temporary file, no copy), else from a temporary directory as the client does."""
+    import io
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repo import StreamUploadMixin
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+    uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, c.tracking_uri)
+    repo = get_artifact_repository(uri, tracking_uri=c.tracking_uri)
+    if isinstance(repo, StreamUploadMixin):
+        for name, data in files.items():
+            repo.log_artifact_from_stream(io.BytesIO(data), name)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+            repo.log_artifact(os.path.join(tmp, name))
 
 
 def log_measurement(
@@ -262,12 +315,13 @@ def log_measurement(
     metrics.update(display_metrics(m))  # with the run's own metrics: a sweep's summary need not write them later
     tags = {**run_tags(m), schema.T_CARBON_INTENSITY: f"{grid.g_per_kwh:g}", schema.T_CARBON_SOURCE: carbon_source,
             schema.T_NOTE: run_description(m)}
-    with run(
-        exp_id or experiment_id(experiment), kind=schema.KIND_MEASUREMENT, run_name=run_name or default_run_name(m.config),
-        parent_run_id=parent_run_id,
-    ) as run_id:
-        _log_fields(run_id, run_params(m), metrics, tags)
-        log_artifacts(run_id, m)
+    c = client()  # the run's tags with its creation, then one log_batch, its artifacts, its end: four calls
+    created = _create_run(c, exp_id or experiment_id(experiment), kind=schema.KIND_MEASUREMENT,
+                          run_name=run_name or default_run_name(m.config), parent_run_id=parent_run_id, tags=tags)
+    run_id = created.info.run_id
+    with _ending(c, run_id):
+        _log_fields(run_id, run_params(m), metrics, {}, c)
+        log_artifacts(run_id, m, artifact_uri=created.info.artifact_uri, c=c)
     return run_id
 
 
