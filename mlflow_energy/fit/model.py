@@ -15,7 +15,7 @@ from mlflow_energy.errors import ConfigError
 from mlflow_energy.fit.features import FEATURES, call_terms, feature_frame, hardware_descriptors_of, with_log_jpf
 from mlflow_energy.fit.frame import FIT_PHASES, distinct_rows
 from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS, PowerLaw, _stats, fit_line, fit_offsets
-from mlflow_energy.fit.saturation import SaturatingLaw, fit_saturating, op_shares
+from mlflow_energy.fit.saturation import SaturatingLaw, call_intensity, fit_saturating, op_shares
 from mlflow_energy.fit.scope import precision_class
 from mlflow_energy.schema import SCOPE_TOTAL
 
@@ -81,7 +81,8 @@ class PhaseModel:
             log_e, names = self.saturating.log_predict(
                 x, models=frame["model"].to_numpy(dtype=str), hardware=frame["hardware"].to_numpy(dtype=str),
                 log_peak=frame["log_peak"].to_numpy(dtype=float), attention=attention, conv=conv,
-                log_jpf=frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else None, sources=src)
+                log_jpf=frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else None, sources=src,
+                intensity=call_intensity(frame, self.phase))
             return log_e + log_calls, list(names)
         jpf = frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else np.full(len(frame), np.nan)
         codes, uniq = pair_codes(frame["model"], frame["hardware"])
@@ -174,7 +175,7 @@ def fit_phase(frame: pd.DataFrame, features: pd.DataFrame, phase: str, *, n_boot
         attention, conv = op_shares(df, phase)
         pm.saturating = fit_saturating(
             x, y, models=fams, hardware=hws, log_peak=df["log_peak"].to_numpy(dtype=float), attention=attention,
-            conv=conv, log_jpf=jpf, w=w,
+            conv=conv, log_jpf=jpf, w=w, intensity=call_intensity(df, phase),
             sources=df["energy_source"].astype(str).to_numpy() if "energy_source" in df.columns else None)
     if corrector and len(df) >= CORRECTOR_MIN_ROWS:
         import lightgbm as lgb

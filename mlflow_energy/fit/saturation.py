@@ -49,6 +49,8 @@ from mlflow_energy.fit.law import MIN_LOG_SPREAD, MIN_POINTS
 
 LOG_TAU_GRID = np.linspace(math.log(1e-7), 0.0, 57)  # 0.1 µs .. 1 s, 4 points per decade
 C_GRID = (0.5, 0.75, 1.0, 1.5, 2.0)
+INTENSITY_GRID = (0.0, -0.25, -0.5, -0.75, -1.0)  # 0: bound by compute .. -1: by memory
+INTENSITY_REF = 250.0  # FLOP/byte: the intensity term is zero here (a mid-size call of the public data)
 OP_WEIGHT_BOUND = 1.0  # |weight| in log J/FLOP per unit share: beyond it an op type is not what the data say
 
 
@@ -95,6 +97,7 @@ class SaturatingLaw:
     c: float
     w_attention: float = 0.0
     w_conv: float = 0.0
+    w_intensity: float = 0.0  # log J/FLOP per unit log arithmetic intensity (FLOP/byte) around INTENSITY_REF
     group: dict[str, float] = field(default_factory=dict)  # "family|hardware"
     hardware: dict[str, float] = field(default_factory=dict)
     gpu_intercept: float = 0.0  # level of an unseen GPU: intercept + slope x log(TDP / peak)
@@ -107,8 +110,8 @@ class SaturatingLaw:
 
     def log_predict(self, x: np.ndarray, *, models: np.ndarray, hardware: np.ndarray, log_peak: np.ndarray,
                     attention: np.ndarray | None = None, conv: np.ndarray | None = None,
-                    log_jpf: np.ndarray | None = None, sources: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    log_jpf: np.ndarray | None = None, sources: np.ndarray | None = None,
+                    intensity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(log energy per call, level of each row)`` for calls of ``exp(x)`` FLOP.
 
         ``sources`` (the energy source of each row, "" for none) selects a known setup's own
@@ -133,6 +136,8 @@ class SaturatingLaw:
             ops = ops + self.w_attention * np.asarray(attention, dtype=float)
         if conv is not None:
             ops = ops + self.w_conv * np.asarray(conv, dtype=float)
+        if intensity is not None and self.w_intensity:
+            ops = ops + self.w_intensity * np.asarray(intensity, dtype=float)
         return level + x + softplus(c * (np.asarray(log_peak, dtype=float) + lt - x)) + ops, names
 
     def _level(self, source: str, model: str, hardware: str, log_jpf: float) -> tuple[float, float, float, str]:
@@ -158,10 +163,32 @@ class SaturatingLaw:
         return cls(**{k: (float("nan") if v is None else v) for k, v in d.items()})
 
 
+def _op_weights(res: np.ndarray, hcodes: np.ndarray, attention: np.ndarray | None, conv: np.ndarray | None,
+                models: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Attention and convolution weights from variation across families on one GPU (levels per GPU
+    profiled out); a share that does not vary within any GPU says nothing (weight 0)."""
+    weights = {"a": 0.0, "c": 0.0}
+    shares = [(k, d) for k, v in (("a", attention), ("c", conv)) if v is not None
+              and np.ptp(d := _demean(np.asarray(v, dtype=float), hcodes, w)) > 1e-9]
+    if shares and len(np.unique(models)) > len(shares):
+        sw = np.sqrt(w)
+        X = np.column_stack([d for _, d in shares]) * sw[:, None]
+        if np.linalg.matrix_rank(X) == len(shares):
+            theta = np.linalg.lstsq(X, _demean(res, hcodes, w) * sw, rcond=None)[0]
+            for (k, _), t in zip(shares, np.clip(theta, -OP_WEIGHT_BOUND, OP_WEIGHT_BOUND), strict=True):
+                weights[k] = float(t)
+    return weights["a"], weights["c"]
+
+
+def _ops(wa: float, wc: float, attention: np.ndarray | None, conv: np.ndarray | None) -> np.ndarray | float:
+    return (wa * np.asarray(attention, dtype=float) if attention is not None else 0.0) + \
+        (wc * np.asarray(conv, dtype=float) if conv is not None else 0.0)
+
+
 def fit_saturating(x: np.ndarray, y: np.ndarray, *, models: np.ndarray, hardware: np.ndarray,
                    log_peak: np.ndarray, attention: np.ndarray | None = None, conv: np.ndarray | None = None,
                    log_jpf: np.ndarray | None = None, sources: np.ndarray | None = None,
-                   w: np.ndarray | None = None) -> SaturatingLaw | None:
+                   w: np.ndarray | None = None, intensity: np.ndarray | None = None) -> SaturatingLaw | None:
     """Fit :class:`SaturatingLaw` to log energy per call ``y`` against log FLOPs per call ``x``.
 
     Returns None where the law cannot be fitted: a GPU without a peak FLOP/s in the spec table
@@ -181,26 +208,25 @@ def fit_saturating(x: np.ndarray, y: np.ndarray, *, models: np.ndarray, hardware
     if not _identifiable(x, gcodes):
         return None
     r = y - x
-    lt, c = _grid(r, x, log_peak, gcodes, w, C_GRID)
-    res = r - softplus(c * (log_peak + lt - x))
-    # op-type weights from variation across families on one GPU (levels per GPU profiled out)
-    weights = {"a": 0.0, "c": 0.0}
     hcodes = pd.factorize(hardware)[0]
-    # a share that does not vary within any GPU says nothing: left out (weight 0)
-    shares = [(k, d) for k, v in (("a", attention), ("c", conv)) if v is not None
-              and np.ptp(d := _demean(np.asarray(v, dtype=float), hcodes, w)) > 1e-9]
-    if shares and len(np.unique(models)) > len(shares):
-        sw = np.sqrt(w)
-        X = np.column_stack([d for _, d in shares]) * sw[:, None]
-        if np.linalg.matrix_rank(X) == len(shares):
-            theta = np.linalg.lstsq(X, _demean(res, hcodes, w) * sw, rcond=None)[0]
-            for (k, _), t in zip(shares, np.clip(theta, -OP_WEIGHT_BOUND, OP_WEIGHT_BOUND), strict=True):
-                weights[k] = float(t)
-    wa, wc = weights["a"], weights["c"]
-    ops = (wa * np.asarray(attention, dtype=float) if attention is not None else 0.0) + \
-        (wc * np.asarray(conv, dtype=float) if conv is not None else 0.0)
-    res = res - ops
-    law = SaturatingLaw(lt, c, wa, wc, group=_means(res, groups, w), hardware=_means(res, hardware, w), n=n)
+    li = np.zeros(n) if intensity is None else np.asarray(intensity, dtype=float)
+    # the intensity weight: each candidate fits its own saturation (within groups) and op weights (across
+    # families); the one whose residuals vary least within each GPU, across families too, is kept
+    cands = INTENSITY_GRID if intensity is not None and np.ptp(_demean(li, gcodes, w)) > 1e-9 else (0.0,)
+    best = (math.inf, 0.0, 0.0, 1.0, 0.0, 0.0)
+    for g in cands:
+        lt_g, c_g = _grid(r - g * li, x, log_peak, gcodes, w, C_GRID)
+        res_g = r - g * li - softplus(c_g * (log_peak + lt_g - x))
+        wa_g, wc_g = _op_weights(res_g, hcodes, attention, conv, models, w)
+        e = _demean(res_g - _ops(wa_g, wc_g, attention, conv), hcodes, w)
+        sse = float((w * e * e).sum())
+        if sse < best[0] - 1e-12:
+            best = (sse, g, lt_g, c_g, wa_g, wc_g)
+    _, wi, lt, c, wa, wc = best
+    r = r - wi * li
+    ops = _ops(wa, wc, attention, conv)
+    res = r - softplus(c * (log_peak + lt - x)) - ops
+    law = SaturatingLaw(lt, c, wa, wc, wi, group=_means(res, groups, w), hardware=_means(res, hardware, w), n=n)
     # an unseen GPU: its level from its best-case J/FLOP (TDP / peak), over the seen GPUs
     jpf = np.full(n, np.nan) if log_jpf is None else np.asarray(log_jpf, dtype=float)
     per_hw = pd.DataFrame({"h": hardware, "j": jpf}).groupby("h")["j"].first()
@@ -211,7 +237,8 @@ def fit_saturating(x: np.ndarray, y: np.ndarray, *, models: np.ndarray, hardware
     else:
         law.gpu_slope, law.gpu_intercept = 0.0, float(np.average(res, weights=w))
     law.mape = float(np.mean(np.abs(np.exp(law.log_predict(x, models=models, hardware=hardware, log_peak=log_peak,
-                                                           attention=attention, conv=conv, log_jpf=jpf)[0] - y) - 1)))
+                                                           attention=attention, conv=conv, log_jpf=jpf,
+                                                           intensity=intensity)[0] - y) - 1)))
     # each setup's own saturation point and levels
     if src is not None:
         setup = np.char.add(np.char.add(src, "|"), hardware)
@@ -255,3 +282,42 @@ def op_shares(frame: pd.DataFrame, phase: str) -> tuple[np.ndarray | None, np.nd
     pairs = np.array([_shares(str(model[i]), int(height[i]), int(width[i]), component) for i in first],
                      dtype=float).reshape(-1, 2)
     return pairs[codes, 0], pairs[codes, 1]
+
+
+def call_intensity(frame: pd.DataFrame, phase: str) -> np.ndarray | None:
+    """Log arithmetic intensity of each row's denoiser call, ``log(FLOP / byte) - log(INTENSITY_REF)``
+    (:mod:`mlflow_energy.flops.memory`), for phases ``denoise`` and ``total``; None for the others.
+
+    The call's samples (batch x CFG passes) are its FLOPs over one sample's closed-form FLOPs. A row
+    whose family the bytes table lacks, or whose FLOPs the closed forms cannot count, gets 0 (no term).
+    """
+    if phase not in ("total", "denoise"):
+        return None
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.families import get_family
+    from mlflow_energy.fit.features import call_terms
+    from mlflow_energy.fit.frame import distinct_rows
+    from mlflow_energy.flops.frame import size_flops
+    from mlflow_energy.flops.memory import denoiser_call_bytes, known_families
+
+    x = call_terms(frame, phase)[0]
+    out = np.zeros(len(frame))
+    model = frame["model"].to_numpy(dtype=object)
+    height, width = frame["height"].to_numpy(dtype=np.int64), frame["width"].to_numpy(dtype=np.int64)
+    known = known_families()
+    codes, first = distinct_rows(model, height, width)
+    for k, i in enumerate(first):
+        name = str(model[i])
+        if name not in known:
+            continue
+        try:
+            ld = get_family(name).latent_downsample
+            lh, lw = np.array([height[i] // ld]), np.array([width[i] // ld])
+            per_sample = float(size_flops(name, lh, lw)[0][0])
+        except (ConfigError, KeyError, ValueError):
+            continue
+        m = codes == k
+        samples = np.maximum(np.rint(np.exp(x[m]) / per_sample), 1.0)
+        nbytes = denoiser_call_bytes(name, latent_pixels=float(lh[0] * lw[0]), samples=samples)
+        out[m] = x[m] - np.log(nbytes) - math.log(INTENSITY_REF)
+    return np.where(np.isfinite(out), out, 0.0)

@@ -10,6 +10,7 @@ Modules:
     frame          the same, vectorised over a DataFrame
     reference      ground truth: ``FlopCounterMode`` on the meta device (tests, benchmarks)
     traffic        beside the FLOPs of one traced call: kernel-launching ops and bytes moved (meta device)
+    memory         bytes one denoiser call moves, in closed form per family (no torch)
 May import: the shared ground (``config``, ``errors``, ``schema``) and ``families``.
 
 Example:

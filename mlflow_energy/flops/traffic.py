@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-__all__ = ["CallCounts", "call_counts_frame", "count_call", "denoiser_call_counts"]
+__all__ = ["CallCounts", "bytes_coefficients", "call_counts_frame", "count_call", "denoiser_call_counts",
+           "write_bytes_table"]
 
 TABLE = Path(__file__).parents[1] / "data" / "denoiser_call_counts.csv"
 _aten = torch.ops.aten
@@ -196,3 +197,49 @@ def call_counts_frame(keys: pd.DataFrame, *, table: Path | None = TABLE, save: b
         have.sort_values(_KEY).to_csv(table, index=False)
     found = keys[_KEY].astype(str).merge(have.astype(dict.fromkeys(_KEY, str)), on=_KEY, how="left")
     return keys.assign(**{c: found[c].to_numpy() for c in ("flops", "ops", "bytes")})
+
+
+# sizes as fractions of the family's default resolution, and call batches, that the closed form is fitted to
+_FIT_SIZES = (1.0, 0.5)
+_FIT_BATCHES = (1, 2, 4)
+
+
+def bytes_coefficients(model: str) -> tuple[float, float, float, float]:
+    """``(weights, per sample, per latent pixel, worst relative error)`` of the closed form of
+    :mod:`mlflow_energy.flops.memory`, fitted to traced calls of ``model`` at two sizes and three
+    call batches (least squares on relative error, coefficients kept >= 0)."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from mlflow_energy.families import get_family
+
+    fam = get_family(model)
+    rows, target = [], []
+    for frac in _FIT_SIZES:
+        side = max(fam.pixel_multiple, int(fam.default_resolution * frac) // fam.pixel_multiple * fam.pixel_multiple)
+        pixels = (side // fam.latent_downsample) ** 2
+        for batch in _FIT_BATCHES:
+            rows.append([1.0, batch, batch * pixels])
+            target.append(denoiser_call_counts(model, height=side, width=side, batch=batch, precision="fp16").bytes)
+    a, b = np.array(rows), np.array(target)
+    scale = np.array([1.0, 1.0, 1.0]) / np.abs(a).max(axis=0)
+    coef, _ = nnls(a * scale / b[:, None], np.ones(len(b)))
+    coef = coef * scale
+    return float(coef[0]), float(coef[1]), float(coef[2]), float(np.max(np.abs(a @ coef / b - 1)))
+
+
+def write_bytes_table(models: list[str] | None = None, path: Path | None = None) -> Path:
+    """Fit :func:`bytes_coefficients` for ``models`` (default: every registered family) and write
+    the table :mod:`mlflow_energy.flops.memory` reads (a minute or two on a CPU)."""
+    import csv
+
+    from mlflow_energy.families import family_names
+    from mlflow_energy.flops.memory import COLUMNS, TABLE
+
+    path = path or TABLE
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(COLUMNS)
+        for model in sorted(models or family_names()):
+            out.writerow([model, *(f"{v:.6g}" for v in bytes_coefficients(model))])
+    return path
