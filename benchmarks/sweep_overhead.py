@@ -13,10 +13,13 @@ new experiment, so drifts in the load of a shared machine hit them alike.
 
 Prints ms per config for both (median over the rounds) and the ratio sweep / loop with a 95%
 bootstrap interval over the paired rounds (target: <= 1.0); ``--profile FILE`` also runs one
-sweep under cProfile, prints its top calls and saves the profile.
+sweep under cProfile, prints its top calls and saves the profile; ``--parts`` also times the
+sweep's steps (logging each run, the summary and its plot, claims, the journal) over a few
+more sweeps, in ms per config.
 
     python benchmarks/sweep_overhead.py                        # 40 configs, 5 paired rounds
     python benchmarks/sweep_overhead.py --configs 40 --rounds 8 --profile /tmp/sweep.prof
+    python benchmarks/sweep_overhead.py --configs 40 --rounds 4 --parts
 """
 
 from __future__ import annotations
@@ -113,6 +116,48 @@ def _loop(n: int, experiment: str, fields: tuple[dict[str, str], dict[str, float
     return time.perf_counter() - start
 
 
+#: The steps ``--parts`` times: (module, class or None, function, label).
+PARTS = (
+    ("mlflow_energy.tracking", None, "log_measurement", "logging each run (log_measurement)"),
+    ("mlflow_energy.sweep.summary", None, "log_summary", "the summary (log_summary)"),
+    ("mlflow_energy.sweep.summary", None, "energy_plot", "  of which its plot"),
+    ("mlflow_energy.sweep.claims", "SweepGuard", "claim", "claim checks"),
+    ("mlflow_energy.sweep.claims", "SweepGuard", "fenced", "fencing checks (partly within the claim checks)"),
+    ("mlflow_energy.sweep.claims", "SweepGuard", "_settle", "settling a config, claiming the next"),
+    ("mlflow_energy.tracking.journal", "Journal", "append", "the journal's line (fsync)"),
+    ("mlflow_energy.tracking.journal", "Journal", "mark_logged", "the journal's logged mark"),
+    ("mlflow_energy.sweep.claims", "SweepGuard", "start", "the guard's start and finish"),
+    ("mlflow_energy.sweep.claims", "SweepGuard", "finish", "the guard's start and finish"),
+    ("mlflow_energy.tracking.journal", "Journal", "pending", "  of which the journal's pending scans"),
+)
+
+
+def _parts(spec: Any, meter: Any, journal: str, sweeps: int = 3) -> None:
+    """Time the sweep's steps (wrappers around the real functions) over ``sweeps`` sweeps; print ms per config."""
+    import importlib
+
+    spent: dict[str, float] = dict.fromkeys((label for *_, label in PARTS), 0.0)
+
+    def timed(f: Any, label: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - start
+        return wrapper
+
+    for module, cls, name, label in PARTS:
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        setattr(owner, name, timed(getattr(owner, name), label))
+    total = sum(_sweep(spec, f"parts-{i}", meter, journal) for i in range(sweeps))
+    per = 1e3 / (sweeps * len(list(spec.configs())))
+    print(f"where a sweep's {per * total:.1f} ms per config go ({sweeps} sweeps; steps nest where indented):")
+    for label, seconds in spent.items():
+        print(f"  {label:48s} {per * seconds:6.2f} ms/config")
+
+
 def _ratio_ci(sweep: np.ndarray, loop: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """Median over paired rounds of sweep/loop, with a 95% bootstrap interval."""
     rng = np.random.default_rng(seed)
@@ -127,6 +172,7 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=40, help="configs per sweep (and runs per loop)")
     parser.add_argument("--rounds", type=int, default=5, help="paired rounds (one sweep and one loop each)")
     parser.add_argument("--profile", help="also profile one sweep with cProfile; save the profile here")
+    parser.add_argument("--parts", action="store_true", help="also time the sweep's steps, in ms per config")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     os.environ["GIT_PYTHON_REFRESH"] = "quiet"
@@ -165,6 +211,8 @@ def main() -> None:
     print(f"ratio sweep/loop: {ratio:.2f} (95% interval {lo:.2f}-{hi:.2f}; target <= 1.0)")
     print(f"ratio sweep/loop logging the same run (config.json too): {ratio_same:.2f} "
           f"(95% interval {lo_same:.2f}-{hi_same:.2f})")
+    if args.parts:
+        _parts(spec, meter, journal)
     if args.profile:
         import cProfile
         import pstats
