@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -285,6 +286,7 @@ def _number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the key: a journal's records repeat the same keys
 def _metric_range(key: str) -> tuple[float, float, str]:
     """The values a metric may take: ``(low, high, in words)``."""
     if key.startswith("energy/"):
@@ -297,11 +299,17 @@ def _metric_range(key: str) -> tuple[float, float, str]:
     return -math.inf, math.inf, "a finite number"
 
 
-def _check_key(where: str, key: Any) -> None:
+@functools.lru_cache(maxsize=4096)
+def _key_ok(key: str) -> bool:
     from mlflow_energy.tracking.filters import MAX_KEY
 
-    if (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY or not _KEY_RE.fullmatch(key)
-            or posixpath.normpath(key) != key):
+    return 0 < len(key) <= MAX_KEY and bool(_KEY_RE.fullmatch(key)) and posixpath.normpath(key) == key
+
+
+def _check_key(where: str, key: Any) -> None:
+    if not isinstance(key, str) or not _key_ok(key):
+        from mlflow_energy.tracking.filters import MAX_KEY
+
         raise ConfigError(where, _brief(key), f"a key of at most {MAX_KEY} characters: letters, digits, _ - . / "
                           "and spaces, no empty or '..' path parts")
 
