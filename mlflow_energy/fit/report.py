@@ -50,7 +50,7 @@ def log_fit(result: FitResult, *, experiment: str, allow_mixed: bool, registered
         sat = pm.saturating
         if sat is not None:
             for stat, v in (("tau_s", math.exp(sat.log_tau)), ("c", sat.c), ("w_attention", sat.w_attention),
-                            ("w_conv", sat.w_conv), ("mape", sat.mape)):
+                            ("w_conv", sat.w_conv), ("w_intensity", sat.w_intensity), ("mape", sat.mape)):
                 if math.isfinite(v):
                     metrics[schema.fit_key("saturating", phase, stat)] = v
     if result.law_forms_cv is not None:
@@ -156,7 +156,8 @@ def format_summary(result: FitResult) -> str:
         else:
             lines.append(f"law of {phase}: saturating, saturates at tau = {math.exp(sat.log_tau):.2g} s x the GPU's "
                          f"peak FLOP/s, c = {sat.c:g}, op weights attention {sat.w_attention:+.2f} conv "
-                         f"{sat.w_conv:+.2f}, {len(sat.setup_log_tau)} setup(s) with their own tau")
+                         f"{sat.w_conv:+.2f}, intensity {sat.w_intensity:+.2f} per log FLOP/byte, "
+                         f"{len(sat.setup_log_tau)} setup(s) with their own tau")
     if len(result.cv_summary):
         lines.append("cross-validation (law alone -> law + corrector):")
         for _, r in result.cv_summary.iterrows():

@@ -3,21 +3,27 @@
 On one call of ``f`` FLOP on a GPU of peak ``P`` FLOP/s (spec table)::
 
     log e_call = level + log f + softplus(c · (log(τ · P) - log f)) + w_attn · s_attn + w_conv · s_conv
+                 + w_int · log(I / I_ref)
 
 ``τ · P`` is the call size at which the GPU saturates (``τ`` in seconds: a call shorter than ``τ`` at
 peak leaves the GPU partly idle); far above it energy is proportional to FLOPs (the floor, ``level``
 J/FLOP), far below it energy per call falls only as ``f^(1-c)``. ``s_attn`` and ``s_conv`` are the
 attention and convolution shares of the call's FLOPs (:func:`mlflow_energy.flops.optypes.op_fractions`),
 so the three op types need not cost the same; they apply to the denoiser call (phases ``denoise`` and
-``total``) and the VAE decode, not to text encoders.
+``total``) and the VAE decode, not to text encoders. ``I`` is the denoiser call's arithmetic intensity,
+FLOPs over the bytes it moves (:mod:`mlflow_energy.flops.memory`, closed form per family): a call that
+moves many bytes per FLOP (small images, batch 1: the weights read once for few samples) costs more per
+FLOP. ``w_int`` runs from 0 (bound by compute) to -1 (bound by memory: energy follows the bytes).
 
 Fitting, on the rows of one phase:
 
-1. ``τ`` and ``c`` on a grid, from variation *within* each (family, GPU): the level is profiled out.
-2. The op-type weights from variation across families on each GPU.
-3. Levels: per (family, GPU), per GPU, and for a GPU never seen a level linear in log(TDP / peak)
+1. For each intensity weight on its grid, ``τ`` and ``c`` on a grid from variation *within* each
+   (family, GPU) (the level profiled out), then the op-type weights from variation across families on
+   each GPU; the intensity weight kept is the one whose residuals vary least within each GPU, across
+   families too (the term must explain both how a family scales and how families differ).
+2. Levels: per (family, GPU), per GPU, and for a GPU never seen a level linear in log(TDP / peak)
    over the seen GPUs.
-4. Per setup (an energy source on one GPU: one harness, runtime and energy scope) its own ``τ`` and
+3. Per setup (an energy source on one GPU: one harness, runtime and energy scope) its own ``τ`` and
    levels: a harness that keeps the GPU busy saturates at smaller calls. A row of a known setup
    uses them; any other row the shared ones (an unseen setup).
 
