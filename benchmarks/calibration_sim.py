@@ -20,7 +20,9 @@ Usage (writes the tables as Markdown to stdout and, with --csv, every prediction
 Each line says, per mode and k: MAPE and 90% interval coverage calibrated, the MAPE of the same rows
 uncalibrated, in how many (setup, draw) cells calibration was worse than none, and the change in MAPE
 with its 90% interval over the simulation's own noise (the cells bootstrapped): "worse" only where the
-whole interval lies above zero.
+whole interval lies above zero. Draws that picked the same calibration rows count once (a family with
+at most k rows at one size is picked whole: at k = 8 in ``size`` mode a setup may have two distinct
+calibrations, whatever the number of draws).
 Reproducible: fixed seeds; the fits are deterministic (LightGBM deterministic, one thread).
 """
 
@@ -108,7 +110,9 @@ def simulate(frame: pd.DataFrame, draws: int, seed: int = 0) -> pd.DataFrame:
                                         allow_extrapolation=True)
                     t, p, p0 = truth[rest], out["energy_total_j"].to_numpy(), prior["energy_total_j"].to_numpy()[rest]
                     rows.append(pd.DataFrame({
-                        "mode": mode, "setup": key, "k": k, "draw": d, "model": inputs["model"][rest].to_numpy(),
+                        "mode": mode, "setup": key, "k": k, "draw": d,
+                        "pick": ",".join(map(str, np.flatnonzero(pick))), "row": np.flatnonzero(rest),
+                        "model": inputs["model"][rest].to_numpy(),
                         "measured_j": t, "predicted_j": p, "prior_j": p0, "ape": np.abs(p / t - 1),
                         "ape_prior": np.abs(p0 / t - 1),
                         "covered": (out["energy_total_j_low"].to_numpy() <= t) & (t <= out["energy_total_j_high"]
@@ -138,7 +142,17 @@ def gain_interval(g: pd.DataFrame, keys: list[str], seed: int = 0) -> tuple[floa
     return float(diff), float(lo), float(hi)
 
 
+def distinct(sim: pd.DataFrame) -> pd.DataFrame:
+    """One cell per distinct calibration: draws that picked the same rows (a family with fewer rows than
+    k is picked whole) repeat one calibration, which is one piece of evidence, not several."""
+    if "pick" not in sim.columns:
+        return sim
+    return sim.drop_duplicates(["mode", "setup", "k", "pick", "row"]).reset_index(drop=True)
+
+
 def table(sim: pd.DataFrame) -> str:
+    sim = distinct(sim)
+
     def agg(g: pd.DataFrame) -> pd.Series:
         keys = [c for c in ("setup", "draw") if c in g.columns]  # a cell: one setup's calibration from one draw
         cells = g.groupby(keys)[["ape", "ape_prior"]].mean()

@@ -10,6 +10,9 @@ is right on average):
   :data:`FAMILY_SHARE`, widened to the spread the families themselves show when there are at
   least three); ``sigma``, the within-setup noise, is the prior's ``known`` level. One point per
   family learns that family's level and nothing else.
+* **cells**: each image size a family was measured at has its own small deviation (prior sd
+  ``sigma`` x :data:`CELL_SHARE`): where a family's measurements are as noisy as its level is
+  small, another size of it gets the family's level without what belongs to the measured size.
 * **slopes** on log pixels, log steps and log batch (:data:`SLOPE_PRIOR_SD`: shrunk toward the
   prior model's own scaling), learned only from variation *within* a family (each family's
   values centred on its own mean): families that differ in level, in order of their size, never
@@ -30,8 +33,10 @@ Example:
     >>> r = np.log([1.2, 1.2]); fams = np.array(["sd2", "sd2"])
     >>> v = np.array([[12.5, 3.0, 0.0], [13.9, 3.0, 0.0]])
     >>> coef, cov, names = fit_regression(r, fams, v, kept=[], tau=0.2, sigma=0.01)
-    >>> names, round(float(sum(coef)), 3)
-    (['setup', 'family:sd2'], 0.182)
+    >>> names
+    ['setup', 'family:sd2', 'cell:sd2|12.5000', 'cell:sd2|13.9000']
+    >>> round(float(coef[0] + coef[1] + coef[2]), 3)  # log 1.2 = 0.182 at the first size
+    0.182
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from mlflow_energy import schema
 from mlflow_energy.errors import ConfigError, MissingColumnError
 from mlflow_energy.fit.scope import seen_of
 from mlflow_energy.fit.validation import unseen_setup_width
-from mlflow_energy.predict.calibration import SLOPE_VARS, Z90, Calibration, slope_values
+from mlflow_energy.predict.calibration import SLOPE_VARS, Z90, Calibration, cell_names, slope_values
 
 if TYPE_CHECKING:
     from mlflow_energy.fit import EnergyModel
@@ -57,6 +62,11 @@ SLOPE_PRIOR_SD: dict[str, float] = {"size": 0.2, "steps": 0.1, "batch": 0.1}
 #: How much of the between-setup spread ``tau`` one family's level may take on its own.
 SETUP_SHARE = 1.0
 FAMILY_SHARE = 1.0
+#: Prior sd of a family's own deviation at one image size (a cell), as a share of the within-setup
+#: noise ``sigma``: measurements at one size tell the family's level at that size; another size of the
+#: family gets the level without that size's own part (how the prior's error changes with size differs
+#: by family, by about as much as one more configuration's noise).
+CELL_SHARE = 1.0
 #: Pseudo-points of the prior within-setup noise when pooling it with calibrated residuals.
 SIGMA_PRIOR_DOF = 4.0
 #: A slope is kept when it brings the leave-one-out mean |log error| down to this fraction of the
@@ -116,15 +126,19 @@ def fit_regression(r: np.ndarray, fams: np.ndarray, values: np.ndarray, *, kept:
     """
     names_f = sorted(set(fams))
     centred, _ = _centred(fams, values)
-    names = ["setup", *(f"family:{f}" for f in names_f), *(f"slope:{v}" for v in kept)]
+    cells = cell_names(fams, values)
+    names = ["setup", *(f"family:{f}" for f in names_f), *(f"slope:{v}" for v in kept), *sorted(set(cells))]
     z = np.zeros((len(r), len(names)))
     z[:, 0] = 1.0
     for j, f in enumerate(names_f):
         z[:, 1 + j] = fams == f
     for j, v in enumerate(kept):
         z[:, 1 + len(names_f) + j] = centred[:, SLOPE_VARS.index(v)]
+    for j, c in enumerate(names[1 + len(names_f) + len(kept):]):
+        z[:, 1 + len(names_f) + len(kept) + j] = cells == c
     fsd = tau * FAMILY_SHARE if family_sd is None else family_sd
-    sd = np.r_[tau * SETUP_SHARE, np.full(len(names_f), fsd), [SLOPE_PRIOR_SD[v] for v in kept]]
+    sd = np.r_[tau * SETUP_SHARE, np.full(len(names_f), fsd), [SLOPE_PRIOR_SD[v] for v in kept],
+               np.full(len(names) - 1 - len(names_f) - len(kept), sigma * CELL_SHARE)]
     cov = np.linalg.inv(z.T @ z / sigma**2 + np.diag(1.0 / sd**2))
     coef = cov @ z.T @ r / sigma**2
     return coef, cov, names
@@ -155,6 +169,9 @@ def _predict(r: np.ndarray, fams: np.ndarray, values: np.ndarray, train: np.ndar
         for v in kept:
             k = SLOPE_VARS.index(v)
             out += coef[names.index(f"slope:{v}")] * (values[test, k] - refs[f][k])
+        cell = cell_names(fams[test:test + 1], values[test:test + 1])[0]
+        if cell in names:
+            out += coef[names.index(cell)]
     return float(out)
 
 

@@ -35,13 +35,20 @@ from typing import Any
 import numpy as np
 
 __all__ = ["LEVEL_CALIBRATED", "LEVEL_CALIBRATED_SETUP", "SLOPE_VARS", "Z90", "Calibration", "calibrations_from_json",
-           "calibrations_to_json", "slope_values"]
+           "calibrations_to_json", "cell_names", "slope_values"]
 
 Z90 = 1.6449  # two-sided 90%: the intervals' nominal level
 #: The variables a calibration's slopes act on: log pixels per image, log steps, log batch size.
 SLOPE_VARS: tuple[str, ...] = ("size", "steps", "batch")
 LEVEL_CALIBRATED = "calibrated"
 LEVEL_CALIBRATED_SETUP = "calibrated_setup"
+
+
+def cell_names(families: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``cell:<family>|<log pixels>`` of each row: one family at one image size."""
+    values = np.asarray(values, dtype=float).reshape(len(families), len(SLOPE_VARS))
+    return np.array([f"cell:{f}|{v:.4f}" for f, v in zip(np.asarray(families).astype(str), values[:, 0],
+                                                          strict=True)], dtype=object)
 
 
 def slope_values(height: Any, width: Any, steps: Any, batch_size: Any) -> np.ndarray:
@@ -116,11 +123,14 @@ class Calibration:
         values = np.asarray(values, dtype=float).reshape(len(families), len(SLOPE_VARS))
         z = np.zeros((len(families), len(self.names)))
         measured = np.isin(families, list(self.refs))
+        cells = cell_names(families, values) if any(n.startswith("cell:") for n in self.names) else None
         for j, name in enumerate(self.names):
             if name == "setup":
                 z[:, j] = 1.0
             elif name.startswith("family:"):
                 z[:, j] = families == name[len("family:"):]
+            elif name.startswith("cell:") and cells is not None:
+                z[:, j] = cells == name
         for fam, ref in self.refs.items():
             m = families == fam
             if not m.any():
