@@ -12,7 +12,7 @@ import numpy as np
 from mlflow_energy import schema
 from mlflow_energy._plotstyle import family_style, legend_outside, log_axes
 from mlflow_energy.fit.features import call_terms
-from mlflow_energy.fit.saturation import op_shares
+from mlflow_energy.fit.saturation import call_intensity, op_shares
 
 if TYPE_CHECKING:
     from mlflow_energy.fit.result import FitResult
@@ -53,10 +53,13 @@ def make_plots(result: FitResult, out_dir: Path) -> list[Path]:
                     first = g.iloc[[0] * len(xs)]
                     attention, conv = op_shares(first, phase)
                     peak = result.model.hardware.get(hw, {}).get("hw_tflops", float("nan")) * 1e12
+                    li = call_intensity(g, phase)  # along the curve: the family's intensity, linear in log FLOPs
+                    if li is not None:
+                        li = np.polyval(np.polyfit(lx, li, 1) if np.ptp(lx) > 0 else [0.0, float(li.mean())], xs)
                     ys, _ = pm.saturating.log_predict(xs, models=first["model"].to_numpy(dtype=str),
                                                       hardware=first["hardware"].to_numpy(dtype=str),
                                                       log_peak=np.full(len(xs), np.log(peak)), attention=attention,
-                                                      conv=conv)
+                                                      conv=conv, intensity=li)
                     ax.plot(np.exp(xs), np.exp(ys), color=colour, lw=1.2)
                 else:
                     a, b, _, _ = pm.law_of(fam, hw)
