@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
@@ -68,9 +69,22 @@ def legend_outside(ax: Any, **kwargs: Any) -> None:
 
 
 def save(fig: Any, path: Any, dpi: int = 110) -> Any:
-    """Write a figure with the outside legend included (``bbox_inches="tight"``) and close it."""
+    """Write a figure with the outside legend included (``bbox_inches="tight"``) and close it; a figure
+    marked :func:`laid_out` is written as it is laid out, in one draw."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, **_LAID_OUT.get(fig, {"bbox_inches": "tight"}))
     plt.close(fig)
     return path
+
+
+#: Figures whose layout is final, with their ``savefig`` options (:func:`laid_out`).
+_LAID_OUT: Any = weakref.WeakKeyDictionary()
+
+
+def laid_out(fig: Any, **options: Any) -> Any:
+    """Mark a figure whose layout is final (every text placed inside it): :func:`save` writes it as it
+    is, in one draw, without ``bbox_inches="tight"`` (which draws it twice), with these further
+    ``savefig`` options (``pil_kwargs`` of a PNG, say). Returns ``fig``."""
+    _LAID_OUT[fig] = options
+    return fig
