@@ -15,11 +15,13 @@ Prints ms per config for both (median over the rounds) and the ratio sweep / loo
 bootstrap interval over the paired rounds (target: <= 1.0); ``--profile FILE`` also runs one
 sweep under cProfile, prints its top calls and saves the profile; ``--parts`` also times the
 sweep's steps (logging each run, the summary and its plot, claims, the journal) over a few
-more sweeps, in ms per config.
+more sweeps, in ms per config; ``--plot N ...`` only times the summary's plot
+(:func:`~mlflow_energy.sweep.summary.energy_plot`) alone for N configs each (best of 3).
 
     python benchmarks/sweep_overhead.py                        # 40 configs, 5 paired rounds
     python benchmarks/sweep_overhead.py --configs 40 --rounds 8 --profile /tmp/sweep.prof
     python benchmarks/sweep_overhead.py --configs 40 --rounds 4 --parts
+    python benchmarks/sweep_overhead.py --plot 10 40 160
 """
 
 from __future__ import annotations
@@ -158,6 +160,30 @@ def _parts(spec: Any, meter: Any, journal: str, sweeps: int = 3) -> None:
         print(f"  {label:48s} {per * seconds:6.2f} ms/config")
 
 
+def _plot_times(sizes: list[int]) -> None:
+    """ms (best of 3) of the summary's plot alone for each size: configs of three families named as a sweep names them."""
+    import shutil
+
+    from mlflow_energy.sweep.summary import energy_plot
+
+    tmp = tempfile.mkdtemp(prefix="sweep-plot-")
+    families = ("tiny-sd2", "tiny-sdxl", "sd15")
+    for n in sizes:
+        rows = [{"run_name": f"{families[i % 3]}-{256 * (1 + i % 4)}x{256 * (1 + i % 4)}-{i + 1}st-g7.5-fp16-b{1 + i % 2}",
+                 "model": families[i % 3], "energy_total_j": 0.01 * 1.07 ** i, "energy_source": "zeus:benchmark"}
+                for i in range(n)]
+        energy_plot(rows, os.path.join(tmp, "warm.png"))
+        best = min(_timed(energy_plot, rows, os.path.join(tmp, "plot.png")) for _ in range(3))
+        print(f"plot of {n:4d} configs: {best * 1e3:7.1f} ms ({best * 1e3 / n:5.2f} ms/config)")
+    shutil.rmtree(tmp)
+
+
+def _timed(f: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - start
+
+
 def _ratio_ci(sweep: np.ndarray, loop: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """Median over paired rounds of sweep/loop, with a 95% bootstrap interval."""
     rng = np.random.default_rng(seed)
@@ -173,7 +199,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="paired rounds (one sweep and one loop each)")
     parser.add_argument("--profile", help="also profile one sweep with cProfile; save the profile here")
     parser.add_argument("--parts", action="store_true", help="also time the sweep's steps, in ms per config")
+    parser.add_argument("--plot", type=int, nargs="+", metavar="N", help="only time the summary's plot for N configs")
     args = parser.parse_args()
+    if args.plot:
+        _plot_times(args.plot)
+        return
     warnings.filterwarnings("ignore")
     os.environ["GIT_PYTHON_REFRESH"] = "quiet"
     root = tempfile.mkdtemp(prefix="sweep-overhead-")
