@@ -24,6 +24,7 @@ def distinct_rows(*columns: object) -> tuple[np.ndarray, np.ndarray]:
 
     One integer per row, combined from each column's own codes (kept below the row count, so no
     overflow), never a tuple per row: what lets a per-config computation run once per distinct config.
+    Codes count up in the order each distinct row first appears.
 
     Example:
         >>> codes, first = distinct_rows(["a", "b", "a"], [1, 1, 1])
@@ -33,10 +34,16 @@ def distinct_rows(*columns: object) -> tuple[np.ndarray, np.ndarray]:
     n = len(columns[0])  # type: ignore[arg-type]
     combined = np.zeros(n, dtype=np.int64)
     for col in columns:
-        c, u = pd.factorize(pd.Series(col) if not isinstance(col, pd.Series) else col, use_na_sentinel=False)
-        combined = pd.factorize(combined * max(len(u), 1) + c)[0]
-    _, first, codes = np.unique(combined, return_index=True, return_inverse=True)
-    return codes.reshape(-1), first
+        # an array is factorized as it is (a Series of strings would be copied into Arrow first, in
+        # pandas 3); missing values get their own code after the others (asking pandas to keep them
+        # instead runs a separate missing-value pass over an object column, the slowest part here)
+        c, u = pd.factorize(col if isinstance(col, (pd.Series, np.ndarray)) else np.asarray(col, dtype=object))
+        c = np.where(c < 0, len(u), c)
+        combined = pd.factorize(combined * (len(u) + 1) + c)[0]
+    # the codes are in the order each distinct row first appears (factorize's order): no sort
+    first = np.empty(int(combined.max()) + 1 if n else 0, dtype=np.int64)
+    first[combined[::-1]] = np.arange(n - 1, -1, -1)
+    return combined, first
 
 
 # ============================================================================ reading runs

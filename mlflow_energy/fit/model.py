@@ -77,9 +77,9 @@ class PhaseModel:
         x, log_calls = call_terms(frame, self.phase)
         if self.saturating is not None:
             attention, conv = op_shares(frame, self.phase)
-            src = frame["energy_source"].fillna("").to_numpy(dtype=str) if "energy_source" in frame.columns else None
+            src = frame["energy_source"].fillna("").to_numpy(dtype=object) if "energy_source" in frame.columns else None
             log_e, names = self.saturating.log_predict(
-                x, models=frame["model"].to_numpy(dtype=str), hardware=frame["hardware"].to_numpy(dtype=str),
+                x, models=frame["model"].to_numpy(dtype=object), hardware=frame["hardware"].to_numpy(dtype=object),
                 log_peak=frame["log_peak"].to_numpy(dtype=float), attention=attention, conv=conv,
                 log_jpf=frame["log_jpf"].to_numpy(dtype=float) if "log_jpf" in frame.columns else None, sources=src,
                 intensity=call_intensity(frame, self.phase))

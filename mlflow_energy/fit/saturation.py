@@ -127,12 +127,11 @@ class SaturatingLaw:
         src = np.full(n, "", dtype=object) if sources is None else np.asarray(sources, dtype=object)
         jpf = np.full(n, np.nan) if log_jpf is None else np.asarray(log_jpf, dtype=float)
         # one lookup per distinct (source, family, GPU); a GPU has one J/FLOP
-        src, models, hardware = (np.asarray(v, dtype=str) for v in (src, models, hardware))
-        codes, uniq = pd.factorize(pd.Series(np.char.add(np.char.add(np.char.add(np.char.add(src, "\x1f"), models),
-                                                                      "\x1f"), hardware)))
-        first = np.zeros(len(uniq), dtype=np.int64)
-        first[codes[::-1]] = np.arange(n)[::-1]
-        per = [self._level(src[i], models[i], hardware[i], float(jpf[i])) for i in first]
+        from mlflow_energy.fit.frame import distinct_rows
+
+        models, hardware = np.asarray(models, dtype=object), np.asarray(hardware, dtype=object)
+        codes, first = distinct_rows(src, models, hardware)
+        per = [self._level(str(src[i]), str(models[i]), str(hardware[i]), float(jpf[i])) for i in first]
         level = np.array([p[0] for p in per], dtype=float)[codes]
         lt = np.array([p[1] for p in per], dtype=float)[codes]
         c = np.array([p[2] for p in per], dtype=float)[codes]
@@ -275,11 +274,20 @@ def _shares(model: str, height: int, width: int, component: str) -> tuple[float,
     return (ops["attention"] / total, ops["conv"] / total) if total > 0 else (0.0, 0.0)
 
 
+#: The columns of :func:`call_shapes`. A frame that carries them is read, not recomputed: the
+#: predictor adds them once per request, for the energy law and the time law alike.
+SHAPE_COLUMNS = ("share_attention_denoiser", "share_conv_denoiser", "share_attention_decode", "share_conv_decode",
+                 "log_intensity")
+
+
 def op_shares(frame: pd.DataFrame, phase: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Attention and convolution shares of each row's call in ``phase`` (None, None for text encoders)."""
     component = {"total": "denoiser", "denoise": "denoiser", "decode": "decode"}.get(phase)
     if component is None:
         return None, None
+    if f"share_attention_{component}" in frame.columns:
+        return (frame[f"share_attention_{component}"].to_numpy(dtype=float),
+                frame[f"share_conv_{component}"].to_numpy(dtype=float))
     from mlflow_energy.fit.frame import distinct_rows
 
     model = frame["model"].to_numpy(dtype=object)
@@ -290,40 +298,66 @@ def op_shares(frame: pd.DataFrame, phase: str) -> tuple[np.ndarray | None, np.nd
     return pairs[codes, 0], pairs[codes, 1]
 
 
+@functools.lru_cache(maxsize=4096)
+def _per_sample(model: str, height: int, width: int) -> tuple[float, float]:
+    """``(FLOPs of one denoiser call on one sample, latent pixels)``; NaN where they cannot be counted."""
+    from mlflow_energy.errors import ConfigError
+    from mlflow_energy.families import get_family
+    from mlflow_energy.flops.frame import size_flops
+    from mlflow_energy.flops.memory import known_families
+
+    if model not in known_families():
+        return math.nan, math.nan
+    try:
+        ld = get_family(model).latent_downsample
+        lh, lw = np.array([height // ld]), np.array([width // ld])
+        return float(size_flops(model, lh, lw)[0][0]), float(lh[0] * lw[0])
+    except (ConfigError, KeyError, ValueError):
+        return math.nan, math.nan
+
+
+def call_shapes(frame: pd.DataFrame | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The :data:`SHAPE_COLUMNS` of every row: the attention and convolution shares of the denoiser
+    call and of the decode, and the denoiser call's log intensity (see :func:`call_intensity`).
+
+    One pass per distinct (family, height, width); ``frame`` (a DataFrame or a dict of columns)
+    needs ``model``, ``height``, ``width``, ``batch_size`` and ``flops_denoise_per_step``.
+    """
+    from mlflow_energy.fit.frame import distinct_rows
+    from mlflow_energy.flops.memory import denoiser_call_bytes
+
+    model = np.asarray(frame["model"], dtype=object)
+    height, width = np.asarray(frame["height"], dtype=np.int64), np.asarray(frame["width"], dtype=np.int64)
+    codes, first = distinct_rows(model, height, width)
+    per = np.array([(*_shares(str(model[i]), int(height[i]), int(width[i]), "denoiser"),
+                     *_shares(str(model[i]), int(height[i]), int(width[i]), "decode"),
+                     *_per_sample(str(model[i]), int(height[i]), int(width[i]))) for i in first],
+                   dtype=float).reshape(-1, 6)[codes]
+    out = {name: per[:, j] for j, name in enumerate(SHAPE_COLUMNS[:4])}
+    # the call's samples (batch x CFG passes) are its FLOPs over one sample's
+    x = np.log(np.clip(np.asarray(frame["flops_denoise_per_step"], dtype=float), 1.0, None)
+               * np.asarray(frame["batch_size"], dtype=float))
+    intensity = np.zeros(len(model))
+    counted = np.isfinite(per[:, 4])
+    for name in pd.unique(model[counted]):
+        m = counted & (model == name)
+        samples = np.maximum(np.rint(np.exp(x[m]) / per[m, 4]), 1.0)
+        nbytes = denoiser_call_bytes(str(name), latent_pixels=per[m, 5], samples=samples)
+        intensity[m] = x[m] - np.log(nbytes) - math.log(INTENSITY_REF)
+    out["log_intensity"] = np.where(np.isfinite(intensity), intensity, 0.0)
+    return out
+
+
 def call_intensity(frame: pd.DataFrame, phase: str) -> np.ndarray | None:
     """Log arithmetic intensity of each row's denoiser call, ``log(FLOP / byte) - log(INTENSITY_REF)``
     (:mod:`mlflow_energy.flops.memory`), for phases ``denoise`` and ``total``; None for the others.
 
     The call's samples (batch x CFG passes) are its FLOPs over one sample's closed-form FLOPs. A row
     whose family the bytes table lacks, or whose FLOPs the closed forms cannot count, gets 0 (no term).
+    A ``log_intensity`` column (:func:`call_shapes`), when present, is read as it is.
     """
     if phase not in ("total", "denoise"):
         return None
-    from mlflow_energy.errors import ConfigError
-    from mlflow_energy.families import get_family
-    from mlflow_energy.fit.features import call_terms
-    from mlflow_energy.fit.frame import distinct_rows
-    from mlflow_energy.flops.frame import size_flops
-    from mlflow_energy.flops.memory import denoiser_call_bytes, known_families
-
-    x = call_terms(frame, phase)[0]
-    out = np.zeros(len(frame))
-    model = frame["model"].to_numpy(dtype=object)
-    height, width = frame["height"].to_numpy(dtype=np.int64), frame["width"].to_numpy(dtype=np.int64)
-    known = known_families()
-    codes, first = distinct_rows(model, height, width)
-    for k, i in enumerate(first):
-        name = str(model[i])
-        if name not in known:
-            continue
-        try:
-            ld = get_family(name).latent_downsample
-            lh, lw = np.array([height[i] // ld]), np.array([width[i] // ld])
-            per_sample = float(size_flops(name, lh, lw)[0][0])
-        except (ConfigError, KeyError, ValueError):
-            continue
-        m = codes == k
-        samples = np.maximum(np.rint(np.exp(x[m]) / per_sample), 1.0)
-        nbytes = denoiser_call_bytes(name, latent_pixels=float(lh[0] * lw[0]), samples=samples)
-        out[m] = x[m] - np.log(nbytes) - math.log(INTENSITY_REF)
-    return np.where(np.isfinite(out), out, 0.0)
+    if "log_intensity" in frame.columns:
+        return frame["log_intensity"].to_numpy(dtype=float)
+    return call_shapes(frame)["log_intensity"]

@@ -15,6 +15,7 @@ from mlflow_energy.fit import FIT_PHASES, EnergyModel
 from mlflow_energy.fit.features import log_jpf, log_peak
 from mlflow_energy.fit.frame import distinct_rows
 from mlflow_energy.fit.model import pair_codes
+from mlflow_energy.fit.saturation import call_shapes
 from mlflow_energy.fit.scope import idle_of, seen_summary
 from mlflow_energy.fit.validation import LEVEL_UNSEEN_SETUP, LEVELS, unseen_setup_width, widest_width
 from mlflow_energy.flops.frame import flops_columns
@@ -58,8 +59,11 @@ def predict_frame(model: EnergyModel, df: pd.DataFrame, *, interval_level: str =
     # one frame, built once: inputs, FLOPs and each GPU's best-case J/FLOP
     # a row names a training source: that setup's own saturation and levels (a saturating law)
     source = np.where(np.isin(setup, list(model.sources)), setup, "").astype(object)
-    rows = numpy_frame({**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
-                        "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source})
+    data = {**cols, **flops, "log_jpf": log_jpf(cols["hardware"], hardware),
+            "log_peak": log_peak(cols["hardware"], hardware), "energy_source": source}
+    if _saturating(model):  # the call's op shares and intensity, once for the energy and the time laws
+        data.update(call_shapes(data))
+    rows = numpy_frame(data)
     ft = rows["flops_total"].to_numpy(dtype=float)
     lo, hi = model.flops_range
     with np.errstate(invalid="ignore"):
@@ -135,6 +139,12 @@ def _distinct(cols: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarra
     inverse, first = distinct_rows(*(pd.Series(v, dtype=object, copy=False) if v.dtype == object else v
                                      for v in cols.values()))
     return (inverse, first) if len(first) <= DISTINCT_SHARE * n else (None, None)
+
+
+def _saturating(model: EnergyModel) -> bool:
+    """Whether a law of ``model`` (or of its time law) is the saturating one."""
+    return any(pm.saturating is not None for pm in model.phases.values()) or (
+        model.time is not None and _saturating(model.time))
 
 
 def numpy_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
