@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def load(args: argparse.Namespace, server: str, uri: str, records: list[dict], s
     import requests
 
     port = _port()
-    log = Path(f"serve-load-{port}.log")
+    log = Path(tempfile.gettempdir()) / f"serve-load-{port}.log"  # not in the caller's directory
     proc = start(server, uri, port, log, args.nofile, serve_args)
     slow, slow_closed = None, 0
     base = f"http://127.0.0.1:{port}"

@@ -1,5 +1,6 @@
 """The predictor examples of README.md, docs/law.md and docs/serving.md run verbatim, from Python and over REST,
-against a model fitted on the packaged ML.ENERGY data and registered as ``mlenergy-energy``."""
+against a model fitted on the packaged ML.ENERGY data and registered as ``mlenergy-energy`` (the
+``registry`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -35,32 +36,6 @@ def rest_payloads() -> list[dict]:
     """The JSON bodies of the curl examples of README.md and docs/serving.md."""
     text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "serving.md").read_text()
     return [json.loads(body) for body in re.findall(r"/invocations .*?-d '(.*?)'", text, flags=re.S)]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    import mlflow
-
-    from mlflow_energy.fit import fit_energy_model, log_fit, runs_frame
-    from mlflow_energy.predict import log_and_register
-    from mlflow_energy.tracking.mlenergy import import_mlenergy
-
-    tmp = tmp_path_factory.mktemp("docs")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    old = os.getcwd()
-    os.chdir(tmp)
-    try:
-        mlflow.set_tracking_uri(uri)
-        import_mlenergy(experiment="mlenergy")
-        result = fit_energy_model(runs_frame("mlenergy"), n_boot=0, max_folds=12)
-        mlflow.set_experiment("fit")
-        with mlflow.start_run():
-            log_fit(result, experiment="mlenergy", allow_mixed=True, plots=False)
-            log_and_register(result, "mlenergy-energy")
-    finally:
-        os.chdir(old)
-        mlflow.set_tracking_uri("")
-    return uri, tmp
 
 
 def test_the_examples_exist():
