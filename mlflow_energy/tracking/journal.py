@@ -188,6 +188,9 @@ class Journal:
         append_lines(self.bad_path, [json.dumps({"journal": self.path, "offset": off, "error": why,
                                                  "line": raw.decode("utf-8", "backslashreplace")})
                                      for off, raw, why in bad])
+        from mlflow_energy.tracking import checkpoint
+
+        checkpoint.drop(self.path)  # offsets shift (a checkpoint written meanwhile no longer matches)
         cut = {off for off, _, _ in bad}
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
@@ -208,17 +211,45 @@ class Journal:
 
         ``this_server``: only those meant for the current tracking URI.
         """
+        from mlflow_energy.tracking import checkpoint
+
+        ledger_size = os.path.getsize(self.logged_path) if os.path.isfile(self.logged_path) else 0
         done = self.logged()
+        start, records, spans = self._records_after(checkpoint.read(self.path))
         out, seen = [], set()
         digest = tracking_digest() if this_server else None
-        for r in self.records():
+        logged_to, gap = (start, start), spans is None  # the last line logged without a gap from ``start``
+        for i, r in enumerate(records):
+            key = ledger_key(r)
+            if key in done:
+                logged_to = logged_to if gap else spans[i]  # type: ignore[index]
+                continue
+            gap = True  # a pending record: the checkpoint stops before it
             if digest is not None and r.get("tracking", digest) != digest:
                 continue
-            key = ledger_key(r)
-            if key not in done and key not in seen:
+            if key not in seen:
                 seen.add(key)
                 out.append(r)
+        if logged_to[1] > start:
+            checkpoint.write(self.path, logged_to[1], line_bytes=logged_to[1] - logged_to[0], ledger_size=ledger_size)
         return out
+
+    def _records_after(self, start: int) -> tuple[int, list[dict[str, Any]], list[tuple[int, int]] | None]:
+        """``(offset read from, the records from there, the span of each's line)``; a journal with a
+        bad line is read whole once its bad lines are moved aside, without spans (None)."""
+        if not os.path.isfile(self.path):
+            return 0, [], None
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        spans: list[tuple[int, int]] = []
+        records, bad = _scan(data, start, spans)
+        if bad:
+            from mlflow_energy.tracking import checkpoint
+
+            checkpoint.drop(self.path)
+            return 0, self.move_bad_lines(), None
+        return start, records, spans
 
     @contextlib.contextmanager
     def replay_lock(self, wait: float | None = REPLAY_WAIT_S) -> Iterator[bool]:
@@ -293,8 +324,12 @@ def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
         off = end
 
 
-def _scan(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, bytes, str]]]:
-    """The records of a journal's bytes, and its bad lines ``(offset, line, why)``; a torn tail is neither."""
+def _scan(data: bytes, base: int = 0, spans: list[tuple[int, int]] | None = None
+          ) -> tuple[list[dict[str, Any]], list[tuple[int, bytes, str]]]:
+    """The records of a journal's bytes, and its bad lines ``(offset, line, why)``; a torn tail is neither.
+
+    ``base``: the journal's byte offset of ``data``; ``spans``, when given, gets the journal's byte
+    offsets ``(start, end)`` of each record's line."""
     from mlflow_energy.errors import ConfigError
     from mlflow_energy.tracking.jsonl import parse_line, parses
 
@@ -302,14 +337,17 @@ def _scan(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, bytes, str
     bad: list[tuple[int, bytes, str]] = []
     for lineno, (off, raw) in enumerate(_lines(data), 1):
         try:
-            record = parse_line(raw, f"line {lineno}", first=off == 0)
+            record = parse_line(raw, f"line {lineno}" if base == 0 else f"byte offset {base + off}",
+                                first=base + off == 0)
         except ConfigError as exc:
             if not raw.endswith(b"\n") and not parses(raw):
                 break  # the last line, torn by a crash or still being written: never moved
-            bad.append((off, raw, str(exc)))
+            bad.append((base + off, raw, str(exc)))
             continue
         if record is not None:
             records.append(record)
+            if spans is not None:
+                spans.append((base + off, base + off + len(raw)))
     return records, bad
 
 
