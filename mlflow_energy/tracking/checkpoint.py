@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 __all__ = ["drop", "read", "write"]
 
+
 def _path(journal: str) -> str:
     return journal + ".checkpoint"
 
