@@ -34,14 +34,15 @@ import json
 import os
 from typing import BinaryIO
 
-__all__ = ["drop", "read", "write"]
+__all__ = ["drop", "ledger_size", "read", "write"]
 
 
 def _path(journal: str) -> str:
     return journal + ".checkpoint"
 
 
-def _ledger_size(journal: str) -> int:
+def ledger_size(journal: str) -> int:
+    """The size in bytes of ``<journal>.logged`` (0 when there is none): what a checkpoint is checked against."""
     try:
         return os.path.getsize(journal + ".logged")
     except OSError:
@@ -70,7 +71,7 @@ def read(journal: str) -> int:
         with open(_path(journal), encoding="utf-8") as fh:
             cp = json.load(fh)
         offset = int(cp["offset"])
-        if offset <= 0 or _ledger_size(journal) < int(cp["ledger_size"]):
+        if offset <= 0 or ledger_size(journal) < int(cp["ledger_size"]):
             return 0
         with open(journal, "rb") as fh:
             line = _line_before(fh, offset, int(cp["line_bytes"]))

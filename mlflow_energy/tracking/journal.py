@@ -213,7 +213,7 @@ class Journal:
         """
         from mlflow_energy.tracking import checkpoint
 
-        ledger_size = os.path.getsize(self.logged_path) if os.path.isfile(self.logged_path) else 0
+        ledger_size = checkpoint.ledger_size(self.path)  # before the keys are read: they cover at least this
         done = self.logged()
         start, records, spans = self._records_after(checkpoint.read(self.path))
         out, seen = [], set()
@@ -244,10 +244,7 @@ class Journal:
             data = fh.read()
         spans: list[tuple[int, int]] = []
         records, bad = _scan(data, start, spans)
-        if bad:
-            from mlflow_energy.tracking import checkpoint
-
-            checkpoint.drop(self.path)
+        if bad:  # moving them aside rewrites the journal, and drops the checkpoint (_rewrite_without)
             return 0, self.move_bad_lines(), None
         return start, records, spans
 
